@@ -1,0 +1,44 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: setup demo test lint bench bench-quick model evaluate-model clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+## setup: virtual environment with the CPU build of torch, the package and its dev tools
+setup: $(PY)
+	$(PY) -m pip install "torch==2.13.*"
+	$(PY) -m pip install -e ".[dev]"
+
+## demo: learn a generated 3-object scene on the embedded model and edit it to three layouts
+demo:
+	$(BIN)/layoutedit demo --out layoutedit-demo
+
+## test: the whole test suite (CPU only, a few minutes)
+test:
+	$(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench:
+	$(BIN)/layoutedit bench --out bench-out
+
+bench-quick:
+	$(BIN)/layoutedit bench --quick --out bench-out
+
+## model: retrain the embedded shapes-tiny model from scratch (hours on 2 cores; resumable)
+model:
+	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny --export layoutedit/models/shapes-tiny
+
+evaluate-model:
+	$(PY) -m layoutedit.shapes.evaluate --model layoutedit/models/shapes-tiny
+
+clean:
+	rm -rf layoutedit-demo bench-out .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

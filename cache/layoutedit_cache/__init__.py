@@ -1,0 +1,1 @@
+"""Content-hashed concept cache (placeholder)."""

@@ -1,0 +1,3 @@
+from layoutedit.cli.app import main
+
+main()

@@ -1,0 +1,17 @@
+"""`layoutedit cache`."""
+
+from __future__ import annotations
+
+import typer
+
+from layoutedit.cli.common import not_yet, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("cache")
+    @user_errors
+    def cache_command() -> None:
+        """Not yet available."""
+        raise not_yet("cache")

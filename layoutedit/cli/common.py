@@ -1,0 +1,76 @@
+"""What every command shares: global state, consoles, and turning UserError into one line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from platformdirs import user_cache_dir
+from rich.console import Console
+
+from layoutedit.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_MODEL = "builtin:shapes-tiny"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_cache_dir() -> Path:
+    """`LAYOUTEDIT_CACHE_DIR`, else the platform's user cache dir."""
+    env = os.environ.get("LAYOUTEDIT_CACHE_DIR")
+    return Path(env) if env else Path(user_cache_dir("layoutedit"))
+
+
+@dataclass
+class AppState:
+    """Global options, set by the app callback and read by every command."""
+
+    cache_dir: Path
+    backend: str = "auto"
+    model: str = DEFAULT_MODEL
+    verbose: bool = False
+    quiet: bool = False
+    json: bool = False
+
+    def emit_json(self, payload: Any) -> None:
+        """Print machine-readable output (plain, so no rich markup or wrapping)."""
+        print(json.dumps(payload, indent=2, default=str))
+
+
+def state(ctx: typer.Context) -> AppState:
+    """The AppState of this invocation (a default one when a command is invoked alone)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState(cache_dir=default_cache_dir())
+    return root.obj
+
+
+def user_errors(func: F) -> F:
+    """Turn a UserError into one line on stderr and exit code 2; nothing else changes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: nothing partial was kept")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def not_yet(what: str) -> UserError:
+    """Error for a command whose machinery is not built yet."""
+    return UserError(f"`layoutedit {what}` is not yet available in this version")

@@ -1,0 +1,17 @@
+"""`layoutedit inspect`."""
+
+from __future__ import annotations
+
+import typer
+
+from layoutedit.cli.common import not_yet, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("inspect")
+    @user_errors
+    def inspect_command() -> None:
+        """Not yet available."""
+        raise not_yet("inspect")

@@ -1,0 +1,17 @@
+"""`layoutedit learn`."""
+
+from __future__ import annotations
+
+import typer
+
+from layoutedit.cli.common import not_yet, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("learn")
+    @user_errors
+    def learn_command() -> None:
+        """Not yet available."""
+        raise not_yet("learn")

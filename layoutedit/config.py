@@ -1,0 +1,172 @@
+"""Every setting a user can change, with its default, in one place.
+
+Field defaults are the published defaults of `method.md`. A preset is a named set of
+overrides on top of them; a TOML file (`--config`) overrides the preset; command-line flags
+override the file. `resolve_settings` applies that order.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from layoutedit.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SceneOptions(_Strict):
+    """How scene files are read."""
+
+    colour_tolerance: float = Field(
+        40.0, ge=0, le=442, description="Max RGB distance from a label colour for a pixel to match it."
+    )
+    snap_max_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Unmatched pixels up to this share are snapped to the nearest label (with a warning).",
+    )
+    min_object_latent_pixels: int = Field(
+        2, ge=0, description="Smallest object area allowed, in pixels of the model's latent grid."
+    )
+    prompt_template: str = Field(
+        "a high quality picture of {objects}", description="Scene prompt; {objects} is replaced."
+    )
+
+
+class LearnConfig(_Strict):
+    """Stage 1: masked textual inversion, then the cross-attention K/V fine-tune."""
+
+    seed: int = 0
+    ti_steps: int = Field(200, ge=0, description="Textual-inversion steps per object.")
+    ti_batch_size: int = Field(4, ge=1)
+    ti_lr: float = Field(5e-4, gt=0, description="Base learning rate, scaled by batch x accumulation.")
+    ti_joint: bool = Field(
+        False, description="Train all objects in one run (each step sums the masked losses)."
+    )
+    ti_single_template: str = "a photo of a {token}"
+    ft_steps: int = Field(800, ge=0, description="K/V fine-tune steps.")
+    ft_batch_size: int = Field(2, ge=1)
+    ft_lr: float = Field(1e-5, gt=0, description="Base learning rate, scaled by batch x accumulation.")
+    extra_token_init: tuple[str, str] = Field(
+        ("ktn", "pll"), description="Rare words that initialise the two extra tokens <new0> <new1>."
+    )
+    scale_lr: bool = True
+    gradient_accumulation: int = Field(1, ge=1)
+    prior_preservation: bool = False
+    prior_weight: float = Field(1.0, ge=0)
+    prior_dir: Path | None = Field(
+        None, description="Folder with images.txt and caption.txt; None = generate from class prompts."
+    )
+    prior_images: int = Field(20, ge=1, description="Generated regularisation images per object.")
+    checkpoint_every: int = Field(100, ge=0, description="Save a resumable checkpoint every N steps.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class EditConfig(_Strict):
+    """Stage 2: DDIM inversion plus attention-guided sampling with background blending."""
+
+    steps: int = Field(50, ge=1, description="DDIM steps.")
+    guidance_scale: float = Field(5.0, ge=0, description="Classifier-free guidance scale.")
+    eta: float = 0.0
+    attention_res: int | None = Field(
+        None, description="Query-grid side of the attention maps used; None = latent side / 4."
+    )
+    softmax_scale: float = 100.0
+    scale_factor: float = Field(20.0, ge=0, description="Guidance step size.")
+    scale_range: tuple[float, float] = (1.0, 0.5)
+    max_iter_to_alter: int = Field(25, ge=0)
+    refinement: dict[int, float] = Field(
+        default_factory=lambda: {0: 0.6, 10: 0.7, 20: 0.8},
+        description="Step -> attention threshold; refine while loss > 1 - threshold.",
+    )
+    max_refinement_steps: int = Field(40, ge=0)
+    blend_steps: int = Field(15, ge=0, description="Steps that copy the inverted background.")
+    seeds: tuple[int, ...] = (0, 8, 88, 888, 8888)
+    best: bool = Field(False, description="Keep only the lowest-loss candidate.")
+
+
+class Settings(_Strict):
+    """All user settings; the sections of a `--config` TOML file."""
+
+    scene: SceneOptions = SceneOptions()
+    learn: LearnConfig = LearnConfig()
+    edit: EditConfig = EditConfig()
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "published": {},
+    "fast": {
+        "learn": {"ti_steps": 20, "ti_batch_size": 2, "ft_steps": 20, "ti_joint": True},
+        "edit": {
+            "steps": 10,
+            "max_iter_to_alter": 5,
+            "refinement": {0: 0.6},
+            "max_refinement_steps": 3,
+            "blend_steps": 3,
+            "seeds": (0,),
+        },
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "refinement":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file into nested dicts (sections `scene`, `learn`, `edit`)."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError("config file not found", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"not valid TOML: {exc}", path=path) from None
+    if "edit" in data and "refinement" in data["edit"]:
+        # TOML keys are strings; the model wants step numbers.
+        try:
+            data["edit"]["refinement"] = {int(k): v for k, v in data["edit"]["refinement"].items()}
+        except (ValueError, AttributeError):
+            raise UserError("edit.refinement must map step numbers to thresholds", path=path) from None
+    return data
+
+
+def resolve_settings(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Settings:
+    """Defaults < preset < config file < flags. Flags that are None are ignored."""
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    merged: dict[str, Any] = {}
+    if preset:
+        merged = _merge(merged, PRESETS[preset])
+    if config_file is not None:
+        merged = _merge(merged, load_config_file(config_file))
+    for section, values in (overrides or {}).items():
+        merged = _merge(merged, {section: {k: v for k, v in values.items() if v is not None}})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"bad setting {where}: {first['msg']}", path=config_file) from None

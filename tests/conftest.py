@@ -1,0 +1,25 @@
+"""Shared fixtures: no test touches a real user cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SEED_SAMPLE = SHARED / "seed-sample"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("LAYOUTEDIT_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def seed_sample() -> Path:
+    """The published sample scene, read from ../shared; skipped when that folder is absent."""
+    if not (SEED_SAMPLE / "image.png").exists():
+        pytest.skip("../shared/seed-sample is not present")
+    return SEED_SAMPLE

@@ -1,0 +1,1 @@
+"""The shapes world and the recipe of the embedded `shapes-tiny` model (see shapes-world.md)."""

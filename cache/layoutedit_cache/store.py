@@ -1,0 +1,452 @@
+"""The concept cache: an index (diskcache) of entries whose tensors live in safetensors files.
+
+Layout of a cache folder::
+
+    root/index/                     diskcache: key -> entry record (JSON text; nothing pickled)
+    root/artifacts/<key>/<name>.safetensors
+    root/locks/<key>.lock           per-key lock files (POSIX flock)
+    root/tmp/                       staging folders of writes in progress
+
+An entry has a kind (`concept`, `inversion` or `prior`), one or more named artifacts (each a
+dict of tensors in one safetensors file, its size and SHA-256 in the record) and `meta`, a
+JSON-able dict. The CLI shows these meta fields when present: `scene` (str), `objects` (list
+of names), `model` (the model spec the user gave).
+
+What survives a crash: a write stages every artifact in `root/tmp`, fsyncs it, removes any old
+index entry, renames the folder to `root/artifacts/<key>` and writes the index entry last. A
+process killed at any point leaves either the complete new entry or no entry; the staging or
+orphan folders it leaves are not entries, and `cache verify --fix` / `cache prune` remove them.
+
+What happens to a bad entry: every artifact is checked on `get` (size, then SHA-256). A
+missing, truncated or corrupted file is reported in one line (the `report` callback), the
+entry is evicted and `get` returns None so the caller recomputes it: bad bytes are never
+used. An entry written by another cache format version is ignored (never misread) and left
+for `cache prune` to remove.
+
+Concurrency: `lock(key)` holds a per-key cross-process lock (see `locking`), so two processes
+that learn the same scene at once learn it once: the second waits, then finds the entry.
+`put` and eviction take the same lock; `get` reads without it and only locks to evict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layoutedit.errors import UserError
+from layoutedit_cache.artifacts import (
+    ArtifactError,
+    ArtifactInfo,
+    check_artifact_name,
+    deserialise,
+    fsync_dir,
+    read_verified,
+    serialise,
+    write_durable,
+)
+from layoutedit_cache.keys import CACHE_FORMAT_VERSION, check_key, is_key, to_jsonable
+from layoutedit_cache.locking import KeyLocks
+
+if TYPE_CHECKING:
+    import diskcache
+    import torch
+
+_log = logging.getLogger("layoutedit_cache")
+_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+KINDS = ("concept", "inversion", "prior")
+"""The kinds layoutedit stores; others are accepted (same naming rule) for extensions."""
+
+
+class RecordError(Exception):
+    """An index record cannot be read; the message is one line."""
+
+
+class OldFormatError(RecordError):
+    """An index record written by another cache format version."""
+
+
+@dataclass
+class CacheEntry:
+    """One cache entry.
+
+    Attributes:
+        key: 64 hex digits.
+        kind: "concept", "inversion" or "prior".
+        meta: JSON-able dict given to `put`.
+        created: time of the `put`, seconds since the epoch.
+        last_used: time of the last `get` hit (or the `put`), seconds since the epoch.
+        size: bytes of all artifact files together.
+        artifacts: name, size and SHA-256 of each artifact file.
+        directory: folder holding the artifact files.
+    """
+
+    key: str
+    kind: str
+    meta: dict[str, Any]
+    created: float
+    last_used: float
+    size: int
+    artifacts: tuple[ArtifactInfo, ...] = ()
+    directory: Path | None = field(default=None, repr=False)
+    _blobs: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def artifact_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.artifacts)
+
+    def info(self, artifact: str) -> ArtifactInfo:
+        """The record of one artifact; KeyError naming the ones there are."""
+        for a in self.artifacts:
+            if a.name == artifact:
+                return a
+        raise KeyError(f"entry {self.key[:12]} has no artifact {artifact!r}: {self.artifact_names}")
+
+    def blob(self, artifact: str) -> bytes:
+        """The verified safetensors bytes of one artifact."""
+        info = self.info(artifact)
+        blob = self._blobs.get(artifact)
+        if blob is not None:
+            return blob
+        if self.directory is None:
+            raise ArtifactError(f"entry {self.key[:12]} has no artifact folder")
+        return read_verified(self.directory, info)
+
+    def tensors(self, artifact: str) -> dict[str, torch.Tensor]:
+        """The tensors of one artifact, on the CPU.
+
+        Entries from `get` load the bytes verified there (then drop them); a later call reads
+        and verifies the file again, raising ArtifactError if it changed since.
+        """
+        self.info(artifact)
+        blob = self._blobs.pop(artifact, None)
+        return deserialise(blob if blob is not None else self.blob(artifact))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for `--json` output."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "meta": self.meta,
+            "created": self.created,
+            "last_used": self.last_used,
+            "size": self.size,
+            "artifacts": [a.to_json() for a in self.artifacts],
+        }
+
+
+class ConceptCache:
+    """A cache folder. Cheap to construct: nothing is created until the first `put` or `lock`.
+
+    Args:
+        root: the cache folder (`AppState.cache_dir`).
+        report: called with one line when a bad entry is evicted (default: a logging warning
+            on the `layoutedit_cache` logger); the CLI passes its stderr console.
+    """
+
+    def __init__(self, root: Path, *, report: Callable[[str], None] | None = None) -> None:
+        self.root = Path(root)
+        self.index_dir = self.root / "index"
+        self.artifacts_dir = self.root / "artifacts"
+        self.tmp_dir = self.root / "tmp"
+        self.report: Callable[[str], None] = report or _log.warning
+        self.locks = KeyLocks(self.root / "locks", lambda line: self.report(line))
+        self._index: diskcache.Cache | None = None
+        self._mutex = threading.Lock()
+
+    # -- index ---------------------------------------------------------------------------
+    def _open(self, create: bool) -> diskcache.Cache | None:
+        with self._mutex:
+            if self._index is None:
+                if not create and not self.index_dir.is_dir():
+                    return None
+                import diskcache
+
+                # No eviction by diskcache: index entries are tiny, and dropping one silently
+                # would orphan its artifacts. Size limits are ours (`prune`).
+                self._index = diskcache.Cache(str(self.index_dir), eviction_policy="none")
+            return self._index
+
+    def close(self) -> None:
+        """Close the index connection (reopened on next use)."""
+        with self._mutex:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    def __enter__(self) -> ConceptCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def raw_record(self, key: str) -> str | None:
+        """The index record text of `key`, or None."""
+        index = self._open(create=False)
+        if index is None:
+            return None
+        value = index.get(key)
+        return value if isinstance(value, str) else None
+
+    def keys(self) -> list[str]:
+        """Every key in the index, sorted (entries of any format)."""
+        index = self._open(create=False)
+        if index is None:
+            return []
+        return sorted(k for k in index.iterkeys() if isinstance(k, str))
+
+    def artifact_dir(self, key: str) -> Path:
+        return self.artifacts_dir / check_key(key)
+
+    def parse(self, key: str, raw: str) -> CacheEntry:
+        """An entry from its record text; RecordError / OldFormatError if it cannot be used."""
+        try:
+            data = json.loads(raw)
+            fmt = data["format"]
+            if fmt != CACHE_FORMAT_VERSION:
+                raise OldFormatError(
+                    f"written by cache format {fmt}; this version reads {CACHE_FORMAT_VERSION}"
+                )
+            if data["key"] != key:
+                raise RecordError("index record belongs to another key")
+            artifacts = tuple(ArtifactInfo.from_json(a) for a in data["artifacts"])
+            return CacheEntry(
+                key=key,
+                kind=str(data["kind"]),
+                meta=dict(data["meta"]),
+                created=float(data["created"]),
+                last_used=float(data["last_used"]),
+                size=sum(a.size for a in artifacts),
+                artifacts=artifacts,
+                directory=self.artifact_dir(key),
+            )
+        except RecordError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordError(f"index record is unreadable ({type(exc).__name__})") from None
+
+    def entries(self) -> list[CacheEntry]:
+        """Usable-looking entries (current format, readable record), newest use first.
+
+        Artifacts are not verified here; `get` and `maintenance.verify` do that.
+        """
+        out = []
+        for key in self.keys():
+            raw = self.raw_record(key)
+            if raw is None:
+                continue
+            with contextlib.suppress(RecordError):
+                out.append(self.parse(key, raw))
+        return sorted(out, key=lambda e: e.last_used, reverse=True)
+
+    def total_size(self) -> int:
+        """Bytes of all artifact files of usable entries."""
+        return sum(e.size for e in self.entries())
+
+    # -- the API -------------------------------------------------------------------------
+    def lock(
+        self, key: str, *, on_wait: Callable[[], None] | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold the cross-process lock of `key` for a `with` block (re-entrant in a thread).
+
+        `on_wait()` is called once if another process holds it and we have to wait (e.g. to
+        print "another process is learning this scene; waiting").
+        """
+        return self.locks.hold(check_key(key), on_wait)
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry of `key` with every artifact verified, or None.
+
+        A bad entry is reported (one line), evicted, and None returned; an entry of another
+        format version is ignored. A hit updates `last_used`.
+        """
+        check_key(key)
+        for _ in range(3):
+            raw = self.raw_record(key)
+            if raw is None:
+                return None
+            try:
+                entry = self.parse(key, raw)
+                assert entry.directory is not None
+                entry._blobs = {a.name: read_verified(entry.directory, a) for a in entry.artifacts}
+            except OldFormatError:
+                return None
+            except (RecordError, ArtifactError) as exc:
+                problem = str(exc)
+            else:
+                self._touch(key, raw, entry)
+                return entry
+            # Evict only if the record is still the one we checked: a `put` may have replaced it
+            # while we read, and then the new entry deserves its own check.
+            with self.lock(key):
+                if self.raw_record(key) != raw:
+                    continue
+                self._evict_locked(key)
+            self.report(f"cache entry {key[:12]}: {problem}; evicted, it will be recomputed")
+            return None
+        return None
+
+    def put(
+        self,
+        key: str,
+        kind: str,
+        tensors: Mapping[str, Mapping[str, torch.Tensor]],
+        meta: Mapping[str, Any],
+    ) -> CacheEntry:
+        """Store an entry atomically, replacing any entry of `key`.
+
+        Args:
+            key: from `keys.concept_key` / `inversion_key` / `prior_key`.
+            kind: "concept", "inversion" or "prior".
+            tensors: artifact name -> {tensor name -> tensor}; each artifact becomes one
+                safetensors file (tensors are stored as CPU copies).
+            meta: JSON-able dict (paths and tuples are converted); see the module docstring.
+        """
+        blobs = {check_artifact_name(name): serialise(group) for name, group in tensors.items()}
+        return self.put_blobs(key, kind, blobs, meta)
+
+    def put_blobs(
+        self,
+        key: str,
+        kind: str,
+        blobs: Mapping[str, bytes],
+        meta: Mapping[str, Any],
+        *,
+        created: float | None = None,
+    ) -> CacheEntry:
+        """`put` for artifacts already serialised as safetensors bytes (used by import)."""
+        check_key(key)
+        if not _KIND.match(kind):
+            raise ValueError(f"bad entry kind {kind!r}")
+        if not blobs:
+            raise ValueError("an entry needs at least one artifact")
+        infos = tuple(ArtifactInfo.of_bytes(name, blob) for name, blob in blobs.items())
+        now = time.time()
+        record = {
+            "format": CACHE_FORMAT_VERSION,
+            "key": key,
+            "kind": kind,
+            "meta": to_jsonable(dict(meta)),
+            "created": now if created is None else float(created),
+            "last_used": now,
+            "artifacts": [a.to_json() for a in infos],
+            "id": secrets.token_hex(8),
+        }
+        text = json.dumps(record, sort_keys=True)
+        with self.lock(key):
+            index = self._open(create=True)
+            assert index is not None
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            stage = self.tmp_dir / f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
+            trash: Path | None = None
+            stage.mkdir()
+            try:
+                for info in infos:
+                    write_durable(stage / info.filename, blobs[info.name])
+                fsync_dir(stage)
+                # From here a crash must leave no entry rather than a record over other files:
+                # drop the old record first, swap the folders, write the new record last.
+                index.delete(key)
+                final = self.artifact_dir(key)
+                if final.exists():
+                    trash = self.tmp_dir / f"{key}.old.{secrets.token_hex(4)}"
+                    os.replace(final, trash)
+                self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(stage, final)
+                fsync_dir(self.artifacts_dir)
+                index.set(key, text)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+                if trash is not None:
+                    shutil.rmtree(trash, ignore_errors=True)
+        return self.parse(key, text)
+
+    def resolve(self, prefix: str) -> str:
+        """The one key starting with `prefix` (case-insensitive); UserError if none or several."""
+        wanted = prefix.strip().lower()
+        if not wanted or not re.fullmatch(r"[0-9a-f]{1,64}", wanted):
+            raise UserError(f"{prefix!r} is not a cache key or key prefix (hex digits)")
+        if is_key(wanted) and self.raw_record(wanted) is not None:
+            return wanted
+        matches = [k for k in self.keys() if k.startswith(wanted)]
+        if not matches:
+            raise UserError(f"no cache entry starts with {wanted!r} (see `layoutedit cache ls`)")
+        if len(matches) > 1:
+            shown = ", ".join(m[:12] for m in matches[:5])
+            raise UserError(
+                f"{wanted!r} matches {len(matches)} cache entries ({shown}); give more digits"
+            )
+        return matches[0]
+
+    def evict(self, key: str) -> bool:
+        """Remove the entry of `key` and its files; False if there was none."""
+        with self.lock(key):
+            existed = self.raw_record(key) is not None or self.artifact_dir(key).exists()
+            self._evict_locked(key)
+        self.locks.discard(key)
+        return existed
+
+    # -- internals -----------------------------------------------------------------------
+    def _evict_locked(self, key: str) -> None:
+        index = self._open(create=False)
+        if index is not None:
+            index.delete(key)  # record first: a crash mid-way leaves an orphan folder, not an entry
+        folder = self.artifact_dir(key)
+        if folder.exists():
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            trash = self.tmp_dir / f"{key}.old.{secrets.token_hex(4)}"
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _touch(self, key: str, raw: str, entry: CacheEntry) -> None:
+        """Record a hit's time; best effort (a read-only cache still serves hits)."""
+        now = time.time()
+        try:
+            data = json.loads(raw)
+            data["last_used"] = now
+            index = self._open(create=False)
+            if index is None:
+                return
+            with index.transact():
+                if index.get(key) == raw:
+                    index.set(key, json.dumps(data, sort_keys=True))
+            entry.last_used = now
+        except Exception as exc:  # sqlite errors on a read-only cache, mostly
+            _log.debug("could not update last_used of %s: %s", key[:12], exc)
+
+    def leftovers(self) -> Iterator[tuple[str, Path]]:
+        """(key, path) of staging folders and artifact folders that belong to no entry.
+
+        Includes folders of writes in progress; `remove_leftover` checks under the lock.
+        """
+        if self.tmp_dir.is_dir():
+            for path in sorted(self.tmp_dir.iterdir()):
+                key = path.name[:64]
+                if is_key(key):
+                    yield key, path
+        if self.artifacts_dir.is_dir():
+            for path in sorted(self.artifacts_dir.iterdir()):
+                if is_key(path.name) and self.raw_record(path.name) is None:
+                    yield path.name, path
+
+    def remove_leftover(self, key: str, path: Path) -> bool:
+        """Remove a leftover folder unless a write of `key` is in progress; True if removed."""
+        with self.locks.try_hold(key) as free:
+            if not free:
+                return False
+            if path.parent == self.artifacts_dir and self.raw_record(key) is not None:
+                return False
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            return True

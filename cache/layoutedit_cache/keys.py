@@ -113,7 +113,7 @@ class _Hasher:
         array = np.ascontiguousarray(array)
         self.json(name + ".shape", list(array.shape))
         self.json(name + ".dtype", array.dtype.str)
-        self.field(name, memoryview(array).cast("B"))
+        self.field(name, array.tobytes())
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()

@@ -29,19 +29,25 @@ class SceneOptions(_Strict):
     """How scene files are read."""
 
     colour_tolerance: float = Field(
-        40.0, ge=0, le=442, description="Max RGB distance from a label colour for a pixel to match it."
+        default=40.0,
+        ge=0,
+        le=442,
+        description="Max RGB distance from a label colour for a pixel to match it.",
     )
     snap_max_share: float = Field(
-        0.01,
+        default=0.01,
         ge=0,
         le=1,
-        description="Unmatched pixels up to this share are snapped to the nearest label (with a warning).",
+        description="Below this share, unmatched pixels snap to the nearest label (a warning).",
     )
     min_object_latent_pixels: int = Field(
-        2, ge=0, description="Smallest object area allowed, in pixels of the model's latent grid."
+        default=2,
+        ge=0,
+        description="Smallest object area allowed, in pixels of the model's latent grid.",
     )
     prompt_template: str = Field(
-        "a high quality picture of {objects}", description="Scene prompt; {objects} is replaced."
+        default="a high quality picture of {objects}",
+        description="Scene prompt; {objects} is replaced.",
     )
 
 
@@ -49,52 +55,66 @@ class LearnConfig(_Strict):
     """Stage 1: masked textual inversion, then the cross-attention K/V fine-tune."""
 
     seed: int = 0
-    ti_steps: int = Field(200, ge=0, description="Textual-inversion steps per object.")
-    ti_batch_size: int = Field(4, ge=1)
-    ti_lr: float = Field(5e-4, gt=0, description="Base learning rate, scaled by batch x accumulation.")
+    ti_steps: int = Field(default=200, ge=0, description="Textual-inversion steps per object.")
+    ti_batch_size: int = Field(default=4, ge=1)
+    ti_lr: float = Field(
+        default=5e-4, gt=0, description="Base learning rate, scaled by batch x accumulation."
+    )
     ti_joint: bool = Field(
-        False, description="Train all objects in one run (each step sums the masked losses)."
+        default=False,
+        description="Train all objects in one run (each step sums the masked losses).",
     )
     ti_single_template: str = "a photo of a {token}"
-    ft_steps: int = Field(800, ge=0, description="K/V fine-tune steps.")
-    ft_batch_size: int = Field(2, ge=1)
-    ft_lr: float = Field(1e-5, gt=0, description="Base learning rate, scaled by batch x accumulation.")
+    ft_steps: int = Field(default=800, ge=0, description="K/V fine-tune steps.")
+    ft_batch_size: int = Field(default=2, ge=1)
+    ft_lr: float = Field(
+        default=1e-5, gt=0, description="Base learning rate, scaled by batch x accumulation."
+    )
     extra_token_init: tuple[str, str] = Field(
-        ("ktn", "pll"), description="Rare words that initialise the two extra tokens <new0> <new1>."
+        default=("ktn", "pll"),
+        description="Rare words that initialise the two extra tokens <new0> <new1>.",
     )
     scale_lr: bool = True
-    gradient_accumulation: int = Field(1, ge=1)
+    gradient_accumulation: int = Field(default=1, ge=1)
     prior_preservation: bool = False
-    prior_weight: float = Field(1.0, ge=0)
+    prior_weight: float = Field(default=1.0, ge=0)
     prior_dir: Path | None = Field(
-        None, description="Folder with images.txt and caption.txt; None = generate from class prompts."
+        default=None,
+        description="Folder with images.txt and caption.txt; None = generate from class prompts.",
     )
-    prior_images: int = Field(20, ge=1, description="Generated regularisation images per object.")
-    checkpoint_every: int = Field(100, ge=0, description="Save a resumable checkpoint every N steps.")
+    prior_images: int = Field(
+        default=20, ge=1, description="Generated regularisation images per object."
+    )
+    checkpoint_every: int = Field(
+        default=100, ge=0, description="Save a resumable checkpoint every N steps."
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
 
 class EditConfig(_Strict):
     """Stage 2: DDIM inversion plus attention-guided sampling with background blending."""
 
-    steps: int = Field(50, ge=1, description="DDIM steps.")
-    guidance_scale: float = Field(5.0, ge=0, description="Classifier-free guidance scale.")
+    steps: int = Field(default=50, ge=1, description="DDIM steps.")
+    guidance_scale: float = Field(default=5.0, ge=0, description="Classifier-free guidance scale.")
     eta: float = 0.0
     attention_res: int | None = Field(
-        None, description="Query-grid side of the attention maps used; None = latent side / 4."
+        default=None,
+        description="Query-grid side of the attention maps used; None = latent side / 4.",
     )
     softmax_scale: float = 100.0
-    scale_factor: float = Field(20.0, ge=0, description="Guidance step size.")
+    scale_factor: float = Field(default=20.0, ge=0, description="Guidance step size.")
     scale_range: tuple[float, float] = (1.0, 0.5)
-    max_iter_to_alter: int = Field(25, ge=0)
+    max_iter_to_alter: int = Field(default=25, ge=0)
     refinement: dict[int, float] = Field(
         default_factory=lambda: {0: 0.6, 10: 0.7, 20: 0.8},
         description="Step -> attention threshold; refine while loss > 1 - threshold.",
     )
-    max_refinement_steps: int = Field(40, ge=0)
-    blend_steps: int = Field(15, ge=0, description="Steps that copy the inverted background.")
+    max_refinement_steps: int = Field(default=40, ge=0)
+    blend_steps: int = Field(
+        default=15, ge=0, description="Steps that copy the inverted background."
+    )
     seeds: tuple[int, ...] = (0, 8, 88, 888, 8888)
-    best: bool = Field(False, description="Keep only the lowest-loss candidate.")
+    best: bool = Field(default=False, description="Keep only the lowest-loss candidate.")
 
 
 class Settings(_Strict):
@@ -145,7 +165,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         try:
             data["edit"]["refinement"] = {int(k): v for k, v in data["edit"]["refinement"].items()}
         except (ValueError, AttributeError):
-            raise UserError("edit.refinement must map step numbers to thresholds", path=path) from None
+            raise UserError(
+                "edit.refinement must map step numbers to thresholds", path=path
+            ) from None
     return data
 
 

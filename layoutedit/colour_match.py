@@ -1,0 +1,112 @@
+"""Match the pixels of a colour-coded mask or layout to the colours of a label map.
+
+Exact matching silently loses objects in anti-aliased, resized or JPEG-saved masks, so each
+pixel takes the *nearest* label colour (Euclidean distance in RGB, 0-441.7). A pixel farther
+than the tolerance from every label is "unmatched": the caller decides whether to snap it
+(few such pixels) or to fail (many). Pure numpy; no files, no errors of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ColourMatch:
+    """Result of matching an (H, W, 3) image against N palette colours."""
+
+    labels: np.ndarray
+    """(H, W) int16: index of the nearest palette colour of each pixel (unmatched included)."""
+    unmatched: np.ndarray
+    """(H, W) bool: pixels farther than the tolerance from every palette colour."""
+    unmatched_colours: tuple[tuple[RGB, int], ...]
+    """Distinct unmatched colours with their pixel counts, most common first."""
+
+    @property
+    def unmatched_count(self) -> int:
+        """Number of unmatched pixels."""
+        return int(self.unmatched.sum())
+
+    @property
+    def unmatched_share(self) -> float:
+        """Unmatched pixels / all pixels (0-1)."""
+        return self.unmatched_count / max(1, self.unmatched.size)
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 -> (...) int32 code r<<16 | g<<8 | b."""
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _unpack(codes: np.ndarray) -> np.ndarray:
+    """(U,) int32 codes -> (U, 3) int32 RGB."""
+    return np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], axis=-1)
+
+
+def match_colours(pixels: np.ndarray, palette: Sequence[RGB], tolerance: float) -> ColourMatch:
+    """Give every pixel the index of its nearest palette colour.
+
+    Args:
+        pixels: (H, W, 3) uint8 RGB.
+        palette: N label colours, RGB 0-255.
+        tolerance: largest RGB distance at which a pixel still counts as matched.
+
+    Ties between equally near colours go to the earlier palette entry.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) pixels, got shape {pixels.shape}")
+    if len(palette) == 0:
+        raise ValueError("empty palette")
+    # Distances are computed once per distinct colour: masks have a handful, photos-as-JPEG
+    # a few hundred thousand at most, far fewer than pixels.
+    codes, inverse = np.unique(_pack(pixels).ravel(), return_inverse=True)
+    colours = _unpack(codes).astype(np.float64)  # (U, 3)
+    pal = np.asarray(palette, dtype=np.float64).reshape(-1, 3)  # (N, 3)
+    dist = np.sqrt(((colours[:, None, :] - pal[None, :, :]) ** 2).sum(-1))  # (U, N)
+    nearest = dist.argmin(axis=1)  # (U,)
+    far = dist[np.arange(len(codes)), nearest] > tolerance  # (U,)
+    inverse = inverse.reshape(pixels.shape[:2])
+    labels = nearest[inverse].astype(np.int16)
+    unmatched = far[inverse]
+    counts = np.bincount(inverse.ravel(), minlength=len(codes))
+    far_idx = np.nonzero(far)[0]
+    order = far_idx[np.argsort(-counts[far_idx], kind="stable")]
+    far_rgb = _unpack(codes[order])
+    unmatched_colours = tuple(
+        ((int(r), int(g), int(b)), int(counts[i]))
+        for (r, g, b), i in zip(far_rgb, order, strict=True)
+    )
+    return ColourMatch(labels=labels, unmatched=unmatched, unmatched_colours=unmatched_colours)
+
+
+def colour_distance(a: RGB, b: RGB) -> float:
+    """Euclidean RGB distance between two colours."""
+    return float(np.sqrt(sum((int(x) - int(y)) ** 2 for x, y in zip(a, b, strict=True))))
+
+
+def close_pairs(colours: Sequence[RGB], tolerance: float) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, distance), i < j, of colours closer than 2 x tolerance.
+
+    Their tolerance spheres overlap, so a noisy pixel within tolerance of both could go either
+    way: such a label map cannot be matched reliably at this tolerance.
+    """
+    pairs = []
+    for i in range(len(colours)):
+        for j in range(i + 1, len(colours)):
+            d = colour_distance(colours[i], colours[j])
+            if d < 2 * tolerance or d == 0:
+                pairs.append((i, j, d))
+    return pairs
+
+
+def format_colours(colours: Sequence[tuple[RGB, int]], limit: int = 5) -> str:
+    """`"(10, 200, 30) x 8, (0, 0, 0) x 2"`: the most common colours with pixel counts."""
+    shown = ", ".join(f"({r}, {g}, {b}) x {n}" for (r, g, b), n in colours[:limit])
+    more = len(colours) - limit
+    return shown + (f" and {more} more" if more > 0 else "")

@@ -263,8 +263,8 @@ def _check_latent(scene: Scene, latent_size: int, options: SceneOptions, path: P
     for k, obj in enumerate(scene.objects):
         if counts[k] < need:
             raise UserError(
-                f"object {obj.name!r} covers {counts[k]} of the model's {latent_size}x{latent_size} "
-                f"latent pixels, fewer than scene.min_object_latent_pixels = {need}; draw it "
+                f"object {obj.name!r} covers {counts[k]} of the model's "
+                f"{latent_size}x{latent_size} latent pixels, fewer than scene.min_object_latent_pixels = {need}; draw it "
                 "larger or use a model with a finer latent grid",
                 path=path,
             )
@@ -394,7 +394,8 @@ def load_scene(
     ]
     if missing or image is None or mask is None or labels is None:
         raise UserError(
-            f"give a scene folder or all of --image, --mask and --labels (missing {', '.join(missing)})"
+            "give a scene folder or all of --image, --mask and --labels "
+            f"(missing {', '.join(missing)})"
         )
     for path, what in ((labels, "label map"), (image, "image"), (mask, "mask")):
         if not path.exists():

@@ -264,8 +264,9 @@ def _check_latent(scene: Scene, latent_size: int, options: SceneOptions, path: P
         if counts[k] < need:
             raise UserError(
                 f"object {obj.name!r} covers {counts[k]} of the model's "
-                f"{latent_size}x{latent_size} latent pixels, fewer than scene.min_object_latent_pixels = {need}; draw it "
-                "larger or use a model with a finer latent grid",
+                f"{latent_size}x{latent_size} latent pixels, fewer than "
+                f"scene.min_object_latent_pixels = {need}; draw it larger or use a model with a "
+                "finer latent grid",
                 path=path,
             )
 

@@ -23,3 +23,12 @@ def seed_sample() -> Path:
     if not (SEED_SAMPLE / "image.png").exists():
         pytest.skip("../shared/seed-sample is not present")
     return SEED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight pipeline folder in the Stable Diffusion layout (~0.6 MB, 64 px images,
+    16x16 latents, 2 heads, 16 tokens), written with `save_pretrained` so the real loader runs."""
+    from layoutedit.shapes.architecture import TEST_TINY, build_pipeline_folder
+
+    return build_pipeline_folder(tmp_path_factory.mktemp("tiny-model") / "model", TEST_TINY)

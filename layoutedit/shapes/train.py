@@ -1,0 +1,281 @@
+"""The shapes-tiny recipe: data, VAE, latents, then UNet + text encoder, then export.
+
+Run `python -m layoutedit.shapes.train --run-dir runs/shapes-tiny --export DIR` (`make model`).
+Every phase checkpoints into the run folder (safetensors + JSON, no pickle) and is skipped or
+resumed when the folder already holds its result, so an interrupted run continues where it
+stopped. Losses go to `train.log` in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from layoutedit.shapes.architecture import (
+    SHAPES_TINY,
+    ModelSize,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+)
+from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate
+from layoutedit.shapes.tokenizer import write_tokenizer
+from layoutedit.shapes.world import VOCABULARY
+
+
+def _log(run: Path, message: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {message}"
+    print(line, flush=True)
+    with (run / "train.log").open("a") as fh:
+        fh.write(line + "\n")
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for i, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{i}.{name}"] = value.contiguous()
+    save_file(tensors, str(path), metadata={"step": str(step)})
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path))
+    sd = opt.state_dict()
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch: int) -> None:
+    """AutoencoderKL on random 32x32 crops (the VAE has no attention, so crops suffice)."""
+    done = run / "vae" / "done"
+    if done.exists():
+        return
+    vae = build_vae(size)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    ckpt = run / "vae_ckpt.safetensors"
+    start = 0
+    if ckpt.exists():
+        vae.load_state_dict(load_file(str(ckpt)))
+        _load_optimizer(opt, run / "vae_opt.safetensors")
+        start = int(json.loads((run / "vae_state.json").read_text())["step"])
+    rng = np.random.default_rng(1234 + start)
+    crop = 32
+    for step in range(start, steps):
+        lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = rng.integers(0, len(images), batch)
+        y0, x0 = rng.integers(0, 64 - crop + 1, 2)
+        x = _to_tensor(images[idx, y0 : y0 + crop, x0 : x0 + crop])
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        mse = F.mse_loss(recon, x)
+        loss = mse + 0.5 * F.l1_loss(recon, x) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
+            _log(run, f"vae step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {lr:.2e}")
+        if (step + 1) % 250 == 0 or step == steps - 1:
+            _atomic_save(vae.state_dict(), ckpt)
+            _save_optimizer(opt, run / "vae_opt.safetensors", step + 1)
+            (run / "vae_state.json").write_text(json.dumps({"step": step + 1}))
+    vae.save_pretrained(run / "vae")
+    done.write_text("ok")
+
+
+@torch.no_grad()
+def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
+    """Posterior means of every training image and the scaling factor 1/std."""
+    path = run / "latents.safetensors"
+    if path.exists():
+        data = load_file(str(path))
+        return data["latents"], float(data["scale"].item())
+    vae = AutoencoderKL.from_pretrained(run / "vae").eval()
+    chunks = [
+        vae.encode(_to_tensor(images[i : i + 256])).latent_dist.mean
+        for i in range(0, len(images), 256)
+    ]
+    latents = torch.cat(chunks)
+    scale = 1.0 / latents.std().item()
+    _atomic_save({"latents": latents, "scale": torch.tensor([scale])}, path)
+    _log(run, f"latents {tuple(latents.shape)} scaling_factor {scale:.4f}")
+    return latents, scale
+
+
+def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    for name, p in model.state_dict().items():
+        if p.dtype.is_floating_point:
+            ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def train_unet(
+    run: Path,
+    latents: torch.Tensor,
+    captions: list[str],
+    size: ModelSize,
+    steps: int,
+    batch: int,
+    lr: float,
+) -> None:
+    """UNet and text encoder together, DDPM epsilon loss, 10% caption dropout, EMA weights."""
+    tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
+    unet, text = build_unet(size), build_text_encoder(size, tokenizer)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    noise_sched = DDPMScheduler.from_config(build_scheduler().config)
+    ids_all = tokenizer(
+        captions, padding="max_length", max_length=size.max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    empty = tokenizer(
+        [""], padding="max_length", max_length=size.max_length, return_tensors="pt"
+    ).input_ids
+    start = 0
+    ckpt = run / "unet_ckpt.safetensors"
+    if ckpt.exists():
+        state = load_file(str(ckpt))
+        unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
+        text.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("text.")})
+        _load_optimizer(opt, run / "unet_opt.safetensors")
+        start = int(json.loads((run / "unet_state.json").read_text())["step"])
+    ema_path = run / "ema.safetensors"
+    if ema_path.exists():
+        ema = load_file(str(ema_path))
+    else:
+        ema = {f"unet.{k}": v.clone() for k, v in unet.state_dict().items()}
+        ema |= {f"text.{k}": v.clone() for k, v in text.state_dict().items()}
+    ema_unet = {k[5:]: v for k, v in ema.items() if k.startswith("unet.")}
+    ema_text = {k[5:]: v for k, v in ema.items() if k.startswith("text.")}
+    rng = np.random.default_rng(99 + start)
+    torch.manual_seed(99 + start)
+    warmup = 200
+    for step in range(start, steps):
+        cur_lr = lr * min(1.0, (step + 1) / warmup)
+        cur_lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1
+        for group in opt.param_groups:
+            group["lr"] = cur_lr
+        idx = torch.from_numpy(rng.integers(0, len(latents), batch))
+        z0 = latents[idx]
+        ids = ids_all[idx].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        ids[drop] = empty[0]
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
+        zt = noise_sched.add_noise(z0, noise, t)
+        pred = unet(zt, t, text(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        _ema_update(ema_unet, unet, decay)
+        _ema_update(ema_text, text, decay)
+        if step % 25 == 0 or step == steps - 1:
+            _log(run, f"unet step {step} loss {loss.item():.5f} lr {cur_lr:.2e}")
+        if (step + 1) % 200 == 0 or step == steps - 1:
+            state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+            state |= {f"text.{k}": v for k, v in text.state_dict().items()}
+            _atomic_save(state, ckpt)
+            _save_optimizer(opt, run / "unet_opt.safetensors", step + 1)
+            ema_all = {f"unet.{k}": v for k, v in ema_unet.items()}
+            ema_all |= {f"text.{k}": v for k, v in ema_text.items()}
+            _atomic_save(ema_all, ema_path)
+            (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
+
+
+def export(run: Path, size: ModelSize, out: Path) -> Path:
+    """Write the EMA weights as a Stable-Diffusion-layout pipeline folder at `out`."""
+    _, scale = encode_latents(run, np.zeros((0, 64, 64, 3), dtype=np.uint8))
+    tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
+    ema = load_file(str(run / "ema.safetensors"))
+    unet: UNet2DConditionModel = build_unet(size)
+    unet.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
+    text: CLIPTextModel = build_text_encoder(size, tokenizer)
+    text.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("text.")})
+    vae = AutoencoderKL.from_pretrained(run / "vae")
+    vae.register_to_config(scaling_factor=scale)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    step = json.loads((run / "unet_state.json").read_text())["step"]
+    (tmp / "TRAINING.json").write_text(json.dumps({"unet_steps": step, "recipe": "layoutedit.shapes.train"}))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    _log(run, f"exported step {step} to {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point of the recipe."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/shapes-tiny"))
+    ap.add_argument("--export", type=Path, default=None, help="Pipeline folder to write at the end.")
+    ap.add_argument("--scenes", type=int, default=12000)
+    ap.add_argument("--vae-steps", type=int, default=2500)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--unet-steps", type=int, default=6000)
+    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-only", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run: Path = args.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    size = SHAPES_TINY
+    if args.export_only:
+        assert args.export is not None
+        export(run, size, args.export)
+        return
+    write_tokenizer(run / "tokenizer", VOCABULARY, size.max_length)
+    t0 = time.time()
+    images, captions = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
+    _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")
+    train_vae(run, images, size, args.vae_steps, args.vae_batch)
+    latents, _ = encode_latents(run, images)
+    train_unet(run, latents, captions, size, args.unet_steps, args.unet_batch, args.lr)
+    if args.export is not None:
+        export(run, size, args.export)
+    _log(run, f"done in {(time.time() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

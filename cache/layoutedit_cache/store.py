@@ -90,6 +90,7 @@ class CacheEntry:
         size: bytes of all artifact files together.
         artifacts: name, size and SHA-256 of each artifact file.
         directory: folder holding the artifact files.
+        record_id: random id of the `put` that wrote the entry (tells a rewrite apart).
     """
 
     key: str
@@ -100,6 +101,7 @@ class CacheEntry:
     size: int
     artifacts: tuple[ArtifactInfo, ...] = ()
     directory: Path | None = field(default=None, repr=False)
+    record_id: str = field(default="", repr=False)
     _blobs: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -199,7 +201,7 @@ class ConceptCache:
         value = index.get(key)
         return value if isinstance(value, str) else None
 
-    def keys(self) -> list[str]:
+    def all_keys(self) -> list[str]:
         """Every key in the index, sorted (entries of any format)."""
         index = self._open(create=False)
         if index is None:
@@ -230,6 +232,7 @@ class ConceptCache:
                 size=sum(a.size for a in artifacts),
                 artifacts=artifacts,
                 directory=self.artifact_dir(key),
+                record_id=str(data.get("id", "")),
             )
         except RecordError:
             raise
@@ -242,7 +245,7 @@ class ConceptCache:
         Artifacts are not verified here; `get` and `maintenance.verify` do that.
         """
         out = []
-        for key in self.keys():
+        for key in self.all_keys():
             raw = self.raw_record(key)
             if raw is None:
                 continue
@@ -379,7 +382,7 @@ class ConceptCache:
             raise UserError(f"{prefix!r} is not a cache key or key prefix (hex digits)")
         if is_key(wanted) and self.raw_record(wanted) is not None:
             return wanted
-        matches = [k for k in self.keys() if k.startswith(wanted)]
+        matches = [k for k in self.all_keys() if k.startswith(wanted)]
         if not matches:
             raise UserError(f"no cache entry starts with {wanted!r} (see `layoutedit cache ls`)")
         if len(matches) > 1:
@@ -389,10 +392,25 @@ class ConceptCache:
             )
         return matches[0]
 
-    def evict(self, key: str) -> bool:
-        """Remove the entry of `key` and its files; False if there was none."""
+    def evict(self, key: str, *, expect: CacheEntry | None = None) -> bool:
+        """Remove the entry of `key` and its files; False if there was none.
+
+        With `expect`, only if the entry is still that one, unused since (same write, same
+        `last_used`): maintenance that decided on a listing never removes a newer entry.
+        """
         with self.lock(key):
-            existed = self.raw_record(key) is not None or self.artifact_dir(key).exists()
+            raw = self.raw_record(key)
+            if expect is not None:
+                try:
+                    now = self.parse(key, raw) if raw is not None else None
+                except RecordError:
+                    now = None
+                if now is None or (now.record_id, now.last_used) != (
+                    expect.record_id,
+                    expect.last_used,
+                ):
+                    return False
+            existed = raw is not None or self.artifact_dir(key).exists()
             self._evict_locked(key)
         self.locks.discard(key)
         return existed

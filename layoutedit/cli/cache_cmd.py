@@ -1,17 +1,335 @@
-"""`layoutedit cache`."""
+"""`layoutedit cache`: list, show, remove, prune, verify, export and import cache entries.
+
+The commands parse and print; the work is in `layoutedit_cache` (store, maintenance, transfer).
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
-from layoutedit.cli.common import not_yet, user_errors
+import typer
+from layoutedit_cache.artifacts import ArtifactError, header
+from layoutedit_cache.maintenance import prune as prune_cache
+from layoutedit_cache.maintenance import verify as verify_cache
+from layoutedit_cache.store import CacheEntry, ConceptCache, OldFormatError, RecordError
+from layoutedit_cache.transfer import export_entry, import_entry
+from layoutedit_cache.units import (
+    format_age,
+    format_size,
+    format_time,
+    parse_duration,
+    parse_size,
+)
+from rich.markup import escape
+from rich.table import Table
+
+from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+
+cache_app = typer.Typer(
+    name="cache",
+    help=(
+        "Inspect and manage the concept cache (learned concepts, inversions, prior images).\n\n"
+        "Example: layoutedit cache ls"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app."""
+    """Add the `cache` sub-app to the app."""
+    app.add_typer(cache_app, name="cache")
 
-    @app.command("cache")
-    @user_errors
-    def cache_command() -> None:
-        """Not yet available."""
-        raise not_yet("cache")
+
+def warn(line: str) -> None:
+    """One warning line on stderr: the cache's `report` callback for the CLI."""
+    err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _open(ctx: typer.Context) -> tuple[ConceptCache, AppState]:
+    app_state = state(ctx)
+    return ConceptCache(app_state.cache_dir, report=warn), app_state
+
+
+def _objects(entry: CacheEntry) -> str:
+    objects = entry.meta.get("objects")
+    if isinstance(objects, list):
+        return ", ".join(str(o) for o in objects)
+    return "" if objects is None else str(objects)
+
+
+@cache_app.command("ls")
+@user_errors
+def ls_command(
+    ctx: typer.Context,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only entries of this kind (concept, ...).")
+    ] = None,
+) -> None:
+    """List cache entries, most recently used first.
+
+    Example: layoutedit cache ls --kind concept     (or: layoutedit --json cache ls)
+    """
+    cache, app_state = _open(ctx)
+    entries = [e for e in cache.entries() if kind is None or e.kind == kind]
+    if app_state.json:
+        app_state.emit_json([e.to_json() for e in entries])
+        return
+    if not entries:
+        console.print(f"no cache entries in {escape(str(cache.root))}", highlight=False)
+        return
+    table = Table(title=escape(f"cache {cache.root}"), title_justify="left")
+    table.add_column("key", no_wrap=True, min_width=12)
+    table.add_column("kind", no_wrap=True)
+    for column in ("scene", "objects", "model"):
+        table.add_column(column, overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("last used", no_wrap=True)
+    for e in entries:
+        table.add_row(
+            e.key[:12],
+            e.kind,
+            escape(str(e.meta.get("scene", ""))),
+            escape(_objects(e)),
+            escape(str(e.meta.get("model", ""))),
+            format_size(e.size),
+            format_time(e.created, date_only=True),
+            format_age(e.last_used),
+        )
+    console.print(table)
+    noun = "entry" if len(entries) == 1 else "entries"
+    console.print(f"{len(entries)} {noun}, {format_size(sum(e.size for e in entries))}")
+
+
+@cache_app.command("show")
+@user_errors
+def show_command(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Key or unique key prefix (from `cache ls`).")],
+) -> None:
+    """Show one entry: meta, artifacts and their tensors.
+
+    Example: layoutedit cache show 3fa9c2
+    """
+    cache, app_state = _open(ctx)
+    full = cache.resolve(key)
+    raw = cache.raw_record(full)
+    try:
+        entry = cache.parse(full, raw or "")
+    except OldFormatError as exc:
+        console.print(f"{full}: unusable, {exc}", highlight=False)
+        return
+    except RecordError as exc:
+        console.print(f"{full}: damaged, {exc}", highlight=False)
+        return
+    tensors = {a.name: _tensor_specs(entry, a.name) for a in entry.artifacts}
+    if app_state.json:
+        app_state.emit_json({**entry.to_json(), "tensors": tensors})
+        return
+    console.print(f"[bold]{entry.key}[/] ({entry.kind})", highlight=False)
+    console.print(
+        f"created {format_time(entry.created)}, last used {format_time(entry.last_used)}, "
+        f"{format_size(entry.size)} in {escape(str(entry.directory))}",
+        highlight=False,
+    )
+    console.print("meta:", escape(json.dumps(entry.meta, indent=2, sort_keys=True)))
+    for a in entry.artifacts:
+        console.print(f"artifact {a.name}: {format_size(a.size)}, sha256 {a.sha256[:16]}")
+        specs = tensors[a.name]
+        if isinstance(specs, str):
+            console.print(f"  [red]{escape(specs)}[/]")
+            continue
+        for tname, spec in specs.items():
+            console.print(f"  {escape(tname)}: {spec['dtype']} {spec['shape']}", highlight=False)
+
+
+def _tensor_specs(entry: CacheEntry, artifact: str) -> dict[str, Any] | str:
+    """Tensor name -> dtype and shape, read from the file's header (no torch)."""
+    assert entry.directory is not None
+    path = entry.directory / entry.info(artifact).filename
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            head = header(n.to_bytes(8, "little") + fh.read(min(n, 100_000_000)))
+    except (OSError, ArtifactError) as exc:
+        return f"unreadable: {exc}"
+    return {
+        k: {"dtype": v["dtype"], "shape": v["shape"]}
+        for k, v in sorted(head.items())
+        if k != "__metadata__"
+    }
+
+
+@cache_app.command("rm")
+@user_errors
+def rm_command(
+    ctx: typer.Context,
+    keys: Annotated[list[str], typer.Argument(help="Keys or unique key prefixes.")],
+) -> None:
+    """Remove entries and their files.
+
+    Example: layoutedit cache rm 3fa9c2 81be07
+    """
+    cache, app_state = _open(ctx)
+    full = [cache.resolve(k) for k in keys]  # every key checked before anything is removed
+    for key in dict.fromkeys(full):
+        cache.evict(key)
+        if not app_state.quiet and not app_state.json:
+            console.print(f"removed {key[:12]}", highlight=False)
+    if app_state.json:
+        app_state.emit_json({"removed": list(dict.fromkeys(full))})
+
+
+@cache_app.command("prune")
+@user_errors
+def prune_command(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Remove entries not used for this long: 12h, 30d, 2w."),
+    ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-size", help="Then remove least recently used entries down to: 500MB, 5GB."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove old entries, keep the cache under a size; always clears stale and half-written
+    leftovers.
+
+    Example: layoutedit cache prune --older-than 30d --max-size 5GB
+    """
+    seconds = parse_duration(older_than) if older_than is not None else None
+    limit = parse_size(max_size) if max_size is not None else None
+    cache, app_state = _open(ctx)
+    report = prune_cache(cache, older_than=seconds, max_size=limit, dry_run=dry_run)
+    if app_state.json:
+        app_state.emit_json(
+            {
+                "removed": [e.key for e in report.removed],
+                "freed": report.freed,
+                "kept": report.kept,
+                "kept_size": report.kept_size,
+                "stale_removed": report.stale_removed,
+                "leftovers_removed": report.leftovers_removed,
+                "dry_run": dry_run,
+            }
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    for e in report.removed:
+        console.print(f"{verb} {e.key[:12]} {e.kind} {format_size(e.size)}", highlight=False)
+    line = (
+        f"{verb} {len(report.removed)} entries ({format_size(report.freed)}); "
+        f"kept {report.kept} ({format_size(report.kept_size)})"
+    )
+    if report.stale_removed or report.leftovers_removed:
+        line += (
+            f"; cleared {report.stale_removed} old-format entries and "
+            f"{report.leftovers_removed} leftovers of interrupted writes"
+        )
+    console.print(line, highlight=False)
+
+
+@cache_app.command("verify")
+@user_errors
+def verify_command(
+    ctx: typer.Context,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Evict bad entries and clear leftovers.")
+    ] = False,
+) -> None:
+    """Check every artifact of every entry (size and SHA-256). Exits 1 if bad entries remain.
+
+    Example: layoutedit cache verify --fix
+    """
+    cache, app_state = _open(ctx)
+    report = verify_cache(cache, fix=fix)
+    if app_state.json:
+        app_state.emit_json(
+            {
+                "checked": report.checked,
+                "problems": [vars(p) for p in report.problems],
+                "leftovers": [str(p) for p in report.leftovers],
+                "leftovers_removed": report.leftovers_removed,
+                "ok": report.ok,
+            }
+        )
+    else:
+        for p in report.problems:
+            state_word = "evicted" if p.fixed else ("old format" if p.stale else "BAD")
+            err_console.print(
+                f"{p.key[:12]}: {escape(p.message)} [{state_word}]",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+        summary = f"checked {report.checked} entries: "
+        summary += "all good" if report.ok else f"{len(report.bad)} bad"
+        if report.leftovers:
+            done = f", {report.leftovers_removed} removed" if fix else ""
+            summary += f"; {len(report.leftovers)} leftovers of interrupted writes{done}"
+        if not report.ok:
+            summary += " (run `layoutedit cache verify --fix` to evict them)"
+        console.print(summary, highlight=False, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@cache_app.command("path")
+@user_errors
+def path_command(ctx: typer.Context) -> None:
+    """Print the cache folder.
+
+    Example: du -sh "$(layoutedit cache path)"
+    """
+    print(state(ctx).cache_dir)
+
+
+@cache_app.command("export")
+@user_errors
+def export_command(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Key or unique key prefix.")],
+    file: Annotated[Path, typer.Argument(help="Output file: .tar or .safetensors.")],
+) -> None:
+    """Write one entry (artifacts and meta) to a .tar or .safetensors file; no pickle.
+
+    Example: layoutedit cache export 3fa9c2 cat-scene.tar
+    """
+    cache, app_state = _open(ctx)
+    entry = export_entry(cache, cache.resolve(key), file)
+    if app_state.json:
+        app_state.emit_json({"key": entry.key, "file": str(file)})
+    elif not app_state.quiet:
+        console.print(f"exported {entry.key[:12]} ({entry.kind}) to {escape(str(file))}")
+
+
+@cache_app.command("import")
+@user_errors
+def import_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A file written by `cache export`.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an entry of the same key.")
+    ] = False,
+) -> None:
+    """Add an entry from a file written by `layoutedit cache export`.
+
+    Example: layoutedit cache import cat-scene.tar
+    """
+    cache, app_state = _open(ctx)
+    key, stored = import_entry(cache, file, force=force)
+    if app_state.json:
+        app_state.emit_json({"key": key, "stored": stored})
+    elif not stored:
+        console.print(f"{key[:12]} is already in the cache (use --force to replace it)")
+    elif not app_state.quiet:
+        console.print(f"imported {key[:12]}")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from platformdirs import user_cache_dir
 from rich.console import Console
+from rich.markup import escape
 
 from layoutedit.errors import UserError
 
@@ -62,7 +63,10 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+            # escape: messages hold brackets ("[r, g, b]") that rich would read as markup
+            err_console.print(
+                f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: nothing partial was kept")

@@ -206,7 +206,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         layout: Annotated[
             list[Path] | None,
-            typer.Option("--layout", "-l", help="Target layout image; repeat for several."),
+            typer.Option(
+                "--layout", "-l", metavar="FILE", help="Target layout image; repeat for several."
+            ),
         ] = None,
         image: Annotated[
             Path | None, typer.Option("--image", help="Image file (instead of SCENE/image.png).")
@@ -226,14 +228,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         config: Annotated[
-            Path | None, typer.Option("--config", help="TOML settings file (its [scene] section).")
+            Path | None, typer.Option("--config", help="TOML settings file (its `scene` table).")
         ] = None,
         colour_tolerance: Annotated[
             float | None,
             typer.Option(
                 "--colour-tolerance",
-                help=f"Max RGB distance to a label colour [default: "
-                f"{SceneOptions().colour_tolerance:g}].",
+                help="Max RGB distance from a label colour for a pixel to match it "
+                f"(default {SceneOptions().colour_tolerance:g}).",
                 show_default=False,
             ),
         ] = None,

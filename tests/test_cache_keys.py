@@ -118,7 +118,10 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(TypeError):
         _key(learn_config={"x": object()})
     with pytest.raises(TypeError):
-        _key(learn_config={1: "non-str key"})
+        _key(learn_config={1: "int key", "1": "same key as text"})
+    with pytest.raises(TypeError):
+        _key(learn_config={(1, 2): "tuple key"})
+    assert _key(learn_config={0: 0.6}) == _key(learn_config={"0": 0.6})
 
 
 def test_the_encoding_is_pinned() -> None:

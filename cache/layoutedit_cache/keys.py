@@ -62,7 +62,7 @@ def to_jsonable(value: Any) -> Any:
     """Normalise `value` to JSON types: tuples -> lists, paths -> str, numpy scalars -> Python.
 
     Raises TypeError for anything without an obvious JSON form (so a key never silently
-    depends on a `repr`), and for a dict whose keys are not all str.
+    depends on a `repr`), and for dict keys other than str and int.
     """
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -75,9 +75,13 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"dict keys must be str, got {k!r} ({type(k).__name__})")
-            out[k] = to_jsonable(v)
+            # int keys become their decimal text, as JSON has it ({0: 0.6} -> {"0": 0.6}).
+            if isinstance(k, bool) or not isinstance(k, (str, int)):
+                raise TypeError(f"dict keys must be str or int, got {k!r} ({type(k).__name__})")
+            name = str(k)
+            if name in out:
+                raise TypeError(f"dict has the key {name!r} twice (as int and str)")
+            out[name] = to_jsonable(v)
         return out
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]

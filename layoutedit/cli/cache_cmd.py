@@ -22,6 +22,7 @@ from layoutedit_cache.units import (
     parse_duration,
     parse_size,
 )
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -60,6 +61,14 @@ def _objects(entry: CacheEntry) -> str:
     return "" if objects is None else str(objects)
 
 
+def _short_model(spec: Any) -> str:
+    """A model spec short enough for a table column: a path's last part (`show` has it all)."""
+    if not spec:
+        return ""
+    text = str(spec)
+    return text if text.startswith("builtin:") else Path(text).name or text
+
+
 @cache_app.command("ls")
 @user_errors
 def ls_command(
@@ -69,6 +78,8 @@ def ls_command(
     ] = None,
 ) -> None:
     """List cache entries, most recently used first.
+
+    Terminals under 100 columns omit the model and created columns; `--json` has everything.
 
     Example: layoutedit cache ls --kind concept     (or: layoutedit --json cache ls)
     """
@@ -80,28 +91,32 @@ def ls_command(
     if not entries:
         console.print(f"no cache entries in {escape(str(cache.root))}", highlight=False)
         return
-    table = Table(title=escape(f"cache {cache.root}"), title_justify="left")
+    # Narrow terminals (and pipes, at 80 columns) drop model and created; `--json` has all.
+    wide = console.width >= 100
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("key", no_wrap=True, min_width=12)
     table.add_column("kind", no_wrap=True)
-    for column in ("scene", "objects", "model"):
-        table.add_column(column, overflow="fold")
+    table.add_column("scene", overflow="fold")
+    table.add_column("objects")
+    if wide:
+        table.add_column("model", overflow="ellipsis", no_wrap=True, max_width=30)
     table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("created", no_wrap=True)
+    if wide:
+        table.add_column("created", no_wrap=True)
     table.add_column("last used", no_wrap=True)
     for e in entries:
-        table.add_row(
-            e.key[:12],
-            e.kind,
-            escape(str(e.meta.get("scene", ""))),
-            escape(_objects(e)),
-            escape(str(e.meta.get("model", ""))),
-            format_size(e.size),
-            format_time(e.created, date_only=True),
-            format_age(e.last_used),
-        )
+        cells = [e.key[:12], e.kind, escape(str(e.meta.get("scene", ""))), escape(_objects(e))]
+        if wide:
+            cells.append(escape(_short_model(e.meta.get("model"))))
+        cells.append(format_size(e.size))
+        if wide:
+            cells.append(format_time(e.created, date_only=True))
+        cells.append(format_age(e.last_used))
+        table.add_row(*cells)
     console.print(table)
     noun = "entry" if len(entries) == 1 else "entries"
-    console.print(f"{len(entries)} {noun}, {format_size(sum(e.size for e in entries))}")
+    total = format_size(sum(e.size for e in entries))
+    console.print(f"{len(entries)} {noun}, {total} in {escape(str(cache.root))}", highlight=False)
 
 
 @cache_app.command("show")
@@ -266,7 +281,7 @@ def verify_command(
         for p in report.problems:
             state_word = "evicted" if p.fixed else ("old format" if p.stale else "BAD")
             err_console.print(
-                f"{p.key[:12]}: {escape(p.message)} [{state_word}]",
+                f"{p.key[:12]}: {p.message} [{state_word}]",
                 highlight=False,
                 soft_wrap=True,
                 markup=False,

@@ -158,12 +158,19 @@ def load_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError("config file not found", path=path) from None
+    except IsADirectoryError:
+        raise UserError("config file is a folder, not a TOML file", path=path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file: {exc.strerror or exc}", path=path) from None
+    except UnicodeDecodeError:
+        raise UserError("not valid TOML: the file is not UTF-8 text", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"not valid TOML: {exc}", path=path) from None
-    if "edit" in data and "refinement" in data["edit"]:
+    edit = data.get("edit")
+    if isinstance(edit, dict) and "refinement" in edit:
         # TOML keys are strings; the model wants step numbers.
         try:
-            data["edit"]["refinement"] = {int(k): v for k, v in data["edit"]["refinement"].items()}
+            edit["refinement"] = {int(k): v for k, v in edit["refinement"].items()}
         except (ValueError, AttributeError):
             raise UserError(
                 "edit.refinement must map step numbers to thresholds", path=path
@@ -191,4 +198,8 @@ def resolve_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"bad setting {where}: {first['msg']}", path=config_file) from None
+        # Name the file only when the bad value came from it, not from a flag.
+        loc = [str(p) for p in first["loc"]]
+        from_flag = len(loc) >= 2 and (overrides or {}).get(loc[0], {}).get(loc[1]) is not None
+        path = None if from_flag else config_file
+        raise UserError(f"bad setting {where}: {first['msg']}", path=path) from None

@@ -8,11 +8,14 @@ which are never entries and so never make a cache "bad".
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from layoutedit_cache.artifacts import ArtifactError, check_file
+from layoutedit_cache.keys import is_key
 from layoutedit_cache.store import CacheEntry, ConceptCache, OldFormatError, RecordError
 
 
@@ -93,14 +96,14 @@ def verify(cache: ConceptCache, *, fix: bool = False) -> VerifyReport:
             stale = problem.startswith("stale: ")
             item = Problem(key=key, message=problem.removeprefix("stale: "), stale=stale)
             if fix:
-                cache._evict_locked(key)
+                cache.evict_held(key)
                 item.fixed = True
             report.problems.append(item)
         if fix:
             cache.locks.discard(key)
-    for key, path in list(cache.leftovers()):
+    for key, path in list(leftovers(cache)):
         report.leftovers.append(path)
-        if fix and cache.remove_leftover(key, path):
+        if fix and remove_leftover(cache, key, path):
             report.leftovers_removed += 1
     return report
 
@@ -170,7 +173,35 @@ def prune(
             report.stale_removed += 1
         except RecordError:
             pass  # damaged, not stale: `verify` reports it
-    for key, path in list(cache.leftovers()):
-        if cache.remove_leftover(key, path):
+    for key, path in list(leftovers(cache)):
+        if remove_leftover(cache, key, path):
             report.leftovers_removed += 1
     return report
+
+
+def leftovers(cache: ConceptCache) -> Iterator[tuple[str, Path]]:
+    """(key, path) of staging folders and artifact folders that belong to no entry.
+
+    Includes folders of writes in progress; `remove_leftover` checks under the lock.
+    """
+    if cache.tmp_dir.is_dir():
+        for path in sorted(cache.tmp_dir.iterdir()):
+            key = path.name[:64]
+            if is_key(key):
+                yield key, path
+    if cache.artifacts_dir.is_dir():
+        for path in sorted(cache.artifacts_dir.iterdir()):
+            if is_key(path.name) and cache.raw_record(path.name) is None:
+                yield path.name, path
+
+
+def remove_leftover(cache: ConceptCache, key: str, path: Path) -> bool:
+    """Remove a leftover folder unless a write of `key` is in progress; True if removed."""
+    with cache.locks.try_hold(key) as free:
+        if not free:
+            return False  # a write of this key holds the lock: its folders are in use
+        if path.parent == cache.artifacts_dir and cache.raw_record(key) is not None:
+            return False  # the write finished meanwhile: the folder is an entry's now
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        return True

@@ -39,9 +39,8 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +49,12 @@ from layoutedit_cache.artifacts import (
     ArtifactError,
     ArtifactInfo,
     check_artifact_name,
-    deserialise,
     fsync_dir,
     read_verified,
     serialise,
     write_durable,
 )
+from layoutedit_cache.entry import CacheEntry
 from layoutedit_cache.keys import CACHE_FORMAT_VERSION, check_key, is_key, to_jsonable
 from layoutedit_cache.locking import KeyLocks
 
@@ -65,6 +64,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("layoutedit_cache")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+__all__ = ["KINDS", "CacheEntry", "ConceptCache", "OldFormatError", "RecordError"]
+
 KINDS = ("concept", "inversion", "prior")
 """The kinds layoutedit stores; others are accepted (same naming rule) for extensions."""
 
@@ -75,77 +76,6 @@ class RecordError(Exception):
 
 class OldFormatError(RecordError):
     """An index record written by another cache format version."""
-
-
-@dataclass
-class CacheEntry:
-    """One cache entry.
-
-    Attributes:
-        key: 64 hex digits.
-        kind: "concept", "inversion" or "prior".
-        meta: JSON-able dict given to `put`.
-        created: time of the `put`, seconds since the epoch.
-        last_used: time of the last `get` hit (or the `put`), seconds since the epoch.
-        size: bytes of all artifact files together.
-        artifacts: name, size and SHA-256 of each artifact file.
-        directory: folder holding the artifact files.
-        record_id: random id of the `put` that wrote the entry (tells a rewrite apart).
-    """
-
-    key: str
-    kind: str
-    meta: dict[str, Any]
-    created: float
-    last_used: float
-    size: int
-    artifacts: tuple[ArtifactInfo, ...] = ()
-    directory: Path | None = field(default=None, repr=False)
-    record_id: str = field(default="", repr=False)
-    _blobs: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def artifact_names(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.artifacts)
-
-    def info(self, artifact: str) -> ArtifactInfo:
-        """The record of one artifact; KeyError naming the ones there are."""
-        for a in self.artifacts:
-            if a.name == artifact:
-                return a
-        raise KeyError(f"entry {self.key[:12]} has no artifact {artifact!r}: {self.artifact_names}")
-
-    def blob(self, artifact: str) -> bytes:
-        """The verified safetensors bytes of one artifact."""
-        info = self.info(artifact)
-        blob = self._blobs.get(artifact)
-        if blob is not None:
-            return blob
-        if self.directory is None:
-            raise ArtifactError(f"entry {self.key[:12]} has no artifact folder")
-        return read_verified(self.directory, info)
-
-    def tensors(self, artifact: str) -> dict[str, torch.Tensor]:
-        """The tensors of one artifact, on the CPU.
-
-        Entries from `get` load the bytes verified there (then drop them); a later call reads
-        and verifies the file again, raising ArtifactError if it changed since.
-        """
-        self.info(artifact)
-        blob = self._blobs.pop(artifact, None)
-        return deserialise(blob if blob is not None else self.blob(artifact))
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for `--json` output."""
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "meta": self.meta,
-            "created": self.created,
-            "last_used": self.last_used,
-            "size": self.size,
-            "artifacts": [a.to_json() for a in self.artifacts],
-        }
 
 
 class ConceptCache:
@@ -295,7 +225,7 @@ class ConceptCache:
             with self.lock(key):
                 if self.raw_record(key) != raw:
                     continue
-                self._evict_locked(key)
+                self.evict_held(key)
             self.report(f"cache entry {key[:12]}: {problem}; evicted, it will be recomputed")
             return None
         return None
@@ -411,12 +341,12 @@ class ConceptCache:
                 ):
                     return False
             existed = raw is not None or self.artifact_dir(key).exists()
-            self._evict_locked(key)
+            self.evict_held(key)
         self.locks.discard(key)
         return existed
 
-    # -- internals -----------------------------------------------------------------------
-    def _evict_locked(self, key: str) -> None:
+    def evict_held(self, key: str) -> None:
+        """`evict` for a caller that already holds the lock of `key`."""
         index = self._open(create=False)
         if index is not None:
             index.delete(key)  # record first: a crash mid-way leaves an orphan folder, not an entry
@@ -442,29 +372,3 @@ class ConceptCache:
             entry.last_used = now
         except Exception as exc:  # sqlite errors on a read-only cache, mostly
             _log.debug("could not update last_used of %s: %s", key[:12], exc)
-
-    def leftovers(self) -> Iterator[tuple[str, Path]]:
-        """(key, path) of staging folders and artifact folders that belong to no entry.
-
-        Includes folders of writes in progress; `remove_leftover` checks under the lock.
-        """
-        if self.tmp_dir.is_dir():
-            for path in sorted(self.tmp_dir.iterdir()):
-                key = path.name[:64]
-                if is_key(key):
-                    yield key, path
-        if self.artifacts_dir.is_dir():
-            for path in sorted(self.artifacts_dir.iterdir()):
-                if is_key(path.name) and self.raw_record(path.name) is None:
-                    yield path.name, path
-
-    def remove_leftover(self, key: str, path: Path) -> bool:
-        """Remove a leftover folder unless a write of `key` is in progress; True if removed."""
-        with self.locks.try_hold(key) as free:
-            if not free:
-                return False
-            if path.parent == self.artifacts_dir and self.raw_record(key) is not None:
-                return False
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True)
-            return True

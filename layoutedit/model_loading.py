@@ -1,0 +1,377 @@
+"""Loading the base model named by `--model`, and the few things the method reads from it.
+
+`--model` may be:
+- `builtin:NAME` - a model shipped in the package (`layoutedit/models/NAME`);
+- a local diffusers folder in the Stable Diffusion layout (`model_index.json`, `unet/`, ...);
+- a Hugging Face repo id, read from the local Hugging Face cache only (never downloaded);
+- a single `.safetensors` file: our own single-file layout (`export_single_file`) or an
+  original Stable Diffusion checkpoint with a diffusers config folder (`model_config`).
+
+Pickle files (`.ckpt`, `.bin`, `.pt`, `.pth`) can run code when loaded, so they are refused
+unless `allow_pickle=True`. Head counts, token length and latent size are read from the
+loaded model, never assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from layoutedit.errors import UserError
+from layoutedit.fingerprint import model_fingerprint
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_ROOT = Path(__file__).resolve().parent / "models"
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+COMPONENTS = ("unet", "vae", "text_encoder")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class CrossAttentionLayer:
+    """One cross-attention layer of the UNet, as read from the model."""
+
+    name: str  # module name, e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
+    heads: int
+    query_side: int  # side of the square query grid at the model's latent size
+
+    @property
+    def processor_name(self) -> str:
+        """Key of this layer in `unet.attn_processors` / `unet.set_attn_processor`."""
+        return f"{self.name}.processor"
+
+
+@dataclass
+class LoadedModel:
+    """A Stable-Diffusion-layout model ready for the method.
+
+    Components keep their Hugging Face types; the properties read every shape the method
+    needs from them.
+    """
+
+    spec: str
+    path: Path
+    # Components are typed Any because diffusers' models do not type-check as nn.Modules
+    # under mypy; the comments name the real classes.
+    tokenizer: Any  # CLIPTokenizer
+    text_encoder: Any  # CLIPTextModel
+    vae: Any  # AutoencoderKL
+    unet: Any  # UNet2DConditionModel
+    scheduler_config: dict[str, Any]
+    fingerprint: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the UNet's weights."""
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the UNet's weights."""
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the square latent grid the UNet was trained at (64 for SD 1.x)."""
+        size = self.unet.config.sample_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a latent (4 for SD 1.x)."""
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel along a side (8 for SD 1.x, 4 for shapes-tiny)."""
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the model works at, in pixels."""
+        return self.latent_size * self.vae_scale_factor
+
+    @property
+    def scaling_factor(self) -> float:
+        """VAE latent scaling factor (0.18215 for SD 1.x)."""
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the text encoder reads: the smaller of the tokenizer's and the encoder's."""
+        positions = int(self.text_encoder.config.max_position_embeddings)
+        tok = int(getattr(self.tokenizer, "model_max_length", positions) or positions)
+        return min(tok, positions)
+
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet predicts: `epsilon`, `v_prediction` or `sample`."""
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def cross_attention_layers(self) -> list[CrossAttentionLayer]:
+        """Every cross-attention (`attn2`) layer with its head count and query-grid side."""
+        from diffusers.models.attention_processor import Attention
+
+        n_blocks = len(self.unet.config.block_out_channels)
+        layers = []
+        for name, module in self.unet.named_modules():
+            if isinstance(module, Attention) and name.endswith("attn2"):
+                layers.append(
+                    CrossAttentionLayer(name, int(module.heads), self._query_side(name, n_blocks))
+                )
+        return layers
+
+    @property
+    def attention_heads(self) -> dict[str, int]:
+        """Cross-attention layer name -> number of heads."""
+        return {layer.name: layer.heads for layer in self.cross_attention_layers}
+
+    def _query_side(self, name: str, n_blocks: int) -> int:
+        # Each down block but the last halves the grid; each up block but the last doubles it.
+        parts = name.split(".")
+        if parts[0] == "down_blocks":
+            level = int(parts[1])
+        elif parts[0] == "up_blocks":
+            level = n_blocks - 1 - int(parts[1])
+        else:  # mid_block works at the coarsest grid
+            level = n_blocks - 1
+        return max(1, self.latent_size // (2**level))
+
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """(B, L) int64 token ids, padded/truncated to `max_length`, on the model's device."""
+        batch = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return batch.input_ids.to(self.text_encoder.device)
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text-encoder hidden states (B, L, D) of the prompts (L = `max_length`).
+
+        Runs with gradients enabled when the caller has them on (textual inversion needs
+        them); wrap in `torch.no_grad()` for inference.
+        """
+        return self.text_encoder(self.token_ids(prompts))[0]
+
+    def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 square image -> (1, 3, S, S) in [-1, 1], S = `image_size`."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+        if image.shape[0] != image.shape[1]:
+            raise ValueError("image is not square: pad it with layout_ops.square_pad first")
+        if image.shape[0] != self.image_size:
+            # Resizing keeps the content; the model only works at its native size.
+            pil = Image.fromarray(image).resize((self.image_size,) * 2, Image.Resampling.LANCZOS)
+            image = np.asarray(pil)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        return tensor.to(device=self.vae.device, dtype=self.vae.dtype) / 127.5 - 1.0
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 square image -> scaled latent (1, C, h, w), h = w = `latent_size`.
+
+        Uses the mean of the VAE posterior (deterministic), times the scaling factor.
+        """
+        posterior = self.vae.encode(self.image_to_tensor(image)).latent_dist
+        return posterior.mean * self.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Scaled latents (B, C, h, w) -> images (B, H, W, 3) uint8, H = W = `image_size`."""
+        latents = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
+        images = self.vae.decode(latents).sample  # (B, 3, H, W) in about [-1, 1]
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise UserError(
+            "pickle checkpoints can run arbitrary code when loaded and are refused; convert it "
+            "to .safetensors, or pass --allow-pickle if you trust the file",
+            path=path,
+        )
+
+
+def _hf_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # Read the cache location now (not at import) so HF_HUB_CACHE / HF_HOME set later count.
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        where = cache or "the default Hugging Face cache (~/.cache/huggingface/hub)"
+        raise UserError(
+            f"model {repo_id!r} is not in {where} and layoutedit never downloads; on a "
+            f"connected machine run `huggingface-cli download {repo_id}` and copy its "
+            "Hugging Face cache here (or set HF_HUB_CACHE), or pass a local folder to --model"
+        ) from None
+
+
+def resolve_model_path(spec: str, *, allow_pickle: bool = False) -> Path:
+    """The local folder or file that `spec` names (no loading).
+
+    Raises:
+        UserError: nothing found, a builtin model not built, or a refused pickle file.
+    """
+    if spec.startswith(BUILTIN_PREFIX):
+        name = spec[len(BUILTIN_PREFIX) :]
+        folder = BUILTIN_ROOT / name
+        if not (folder / "model_index.json").exists():
+            raise UserError(
+                f"embedded model not built: {spec} has no files in {folder}; run `make model`, "
+                "or pass another model with --model"
+            )
+        return folder
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file():
+            _refuse_pickle(path, allow_pickle)
+            if path.suffix.lower() != ".safetensors" and path.suffix.lower() not in PICKLE_SUFFIXES:
+                raise UserError(
+                    "not a model file: expected a diffusers folder or a .safetensors file",
+                    path=path,
+                )
+        elif not (path / "unet").is_dir():
+            raise UserError(
+                "not a diffusers model folder (no unet/ subfolder; Stable Diffusion layout "
+                "expected: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+                path=path,
+            )
+        return path
+    if _REPO_ID.match(spec) and not spec.startswith((".", "~")):
+        return _hf_snapshot(spec)
+    raise UserError(
+        "model not found: give a diffusers folder, a .safetensors file, a Hugging Face repo id "
+        "in the local cache, or builtin:shapes-tiny",
+        path=path,
+    )
+
+
+def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+    """The weight files diffusers/transformers will load from a component folder."""
+    plain = sorted(p for p in folder.glob("*.safetensors") if "." not in p.stem)
+    if plain:
+        return plain
+    pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        _refuse_pickle(pickled[0], allow_pickle)
+        return pickled
+    raise UserError("no weight files (.safetensors) in this model component", path=folder)
+
+
+def _load_folder(
+    folder: Path, *, allow_pickle: bool, dtype: torch.dtype
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Load the components of a diffusers folder; return them and the files they came from."""
+    files: dict[str, Path] = {}
+    for comp in COMPONENTS:
+        if not (folder / comp / "config.json").exists():
+            raise UserError(f"model folder has no {comp}/config.json", path=folder)
+        for weight in _weight_files(folder / comp, allow_pickle):
+            files[f"{comp}/{weight.name}"] = weight
+    for sub in ("tokenizer", "scheduler", *COMPONENTS):
+        for cfg in sorted((folder / sub).glob("*.json")) + sorted((folder / sub).glob("*.txt")):
+            files[f"{sub}/{cfg.name}"] = cfg
+    safe = not allow_pickle or any(k.endswith(".safetensors") for k in files)
+    try:
+        parts: dict[str, Any] = {
+            "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+            "text_encoder": CLIPTextModel.from_pretrained(
+                folder / "text_encoder",
+                local_files_only=True,
+                use_safetensors=safe,
+                dtype=dtype,
+            ),
+            "vae": AutoencoderKL.from_pretrained(
+                folder / "vae", local_files_only=True, use_safetensors=safe, torch_dtype=dtype
+            ),
+            "unet": UNet2DConditionModel.from_pretrained(
+                folder / "unet", local_files_only=True, use_safetensors=safe, torch_dtype=dtype
+            ),
+        }
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the model: {exc}".splitlines()[0], path=folder) from None
+    parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
+    return parts, files
+
+
+def _scheduler_config(folder: Path) -> dict[str, Any]:
+    import json
+
+    path = folder / "scheduler_config.json"
+    if not path.exists():
+        raise UserError("model folder has no scheduler/scheduler_config.json", path=folder.parent)
+    return dict(json.loads(path.read_text()))
+
+
+def load_model(
+    spec: str,
+    *,
+    allow_pickle: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
+    model_config: Path | None = None,
+) -> LoadedModel:
+    """Load the model `spec` names (see the module docstring for the forms), offline.
+
+    Args:
+        spec: what the user passed as `--model`.
+        allow_pickle: accept pickle checkpoints (`.ckpt`, `.bin`, ...): they can run code.
+        device: where the components go.
+        dtype: weight dtype (fp32 for training; fp16/bf16 for inference on a GPU).
+        cache_dir: where the memo of weight-file hashes lives (default: layoutedit's cache).
+        model_config: diffusers config folder for an original SD single-file checkpoint.
+
+    Returns:
+        The model in eval mode with gradients off on every weight.
+
+    Raises:
+        UserError: the model cannot be found or loaded.
+    """
+    path = resolve_model_path(spec, allow_pickle=allow_pickle)
+    if path.is_file():
+        from layoutedit.single_file import load_single_file
+
+        parts, files, config = load_single_file(
+            path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config
+        )
+    else:
+        parts, files = _load_folder(path, allow_pickle=allow_pickle, dtype=dtype)
+        config = {}
+    fingerprint = model_fingerprint(files, config, cache_dir)
+    model = LoadedModel(
+        spec=spec,
+        path=path,
+        tokenizer=parts["tokenizer"],
+        text_encoder=parts["text_encoder"],
+        vae=parts["vae"],
+        unet=parts["unet"],
+        scheduler_config=parts["scheduler_config"],
+        fingerprint=fingerprint,
+    )
+    modules: tuple[Any, ...] = (model.text_encoder, model.vae, model.unet)
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()
+        module.to(device)
+    return model

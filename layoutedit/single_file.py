@@ -1,0 +1,172 @@
+"""Single-file models: our own one-`.safetensors` layout, and original SD checkpoints.
+
+Our layout keeps a whole model in one safetensors file that loads without running code:
+tensors under the prefixes `unet.`, `vae.` and `text_encoder.`, and in the file's metadata
+(string -> string) the component configs as JSON, the scheduler config, and the tokenizer's
+text files. `export_single_file` writes one from a diffusers folder.
+
+Any other `.safetensors` (or, with `allow_pickle`, `.ckpt`) is taken as an original Stable
+Diffusion checkpoint and loaded by diffusers' `from_single_file`, offline: it needs a local
+diffusers config folder (`--model-config`) or the matching configs already in the local
+Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from layoutedit.errors import UserError
+
+FORMAT_KEY = "layoutedit_format"
+FORMAT = "single-file/1"
+COMPONENTS = ("unet", "vae", "text_encoder")
+
+
+def export_single_file(model_dir: Path, file: Path) -> Path:
+    """Write the diffusers folder `model_dir` as one safetensors file in our layout.
+
+    Only `.safetensors` weights are read (no pickle). The file is written to a temporary
+    name and renamed, so an interrupted export leaves nothing.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {FORMAT_KEY: FORMAT}
+    for comp in COMPONENTS:
+        weights = sorted(p for p in (model_dir / comp).glob("*.safetensors") if "." not in p.stem)
+        if not weights:
+            raise UserError(f"no .safetensors weights in {comp}/", path=model_dir)
+        for weight in weights:
+            for key, value in load_file(weight).items():
+                tensors[f"{comp}.{key}"] = value.contiguous()
+        metadata[f"{comp}_config"] = (model_dir / comp / "config.json").read_text()
+    metadata["scheduler_config"] = (model_dir / "scheduler" / "scheduler_config.json").read_text()
+    tok_files = {
+        p.name: p.read_text(encoding="utf-8")
+        for p in sorted((model_dir / "tokenizer").iterdir())
+        if p.suffix in (".json", ".txt")
+    }
+    metadata["tokenizer_files"] = json.dumps(tok_files)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, file)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return file
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types
+        raise UserError(f"not a readable safetensors file: {exc}", path=path) from None
+
+
+def _load_ours(path: Path, meta: dict[str, str], dtype: torch.dtype) -> dict[str, Any]:
+    state = load_file(str(path))
+    by_comp: dict[str, dict[str, torch.Tensor]] = {c: {} for c in COMPONENTS}
+    for key, value in state.items():
+        comp, _, rest = key.partition(".")
+        if comp in by_comp:
+            by_comp[comp][rest] = value
+    unet = UNet2DConditionModel.from_config(json.loads(meta["unet_config"]))
+    vae = AutoencoderKL.from_config(json.loads(meta["vae_config"]))
+    text_cfg = json.loads(meta["text_encoder_config"])
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(text_cfg))
+    modules: tuple[tuple[str, Any], ...] = (
+        ("unet", unet),
+        ("vae", vae),
+        ("text_encoder", text_encoder),
+    )
+    for comp, module in modules:
+        missing, unexpected = module.load_state_dict(by_comp[comp], strict=False)
+        # Buffers such as position_ids may or may not be saved; weights must all be there.
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise UserError(
+                f"{comp} weights do not match its config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+                path=path,
+            )
+        if dtype != torch.float32:
+            module.to(dtype)
+    with tempfile.TemporaryDirectory(prefix="layoutedit-tok-") as tmp:
+        for name, text in json.loads(meta["tokenizer_files"]).items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, local_files_only=True)
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "unet": unet,
+        "scheduler_config": json.loads(meta["scheduler_config"]),
+    }
+
+
+def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) -> dict[str, Any]:
+    from diffusers import StableDiffusionPipeline
+
+    if model_config is not None and not (model_config / "model_index.json").exists():
+        raise UserError(
+            "--model-config must be a diffusers folder with model_index.json", path=model_config
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=str(model_config) if model_config is not None else None,
+            local_files_only=True,
+            torch_dtype=dtype,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    except Exception as exc:  # diffusers raises many types for a missing offline config
+        hint = (
+            "no model config could be found offline: pass --model-config DIR, a diffusers "
+            "folder of the same architecture (e.g. a local copy of "
+            "stable-diffusion-v1-5/stable-diffusion-v1-5 without its weights)"
+            if model_config is None
+            else f"could not load it with the config in {model_config}"
+        )
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{hint} ({first[:200]})", path=path) from None
+    return {
+        "tokenizer": pipe.tokenizer,
+        "text_encoder": pipe.text_encoder,
+        "vae": pipe.vae,
+        "unet": pipe.unet,
+        "scheduler_config": dict(pipe.scheduler.config),
+    }
+
+
+def load_single_file(
+    path: Path, *, allow_pickle: bool, dtype: torch.dtype, model_config: Path | None
+) -> tuple[dict[str, Any], dict[str, Path], dict[str, Any]]:
+    """Load a single-file model.
+
+    Returns:
+        The components (tokenizer, text_encoder, vae, unet, scheduler_config), the files
+        the fingerprint covers (name -> path), and extra config for the fingerprint.
+    """
+    files = {path.name: path}
+    if path.suffix.lower() == ".safetensors":
+        meta = _metadata(path)
+        if meta.get(FORMAT_KEY) == FORMAT:
+            return _load_ours(path, meta, dtype), files, {"format": FORMAT}
+    elif not allow_pickle:  # resolve_model_path refuses first; this guards direct callers
+        raise UserError("pickle checkpoint refused; pass --allow-pickle to load it", path=path)
+    if model_config is not None:
+        for cfg in sorted(model_config.rglob("*.json")):
+            files[f"config/{cfg.relative_to(model_config)}"] = cfg
+    return _load_original(path, dtype, model_config), files, {"format": "original"}

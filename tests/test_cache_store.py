@@ -244,7 +244,37 @@ def test_two_processes_that_learn_one_scene_learn_it_once(tmp_path: Path) -> Non
     assert len(counter.read_text().split()) == 1
     lines = sorted(o[0].split() for o in outs)
     assert lines[0][0] == lines[1][0]  # both read the one learned entry
-    assert sorted(line[1] for line in lines) == ["first", "waited"]
+
+
+def test_a_waiter_is_told_once_then_gets_the_lock(cache: ConceptCache) -> None:
+    held, release = threading.Event(), threading.Event()
+    told: list[str] = []
+
+    def holder() -> None:
+        with cache.lock(K1):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    got = threading.Event()
+
+    def waiter() -> None:
+        with cache.lock(K1, on_wait=lambda: told.append("w")):
+            got.set()
+
+    second = threading.Thread(target=waiter)
+    second.start()
+    for _ in range(3000):  # the waiter reports before it blocks
+        if told:
+            break
+        time.sleep(0.01)
+    assert told == ["w"] and not got.is_set()
+    release.set()
+    thread.join()
+    second.join(30)
+    assert got.is_set() and told == ["w"]
 
 
 KILLED_WRITER = textwrap.dedent(
@@ -306,3 +336,19 @@ def test_a_write_killed_midway_leaves_no_entry(
     with cache.lock(K1):
         cache.put(K1, "concept", _tensors(), {})
     assert cache.get(K1) is not None
+
+
+def test_without_flock_the_lock_falls_back_and_warns_once(
+    cache: ConceptCache, reports: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def refuse(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("layoutedit_cache.locking.fcntl.flock", refuse)
+    for key in (K1, K2):
+        with cache.lock(key):
+            cache.put(key, "concept", _tensors(), {})
+    assert cache.get(K1) is not None and cache.get(K2) is not None
+    assert len(reports) == 1 and "cross-process cache locks are not available" in reports[0]

@@ -10,7 +10,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from layoutedit.colour_match import close_pairs, colour_distance, format_colours, match_colours
+from layoutedit.colour_match import (
+    close_pairs,
+    colour_distance,
+    dilate,
+    edge_radius_default,
+    format_colours,
+    match_colours,
+)
 
 SEED_PALETTE = [(251, 216, 1), (75, 254, 1), (251, 1, 1), (254, 254, 254)]
 
@@ -206,3 +213,36 @@ def test_rejects_bad_shapes() -> None:
         match_colours(np.zeros((4, 4), dtype=np.uint8), SEED_PALETTE, 40)
     with pytest.raises(ValueError):
         match_colours(np.zeros((4, 4, 3), dtype=np.uint8), [], 40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    radius=st.integers(0, 6),
+)
+def test_dilate_matches_a_naive_square_dilation(seed: int, h: int, w: int, radius: int) -> None:
+    mask = np.random.default_rng(seed).random((h, w)) < 0.1
+    naive = np.zeros_like(mask)
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        naive[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1] = True
+    assert np.array_equal(dilate(mask, radius), naive)
+
+
+def test_edge_radius_grows_with_large_images() -> None:
+    assert edge_radius_default(64, 64) == 8
+    assert edge_radius_default(2000, 3000) == 60
+
+
+def test_upsampled_then_jpeg_saved_mask_is_all_edges_and_matches() -> None:
+    # A 32 px mask blown up 25x with bilinear filtering, then saved as JPEG: fringes ~25 px
+    # wide, within the 2 % of 800 px = 16 px edge radius of a matched pixel.
+    labels = _blocky_mask(np.random.default_rng(3), 32, SEED_PALETTE)
+    small = Image.fromarray(np.array(SEED_PALETTE, dtype=np.uint8)[labels])
+    buffer = io.BytesIO()
+    small.resize((800, 800), Image.BILINEAR).save(buffer, format="JPEG", quality=80)
+    result = match_colours(np.asarray(Image.open(buffer).convert("RGB")), SEED_PALETTE, 40)
+    assert result.unmatched_share < 0.001
+    reference = np.kron(labels, np.ones((25, 25), dtype=np.int16))
+    assert (result.labels == reference).mean() > 0.97

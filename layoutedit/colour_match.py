@@ -6,8 +6,9 @@ three groups:
 
 - matched: within `tolerance` of a label colour;
 - edge: not matched, but a blend of two label colours (within `BLEND_SLACK x tolerance` of
-  the RGB segment between them) lying within `edge_radius_default(H, W)` pixels of a matched pixel
-  (8 px, or 2 % of the longer side when that is more: upsampling widens fringes). These are
+  the RGB segment between them) lying within `edge_radius_default(H, W)` pixels of a
+  matched pixel (8 px, or 2 % of the longer side when that is more: upsampling widens
+  fringes). These are
   the anti-aliasing, resampling and JPEG (4:2:0 chroma) fringes along object borders; they
   take the nearest label silently. Measured on the published 64 px mask saved as JPEG at
   quality 50-90, 12-19 % of the pixels are such fringes, all within 3 px of a matched pixel,

@@ -55,7 +55,11 @@ class LearnConfig(_Strict):
     """Stage 1: masked textual inversion, then the cross-attention K/V fine-tune."""
 
     seed: int = 0
-    ti_steps: int = Field(default=200, ge=0, description="Textual-inversion steps per object.")
+    ti_steps: int = Field(
+        default=200,
+        ge=0,
+        description="Textual-inversion steps per object (with ti_joint: in total).",
+    )
     ti_batch_size: int = Field(default=4, ge=1)
     ti_lr: float = Field(
         default=5e-4, gt=0, description="Base learning rate, scaled by batch x accumulation."
@@ -84,6 +88,12 @@ class LearnConfig(_Strict):
     )
     prior_images: int = Field(
         default=20, ge=1, description="Generated regularisation images per object."
+    )
+    prior_steps: int = Field(
+        default=50, ge=1, description="DDIM steps to generate each regularisation image."
+    )
+    prior_guidance_scale: float = Field(
+        default=6.0, ge=0, description="Guidance scale for generated regularisation images."
     )
     checkpoint_every: int = Field(
         default=100, ge=0, description="Save a resumable checkpoint every N steps."
@@ -115,6 +125,10 @@ class EditConfig(_Strict):
     )
     seeds: tuple[int, ...] = (0, 8, 88, 888, 8888)
     best: bool = Field(default=False, description="Keep only the lowest-loss candidate.")
+    use_concept: bool = Field(
+        default=True,
+        description="Apply the learned concept; False edits with the plain object words.",
+    )
 
 
 class Settings(_Strict):

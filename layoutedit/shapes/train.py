@@ -157,7 +157,10 @@ def train_unet(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     noise_sched = DDPMScheduler.from_config(build_scheduler().config)
     ids_all = tokenizer(
-        captions, padding="max_length", max_length=size.max_length, truncation=True,
+        captions,
+        padding="max_length",
+        max_length=size.max_length,
+        truncation=True,
         return_tensors="pt",
     ).input_ids
     empty = tokenizer(
@@ -229,14 +232,22 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     vae = AutoencoderKL.from_pretrained(run / "vae")
     vae.register_to_config(scaling_factor=scale)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     step = json.loads((run / "unet_state.json").read_text())["step"]
-    (tmp / "TRAINING.json").write_text(json.dumps({"unet_steps": step, "recipe": "layoutedit.shapes.train"}))
+    (tmp / "TRAINING.json").write_text(
+        json.dumps({"unet_steps": step, "recipe": "layoutedit.shapes.train"})
+    )
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     _log(run, f"exported step {step} to {out}")
@@ -247,7 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point of the recipe."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/shapes-tiny"))
-    ap.add_argument("--export", type=Path, default=None, help="Pipeline folder to write at the end.")
+    ap.add_argument(
+        "--export", type=Path, default=None, help="Pipeline folder to write at the end."
+    )
     ap.add_argument("--scenes", type=int, default=12000)
     ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--vae-batch", type=int, default=32)

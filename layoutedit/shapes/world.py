@@ -51,7 +51,20 @@ VOCABULARY: tuple[str, ...] = (
     *PATTERNS,
     *COLOUR_NAMES,
     *BACKGROUNDS,
-    *"a an and on of the with high quality picture photo background".split(),
+    *[
+        "a",
+        "an",
+        "and",
+        "on",
+        "of",
+        "the",
+        "with",
+        "high",
+        "quality",
+        "picture",
+        "photo",
+        "background",
+    ],
 )
 MIN_SIZE, MAX_SIZE = 14.0, 32.0
 _SUPERSAMPLE = 4
@@ -316,9 +329,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_scene_folder(
-    scene: WorldScene, folder: Path, layouts: Sequence[np.ndarray] = ()
-) -> Path:
+def write_scene_folder(scene: WorldScene, folder: Path, layouts: Sequence[np.ndarray] = ()) -> Path:
     """Write `image.png`, `mask.png`, `semantic_dict.json` and `target_layout/layoutN.png`.
 
     Args:

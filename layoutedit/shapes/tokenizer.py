@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 
 START = "<|startoftext|>"
@@ -45,7 +46,7 @@ def learn_merges(words: Iterable[str]) -> list[tuple[str, str]]:
     while True:
         counts: Counter[tuple[str, str]] = Counter()
         for symbols in pieces.values():
-            counts.update(zip(symbols, symbols[1:], strict=False))
+            counts.update(pairwise(symbols))
         if not counts:
             return merges
         best = min(counts, key=lambda p: (-counts[p], p))

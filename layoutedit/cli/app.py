@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from layoutedit import __version__
-from layoutedit.cli import backends_cmd, cache_cmd, demo_cmd, edit_cmd, inspect_cmd, learn_cmd
+from layoutedit.cli import (
+    backends_cmd,
+    bench_cmd,
+    cache_cmd,
+    demo_cmd,
+    edit_cmd,
+    inspect_cmd,
+    learn_cmd,
+)
 from layoutedit.cli.common import DEFAULT_MODEL, AppState, console, default_cache_dir
 
 app = typer.Typer(
@@ -78,6 +86,7 @@ edit_cmd.register(app)
 backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)
+bench_cmd.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,202 @@
+"""The benchmark's outputs: a rich table, bench.json, bench.md and examples.png.
+
+Every file is written to a temporary name and renamed, so a crash leaves no half file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from rich import box
+from rich.table import Table
+
+from layoutedit.bench.metrics import PSNR_CAP_DB
+from layoutedit.bench.run import BenchResult, VariantRow
+from layoutedit.shapes.world import labels_to_colour_mask
+
+JSON_NAME, MD_NAME, PNG_NAME = "bench.json", "bench.md", "examples.png"
+
+
+def _f(digits: int) -> Callable[[float | None], str]:
+    def fmt(value: float | None) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.{digits}f}"
+
+    return fmt
+
+
+Column = tuple[str, Callable[[VariantRow], "float | None"], Callable[["float | None"], str]]
+COLUMNS: tuple[Column, ...] = (
+    ("layout\nIoU", lambda r: r.metrics["layout_iou"], _f(3)),
+    ("in-\nregion", lambda r: r.metrics["in_region"], _f(3)),
+    ("colour\nerr", lambda r: r.metrics["colour_error"], _f(1)),
+    ("shape\nIoU", lambda r: r.metrics["shape_iou"], _f(3)),
+    ("bg PSNR\ndB", lambda r: r.metrics["background_psnr"], _f(1)),
+    ("learn\ns", lambda r: r.learn_seconds, _f(1)),
+    ("edit\ns", lambda r: r.edit_seconds, _f(2)),
+    ("UNet evals\n/edit", lambda r: r.unet_evaluations, _f(0)),
+    ("peak\nMB", lambda r: r.peak_rss_mb, _f(0)),
+)
+"""Table columns: header, value of a row, format. Higher is better for the IoUs, the share
+and the PSNR; lower for colour error and every cost."""
+
+
+def table_cells(rows: Sequence[VariantRow]) -> tuple[list[str], list[list[str]]]:
+    """Header and cell text of the table (shared by the terminal and Markdown views)."""
+    header = ["variant", *(c[0] for c in COLUMNS)]
+    body = [[r.name, *(fmt(get(r)) for _, get, fmt in COLUMNS)] for r in rows]
+    return header, body
+
+
+def rich_table(result: BenchResult) -> Table:
+    """The terminal table: one row per variant."""
+    header, body = table_cells(result.rows)
+    n_cases = len(result.cases)
+    n_scenes = len({c["scene_seed"] for c in result.cases})
+    table = Table(
+        title=f"layoutedit bench: {n_scenes} scenes, {n_cases} edits per variant",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    # Narrow columns with short two-line headers: the table fits an 80-column terminal.
+    for i, name in enumerate(header):
+        if i == 0:
+            table.add_column(name, justify="left", no_wrap=True)
+        else:
+            table.add_column(name, justify="right", min_width=5)
+    for cells in body:
+        table.add_row(*cells)
+    return table
+
+
+def markdown(result: BenchResult) -> str:
+    """bench.md: the table, what the columns mean, the segmenter check and the cases."""
+    header, body = table_cells(result.rows)
+    header = [h.replace("\n/", "/").replace("\n", " ") for h in header]
+    opts = result.options
+    lines = [
+        "# layoutedit bench",
+        "",
+        f"Scenes {len({c['scene_seed'] for c in result.cases})}, edits per variant "
+        f"{len(result.cases)}; options: "
+        + ", ".join(f"{k}={v}" for k, v in opts.items() if k != "settings")
+        + f"; {result.seconds:.1f} s in all.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+        *("| " + " | ".join(cells) + " |" for cells in body),
+        "",
+        "Variants: " + "; ".join(f"`{r.name}`: {r.description}" for r in result.rows) + ".",
+        "",
+        "Columns (means over edits): layout IoU of the objects found by colour against the "
+        "exact transformed masks; in-region share of found pixels inside the rough layout "
+        "regions; colour error, RGB distance (0-255) of mean output and source colours; shape "
+        "IoU after cropping to bounding boxes; background PSNR over pixels that are "
+        f"background in source and target ({PSNR_CAP_DB:.0f} dB = unchanged); learn seconds "
+        "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "
+        "its cost); seconds and UNet evaluations per edit (the scene's inversion shared over "
+        "its edits); peak resident memory while the variant ran.",
+        "",
+    ]
+    seg = result.segmenter
+    verdict = "passed" if seg["passed"] else "FAILED"
+    lines += [
+        f"Segmenter check ({verdict}, threshold {seg['threshold']}): lowest per-object IoU on "
+        f"the sources {seg['source_min_iou']:.3f}, on cut-and-paste renderings "
+        f"{seg['paste_min_iou']:.3f}.",
+        "",
+        "## Cases",
+        "",
+        "| case | kind | background | objects (from -> to, scale) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for case in result.cases:
+        objs = "; ".join(
+            f"{o['name']} ({o['from'][0]:.0f},{o['from'][1]:.0f}) -> "
+            f"({o['to'][0]:.0f},{o['to'][1]:.0f}) x{o['scale']:.2f}"
+            for o in case["objects"]
+        )
+        lines.append(f"| {case['id']} | {case['kind']} | {case['background']} | {objs} |")
+    return "\n".join(lines) + "\n"
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        write(Path(tmp))
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def example_sheet(result: BenchResult, max_cases: int = 4, zoom: int = 3) -> Image.Image:
+    """Rows: a few cases (one per scene first); columns: source, layout, truth, one output
+    per variant. Pixels are enlarged `zoom` times with nearest neighbour."""
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for i, case in enumerate(result.case_list):
+        if case.scene_seed not in seen:
+            seen.add(case.scene_seed)
+            chosen.append(i)
+    chosen = (chosen + [i for i in range(len(result.case_list)) if i not in chosen])[:max_cases]
+    titles = ["source", "layout", "truth", *result.outputs]
+    side = result.case_list[0].source.image.shape[0] * zoom
+    pad, head = 4, 16
+    width = len(titles) * (side + pad) + pad
+    height = head + len(chosen) * (side + pad) + pad
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, title in enumerate(titles):
+        draw.text((pad + j * (side + pad), 2), title, fill=(0, 0, 0))
+    for row, i in enumerate(chosen):
+        case = result.case_list[i]
+        tiles = [
+            case.source.image,
+            labels_to_colour_mask(case.layout, case.n_objects),
+            case.truth.image,
+            *(images[i] for images in result.outputs.values()),
+        ]
+        for j, tile in enumerate(tiles):
+            big = Image.fromarray(tile).resize((side, side), Image.Resampling.NEAREST)
+            sheet.paste(big, (pad + j * (side + pad), head + row * (side + pad)))
+    return sheet
+
+
+def write_reports(result: BenchResult, folder: Path) -> dict[str, Path]:
+    """Write bench.json, bench.md and examples.png into `folder` (created); their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / JSON_NAME, "md": folder / MD_NAME, "png": folder / PNG_NAME}
+    payload = json.dumps(_clean(result.to_json()), indent=2, allow_nan=False)
+    _atomic_write(paths["json"], lambda p: p.write_text(payload + "\n"))
+    _atomic_write(paths["md"], lambda p: p.write_text(markdown(result)))
+    sheet = example_sheet(result)
+    _atomic_write(paths["png"], lambda p: sheet.save(p, format="PNG"))
+    return paths

@@ -1,0 +1,146 @@
+"""The rows of the benchmark table: one `Variant` per way of making the edit.
+
+A variant edits all the cases of one scene at a time (`run_scene`), so that per-scene work
+(learning a concept, inverting the source) is done once and its cost counted once per
+scene. `paste` is pure numpy. The diffusion variants share a `DiffusionRuntime`
+(`layoutedit.bench.diffusion`) that learns each scene's concept once and hands the same
+concept to `full`, `no-guidance` and `no-blend`; they differ only in their edit settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from layoutedit.bench.cases import Case
+from layoutedit.bench.paste import background_mean, paste_edit
+from layoutedit.errors import UserError
+
+if TYPE_CHECKING:
+    from layoutedit.bench.diffusion import DiffusionRuntime
+
+
+@dataclass
+class EditOutput:
+    """One variant's edit of one case."""
+
+    image: np.ndarray
+    """(S, S, 3) uint8 at the source's size."""
+    seconds: float
+    """Wall seconds of this edit, with its share of the per-scene edit work (inversion)."""
+    unet_evaluations: float
+    """UNet evaluations (forwards + backwards) of this edit, with its share of the scene's."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SceneOutput:
+    """One variant's work on one scene."""
+
+    edits: list[EditOutput]
+    """One per case, in the order given."""
+    learn_seconds: float = 0.0
+    """Seconds spent learning this scene's concept (shared concepts report the one cost)."""
+    learn_unet_evaluations: int = 0
+
+
+class Variant(Protocol):
+    """A row of the table."""
+
+    name: str
+    description: str
+
+    def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
+        """Edit every case of one scene (all share one source)."""
+        ...
+
+
+class PasteVariant:
+    """Cut the source objects and paste them at their exact targets (no model)."""
+
+    name = "paste"
+    description = "cut-and-paste at the exact targets, holes filled with the background colour"
+
+    def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
+        edits = []
+        for case in cases:
+            began = time.perf_counter()
+            fill = background_mean(case.source.image, case.source_labels, case.n_objects)
+            image, _ = paste_edit(case.source.image, case.source.masks, case.placements, fill)
+            edits.append(EditOutput(image, time.perf_counter() - began, 0.0))
+        return SceneOutput(edits)
+
+
+@dataclass(frozen=True)
+class DiffusionSpec:
+    """A diffusion variant: edit-setting overrides and whether it uses the learned concept."""
+
+    name: str
+    description: str
+    edit_overrides: dict[str, Any]
+    uses_concept: bool = True
+
+
+DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
+    s.name: s
+    for s in (
+        DiffusionSpec("full", "the method as shipped", {}),
+        DiffusionSpec(
+            "no-guidance",
+            "learned concept, no attention guidance (plain regeneration)",
+            {"scale_factor": 0.0, "refinement": {}, "max_refinement_steps": 0},
+        ),
+        DiffusionSpec(
+            "no-concepts",
+            "attention guidance with the plain object words, nothing learned",
+            {"use_concept": False},
+            uses_concept=False,
+        ),
+        DiffusionSpec("no-blend", "full without background blending", {"blend_steps": 0}),
+    )
+}
+VARIANT_NAMES: tuple[str, ...] = (*DIFFUSION_SPECS, "paste")
+
+
+class DiffusionVariant:
+    """A diffusion variant: learn (shared, once per scene) then edit with its settings."""
+
+    def __init__(self, spec: DiffusionSpec, runtime: DiffusionRuntime) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.description = spec.description
+        self.runtime = runtime
+
+    def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
+        return self.runtime.run_scene(cases, self.spec)
+
+
+def parse_variants(text: str) -> list[str]:
+    """`full,paste` -> ["full", "paste"], checked; UserError names the known variants."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--variants is empty; choose from {','.join(VARIANT_NAMES)}")
+    unknown = [n for n in names if n not in VARIANT_NAMES]
+    if unknown:
+        raise UserError(f"unknown variant {unknown[0]!r}; choose from {','.join(VARIANT_NAMES)}")
+    return list(dict.fromkeys(names))  # keep order, drop repeats
+
+
+def build_variants(
+    names: Sequence[str], runtime_factory: Callable[[], DiffusionRuntime]
+) -> list[Variant]:
+    """Variant objects for `names`; the diffusion runtime is built only when one needs it."""
+    runtime: DiffusionRuntime | None = None
+    out: list[Variant] = []
+    for name in names:
+        if name == "paste":
+            out.append(PasteVariant())
+            continue
+        if runtime is None:
+            runtime = runtime_factory()
+        out.append(DiffusionVariant(DIFFUSION_SPECS[name], runtime))
+    return out

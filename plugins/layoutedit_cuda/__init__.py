@@ -1,13 +1,7 @@
-"""Accelerated CUDA backend (placeholder)."""
+"""Accelerated CUDA backend for layoutedit (entry point `layoutedit.backends: cuda`)."""
 
 from __future__ import annotations
 
+from layoutedit_cuda.backend import CudaBackend
 
-class CudaBackend:
-    name = "cuda"
-    description = "CUDA: PyTorch SDPA or xformers attention, mixed precision, batched CFG."
-    priority = 10
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return "not yet implemented"
+__all__ = ["CudaBackend"]

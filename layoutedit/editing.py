@@ -1,0 +1,388 @@
+"""Stage 2 of `method.md`: edit the layout of one scene, for one or more target layouts.
+
+`EditSession` does the per-scene work once (apply the concept, choose and install the
+recorded attention layers, encode the prompts, encode and invert the source); `EditSession.
+edit` then edits one layout for several seeds:
+
+    # 1. check inputs          the layout fits the scene
+    # 2. masks                 target regions on the attention grid, blend mask on the latent
+    # 3. guided sampling       per seed: seeded z_T -> guided, blended DDIM loop (sampling.py)
+    # 4. decode                VAE decode, crop the square padding, resize to the source size
+
+and returns an `EditResult` (images per seed, per-object final attention loss, timings, UNet
+evaluations). `edit()` is the one-call form. The `no-concepts`, `no-guidance` and
+`no-blend` variants are `EditConfig(use_concept=False)`, `scale_factor=0` and
+`blend_steps=0`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from layoutedit.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.config import EditConfig
+from layoutedit.counting import UNetCounter
+from layoutedit.denoising import UNetRunner, scheduler_pair
+from layoutedit.errors import UserError
+from layoutedit.guidance import total_loss
+from layoutedit.inversion import Inversion, invert
+from layoutedit.layout_ops import blend_mask, region_masks, square_pad, unpad
+from layoutedit.prompts import token_positions
+from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
+
+if TYPE_CHECKING:
+    from layoutedit.backend import Backend
+    from layoutedit.concept import Concept
+    from layoutedit.model_loading import LoadedModel
+    from layoutedit.scene import Layout, Scene
+
+Progress = Callable[[str, int, int], None]
+"""progress(what, done, total): called as work advances (the CLI draws a bar)."""
+
+
+@dataclass
+class Candidate:
+    """One seed's edit."""
+
+    seed: int
+    image: np.ndarray
+    """(H, W, 3) uint8 at the source image's size."""
+    object_losses: dict[str, float]
+    """Object name -> final out-of-region attention loss l_k (0 = all attention inside)."""
+    loss: float
+    """mean_k + max_k of `object_losses`: the score that ranks candidates (lower is better)."""
+    seconds: float
+    guided_steps: int
+    refinement_passes: int
+
+
+@dataclass
+class EditResult:
+    """The edit of one layout."""
+
+    layout: Layout
+    candidates: list[Candidate]
+    prompt: str
+    attention_res: int
+    record_layers: tuple[str, ...]
+    settings: dict[str, Any]
+    backend: str
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds: prepare (per scene, shared by its layouts), inversion (idem), sampling, decode."""
+    unet_evaluations: dict[str, dict[str, int]] = field(default_factory=dict)
+    """`inversion` (per scene, 0 when reused) and `sampling` (this layout), as
+    `UNetCounter.as_dict()`."""
+
+    def best(self) -> Candidate:
+        """The candidate with the lowest final attention loss."""
+        return min(self.candidates, key=lambda c: c.loss)
+
+
+def _plain_positions(tokenizer: Any, prompt: str, names: Sequence[str]) -> dict[str, int]:
+    """Position of the last token of each object's words (its noun: `red circle` -> circle),
+    searched in order so that repeated words map to the right object."""
+    ids = list(tokenizer(prompt).input_ids)
+    positions: dict[str, int] = {}
+    start = 1
+    for name in names:
+        word = list(tokenizer(name, add_special_tokens=False).input_ids)
+        for at in range(start, len(ids) - len(word) + 1):
+            if ids[at : at + len(word)] == word:
+                positions[name] = at + len(word) - 1
+                start = at + len(word)
+                break
+        else:
+            raise UserError(f"object name {name!r} is not in the prompt {prompt!r}")
+    return positions
+
+
+def _resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (height, width, 3) uint8, Lanczos."""
+    if image.shape[:2] == (height, width):
+        return image
+    resized = Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized)
+
+
+class EditSession:
+    """The per-scene part of an edit, done once for all its layouts.
+
+    Args:
+        model: the base model (weights on `backend.device` in `backend.dtype`). The concept,
+            when given, is applied to it in place.
+        scene: the scene to edit.
+        config: the edit settings.
+        backend: how to run (attention kernels, batching, autocast).
+        concept: the learned concept; required unless `config.use_concept` is False.
+        inversion: a cached inversion of this scene (same prompt and steps) to reuse.
+        progress: progress callback.
+
+    Raises:
+        UserError: no concept while one is needed, a concept for other objects, or an
+            attention resolution the model does not have.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        scene: Scene,
+        config: EditConfig,
+        backend: Backend,
+        *,
+        concept: Concept | None = None,
+        inversion: Inversion | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        began = time.perf_counter()
+        self.model, self.scene, self.config, self.backend = model, scene, config, backend
+        self.progress = progress
+        # 1. check inputs
+        if config.use_concept and concept is None:
+            raise UserError("no concept given: learn one first, or edit with use_concept off")
+        if concept is not None and config.use_concept and tuple(concept.tokens) != scene.tokens:
+            raise UserError(
+                f"the concept was learned for {', '.join(concept.tokens)}, "
+                f"but the scene has {', '.join(scene.tokens)}"
+            )
+        # 2. prompt and token positions (from the tokenized prompt, never typed in)
+        if config.use_concept and concept is not None:
+            from layoutedit.concept import apply_concept
+
+            apply_concept(model, concept)
+            self.prompt = concept.prompt
+            found = token_positions(model.tokenizer, self.prompt, scene.tokens)
+            self.positions = tuple(found[t] for t in scene.tokens)
+        else:
+            self.prompt = scene.prompt
+            for obj in scene.objects:
+                self.prompt = self.prompt.replace(obj.token, obj.name)
+            plain = _plain_positions(model.tokenizer, self.prompt, scene.names)
+            self.positions = tuple(plain[n] for n in scene.names)
+        ids = model.tokenizer(self.prompt, truncation=True, max_length=model.max_length).input_ids
+        self.last = len(ids) - 1  # the end token
+        # 3. attention layers: record only the cross-attention layers at the attention grid
+        sides = cross_attention_sides(model.unet, model.latent_size)
+        try:
+            self.res = choose_attention_res(sides, model.latent_size, config.attention_res)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        wanted = sorted(name for name, side in sides.items() if side == self.res)
+        backend.install_attention(model.unet, wanted)
+        self.store = AttentionStore(self.res)
+        self.record_layers = tuple(self.store.attach(model.unet))
+        if sorted(self.record_layers) != wanted:
+            raise RuntimeError(
+                f"backend {backend.name!r} did not install RecordingAttnProcessor on {wanted}"
+            )
+        # 4. encode prompts: (1, L, D) each
+        with torch.no_grad():
+            embeddings = model.encode_prompts([self.prompt, ""]).float()
+        self.cond, self.uncond = embeddings[:1], embeddings[1:]
+        self.sampler, inverter = scheduler_pair(model.scheduler_config, config.steps)
+        self.timings: dict[str, float] = {}
+        # 5. encode the source, padded to a square for the model
+        square, self.box = square_pad(scene.image, None)
+        with torch.no_grad():
+            self.source = model.encode_image(square).float()  # (1, C, h, w)
+        self.timings["prepare"] = time.perf_counter() - began
+        # 6. DDIM inversion: once per scene, on first use (`ensure_inversion`) or reused
+        self.inversion_counter = UNetCounter()
+        self._inverter = inverter
+        self._inversion: Inversion | None = None
+        if inversion is not None:
+            self.use_inversion(inversion)
+
+    def use_inversion(self, inversion: Inversion) -> None:
+        """Reuse an inversion of this scene (e.g. from the cache).
+
+        Raises:
+            ValueError: it was made with another number of steps or another latent shape.
+        """
+        if inversion.steps != self.config.steps or not torch.equal(
+            inversion.timesteps.cpu(), self.sampler.timesteps.cpu()
+        ):
+            raise ValueError("the inversion was made on other timesteps")
+        if inversion.latents.shape[1:] != self.source.shape[1:]:
+            raise ValueError("the inversion has another latent shape")
+        self._inversion = inversion
+        self.timings.setdefault("inversion", 0.0)
+
+    def ensure_inversion(self) -> Inversion:
+        """The source's DDIM inversion, computed on first call (N conditional UNet calls)."""
+        if self._inversion is None:
+            began = time.perf_counter()
+            runner = self._runner(self.inversion_counter)
+            self._inversion = invert(runner, self._inverter, self.source, self.cond)
+            self.timings["inversion"] = time.perf_counter() - began
+        return self._inversion
+
+    def _runner(self, counter: UNetCounter) -> UNetRunner:
+        return UNetRunner(self.model.unet, self.model.unet.dtype, self.backend.autocast, counter)
+
+    @property
+    def latent_side(self) -> int:
+        """Side of the latent grid."""
+        return int(self.source.shape[-1])
+
+    def _guide(self, layout: Layout) -> AttentionGuide:
+        cfg = self.config
+        regions = region_masks(layout.labels, len(self.scene.objects), self.res)  # (K, r, r)
+        return AttentionGuide(
+            store=self.store,
+            positions=self.positions,
+            regions=torch.from_numpy(regions).to(self.source.device),
+            last=self.last,
+            steps=cfg.steps,
+            softmax_scale=cfg.softmax_scale,
+            scale_factor=cfg.scale_factor,
+            scale_range=cfg.scale_range,
+            max_iter_to_alter=cfg.max_iter_to_alter,
+            refinement=cfg.refinement,
+            max_refinement_steps=cfg.max_refinement_steps,
+        )
+
+    def _blend(self, layout: Layout) -> BackgroundBlend | None:
+        if self.config.blend_steps == 0:
+            return None
+        mask = blend_mask(
+            self.scene.labels, layout.labels, self.scene.background_index, self.latent_side
+        )  # (h, w) bool
+        return BackgroundBlend(
+            mask=torch.from_numpy(mask)[None, None].to(self.source.device),
+            inversion=self.ensure_inversion(),
+            steps=self.config.blend_steps,
+        )
+
+    def start_noise(self, seed: int) -> torch.Tensor:
+        """(1, C, h, w) seeded Gaussian z_T (the same seed gives the same noise per device)."""
+        generator = torch.Generator(device=self.source.device).manual_seed(seed)
+        return torch.randn(
+            self.source.shape, generator=generator, device=self.source.device, dtype=torch.float32
+        )
+
+    def to_source_size(self, images: np.ndarray) -> list[np.ndarray]:
+        """(B, S, S, 3) model-size images -> the source's size and aspect (padding cropped)."""
+        height, width = self.scene.size
+        return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
+
+    def edit(
+        self,
+        layout: Layout,
+        seeds: Sequence[int] | None = None,
+        *,
+        on_step: StepHook | None = None,
+    ) -> EditResult:
+        """Edit the scene to `layout` for each seed (default: `config.seeds`).
+
+        `on_step(i, t, z_t)` sees the latent entering each DDIM step (after guidance and
+        blending), for tests and visualisations.
+        """
+        cfg = self.config
+        seeds = tuple(cfg.seeds if seeds is None else seeds)
+        # 1. check inputs
+        if layout.labels.shape != self.scene.labels.shape:
+            raise UserError(
+                f"layout is {layout.labels.shape[1]}x{layout.labels.shape[0]}, the scene "
+                f"{self.scene.size[1]}x{self.scene.size[0]}",
+                path=layout.path,
+            )
+        if not seeds:
+            raise UserError("give at least one seed")
+        # 2. masks
+        guide = self._guide(layout)
+        blend = self._blend(layout)
+        # 3. guided sampling, one seed at a time
+        counter = UNetCounter()
+        runner = self._runner(counter)
+        latents, outputs, seconds = [], [], []
+        sampling_began = time.perf_counter()
+        for n, seed in enumerate(seeds):
+            began = time.perf_counter()
+            generator = torch.Generator(device=self.source.device).manual_seed(seed)
+            out = sample(
+                runner,
+                self.sampler,
+                self.start_noise(seed),
+                self.cond,
+                self.uncond,
+                cfg.guidance_scale,
+                batch_cfg=self.backend.batch_cfg,
+                guide=guide,
+                blend=blend,
+                eta=cfg.eta,
+                generator=generator,
+                counter=counter,
+                on_step=on_step,
+            )
+            latents.append(out.latents)
+            outputs.append(out)
+            seconds.append(time.perf_counter() - began)
+            if self.progress is not None:
+                self.progress("seeds", n + 1, len(seeds))
+        sampling_s = time.perf_counter() - sampling_began
+        # 4. decode, one seed at a time: a batched decode can round differently with the
+        # batch size, and the same seed must give the same image whatever else is decoded
+        began = time.perf_counter()
+        with torch.no_grad():
+            decoded = [self.model.decode_latents(z)[0] for z in latents]  # (S, S, 3) each
+        images = self.to_source_size(np.stack(decoded))
+        decode_s = time.perf_counter() - began
+
+        candidates = []
+        for seed, out, image, secs in zip(seeds, outputs, images, seconds, strict=True):
+            assert out.final_losses is not None
+            losses = out.final_losses.cpu()
+            stats: SamplingStats = out.stats
+            candidates.append(
+                Candidate(
+                    seed=seed,
+                    image=image,
+                    object_losses={
+                        n: float(v) for n, v in zip(self.scene.names, losses, strict=True)
+                    },
+                    loss=float(total_loss(losses)),
+                    seconds=secs,
+                    guided_steps=stats.guided_steps,
+                    refinement_passes=stats.refinement_passes,
+                )
+            )
+        return EditResult(
+            layout=layout,
+            candidates=candidates,
+            prompt=self.prompt,
+            attention_res=self.res,
+            record_layers=self.record_layers,
+            settings=cfg.model_dump(mode="json"),
+            backend=self.backend.name,
+            timings={
+                **self.timings,
+                "sampling": sampling_s,
+                "decode": decode_s,
+            },
+            unet_evaluations={
+                "inversion": self.inversion_counter.as_dict(),
+                "sampling": counter.as_dict(),
+            },
+        )
+
+
+def edit(
+    model: LoadedModel,
+    scene: Scene,
+    layouts: Sequence[Layout],
+    config: EditConfig,
+    backend: Backend,
+    *,
+    concept: Concept | None = None,
+    progress: Progress | None = None,
+) -> list[EditResult]:
+    """Edit `scene` to each layout: one session (concept, inversion) for all of them."""
+    session = EditSession(model, scene, config, backend, concept=concept, progress=progress)
+    return [session.edit(layout) for layout in layouts]

@@ -1,0 +1,197 @@
+"""`layoutedit edit` end to end on the tiny model: learn, edit, files, cache, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from layoutedit.cli.app import app
+from layoutedit.shapes.world import sample_scene, write_scene_folder
+
+FAST = """
+[learn]
+ti_steps = 2
+ti_batch_size = 1
+ft_steps = 2
+ft_batch_size = 1
+checkpoint_every = 0
+
+[edit]
+steps = 3
+max_iter_to_alter = 2
+refinement = { 0 = 0.9 }
+max_refinement_steps = 1
+blend_steps = 2
+"""
+
+
+@pytest.fixture
+def scene_dir(tmp_path: Path) -> Path:
+    world = sample_scene(5, 2)
+    labels = world.labels()
+    return write_scene_folder(
+        world,
+        tmp_path / "scene",
+        layouts=[np.roll(labels, 10, axis=1), np.roll(labels, -8, axis=0)],
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST)
+    return path
+
+
+def _run(model: Path, cache: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        app, ["--model", str(model), "--backend", "cpu", "--cache-dir", str(cache), *args]
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_learn_then_edit_writes_every_file(
+    tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    code, _, err = _run(
+        tiny_model_dir, cache, "learn", str(scene_dir), "--config", str(config_file)
+    )
+    assert code == 0, err
+    out = tmp_path / "out"
+    code, stdout, err = _run(
+        tiny_model_dir,
+        cache,
+        "--json",
+        "edit",
+        str(scene_dir),
+        "--config",
+        str(config_file),
+        "--no-learn",
+        "--seeds",
+        "0,8",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    summaries = json.loads(stdout)
+    assert [Path(s["out"]).name for s in summaries] == ["layout1", "layout2"]
+    for stem in ("layout1", "layout2"):
+        folder = out / stem
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "edit.json",
+            "seed-0.png",
+            "seed-8.png",
+            "sheet.png",
+        ]
+        assert Image.open(folder / "seed-0.png").size == (64, 64)
+        record = json.loads((folder / "edit.json").read_text())
+        assert len(record["concept"]) == 64  # the learned concept's cache key
+        assert record["settings"]["steps"] == 3 and record["settings"]["seeds"] == [0, 8]
+        assert [c["seed"] for c in record["candidates"]] == [0, 8]
+        for cand in record["candidates"]:
+            assert set(cand["object_losses"]) == set(
+                json.loads((scene_dir / "semantic_dict.json").read_text())
+            ) - {"background"}
+        assert record["unet_evaluations"]["sampling"]["backward"] >= 2 * 2
+        assert {"prepare", "inversion", "sampling", "decode"} <= set(record["timings"])
+        assert "<" in record["prompt"]  # placeholders of the learned concept
+
+    # A second edit reuses the cached inversion: no inversion UNet calls.
+    code, _, err = _run(
+        tiny_model_dir,
+        cache,
+        "edit",
+        str(scene_dir),
+        "--config",
+        str(config_file),
+        "--no-learn",
+        "--seeds",
+        "0",
+        "--best",
+        "--out",
+        str(out),
+        "-l",
+        str(scene_dir / "target_layout" / "layout1.png"),
+    )
+    assert code == 0, err
+    record = json.loads((out / "layout1" / "edit.json").read_text())
+    assert record["unet_evaluations"]["inversion"]["total"] == 0
+    assert sorted(p.name for p in (out / "layout1").iterdir()) == [
+        "edit.json",
+        "seed-0.png",
+        "sheet.png",
+    ]
+
+
+def test_edit_without_concept_and_defaults(
+    tiny_model_dir: Path,
+    scene_dir: Path,
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = _run(
+        tiny_model_dir,
+        tmp_path / "cache",
+        "edit",
+        str(scene_dir),
+        "--config",
+        str(config_file),
+        "--no-concept",
+        "--scale-factor",
+        "0",
+        "--blend-steps",
+        "0",
+        "--seeds",
+        "3",
+    )
+    assert code == 0, err
+    folder = tmp_path / "layoutedit-out" / "scene" / "layout2"
+    record = json.loads((folder / "edit.json").read_text())
+    assert record["concept"] is None
+    assert record["settings"]["scale_factor"] == 0 and record["settings"]["blend_steps"] == 0
+    assert record["unet_evaluations"]["sampling"]["backward"] == 0
+    assert "<" not in record["prompt"]
+    assert "layout1.png: best seed 3" in stdout
+
+
+def test_user_mistakes_exit_2(
+    tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    code, _, err = _run(
+        tiny_model_dir, cache, "edit", str(scene_dir), "--config", str(config_file), "--no-learn"
+    )
+    assert code == 2 and "layoutedit learn" in err
+    code, _, err = _run(tiny_model_dir, cache, "edit", str(scene_dir), "--seeds", "0,x")
+    assert code == 2 and "--seeds" in err
+    code, _, err = _run(
+        tiny_model_dir,
+        cache,
+        "edit",
+        str(scene_dir),
+        "--no-concept",
+        "-l",
+        str(tmp_path / "no.png"),
+    )
+    assert code == 2 and "layout not found" in err
+    code, _, err = _run(
+        tiny_model_dir,
+        cache,
+        "edit",
+        str(scene_dir),
+        "--no-concept",
+        "--attention-res",
+        "5",
+        "--steps",
+        "2",
+    )
+    assert code == 2 and "choose from 8, 16" in err
+    assert "Traceback" not in err

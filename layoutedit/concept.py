@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from layoutedit.errors import UserError
@@ -130,7 +131,7 @@ class Concept:
             raise UserError(
                 f"not a concept folder ({Path(str(exc.filename)).name} missing)", path=folder
             ) from None
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, SafetensorError) as exc:
             raise UserError(f"damaged concept: {exc}", path=folder) from None
         return cls.from_parts(header, tensors)
 

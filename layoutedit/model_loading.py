@@ -177,7 +177,7 @@ class LoadedModel:
             # Resizing keeps the content; the model only works at its native size.
             pil = Image.fromarray(image).resize((self.image_size,) * 2, Image.Resampling.LANCZOS)
             image = np.asarray(pil)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
         return tensor.to(device=self.vae.device, dtype=self.vae.dtype) / 127.5 - 1.0
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,51 @@ def _load_ours(path: Path, meta: dict[str, str], dtype: torch.dtype) -> dict[str
     }
 
 
+class _LazyTensors(Mapping[str, torch.Tensor]):
+    """A safetensors file as a read-only mapping that loads a tensor only when indexed."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = safe_open(str(path), framework="pt")
+        self._keys = list(self._file.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._file.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _cached_config(path: Path) -> Path:
+    """The diffusers config folder of the checkpoint's architecture, from the local HF cache.
+
+    diffusers would download it when it is missing; layoutedit never goes online, so the
+    lookup happens here, offline, and a miss is a UserError that says what to pass.
+    """
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+    from huggingface_hub import snapshot_download
+
+    repo = "the config of its architecture"
+    try:
+        if path.suffix.lower() != ".safetensors":
+            raise ValueError("pickle checkpoints are not inspected")
+        # Only a few keys and shapes decide the architecture: read just those.
+        repo = fetch_diffusers_config(_LazyTensors(path))["pretrained_model_name_or_path"]
+        patterns = ["**/*.json", "*.json", "*.txt", "**/*.txt"]
+        return Path(snapshot_download(repo, local_files_only=True, allow_patterns=patterns))
+    except Exception:  # unknown architecture, or not in the local cache
+        raise UserError(
+            f"no model config could be found offline (looked for {repo} in the local Hugging "
+            "Face cache): pass --model-config DIR, a diffusers folder of the same "
+            "architecture (its weights are not needed)",
+            path=path,
+        ) from None
+
+
 def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) -> dict[str, Any]:
     from diffusers import StableDiffusionPipeline
 
@@ -122,23 +168,19 @@ def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) ->
         raise UserError(
             "--model-config must be a diffusers folder with model_index.json", path=model_config
         )
+    if model_config is None:
+        model_config = _cached_config(path)
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path),
-            config=str(model_config) if model_config is not None else None,
+            config=str(model_config),
             local_files_only=True,
             torch_dtype=dtype,
             safety_checker=None,
             requires_safety_checker=False,
         )
     except Exception as exc:  # diffusers raises many types for a missing offline config
-        hint = (
-            "no model config could be found offline: pass --model-config DIR, a diffusers "
-            "folder of the same architecture (e.g. a local copy of "
-            "stable-diffusion-v1-5/stable-diffusion-v1-5 without its weights)"
-            if model_config is None
-            else f"could not load it with the config in {model_config}"
-        )
+        hint = f"could not load it with the config in {model_config}"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{hint} ({first[:200]})", path=path) from None
     return {

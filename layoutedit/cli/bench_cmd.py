@@ -47,6 +47,10 @@ def run_command(
     from layoutedit.errors import UserError
 
     names = parse_variants(variants)
+    if any(n != "paste" for n in names):
+        from layoutedit.logs import configure_library_logging
+
+        configure_library_logging(app_state.verbose)
     n_scenes = scenes if scenes is not None else (QUICK_SCENES if quick else DEFAULT_SCENES)
     n_layouts = layouts if layouts is not None else (QUICK_LAYOUTS if quick else DEFAULT_LAYOUTS)
     if not 0 <= seed <= MAX_SEED_OFFSET:

@@ -1,0 +1,205 @@
+"""The diffusion variants' runtime: library calls (never the CLI), one scene at a time.
+
+Per scene: the concept is learned once (`layoutedit.learn.learn_concept`, timed here, not
+taken from the cache, so `learn s` is a real cost) and given to every variant that uses
+one; each (scene, variant) edits a freshly loaded model, because applying a concept changes
+the model in place. The source's DDIM inversion depends only on the scene, the concept and
+the steps, so the first variant that blends computes it and later ones reuse it; each
+variant is still charged its cost (seconds and UNet evaluations), shared over the scene's
+edits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from layoutedit.bench.cases import Case
+from layoutedit.bench.variants import DiffusionSpec, EditOutput, SceneOutput
+from layoutedit.config import EditConfig, Settings
+from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
+
+if TYPE_CHECKING:
+    from layoutedit.backend import Backend
+    from layoutedit.concept import Concept
+    from layoutedit.inversion import Inversion
+    from layoutedit.model_loading import LoadedModel
+    from layoutedit.scene import Scene
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class _Learned:
+    concept: Concept
+    seconds: float
+    unet_evaluations: int
+
+
+@dataclass
+class _Inverted:
+    inversion: Inversion
+    seconds: float
+    unet_evaluations: int
+
+
+class DiffusionRuntime:
+    """Model, backend and per-scene shared work for the diffusion variants.
+
+    Args:
+        model: the `--model` spec (e.g. `builtin:shapes-tiny`).
+        backend: the `--backend` name (`auto`, `cpu`, `cuda`).
+        settings: resolved settings; the variants override `settings.edit`.
+        cache_dir: memo of model weight hashes (the model loader's cache).
+        work_dir: scratch folder (generated prior images, when prior preservation is on).
+        say: where progress lines go (None: quiet).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        backend: str,
+        settings: Settings,
+        cache_dir: Path,
+        work_dir: Path,
+        say: Say | None = None,
+    ) -> None:
+        from layoutedit.backend import get_backend
+
+        self.model_spec = model
+        self.backend: Backend = get_backend(backend)
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.work_dir = work_dir
+        self.say = say or (lambda _line: None)
+        self._learned: dict[int, _Learned] = {}
+        self._inverted: dict[int, _Inverted] = {}
+        self.warm_up(self.load_model())  # also fails early on a missing model
+
+    def warm_up(self, model: LoadedModel) -> None:
+        """Run each kind of model call once, untimed, so that one-time kernel set-up (large
+        on a first CPU call) is not charged to whichever variant happens to run first."""
+        import torch
+
+        side = model.latent_size
+        emb = model.encode_prompts(["a picture", ""]).float()  # (2, L, D)
+        for batch in (1, 2):
+            z = torch.randn(
+                batch, model.unet.config.in_channels, side, side, device=self.backend.device
+            ).requires_grad_(True)
+            t = torch.full((batch,), 500, device=self.backend.device)
+            model.unet(z, t, encoder_hidden_states=emb[:batch]).sample.sum().backward()
+        with torch.no_grad():
+            image = np.zeros((model.image_size, model.image_size, 3), dtype=np.uint8)
+            model.decode_latents(model.encode_image(image))
+
+    def load_model(self, dtype: Any = None) -> LoadedModel:
+        """A fresh copy of the base model on the backend's device."""
+        from layoutedit.model_loading import load_model
+
+        kwargs: dict[str, Any] = {"device": self.backend.device, "cache_dir": self.cache_dir}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        return load_model(self.model_spec, **kwargs)
+
+    def scene(self, case: Case) -> Scene:
+        """The case's source as a library `Scene` (label colours of written scene folders)."""
+        from layoutedit.scene import scene_from_arrays
+
+        k = case.n_objects
+        return scene_from_arrays(
+            case.source.image,
+            case.source_labels,
+            case.names,
+            MASK_PALETTE[:k],
+            MASK_BACKGROUND,
+            self.settings.scene,
+        )
+
+    def edit_config(self, spec: DiffusionSpec) -> EditConfig:
+        """`settings.edit` with the variant's overrides, validated."""
+        data = {**self.settings.edit.model_dump(), **spec.edit_overrides}
+        return EditConfig.model_validate(data)
+
+    def learned(self, cases: Sequence[Case]) -> _Learned:
+        """The scene's concept, learned on first use (fp32 weights, as training needs)."""
+        from layoutedit.learn import learn_concept
+
+        seed = cases[0].scene_seed
+        if seed not in self._learned:
+            self.say(f"learning scene {seed}")
+            model = self.load_model()
+            began = time.perf_counter()
+            result = learn_concept(
+                model,
+                self.scene(cases[0]),
+                self.settings.learn,
+                backend=self.backend,
+                prior_folder=self.work_dir / "prior",
+            )
+            self._learned[seed] = _Learned(
+                result.concept, time.perf_counter() - began, result.totals.counter.total
+            )
+            del model
+        return self._learned[seed]
+
+    def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
+        """Edit every case of one scene with the variant `spec`."""
+        from layoutedit.editing import EditSession
+        from layoutedit.scene import layout_from_labels
+
+        learned = self.learned(cases) if spec.uses_concept else None
+        cfg = self.edit_config(spec)
+        scene = self.scene(cases[0])
+        seed = cases[0].scene_seed
+        self.say(f"editing scene {seed}: {spec.name}")
+        model = self.load_model(self.backend.dtype)
+        began = time.perf_counter()
+        session = EditSession(
+            model,
+            scene,
+            cfg,
+            self.backend,
+            concept=learned.concept if learned is not None else None,
+        )
+        shared = self._inverted.get(seed) if spec.uses_concept else None
+        if shared is not None and cfg.blend_steps > 0:
+            session.use_inversion(shared.inversion)
+        results = [session.edit(layout_from_labels(c.layout, scene)) for c in cases]
+        wall = time.perf_counter() - began
+        # Per-scene work (prepare, inversion) is shared over the scene's edits.
+        inv_s = float(session.timings.get("inversion", 0.0))
+        inv_evals = int(session.inversion_counter.total)
+        if cfg.blend_steps > 0 and spec.uses_concept:
+            if shared is None:
+                self._inverted[seed] = _Inverted(session.ensure_inversion(), inv_s, inv_evals)
+            else:
+                inv_s, inv_evals = shared.seconds, shared.unet_evaluations
+                wall += inv_s  # charged as if computed here
+        edits = []
+        per_scene_evals = inv_evals / len(cases)
+        for result in results:
+            best = result.best()
+            sampling = result.unet_evaluations.get("sampling", {})
+            edits.append(
+                EditOutput(
+                    image=best.image,
+                    seconds=wall / len(cases),
+                    unet_evaluations=float(sampling.get("total", 0)) + per_scene_evals,
+                    info={
+                        "seed": best.seed,
+                        "attention_loss": round(best.loss, 4),
+                        "candidates": len(result.candidates),
+                    },
+                )
+            )
+        return SceneOutput(
+            edits,
+            learn_seconds=learned.seconds if learned is not None else 0.0,
+            learn_unet_evaluations=learned.unet_evaluations if learned is not None else 0,
+        )

@@ -151,6 +151,10 @@ class EditSession:
                 f"the concept was learned for {', '.join(concept.tokens)}, "
                 f"but the scene has {', '.join(scene.tokens)}"
             )
+        for module in (model.unet, model.vae, model.text_encoder):
+            # Gradients flow to the latent only (learning may have left weights trainable).
+            module.requires_grad_(False)
+            module.eval()
         # 2. prompt and token positions (from the tokenized prompt, never typed in)
         if config.use_concept and concept is not None:
             from layoutedit.concept import apply_concept

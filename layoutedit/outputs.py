@@ -91,6 +91,10 @@ def contact_sheet(
     for i, (tile, lines) in enumerate(tiles):
         x = _GAP + i * (tile_w + _GAP)
         sheet.paste(tile, (x, _GAP))
+        # A thin frame, so a white mask background does not merge with the sheet's.
+        draw.rectangle(
+            (x - 1, _GAP - 1, x + tile.width, _GAP + tile.height), outline=(190, 190, 190)
+        )
         for j, line in enumerate(lines):
             draw.text((x + 2, _GAP + tile_h + 2 + 13 * j), line, fill=(0, 0, 0), font=font)
     return np.asarray(sheet)

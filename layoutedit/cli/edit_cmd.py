@@ -6,10 +6,19 @@ Thin: parses options, loads the model, concept and scene once, then hands every 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from layoutedit.backend import get_backend
 from layoutedit.cli.common import AppState, console, err_console, state, user_errors
@@ -163,6 +172,23 @@ def resolve_concept(
     return obtained.concept, obtained.key
 
 
+def _advance(bar: Progress, task: TaskID, _what: str, done: int, _total: int) -> None:
+    bar.update(task, completed=done)
+
+
+def _edit_bar() -> Progress:
+    """One bar per layout, advanced per seed, on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("seeds"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
 def _summary(result: EditResult, folder: Path) -> dict[str, Any]:
     best = result.best()
     return {
@@ -224,16 +250,23 @@ def run_edit(
             no_learn=no_learn,
         )
         for module in (model.unet, model.vae, model.text_encoder):
-            module.to(backend.dtype)
+            if module.dtype != backend.dtype:
+                module.to(backend.dtype)
         session = EditSession(model, scene, cfg, backend, concept=concept)
         if cfg.blend_steps > 0:
             cached_inversion(session, cache, concept_key)
 
     concept_id = str(concept_dir) if from_folder is not None else concept_key
     summaries = []
+    chatty = not (app.quiet or app.json)
     for layout in loaded:
         assert layout.path is not None
-        result = session.edit(layout)
+        with _edit_bar() as bar:
+            if not chatty:
+                bar.stop()
+            task = bar.add_task(layout.path.name, total=len(cfg.seeds))
+            session.progress = functools.partial(_advance, bar, task)
+            result = session.edit(layout)
         folder = write_edit(
             result,
             scene,
@@ -308,10 +341,14 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--preset", help="Settings preset: published or fast.")
         ] = None,
         config: Annotated[
-            Path | None, typer.Option("--config", help="TOML settings file ([edit] section).")
+            Path | None,
+            typer.Option("--config", help="TOML settings file (\\[edit] and \\[learn] sections)."),
         ] = None,
     ) -> None:
+        from layoutedit.logs import configure_library_logging
+
         app_state = state(ctx)
+        configure_library_logging(app_state.verbose)
         overrides: dict[str, Any] = {
             "seeds": parse_seeds(seeds),
             "best": best,

@@ -9,13 +9,22 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from edit_support import fast_config, hand_concept, load_tiny, moved_layout, shapes_scene
+from edit_support import (
+    fast_config,
+    hand_concept,
+    load_tiny,
+    moved_layout,
+    one_thread,
+    shapes_scene,
+)
 
 from layoutedit.backend import get_backend, register_backend, unregister_backend
 from layoutedit.editing import EditSession, edit
 from layoutedit.errors import UserError
 from layoutedit.layout_ops import blend_mask
 from layoutedit_cpu import CpuBackend
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 @pytest.fixture(scope="module")

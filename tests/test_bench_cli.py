@@ -118,3 +118,18 @@ def test_scores_rank_paste_above_doing_nothing() -> None:
     assert unchanged["shape_iou"] > 0.9 and unchanged["colour_error"] < 5
     assert [len(v) for v in result.outputs.values()] == [len(cases)] * 2
     assert all(isinstance(img, np.ndarray) for img in result.outputs["paste"])
+
+
+def test_markdown_adds_the_gpu_column_only_when_measured() -> None:
+    from rich.console import Console
+
+    from layoutedit.bench.report import markdown, rich_table
+
+    result = run_bench(make_cases(1, seed=0, layouts_per_scene=1), [PasteVariant()])
+    assert "GPU MB" not in markdown(result)
+    result.rows[0].peak_cuda_mb = 512.0
+    assert "GPU MB" in markdown(result) and "| 512 |" in markdown(result)
+    console = Console(width=80, record=True)
+    console.print(rich_table(result))
+    text = console.export_text()
+    assert "GPU" not in text and "…" not in text  # fits 80 columns untruncated

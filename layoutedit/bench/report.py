@@ -50,10 +50,20 @@ COLUMNS: tuple[Column, ...] = (
 and the PSNR; lower for colour error and every cost."""
 
 
-def table_cells(rows: Sequence[VariantRow]) -> tuple[list[str], list[list[str]]]:
-    """Header and cell text of the table (shared by the terminal and Markdown views)."""
-    header = ["variant", *(c[0] for c in COLUMNS)]
-    body = [[r.name, *(fmt(get(r)) for _, get, fmt in COLUMNS)] for r in rows]
+GPU_COLUMN: Column = ("GPU\nMB", lambda r: r.peak_cuda_mb, _f(0))
+"""Shown when a row ran on CUDA: the allocator's peak."""
+
+
+def table_cells(rows: Sequence[VariantRow], gpu: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cell text of the table (shared by the terminal and Markdown views).
+
+    `gpu` adds the CUDA peak column when a row has one (Markdown; the terminal table stays
+    narrow enough for 80 columns, and bench.json always has both peaks)."""
+    columns = list(COLUMNS)
+    if gpu and any(r.peak_cuda_mb is not None for r in rows):
+        columns.append(GPU_COLUMN)
+    header = ["variant", *(c[0] for c in columns)]
+    body = [[r.name, *(fmt(get(r)) for _, get, fmt in columns)] for r in rows]
     return header, body
 
 
@@ -81,7 +91,7 @@ def rich_table(result: BenchResult) -> Table:
 
 def markdown(result: BenchResult) -> str:
     """bench.md: the table, what the columns mean, the segmenter check and the cases."""
-    header, body = table_cells(result.rows)
+    header, body = table_cells(result.rows, gpu=True)
     header = [h.replace("\n/", "/").replace("\n", " ") for h in header]
     opts = result.options
     lines = [
@@ -105,7 +115,8 @@ def markdown(result: BenchResult) -> str:
         f"background in source and target ({PSNR_CAP_DB:.0f} dB = unchanged); learn seconds "
         "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "
         "its cost); seconds and UNet evaluations per edit (the scene's inversion shared over "
-        "its edits); peak resident memory while the variant ran.",
+        "its edits); peak resident memory of the process while the variant ran (GPU MB: the CUDA "
+        "allocator's peak, when on a GPU).",
         "",
     ]
     seg = result.segmenter

@@ -63,8 +63,6 @@ def run_command(
         if chatty:
             err_console.print(f"[dim]{line}[/]", highlight=False)
 
-    say(f"making {n_scenes} scenes x {n_layouts} layouts (seed {seed})")
-    cases = make_cases(n_scenes, seed=seed, layouts_per_scene=n_layouts)
     options: dict[str, Any] = {
         "scenes": n_scenes,
         "layouts": n_layouts,
@@ -89,7 +87,9 @@ def run_command(
                 say=say,
             )
 
-        built = build_variants(names, runtime)
+        built = build_variants(names, runtime)  # loads the model: a bad --model fails here
+        say(f"making {n_scenes} scenes x {n_layouts} layouts (seed {seed})")
+        cases = make_cases(n_scenes, seed=seed, layouts_per_scene=n_layouts)
         result = run_bench(cases, built, options=options, say=say)
     if any(n != "paste" for n in names):
         result.options["settings"] = settings.model_dump(mode="json")

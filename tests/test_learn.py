@@ -166,12 +166,34 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("stop", [("textual inversion ti", 3), ("fine-tune", 2)])
+class _Starts(NoProgress):
+    """Records where each stage starts (steps already done)."""
+
+    def __init__(self) -> None:
+        self.starts: dict[str, int] = {}
+
+    def stage(self, name: str, total: int, done: int) -> None:
+        self.starts[name] = done
+
+
+@pytest.mark.parametrize(
+    ("stop", "starts"),
+    [
+        # Interrupted in step 2 of 3 of TI: resumes after step 1, fine-tune from 0.
+        (("textual inversion ti", 2), {"textual inversion ti": 1, "fine-tune": 0}),
+        # Interrupted in step 2 of 2 of the fine-tune: TI is done, fine-tune resumes at 1.
+        (("fine-tune", 2), {"textual inversion ti": 3, "fine-tune": 1}),
+    ],
+)
 def test_interrupted_run_resumes_to_the_same_concept(
-    tiny_model_dir: Path, scene_dir: Path, tmp_path: Path, stop: tuple[str, int]
+    tiny_model_dir: Path,
+    scene_dir: Path,
+    tmp_path: Path,
+    stop: tuple[str, int],
+    starts: dict[str, int],
 ) -> None:
     cfg = TINY.model_copy(
-        update={"ti_steps": 4, "ft_steps": 3, "ti_joint": True, "checkpoint_every": 1}
+        update={"ti_steps": 3, "ft_steps": 2, "ti_joint": True, "checkpoint_every": 1}
     )
     model, scene = _setup(tiny_model_dir, scene_dir, tmp_path)
     reference = learn_concept(model, scene, cfg).concept
@@ -182,7 +204,9 @@ def test_interrupted_run_resumes_to_the_same_concept(
         learn_concept(model, scene, cfg, checkpoint_dir=ckpt, progress=_StopAt(*stop))
     assert (ckpt / "ti" / "state.json").exists()
     model, scene = _setup(tiny_model_dir, scene_dir, tmp_path)
-    resumed = learn_concept(model, scene, cfg, checkpoint_dir=ckpt).concept
+    record = _Starts()
+    resumed = learn_concept(model, scene, cfg, checkpoint_dir=ckpt, progress=record).concept
+    assert record.starts == starts
     for token in reference.all_tokens:
         torch.testing.assert_close(resumed.embeddings[token], reference.embeddings[token])
     for key, value in reference.kv_weights.items():

@@ -115,7 +115,8 @@ def markdown(result: BenchResult) -> str:
         f"background in source and target ({PSNR_CAP_DB:.0f} dB = unchanged); learn seconds "
         "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "
         "its cost); seconds and UNet evaluations per edit (the scene's inversion shared over "
-        "its edits); peak resident memory of the process while the variant ran (GPU MB: the CUDA "
+        "its edits); peak resident memory of the process while the variant ran, learning "
+        "included for the first row that uses a concept (GPU MB: the CUDA "
         "allocator's peak, when on a GPU).",
         "",
     ]

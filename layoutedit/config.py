@@ -217,3 +217,18 @@ def resolve_settings(
         from_flag = len(loc) >= 2 and (overrides or {}).get(loc[0], {}).get(loc[1]) is not None
         path = None if from_flag else config_file
         raise UserError(f"bad setting {where}: {first['msg']}", path=path) from None
+
+
+def reference_markdown() -> str:
+    """A Markdown table of every setting: section, name, default, description."""
+    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for section, model in (("scene", SceneOptions), ("learn", LearnConfig), ("edit", EditConfig)):
+        defaults = model().model_dump(mode="json")
+        for name, field in model.model_fields.items():
+            text = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{section}.{name}` | `{defaults[name]}` | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -3,11 +3,9 @@ fresh tiny model, a hand-made concept and a fast edit config."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from layoutedit.config import EditConfig
@@ -67,16 +65,3 @@ def hand_concept(model, scene: Scene):  # type: ignore[no-untyped-def]
         prompt=f"{scene.prompt} {' '.join(extra)}",
         meta={"names": list(scene.names), "model_fingerprint": model.fingerprint},
     )
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run a test on one intra-op thread, then restore the count. The tiny model's ops are
-    far too small to gain from threads, and on a shared, busy machine extra threads make them
-    many times slower (measured: 157 s vs 15 s for the edit tests)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

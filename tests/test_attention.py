@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
-from edit_support import one_thread
 
 from layoutedit.attention import (
     AttentionStore,
@@ -17,8 +16,6 @@ from layoutedit.attention import (
     run_until_collected,
 )
 from layoutedit.shapes.architecture import ModelSize, build_unet
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def _cross_attention(heads: int = 3, dim: int = 24, context: int = 10) -> Attention:

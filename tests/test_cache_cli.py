@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from layoutedit_cache import ConceptCache
 from typer.testing import CliRunner, Result
 
 from layoutedit.cli.app import app
+from layoutedit_cache import ConceptCache
 
 K1 = "3fa9" + "1" * 60
 K2 = "81be" + "2" * 60

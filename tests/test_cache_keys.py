@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from layoutedit.config import LearnConfig
 from layoutedit_cache.keys import (
     canonical_json,
     concept_key,
@@ -13,9 +16,6 @@ from layoutedit_cache.keys import (
     is_key,
     prior_key,
 )
-from PIL import Image
-
-from layoutedit.config import LearnConfig
 
 FP = "f" * 16
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from layoutedit.errors import UserError
 from layoutedit_cache import ConceptCache
 from layoutedit_cache.maintenance import prune, verify
 from layoutedit_cache.transfer import export_entry, import_entry
 from layoutedit_cache.units import format_age, format_size, parse_duration, parse_size
-
-from layoutedit.errors import UserError
 
 DAY = 86400.0
 KEYS = [f"{i:x}" * 64 for i in range(1, 6)]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from layoutedit.errors import UserError
 from layoutedit_cache import ConceptCache
 from layoutedit_cache.keys import CACHE_FORMAT_VERSION
 from layoutedit_cache.maintenance import verify
-
-from layoutedit.errors import UserError
 
 K1 = "a1" + "0" * 62
 K2 = "a1" + "1" * 62

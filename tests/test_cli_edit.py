@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edit_support import one_thread
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,8 +28,6 @@ refinement = { 0 = 0.9 }
 max_refinement_steps = 1
 blend_steps = 2
 """
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 @pytest.fixture

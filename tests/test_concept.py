@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from edit_support import one_thread
 
 from layoutedit.concept import Concept, apply_concept, export_diffusers
 from layoutedit.errors import UserError
@@ -15,7 +14,6 @@ from layoutedit.finetune import kv_parameters
 from layoutedit.model_loading import LoadedModel, load_model
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 TOKENS = ("<red_circle>", "<blue_square>")
 EXTRA = ("<new0>", "<new1>")

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
-from edit_support import one_thread
 
 from layoutedit.backend import Backend, get_backend, list_backends
 from layoutedit.model_loading import load_model
 from layoutedit_cpu import CpuBackend
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def test_registered_and_usable() -> None:

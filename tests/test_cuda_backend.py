@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-from edit_support import fast_config, load_tiny, moved_layout, one_thread, shapes_scene
+from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.attention import AttentionStore, RecordingAttnProcessor, cross_attention_sides
 from layoutedit.backend import list_backends
@@ -18,8 +18,6 @@ from layoutedit_cuda import CudaBackend
 from layoutedit_cuda.kernels import kernel_name, make_processor
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def test_listed_with_a_reason_when_unusable() -> None:

@@ -14,7 +14,6 @@ from edit_support import (
     hand_concept,
     load_tiny,
     moved_layout,
-    one_thread,
     shapes_scene,
 )
 
@@ -23,8 +22,6 @@ from layoutedit.editing import EditSession, edit
 from layoutedit.errors import UserError
 from layoutedit.layout_ops import blend_mask
 from layoutedit_cpu import CpuBackend
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 @pytest.fixture(scope="module")

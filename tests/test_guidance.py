@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from edit_support import fast_config, load_tiny, moved_layout, one_thread, shapes_scene
+from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
 from layoutedit.counting import UNetCounter
@@ -21,8 +21,6 @@ from layoutedit.guidance import (
     text_attention,
     total_loss,
 )
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def _maps(res: int, tokens: int, hot: dict[int, tuple[slice, slice]]) -> torch.Tensor:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from edit_support import one_thread
 
 from layoutedit.counting import UNetCounter
 from layoutedit.denoising import UNetRunner, cfg_prediction, scheduler_pair
 from layoutedit.inversion import Inversion, invert
 from layoutedit.sampling import sample
 from layoutedit.shapes.architecture import build_scheduler
-
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 class StubUNet(torch.nn.Module):

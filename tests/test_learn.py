@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edit_support import one_thread
 from PIL import Image
 
 from layoutedit.concept import Concept, apply_concept
@@ -24,7 +23,6 @@ from layoutedit.tokens import add_placeholders, embedding_table
 from layoutedit.training import CheckpointDir, NoProgress, RunTotals, masked_mse
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 TINY = LearnConfig(ti_steps=2, ti_batch_size=1, ft_steps=2, ft_batch_size=1, checkpoint_every=0)
 

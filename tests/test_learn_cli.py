@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from edit_support import one_thread
 from typer.testing import CliRunner
 
 from layoutedit.cli.app import app
@@ -14,7 +13,6 @@ from layoutedit.concept import Concept
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 STEPS = ["--ti-steps", "2", "--ft-steps", "2"]
 

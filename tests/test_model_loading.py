@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edit_support import one_thread
 
 from layoutedit import model_loading
 from layoutedit.errors import UserError
@@ -17,7 +16,6 @@ from layoutedit.model_loading import LoadedModel, load_model
 from layoutedit.single_file import export_single_file
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 @pytest.fixture(scope="module")

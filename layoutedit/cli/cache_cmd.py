@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from layoutedit.cli.common import AppState, console, err_console, state, user_errors
 from layoutedit_cache.artifacts import ArtifactError, header
 from layoutedit_cache.maintenance import prune as prune_cache
 from layoutedit_cache.maintenance import verify as verify_cache
@@ -22,11 +27,6 @@ from layoutedit_cache.units import (
     parse_duration,
     parse_size,
 )
-from rich import box
-from rich.markup import escape
-from rich.table import Table
-
-from layoutedit.cli.common import AppState, console, err_console, state, user_errors
 
 cache_app = typer.Typer(
     name="cache",

@@ -15,10 +15,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from layoutedit.bench.cases import exact_mask
+from layoutedit.bench.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
 from layoutedit.shapes.world import (
     _BACKGROUND_MEAN,
@@ -27,7 +30,6 @@ from layoutedit.shapes.world import (
     ShapeSpec,
     WorldScene,
     sample_scene,
-    shape_coverage,
 )
 
 _NAMES = list(COLOUR_NAMES)
@@ -40,32 +42,6 @@ def colour_name_map(image: np.ndarray) -> np.ndarray:
     return np.argmin(d, axis=-1)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a bool mask (flood fill; images are tiny)."""
-    seen = np.zeros_like(mask, dtype=bool)
-    best: list[tuple[int, int]] = []
-    h, w = mask.shape
-    for y0, x0 in zip(*np.nonzero(mask), strict=True):
-        if seen[y0, x0]:
-            continue
-        stack, comp = [(int(y0), int(x0))], []
-        seen[y0, x0] = True
-        while stack:
-            y, x = stack.pop()
-            comp.append((y, x))
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        if len(comp) > len(best):
-            best = comp
-    out = np.zeros_like(mask, dtype=bool)
-    if best:
-        ys, xs = zip(*best, strict=True)
-        out[list(ys), list(xs)] = True
-    return out
-
-
 def best_shape(component: np.ndarray) -> tuple[str, float]:
     """The world shape whose template, fitted to the component's box, overlaps it most."""
     ys, xs = np.nonzero(component)
@@ -73,18 +49,19 @@ def best_shape(component: np.ndarray) -> tuple[str, float]:
         return "", 0.0
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
     box = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+    centroid = (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
     scores = {}
     for shape in SHAPES:
         angles = (-20.0, -10.0, 0.0, 10.0, 20.0) if shape in ("square", "star") else (0.0,)
+        # Triangles and hearts sit off-centre in their box; their centroid fits better.
+        centre = centroid if shape in ("triangle", "heart") else (cx, cy)
         best = 0.0
         for angle in angles:
             for size in (box * 0.95, box * 1.05, box * 1.2, box * 1.35):
-                # Triangles and hearts sit off-centre in their box; the centroid fits better.
-                for centre in ((cx, cy), (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)):
-                    spec = ShapeSpec(shape, (0, 0, 0), "black", "plain", *centre, size, angle)
-                    tmpl = shape_coverage(spec, component.shape[0]) >= 0.5
-                    union = (tmpl | component).sum()
-                    best = max(best, float((tmpl & component).sum() / union) if union else 0.0)
+                spec = ShapeSpec(shape, (0, 0, 0), "black", "plain", *centre, size, angle)
+                tmpl = exact_mask(spec, component.shape[0])
+                union = (tmpl | component).sum()
+                best = max(best, float((tmpl & component).sum() / union) if union else 0.0)
         scores[shape] = best
     shape = max(scores, key=lambda s: scores[s])
     return shape, scores[shape]
@@ -132,6 +109,68 @@ def vae_psnr(pipe: object, scenes: Sequence[WorldScene]) -> float:
     return float(np.mean([10 * math.log10(255.0**2 / max(m, 1e-10)) for m in mse]))
 
 
+def _noun_positions(tokenizer: Any, caption: str, names: Sequence[str]) -> list[int]:
+    """Token index of each object's last name word (its shape noun) in the caption."""
+    ids = list(tokenizer(caption).input_ids)
+    out = []
+    for name in names:
+        word = list(tokenizer(name, add_special_tokens=False).input_ids)
+        at = next(i for i in range(len(ids)) if ids[i : i + len(word)] == word)
+        out.append(at + len(word) - 1)
+    return out
+
+
+@torch.no_grad()
+def attention_shares(
+    pipe: Any,
+    latents: torch.Tensor,
+    scenes: Sequence[WorldScene],
+    found: Sequence[Presence],
+    res: int = 16,
+    timesteps: Sequence[int] = (300, 600),
+) -> list[float]:
+    """Per found object: share of its noun's cross-attention mass on its pixels.
+
+    The generated latents (B, 4, h, w) are re-noised at `timesteps`; one conditional UNet
+    pass each records the `res` x `res` cross-attention maps (mean over layers and heads).
+    """
+    from layoutedit.attention import AttentionStore, cross_attention_sides, install_processors
+
+    unet = pipe.unet
+    sides = cross_attention_sides(unet, latents.shape[-1])
+    install_processors(unet, [n for n, side in sides.items() if side == res])
+    store = AttentionStore(res)
+    store.attach(unet)
+    text = pipe.text_encoder(
+        pipe.tokenizer(
+            [s.caption for s in scenes],
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+    )[0]
+    maps = torch.zeros(latents.shape[0], res, res, text.shape[1])
+    gen = torch.Generator().manual_seed(1)
+    for t in timesteps:
+        noise = torch.randn(latents.shape, generator=gen)
+        tt = torch.full((latents.shape[0],), t, dtype=torch.long)
+        with store.recording():
+            unet(pipe.scheduler.add_noise(latents, noise, tt), tt, text)
+        maps += store.maps() / len(timesteps)
+    shares = []
+    for b, (scene, pres) in enumerate(zip(scenes, found, strict=True)):
+        nouns = _noun_positions(pipe.tokenizer, scene.caption, scene.names)
+        for pos, ok, comp in zip(nouns, pres.colour, pres.components, strict=True):
+            if not ok:
+                continue
+            side = comp.shape[0] // res
+            cover = comp.reshape(res, side, res, side).mean(axis=(1, 3))
+            a = maps[b, :, :, pos].numpy()
+            shares.append(float((a * cover).sum() / max(a.sum(), 1e-12)))
+    return shares
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the quality gate of a pipeline folder."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -150,27 +189,29 @@ def main(argv: list[str] | None = None) -> None:
     scenes = [sample_scene(HELDOUT_SEED_BASE + i) for i in range(args.scenes)]
     psnr = vae_psnr(pipe, scenes)
     gen = torch.Generator().manual_seed(0)
-    images = []
+    chunks = []
     for i in range(0, len(scenes), 50):
-        chunk = [s.caption for s in scenes[i : i + 50]]
         out = pipe(
-            chunk,
+            [s.caption for s in scenes[i : i + 50]],
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
             generator=gen,
-            output_type="np",
+            output_type="latent",
         ).images
-        images.append((out * 255).round().astype(np.uint8))
-    generated = np.concatenate(images)
-    colour, both = [], []
-    for image, scene in zip(generated, scenes, strict=True):
-        p = presence(image, scene)
-        colour += p.colour
-        both += p.colour_and_shape
+        chunks.append(out)
+    latents = torch.cat(chunks)
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    generated = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    found = [presence(image, scene) for image, scene in zip(generated, scenes, strict=True)]
+    shares = attention_shares(pipe, latents, scenes, found)
     result = {
         "vae_psnr_db": round(psnr, 2),
-        "presence_colour": round(float(np.mean(colour)), 3),
-        "presence_colour_and_shape": round(float(np.mean(both)), 3),
+        "presence_colour": round(float(np.mean([c for p in found for c in p.colour])), 3),
+        "presence_colour_and_shape": round(
+            float(np.mean([c for p in found for c in p.colour_and_shape])), 3
+        ),
+        "attention_on_object_share": round(float(np.mean(shares)) if shares else 0.0, 3),
         "scenes": len(scenes),
     }
     print(json.dumps(result, indent=2))

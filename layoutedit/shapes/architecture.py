@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -48,7 +49,7 @@ TEST_TINY = ModelSize(
 )
 
 
-def build_vae(size: ModelSize) -> AutoencoderKL:
+def build_vae(size: ModelSize) -> Any:  # AutoencoderKL (diffusers is untyped for mypy)
     """AutoencoderKL with spatial factor 4 and no attention (so it trains on crops)."""
     return AutoencoderKL(
         in_channels=3,
@@ -64,7 +65,7 @@ def build_vae(size: ModelSize) -> AutoencoderKL:
     )
 
 
-def build_unet(size: ModelSize) -> UNet2DConditionModel:
+def build_unet(size: ModelSize) -> Any:  # UNet2DConditionModel
     """UNet with cross-attention at the latent side and half of it (16x16, 8x8 for 64 px)."""
     return UNet2DConditionModel(
         sample_size=size.latent_size,
@@ -97,7 +98,7 @@ def build_text_encoder(size: ModelSize, tokenizer: CLIPTokenizer) -> CLIPTextMod
     return CLIPTextModel(config)
 
 
-def build_scheduler() -> DDIMScheduler:
+def build_scheduler() -> Any:  # DDIMScheduler
     """Stable Diffusion's noise schedule (scaled linear betas), epsilon prediction."""
     return DDIMScheduler(
         num_train_timesteps=1000,
@@ -127,7 +128,7 @@ def build_pipeline_folder(
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     vae = build_vae(size)
     vae.register_to_config(scaling_factor=scaling_factor)
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=build_text_encoder(size, tokenizer),
         tokenizer=tokenizer,

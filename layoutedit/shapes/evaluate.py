@@ -58,7 +58,9 @@ def best_shape(component: np.ndarray) -> tuple[str, float]:
         best = 0.0
         for angle in angles:
             for size in (box * 0.95, box * 1.05, box * 1.2, box * 1.35):
-                spec = ShapeSpec(shape, (0, 0, 0), "black", "plain", *centre, size, angle)
+                spec = ShapeSpec(
+                    shape, (0, 0, 0), "black", "plain", centre[0], centre[1], size, angle
+                )
                 tmpl = exact_mask(spec, component.shape[0])
                 union = (tmpl | component).sum()
                 best = max(best, float((tmpl & component).sum() / union) if union else 0.0)

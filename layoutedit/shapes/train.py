@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from layoutedit.shapes.architecture import (
     SHAPES_TINY,
@@ -123,7 +123,7 @@ def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
     if path.exists():
         data = load_file(str(path))
         return data["latents"], float(data["scale"].item())
-    vae = AutoencoderKL.from_pretrained(run / "vae").eval()
+    vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval()
     chunks = [
         vae.encode(_to_tensor(images[i : i + 256])).latent_dist.mean
         for i in range(0, len(images), 256)
@@ -135,7 +135,7 @@ def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
     return latents, scale
 
 
-def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+def _ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
     for name, p in model.state_dict().items():
         if p.dtype.is_floating_point:
             ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
@@ -155,7 +155,7 @@ def train_unet(
     unet, text = build_unet(size), build_text_encoder(size, tokenizer)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    noise_sched = DDPMScheduler.from_config(build_scheduler().config)
+    noise_sched: Any = DDPMScheduler.from_config(build_scheduler().config)
     ids_all = tokenizer(
         captions,
         padding="max_length",
@@ -225,13 +225,13 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     _, scale = encode_latents(run, np.zeros((0, 64, 64, 3), dtype=np.uint8))
     tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
     ema = load_file(str(run / "ema.safetensors"))
-    unet: UNet2DConditionModel = build_unet(size)
+    unet = build_unet(size)
     unet.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
-    text: CLIPTextModel = build_text_encoder(size, tokenizer)
+    text = build_text_encoder(size, tokenizer)
     text.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("text.")})
-    vae = AutoencoderKL.from_pretrained(run / "vae")
+    vae: Any = AutoencoderKL.from_pretrained(run / "vae")
     vae.register_to_config(scaling_factor=scale)
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text,
         tokenizer=tokenizer,

@@ -153,7 +153,7 @@ def _sample_colour(
         name = str(rng.choice(list(COLOUR_NAMES)))
         base = np.array(COLOUR_NAMES[name], dtype=np.float64)
         rgb = np.clip(base + rng.uniform(-28, 28, size=3), 0, 255).round()
-        if nearest_colour_name(rgb) != name or name in taken:
+        if nearest_colour_name(rgb.tolist()) != name or name in taken:
             continue
         if np.linalg.norm(rgb - bg) < _MIN_CONTRAST:
             continue

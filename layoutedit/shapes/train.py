@@ -25,6 +25,7 @@ from transformers import CLIPTokenizer
 
 from layoutedit.shapes.architecture import (
     SHAPES_TINY,
+    TEST_TINY,
     ModelSize,
     build_scheduler,
     build_text_encoder,
@@ -34,6 +35,8 @@ from layoutedit.shapes.architecture import (
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.world import VOCABULARY
+
+SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
 
 
 def _log(run: Path, message: str) -> None:
@@ -269,11 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run: Path = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    size = SHAPES_TINY
+    size = SIZES[args.size]
     if args.export_only:
         assert args.export is not None
         export(run, size, args.export)

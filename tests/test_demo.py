@@ -1,0 +1,50 @@
+"""`layoutedit demo`: the scene it picks, its sheet and GIF, and the command end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from layoutedit.cli.app import app
+from layoutedit.demo import DEMO_KINDS, DemoEdit, demo_cases, demo_sheet, write_gif
+
+
+def test_demo_scene_has_three_objects_and_a_move_a_swap_and_a_scale() -> None:
+    cases = demo_cases()
+    assert [c.kind for c in cases] == list(DEMO_KINDS)
+    assert {c.n_objects for c in cases} == {3}
+    assert len({c.source.image.tobytes() for c in cases}) == 1  # one scene, three layouts
+    for case in cases:
+        # Every object is painted in its target layout.
+        assert set(np.unique(case.layout)) == {0, 1, 2, 3}
+
+
+def test_sheet_and_gif_hold_every_edit(tmp_path: Path) -> None:
+    img = np.zeros((64, 64, 3), dtype=np.uint8)
+    edits = [DemoEdit(k, img, img + 50 * i, 1.0, 0.5) for i, k in enumerate(DEMO_KINDS)]
+    sheet = demo_sheet(img, img, edits)
+    tile_w = sheet.shape[1] // 4
+    assert sheet.shape[1] > 4 * 192 and sheet.shape[0] > 2 * 192
+    # The second row's edit tiles show the edits' pixel values.
+    assert sheet[300, tile_w * 3 + 60, 0] == 100
+    gif = write_gif([(img, "a"), (img + 9, "b"), (img + 18, "c")], tmp_path / "x.gif")
+    with Image.open(gif) as im:
+        assert im.n_frames == 3
+
+
+def test_demo_command_writes_sheet_gif_and_edits(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = ["--model", str(tiny_model_dir), "demo", "--out", str(out), "--seeds", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "learning it" in result.output
+    assert (out / "demo-sheet.png").is_file() and (out / "demo.gif").is_file()
+    assert sorted(p.name for p in (out / "edits").iterdir()) == ["layout1", "layout2", "layout3"]
+    assert (out / "scene" / "semantic_dict.json").is_file()
+    # A second run finds the concept in the cache (the same cache dir, from conftest).
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "learning it" not in again.output

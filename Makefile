@@ -33,9 +33,11 @@ bench:
 bench-quick:
 	$(BIN)/layoutedit bench --quick --out bench-out
 
-## model: retrain the embedded shapes-tiny model from scratch (hours on 2 cores; resumable)
+## model: retrain the embedded shapes-tiny model (hours on 2 cores; resumable from runs/).
+## Continue the shipped model instead: make model MODEL_ARGS="--init-from layoutedit/models/shapes-tiny --unet-steps 8000"
+MODEL_ARGS ?=
 model:
-	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny --export layoutedit/models/shapes-tiny
+	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny --export layoutedit/models/shapes-tiny $(MODEL_ARGS)
 
 evaluate-model:
 	$(PY) -m layoutedit.shapes.evaluate --model layoutedit/models/shapes-tiny

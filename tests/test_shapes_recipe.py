@@ -36,3 +36,16 @@ def test_recipe_exports_a_loadable_model_and_resumes(tmp_path: Path) -> None:
     assert (run / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before
     image = load_model(str(out)).decode_latents(torch.zeros(1, 4, 16, 16))
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_training_continues_from_an_exported_model(tmp_path: Path) -> None:
+    first, out = tmp_path / "first", tmp_path / "model"
+    main(_args(first, out, unet_steps=2))
+    vae = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    second, out2 = tmp_path / "second", tmp_path / "model2"
+    main([*_args(second, out2, unet_steps=3), "--init-from", str(out)])
+    # One more step on top of the model's two; its VAE is reused, not retrained.
+    assert json.loads((out2 / "TRAINING.json").read_text())["unet_steps"] == 3
+    assert "unet step 2 " in (second / "train.log").read_text()
+    assert "vae step" not in (second / "train.log").read_text()
+    assert (out2 / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae

@@ -175,7 +175,8 @@ def train_unet(
         state = load_file(str(ckpt))
         unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
         text.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("text.")})
-        _load_optimizer(opt, run / "unet_opt.safetensors")
+        if (run / "unet_opt.safetensors").exists():  # absent when seeded from a model
+            _load_optimizer(opt, run / "unet_opt.safetensors")
         start = int(json.loads((run / "unet_state.json").read_text())["step"])
     ema_path = run / "ema.safetensors"
     if ema_path.exists():
@@ -221,6 +222,24 @@ def train_unet(
             ema_all |= {f"text.{k}": v for k, v in ema_text.items()}
             _atomic_save(ema_all, ema_path)
             (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
+
+
+def seed_from_model(run: Path, model_dir: Path) -> None:
+    """Start an empty run from an exported pipeline folder, so training goes on where the
+    shipped model stopped even without the original run folder (weights only: the optimiser
+    state starts fresh; the step count comes from the model's TRAINING.json)."""
+    if (run / "unet_ckpt.safetensors").exists() or (run / "vae" / "done").exists():
+        return
+    shutil.copytree(model_dir / "vae", run / "vae", dirs_exist_ok=True)
+    (run / "vae" / "done").write_text("ok")
+    unet = load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+    text = load_file(str(model_dir / "text_encoder" / "model.safetensors"))
+    state = {f"unet.{k}": v for k, v in unet.items()} | {f"text.{k}": v for k, v in text.items()}
+    _atomic_save(state, run / "unet_ckpt.safetensors")
+    _atomic_save(state, run / "ema.safetensors")
+    step = json.loads((model_dir / "TRAINING.json").read_text())["unet_steps"]
+    (run / "unet_state.json").write_text(json.dumps({"step": step}))
+    _log(run, f"seeded from {model_dir} at step {step}")
 
 
 def export(run: Path, size: ModelSize, out: Path) -> Path:
@@ -273,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
+    ap.add_argument(
+        "--init-from", type=Path, default=None, help="Exported model to continue training from."
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run: Path = args.run_dir
@@ -283,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         export(run, size, args.export)
         return
     write_tokenizer(run / "tokenizer", VOCABULARY, size.max_length)
+    if args.init_from is not None:
+        seed_from_model(run, args.init_from)
     t0 = time.time()
     images, captions = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
     _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")

@@ -10,9 +10,6 @@ metadata. On disk it is a folder with `concept.safetensors` (tensors `embeddings
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from layoutedit.atomic import atomic_folder
 from layoutedit.errors import UserError
 from layoutedit.tokens import set_rows
 
@@ -83,16 +81,10 @@ class Concept:
         Files are written into a temporary sibling folder that is then renamed, so an
         interrupted save leaves either the old folder or the new one, never a mix.
         """
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-        try:
+        with atomic_folder(folder) as tmp:
             save_file(self.tensors(), str(tmp / TENSORS_FILE), metadata={"format": "pt"})
             text = json.dumps(self.header(), indent=2, sort_keys=True, default=str)
             (tmp / META_FILE).write_text(text)
-            replace_folder(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_parts(cls, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Concept:
@@ -134,18 +126,6 @@ class Concept:
         except (ValueError, OSError, SafetensorError) as exc:
             raise UserError(f"damaged concept: {exc}", path=folder) from None
         return cls.from_parts(header, tensors)
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` to `target`, replacing an existing `target` with as small a gap as possible."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def apply_concept(model: LoadedModel, concept: Concept) -> None:
@@ -196,9 +176,7 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
         unet_processor_names: `list(unet.attn_processors)` of the base model.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with atomic_folder(folder) as tmp:
         for token in concept.all_tokens:
             row = concept.embeddings[token].float().contiguous()
             save_file({token: row}, str(tmp / _token_file_name(token)), metadata={"format": "pt"})
@@ -215,7 +193,4 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
         kv = {k: v.contiguous() for k, v in concept.kv_weights.items()}
         save_file(kv, str(tmp / "unet_kv.safetensors"), metadata={"format": "pt"})
         (tmp / "prompt.txt").write_text(concept.prompt + "\n")
-        replace_folder(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder

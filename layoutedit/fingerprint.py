@@ -8,13 +8,15 @@ resolved path, size and modification time (a changed file is re-hashed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from layoutedit.atomic import write_json_atomic
 
 MEMO_FILE = "file-hashes.json"
 _CHUNK = 1 << 20  # 1 MiB reads keep memory flat on big checkpoints
@@ -47,14 +49,9 @@ def _read_memo(memo_path: Path) -> dict[str, Any]:
 
 
 def _write_memo(memo_path: Path, memo: Mapping[str, Any]) -> None:
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=memo_path.parent, prefix=".hashes-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(memo, fh)
-        os.replace(tmp, memo_path)
-    except OSError:
-        pass  # a read-only cache dir must not stop a run; hashing is just repeated
+    # A read-only cache dir must not stop a run; hashing is just repeated.
+    with contextlib.suppress(OSError):
+        write_json_atomic(memo_path, memo, indent=None)
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:

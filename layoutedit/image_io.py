@@ -8,8 +8,6 @@ unreadable and truncated files into `UserError`s that name the file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -119,16 +117,3 @@ def read_json(path: Path, *, what: str) -> object:
             f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
             path=path,
         ) from None
-
-
-def write_png_atomic(array: np.ndarray, path: Path) -> None:
-    """Save an (H, W[, 3]) uint8 array as PNG via a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -16,9 +16,6 @@ into it, so an interrupted run leaves the previous folder or the new one, never 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from layoutedit.atomic import atomic_folder
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
@@ -139,10 +137,6 @@ def result_record(
     }
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path, format="PNG")
-
-
 def _check_replaceable(folder: Path) -> None:
     """Refuse to replace a folder that is not an earlier output of this command."""
     if folder.exists() and (
@@ -181,28 +175,12 @@ def write_edit(
     """
     folder = Path(folder)
     _check_replaceable(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     kept = [result.best()] if best else list(result.candidates)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with atomic_folder(folder) as tmp:
         for cand in kept:
-            _save_png(cand.image, tmp / seed_file(cand.seed))
-        _save_png(contact_sheet(scene, result.layout.labels, kept), tmp / SHEET_FILE)
+            Image.fromarray(cand.image).save(tmp / seed_file(cand.seed), format="PNG")
+        sheet = contact_sheet(scene, result.layout.labels, kept)
+        Image.fromarray(sheet).save(tmp / SHEET_FILE, format="PNG")
         record = result_record(result, kept, concept_id=concept_id, extra=extra)
         (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        _replace_folder(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` onto `target`; an existing `target` is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.config import LearnConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.errors import UserError
@@ -222,8 +223,5 @@ def _from_folder(folder: Path | None, key: str, make: Callable[[], torch.Tensor]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # damaged: generate again
     z = make()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"latents": z.contiguous()}, str(tmp))
-    tmp.replace(path)
+    write_safetensors_atomic(path, {"latents": z})
     return z

@@ -14,7 +14,6 @@ Hugging Face cache.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.errors import UserError
 
 FORMAT_KEY = "layoutedit_format"
@@ -56,15 +56,7 @@ def export_single_file(model_dir: Path, file: Path) -> Path:
         if p.suffix in (".json", ".txt")
     }
     metadata["tokenizer_files"] = json.dumps(tok_files)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, file)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return file
+    return write_safetensors_atomic(file, tensors, metadata)
 
 
 def _metadata(path: Path) -> dict[str, str]:

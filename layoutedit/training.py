@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
-from layoutedit.concept import replace_folder
+from layoutedit.atomic import atomic_folder
 from layoutedit.counting import UNetCounter
 from layoutedit.model_loading import LoadedModel
 
@@ -185,9 +184,7 @@ class CheckpointDir:
         """Write a stage checkpoint atomically (replacing the previous one of that stage)."""
         if self.root is None:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{ckpt.stage}.tmp-"))
-        try:
+        with atomic_folder(self.root / ckpt.stage) as tmp:
             tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.tensors.items()}
             save_file(tensors, str(tmp / "state.safetensors"))
             header = {
@@ -198,9 +195,6 @@ class CheckpointDir:
                 "extra": ckpt.extra,
             }
             (tmp / "state.json").write_text(json.dumps(header, indent=2, default=str))
-            replace_folder(tmp, self.root / ckpt.stage)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def load(self, stage: str) -> Checkpoint | None:
         """The checkpoint of `stage` of this run, or None (missing, damaged or another run's)."""

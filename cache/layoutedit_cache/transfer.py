@@ -17,12 +17,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import secrets
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from layoutedit.atomic import write_atomic
 from layoutedit.errors import UserError
 from layoutedit_cache.artifacts import (
     ArtifactError,
@@ -78,17 +77,13 @@ def export_entry(cache: ConceptCache, key: str, path: Path) -> CacheEntry:
     if entry is None:
         raise UserError(f"cache entry {key[:12]} is missing or damaged; nothing exported")
     blobs = {name: entry.blob(name) for name in entry.artifact_names}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         if suffix == ".tar":
-            _write_tar(tmp, _manifest(entry), blobs)
+            write_atomic(path, lambda tmp: _write_tar(tmp, _manifest(entry), blobs))
         else:
-            _write_single(tmp, entry, blobs)
-        os.replace(tmp, path)
+            write_atomic(path, lambda tmp: _write_single(tmp, entry, blobs))
     except OSError as exc:
         raise UserError(f"cannot write the export: {exc.strerror}", path=path) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return entry
 
 

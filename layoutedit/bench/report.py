@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from PIL import Image, ImageDraw
 from rich import box
 from rich.table import Table
 
+from layoutedit.atomic import write_png_atomic, write_text_atomic
 from layoutedit.bench.metrics import PSNR_CAP_DB
 from layoutedit.bench.run import BenchResult, VariantRow
 from layoutedit.shapes.world import labels_to_colour_mask
@@ -155,20 +154,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        write(Path(tmp))
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def example_sheet(result: BenchResult, max_cases: int = 4, zoom: int = 3) -> Image.Image:
     """Rows: a few cases (one per scene first); columns: source, layout, truth, one output
     per variant. Pixels are enlarged `zoom` times with nearest neighbour."""
@@ -207,8 +192,7 @@ def write_reports(result: BenchResult, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / JSON_NAME, "md": folder / MD_NAME, "png": folder / PNG_NAME}
     payload = json.dumps(_clean(result.to_json()), indent=2, allow_nan=False)
-    _atomic_write(paths["json"], lambda p: p.write_text(payload + "\n"))
-    _atomic_write(paths["md"], lambda p: p.write_text(markdown(result)))
-    sheet = example_sheet(result)
-    _atomic_write(paths["png"], lambda p: sheet.save(p, format="PNG"))
+    write_text_atomic(paths["json"], payload + "\n")
+    write_text_atomic(paths["md"], markdown(result))
+    write_png_atomic(paths["png"], example_sheet(result))
     return paths

@@ -127,3 +127,15 @@ def test_unknown_preset() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(ValidationError):
         EditConfig().steps = 3  # type: ignore[misc]
+
+
+def test_a_model_without_a_preset_gets_its_tuned_one() -> None:
+    from layoutedit.config import PRESETS, resolve_settings
+
+    tuned = resolve_settings(model="builtin:shapes-tiny")
+    assert tuned.edit.steps == PRESETS["shapes-tiny"]["edit"]["steps"]
+    assert tuned.edit.steps != EditConfig().steps
+    # Any other model gets the published defaults; a named preset always wins.
+    assert resolve_settings(model="/models/sd15").edit == EditConfig()
+    assert resolve_settings("published", model="builtin:shapes-tiny").edit == EditConfig()
+    assert resolve_settings("fast", model="/models/sd15").edit.steps == 10

@@ -1,6 +1,6 @@
 """Benchmark cases: a shapes-world scene, a rough target layout, and the exact ground truth.
 
-Scenes come from seeds that nothing else uses: `CASE_SEED_BASE + 10_000 * seed + j`
+Scenes come from seeds that nothing else uses: `CASE_SEED_BASE + 1_000 * seed + j`
 (training uses 10_000_000 and up, the quality gate 20_000_000 and up, tests small seeds).
 Each scene gets `layouts_per_scene` target layouts, their kinds cycling through
 `move` (one or two objects move), `swap` (two objects trade places) and `scale` (one object
@@ -36,8 +36,8 @@ from layoutedit.shapes.world import (
 )
 
 CASE_SEED_BASE = 5_000_000
-SEED_STRIDE = 10_000
-MAX_SEED_OFFSET = 499  # keeps case seeds below the training range (10_000_000)
+SEED_STRIDE = 1_000
+MAX_SEED_OFFSET = 4_999  # keeps case seeds below the training range (10_000_000)
 KINDS: tuple[str, ...] = ("move", "swap", "scale")
 SCALE_RANGE = (0.6, 1.5)
 MIN_SCALE_CHANGE = 0.2  # |scale - 1| at least this, so a scale edit is visible

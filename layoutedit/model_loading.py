@@ -123,30 +123,19 @@ class LoadedModel:
         """Every cross-attention (`attn2`) layer with its head count and query-grid side."""
         from diffusers.models.attention_processor import Attention
 
-        n_blocks = len(self.unet.config.block_out_channels)
-        layers = []
-        for name, module in self.unet.named_modules():
-            if isinstance(module, Attention) and name.endswith("attn2"):
-                layers.append(
-                    CrossAttentionLayer(name, int(module.heads), self._query_side(name, n_blocks))
-                )
-        return layers
+        from layoutedit.attention import cross_attention_sides
+
+        sides = cross_attention_sides(self.unet, self.latent_size)
+        return [
+            CrossAttentionLayer(name, int(module.heads), sides[f"{name}.processor"])
+            for name, module in self.unet.named_modules()
+            if isinstance(module, Attention) and name.endswith("attn2")
+        ]
 
     @property
     def attention_heads(self) -> dict[str, int]:
         """Cross-attention layer name -> number of heads."""
         return {layer.name: layer.heads for layer in self.cross_attention_layers}
-
-    def _query_side(self, name: str, n_blocks: int) -> int:
-        # Each down block but the last halves the grid; each up block but the last doubles it.
-        parts = name.split(".")
-        if parts[0] == "down_blocks":
-            level = int(parts[1])
-        elif parts[0] == "up_blocks":
-            level = n_blocks - 1 - int(parts[1])
-        else:  # mid_block works at the coarsest grid
-            level = n_blocks - 1
-        return max(1, self.latent_size // (2**level))
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         """(B, L) int64 token ids, padded/truncated to `max_length`, on the model's device."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from layoutedit.atomic import write_png_atomic
 from layoutedit.bench.cases import MAX_SEED_OFFSET, Case, make_cases
 from layoutedit.shapes.world import labels_to_colour_mask, write_scene_folder
 
@@ -89,13 +90,6 @@ def write_gif(frames: Sequence[tuple[np.ndarray, str]], path: Path, ms: int = 10
     return path
 
 
-def _save(array: np.ndarray, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
-
-
 def collect_edits(cases: Sequence[Case], summaries: Sequence[dict[str, Any]]) -> list[DemoEdit]:
     """The best candidate of each layout, read back from what `edit` wrote."""
     edits = []
@@ -118,7 +112,7 @@ def finish_demo(out: Path, cases: Sequence[Case], edits: Sequence[DemoEdit]) -> 
     """Write the contact sheet and the GIF; returns their paths."""
     source = cases[0].source
     mask = labels_to_colour_mask(source.labels(), cases[0].n_objects)
-    sheet = _save(demo_sheet(source.image, mask, edits), out / "demo-sheet.png")
+    sheet = write_png_atomic(out / "demo-sheet.png", demo_sheet(source.image, mask, edits))
     frames = [(source.image, "source")]
     frames += [(e.image, f"edit {i + 1}: {e.kind}") for i, e in enumerate(edits)]
     gif = write_gif(frames, out / "demo.gif")

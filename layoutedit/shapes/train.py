@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import CLIPTokenizer
 
+from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.shapes.architecture import (
     SHAPES_TINY,
     TEST_TINY,
@@ -57,7 +58,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"{i}.{name}"] = value.contiguous()
-    save_file(tensors, str(path), metadata={"step": str(step)})
+    write_safetensors_atomic(path, tensors, metadata={"step": str(step)})
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -69,12 +70,6 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
         state.setdefault(int(i), {})[name] = value
     sd["state"] = state
     opt.load_state_dict(sd)
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
 
 
 def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch: int) -> None:
@@ -112,7 +107,7 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
             _log(run, f"vae step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {lr:.2e}")
         if (step + 1) % 250 == 0 or step == steps - 1:
-            _atomic_save(vae.state_dict(), ckpt)
+            write_safetensors_atomic(ckpt, vae.state_dict())
             _save_optimizer(opt, run / "vae_opt.safetensors", step + 1)
             (run / "vae_state.json").write_text(json.dumps({"step": step + 1}))
     vae.save_pretrained(run / "vae")
@@ -133,7 +128,7 @@ def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
     ]
     latents = torch.cat(chunks)
     scale = 1.0 / latents.std().item()
-    _atomic_save({"latents": latents, "scale": torch.tensor([scale])}, path)
+    write_safetensors_atomic(path, {"latents": latents, "scale": torch.tensor([scale])})
     _log(run, f"latents {tuple(latents.shape)} scaling_factor {scale:.4f}")
     return latents, scale
 
@@ -216,11 +211,11 @@ def train_unet(
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             state |= {f"text.{k}": v for k, v in text.state_dict().items()}
-            _atomic_save(state, ckpt)
+            write_safetensors_atomic(ckpt, state)
             _save_optimizer(opt, run / "unet_opt.safetensors", step + 1)
             ema_all = {f"unet.{k}": v for k, v in ema_unet.items()}
             ema_all |= {f"text.{k}": v for k, v in ema_text.items()}
-            _atomic_save(ema_all, ema_path)
+            write_safetensors_atomic(ema_path, ema_all)
             (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
 
 
@@ -235,8 +230,8 @@ def seed_from_model(run: Path, model_dir: Path) -> None:
     unet = load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     text = load_file(str(model_dir / "text_encoder" / "model.safetensors"))
     state = {f"unet.{k}": v for k, v in unet.items()} | {f"text.{k}": v for k, v in text.items()}
-    _atomic_save(state, run / "unet_ckpt.safetensors")
-    _atomic_save(state, run / "ema.safetensors")
+    write_safetensors_atomic(run / "unet_ckpt.safetensors", state)
+    write_safetensors_atomic(run / "ema.safetensors", state)
     step = json.loads((model_dir / "TRAINING.json").read_text())["unet_steps"]
     (run / "unet_state.json").write_text(json.dumps({"step": step}))
     _log(run, f"seeded from {model_dir} at step {step}")

@@ -11,14 +11,14 @@ a scene can be re-rendered with its objects moved (benchmark ground truth, paste
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from layoutedit.atomic import write_json_atomic, write_png_atomic
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart", "ring")
 PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted")
@@ -323,12 +323,6 @@ def moved(spec: ShapeSpec, cx: float, cy: float, scale: float = 1.0) -> ShapeSpe
     return replace(spec, cx=cx, cy=cy, size=spec.size * scale)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
-
-
 def write_scene_folder(scene: WorldScene, folder: Path, layouts: Sequence[np.ndarray] = ()) -> Path:
     """Write `image.png`, `mask.png`, `semantic_dict.json` and `target_layout/layoutN.png`.
 
@@ -337,11 +331,13 @@ def write_scene_folder(scene: WorldScene, folder: Path, layouts: Sequence[np.nda
     """
     folder.mkdir(parents=True, exist_ok=True)
     k = len(scene.objects)
-    _save_png(scene.image, folder / "image.png")
-    _save_png(labels_to_colour_mask(scene.labels(), k), folder / "mask.png")
-    (folder / "semantic_dict.json").write_text(json.dumps(scene.label_map()))
+    write_png_atomic(folder / "image.png", scene.image)
+    write_png_atomic(folder / "mask.png", labels_to_colour_mask(scene.labels(), k))
+    write_json_atomic(folder / "semantic_dict.json", scene.label_map())
     if layouts:
         (folder / "target_layout").mkdir(exist_ok=True)
         for i, lab in enumerate(layouts, start=1):
-            _save_png(labels_to_colour_mask(lab, k), folder / "target_layout" / f"layout{i}.png")
+            write_png_atomic(
+                folder / "target_layout" / f"layout{i}.png", labels_to_colour_mask(lab, k)
+            )
     return folder

@@ -37,8 +37,8 @@ _REF = np.array(list(COLOUR_NAMES.values()), dtype=np.float32)
 
 
 def colour_name_map(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) int index into COLOUR_NAMES of each pixel's nearest name."""
-    d = np.linalg.norm(image[:, :, None, :].astype(np.float32) - _REF[None, None], axis=-1)
+    """(..., 3) uint8 -> (...) int index into COLOUR_NAMES of each pixel's nearest name."""
+    d = np.linalg.norm(image[..., None, :].astype(np.float32) - _REF, axis=-1)
     return np.argmin(d, axis=-1)
 
 

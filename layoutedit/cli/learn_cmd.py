@@ -7,16 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+from layoutedit.cli.progress import learning_progress
 
 HELP = """Learn the objects of one scene: masked textual inversion of every object, then the
 cross-attention key/value fine-tune. The result is cached (keyed by model, scene and
@@ -25,37 +18,6 @@ from its last checkpoint.
 
 Example: layoutedit learn ./scene --preset fast --out ./scene-concept
 """
-
-
-class RichProgress:
-    """Rich progress bars with the running loss, one per learning stage."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: TaskID | None = None
-
-    def stage(self, name: str, total: int, done: int) -> None:
-        """Start a bar for a stage."""
-        if self.task is not None:
-            self.progress.update(self.task, visible=True)
-        self.task = self.progress.add_task(name, total=max(total, 1), completed=done, loss="")
-
-    def step(self, loss: float) -> None:
-        """Advance the bar and show the step's loss."""
-        if self.task is not None:
-            self.progress.update(self.task, advance=1, loss=f"loss {loss:.4f}")
-
-
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
 
 
 def _default(field: str) -> str:
@@ -258,16 +220,14 @@ def run_learn(
     def waiting() -> None:
         err_console.print("another process is learning this scene; waiting for it")
 
-    with _progress_bar() as bars:
-        if not chatty:
-            bars.stop()
+    with learning_progress(chatty) as progress:
         result = obtain_concept(
             model,
             scene,
             settings.learn,
             cache,
             backend=backend,
-            progress=RichProgress(bars) if chatty else None,
+            progress=progress,
             force=force,
             on_wait=waiting,
         )

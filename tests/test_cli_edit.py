@@ -160,6 +160,69 @@ def test_edit_without_concept_and_defaults(
     assert record["unet_evaluations"]["sampling"]["backward"] == 0
     assert "<" not in record["prompt"]
     assert "layout1.png: best seed 3" in stdout
+    # One line per layout, and no blank line left behind by each layout's progress bar.
+    assert [line.split(":")[0] for line in stdout.splitlines()] == ["layout1.png", "layout2.png"]
+    assert all(line.strip() for line in err.splitlines())
+
+
+def test_edit_takes_the_scene_as_three_files(
+    tiny_model_dir: Path,
+    scene_dir: Path,
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = tmp_path / "cache"
+    code, _, err = _run(
+        tiny_model_dir, cache, "learn", str(scene_dir), "--config", str(config_file)
+    )
+    assert code == 0, err
+    files = [
+        "--image",
+        str(scene_dir / "image.png"),
+        "--mask",
+        str(scene_dir / "mask.png"),
+        "--labels",
+        str(scene_dir / "semantic_dict.json"),
+    ]
+    layout = scene_dir / "target_layout" / "layout2.png"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    # The files give the same scene as the folder: the concept learned above is found.
+    code, stdout, err = _run(
+        tiny_model_dir,
+        cache,
+        "edit",
+        *files,
+        "-l",
+        str(layout),
+        "--config",
+        str(config_file),
+        "--no-learn",
+        "--seeds",
+        "0",
+    )
+    assert code == 0, err
+    folder = work / "layoutedit-out" / "scene" / "layout2"  # named after the image's folder
+    assert sorted(p.name for p in folder.iterdir()) == ["edit.json", "seed-0.png", "sheet.png"]
+    record = json.loads((folder / "edit.json").read_text())
+    assert len(record["concept"]) == 64 and "<" in record["prompt"]
+    assert record["scene"] is None
+    assert record["scene_files"]["mask"] == str(scene_dir / "mask.png")
+    assert stdout.startswith("layout2.png: best seed 0")
+
+    # Without a learned concept, --no-learn names the learn command with the same files.
+    code, _, err = _run(
+        tiny_model_dir, tmp_path / "empty", "edit", *files, "-l", str(layout), "--no-learn"
+    )
+    assert code == 2 and f"layoutedit learn --image {scene_dir / 'image.png'}" in err
+    # The files need layouts named, and all three files or a folder.
+    code, _, err = _run(tiny_model_dir, cache, "edit", *files, "--no-concept")
+    assert code == 2 and "no target layouts" in err
+    code, _, err = _run(tiny_model_dir, cache, "edit", *files[:4], "-l", str(layout))
+    assert code == 2 and "--labels" in err
+    assert "Traceback" not in err
 
 
 def test_user_mistakes_exit_2(

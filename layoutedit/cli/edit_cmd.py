@@ -6,22 +6,14 @@ Thin: parses options, loads the model, concept and scene once, then hands every 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from layoutedit.backend import get_backend
 from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+from layoutedit.cli.progress import learning_progress, seeds_progress
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
@@ -40,7 +32,10 @@ Example:
 
   layoutedit edit ./scene --concept ./concept --preset fast --best --out ./edits
 
-Each layout's outputs go to OUT/<layout-stem>/ (OUT defaults to ./layoutedit-out/<scene>).
+  layoutedit edit --image photo.jpg --mask mask.png --labels labels.json -l layout.png
+
+Each layout's outputs go to OUT/<layout-stem>/ (OUT defaults to ./layoutedit-out/<scene>,
+named after the scene folder, or with --image after the image's folder).
 """
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -100,6 +95,24 @@ def layout_files(given: list[Path], scene: Scene) -> list[Path]:
     return files
 
 
+def scene_arguments(
+    scene_dir: Path | None, image: Path | None, mask: Path | None, labels: Path | None
+) -> str:
+    """The scene as `layoutedit learn` arguments: `SCENE`, `--image X --mask Y --labels Z`
+    or both (files override the folder's), for messages that name the learn command."""
+    parts = [str(scene_dir)] if scene_dir is not None else []
+    for flag, path in (("--image", image), ("--mask", mask), ("--labels", labels)):
+        if path is not None:
+            parts.append(f"{flag} {path}")
+    return " ".join(parts)
+
+
+def default_out_root(scene_dir: Path | None, image: Path | None) -> Path:
+    """`./layoutedit-out/<name>`: the scene folder's name, else the image's folder's name."""
+    folder = scene_dir if scene_dir is not None else image.parent if image else Path()
+    return Path("layoutedit-out") / (folder.resolve().name or "scene")
+
+
 def concept_from_folder(concept_dir: Path | None, use_concept: bool) -> Concept | None:
     """The concept of `--concept DIR` (read before the model loads, so a bad folder fails
     fast), or None."""
@@ -117,7 +130,7 @@ def resolve_concept(
     settings: Settings,
     cache: ConceptCache,
     *,
-    scene_arg: Path,
+    scene_arg: str,
     from_folder: Concept | None,
     concept_dir: Path | None,
     no_learn: bool,
@@ -127,7 +140,8 @@ def resolve_concept(
     Without --concept, the concept comes from the cache under the key `learn` would use
     with the same settings; when missing it is learned now (`--no-learn`: exit 2 naming the
     learn command). `--no-concept` and `--concept DIR` key the inversion by the scene and a
-    stand-in for the concept (see `layoutedit.inversion_cache`).
+    stand-in for the concept (see `layoutedit.inversion_cache`). `scene_arg` names the scene
+    as `learn` arguments (`scene_arguments`) in the `--no-learn` message.
     """
     from layoutedit.inversion_cache import file_digest, scene_concept_key
 
@@ -153,40 +167,19 @@ def resolve_concept(
             f"`layoutedit learn {scene_arg}` with the same --model, --preset and --config "
             "first, or leave out --no-learn to learn it now"
         )
-    from layoutedit.cli.learn_cmd import RichProgress, _progress_bar
-
     chatty = not (app.quiet or app.json)
     if chatty:
         err_console.print(f"no cached concept for this scene: learning it (key {key[:12]})")
-    with _progress_bar() as bars:
-        if not chatty:
-            bars.stop()
+    with learning_progress(chatty) as progress:
         obtained = obtain_concept(
             model,
             scene,
             settings.learn,
             cache,
             backend=get_backend(app.backend),
-            progress=RichProgress(bars) if chatty else None,
+            progress=progress,
         )
     return obtained.concept, obtained.key
-
-
-def _advance(bar: Progress, task: TaskID, _what: str, done: int, _total: int) -> None:
-    bar.update(task, completed=done)
-
-
-def _edit_bar() -> Progress:
-    """One bar per layout, advanced per seed, on stderr."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("seeds"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
 
 
 def _summary(result: EditResult, folder: Path) -> dict[str, Any]:
@@ -204,7 +197,7 @@ def _summary(result: EditResult, folder: Path) -> dict[str, Any]:
 
 def run_edit(
     app: AppState,
-    scene_dir: Path,
+    scene_dir: Path | None,
     layouts: list[Path],
     out: Path | None,
     concept_dir: Path | None,
@@ -212,10 +205,16 @@ def run_edit(
     settings_overrides: dict[str, Any],
     preset: str | None,
     config_file: Path | None,
+    *,
+    image: Path | None = None,
+    mask: Path | None = None,
+    labels: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The whole command, callable without the CLI. Returns one summary per layout.
 
-    The model, the concept and the source's inversion are prepared once for all layouts.
+    The scene is a folder (`scene_dir`), its three files (`image`, `mask`, `labels`), or a
+    folder with some of its files replaced. The model, the concept and the source's
+    inversion are prepared once for all layouts.
     """
     from layoutedit.config import resolve_settings
     from layoutedit.editing import EditSession
@@ -231,11 +230,18 @@ def run_edit(
     backend = get_backend(app.backend)
     # fp32 first: a concept learned here trains in fp32; cast to the backend's dtype after.
     model = load_model(app.model, device=backend.device, cache_dir=app.cache_dir)
-    scene = load_scene(scene_dir, options=settings.scene, latent_size=model.latent_size)
+    scene = load_scene(
+        scene_dir,
+        image=image,
+        mask=mask,
+        labels=labels,
+        options=settings.scene,
+        latent_size=model.latent_size,
+    )
     loaded = [load_layout(p, scene, settings.scene) for p in layout_files(layouts, scene)]
     for warning in [*scene.warnings, *(w for lay in loaded for w in lay.warnings)]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    out_root = out if out is not None else Path("layoutedit-out") / scene_dir.resolve().name
+    out_root = out if out is not None else default_out_root(scene_dir, image)
 
     with ConceptCache(app.cache_dir, report=lambda line: err_console.print(line)) as cache:
         concept, concept_key = resolve_concept(
@@ -244,7 +250,7 @@ def run_edit(
             scene,
             settings,
             cache,
-            scene_arg=scene_dir,
+            scene_arg=scene_arguments(scene_dir, image, mask, labels),
             from_folder=from_folder,
             concept_dir=concept_dir,
             no_learn=no_learn,
@@ -257,15 +263,19 @@ def run_edit(
             cached_inversion(session, cache, concept_key)
 
     concept_id = str(concept_dir) if from_folder is not None else concept_key
+    scene_record: dict[str, Any] = {"scene": str(scene_dir) if scene_dir is not None else None}
+    if image is not None or mask is not None or labels is not None:
+        scene_record["scene_files"] = {
+            "image": str(scene.image_path),
+            "mask": str(scene.mask_path),
+            "labels": str(scene.labels_path),
+        }
     summaries = []
     chatty = not (app.quiet or app.json)
     for layout in loaded:
         assert layout.path is not None
-        with _edit_bar() as bar:
-            if not chatty:
-                bar.stop()
-            task = bar.add_task(layout.path.name, total=len(cfg.seeds))
-            session.progress = functools.partial(_advance, bar, task)
+        with seeds_progress(layout.path.name, len(cfg.seeds), chatty) as advance:
+            session.progress = advance
             result = session.edit(layout)
         folder = write_edit(
             result,
@@ -274,7 +284,7 @@ def run_edit(
             best=cfg.best,
             concept_id=concept_id if concept is not None else None,
             extra={
-                "scene": str(scene_dir),
+                **scene_record,
                 "model": {"spec": model.spec, "fingerprint": model.fingerprint},
             },
         )
@@ -296,7 +306,23 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def edit_command(
         ctx: typer.Context,
-        scene: Annotated[Path, typer.Argument(help="Scene folder (image.png, mask.png, ...).")],
+        scene: Annotated[
+            Path | None,
+            typer.Argument(
+                metavar="SCENE",
+                help="Scene folder (image.png, mask.png, semantic_dict.json, target_layout/).",
+                show_default=False,
+            ),
+        ] = None,
+        image: Annotated[
+            Path | None, typer.Option("--image", help="Source image (instead of SCENE).")
+        ] = None,
+        mask: Annotated[
+            Path | None, typer.Option("--mask", help="Colour-coded object mask.")
+        ] = None,
+        labels: Annotated[
+            Path | None, typer.Option("--labels", help="Label map JSON: name -> colour.")
+        ] = None,
         layout: Annotated[
             list[Path] | None,
             typer.Option("--layout", "-l", help="Target layout image or folder (repeatable)."),
@@ -362,7 +388,18 @@ def register(app: typer.Typer) -> None:
         if no_concept and concept is not None:
             raise UserError("--concept and --no-concept exclude each other")
         summaries = run_edit(
-            app_state, scene, layout or [], out, concept, no_learn, overrides, preset, config
+            app_state,
+            scene,
+            layout or [],
+            out,
+            concept,
+            no_learn,
+            overrides,
+            preset,
+            config,
+            image=image,
+            mask=mask,
+            labels=labels,
         )
         if app_state.json:
             app_state.emit_json(summaries)

@@ -56,7 +56,7 @@ def run_command(
     if not 0 <= seed <= MAX_SEED_OFFSET:
         raise UserError(f"--seed must lie in 0..{MAX_SEED_OFFSET}")
     preset_name = preset if preset is not None else (QUICK_PRESET if quick else None)
-    settings = resolve_settings(preset_name, config)
+    settings = resolve_settings(preset_name, config, model=app_state.model)
     chatty = not (app_state.quiet or app_state.json)
 
     def say(line: str) -> None:

@@ -21,6 +21,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_MODEL = "builtin:shapes-tiny"
+PRESET_HELP = (
+    "Settings preset: published, fast or shapes-tiny. Default: the model's tuned preset "
+    "(shapes-tiny for the embedded model, published for any other)."
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

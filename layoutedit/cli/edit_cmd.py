@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from layoutedit.backend import get_backend
-from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+from layoutedit.cli.common import PRESET_HELP, AppState, console, err_console, state, user_errors
 from layoutedit.cli.progress import learning_progress, seeds_progress
 from layoutedit.errors import UserError
 
@@ -224,7 +224,7 @@ def run_edit(
     from layoutedit.scene import load_layout, load_scene
     from layoutedit_cache import ConceptCache
 
-    settings = resolve_settings(preset, config_file, {"edit": settings_overrides})
+    settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit
     from_folder = concept_from_folder(concept_dir, cfg.use_concept)
     backend = get_backend(app.backend)
@@ -363,9 +363,7 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--attention-res", help="Attention grid side; default latent/4."),
         ] = None,
-        preset: Annotated[
-            str | None, typer.Option("--preset", help="Settings preset: published or fast.")
-        ] = None,
+        preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
         config: Annotated[
             Path | None,
             typer.Option("--config", help="TOML settings file (\\[edit] and \\[learn] sections)."),

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+from layoutedit.cli.common import PRESET_HELP, AppState, console, err_console, state, user_errors
 from layoutedit.cli.progress import learning_progress
 
 HELP = """Learn the objects of one scene: masked textual inversion of every object, then the
@@ -55,9 +55,7 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[
             Path | None, typer.Option("--labels", help="Label map JSON: name -> colour.")
         ] = None,
-        preset: Annotated[
-            str, typer.Option("--preset", help="Settings preset: published or fast.")
-        ] = "published",
+        preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
         config: Annotated[
             Path | None, typer.Option("--config", help="TOML settings file (overrides preset).")
         ] = None,
@@ -177,7 +175,7 @@ def run_learn(
     image: Path | None,
     mask: Path | None,
     labels: Path | None,
-    preset: str,
+    preset: str | None,
     config: Path | None,
     overrides: dict[str, dict[str, Any]],
     out: Path | None,
@@ -195,7 +193,7 @@ def run_learn(
     from layoutedit_cache import ConceptCache
 
     began = time.perf_counter()
-    settings = resolve_settings(preset, config, overrides)
+    settings = resolve_settings(preset, config, overrides, model=app_state.model)
     backend = get_backend(app_state.backend)
     model = load_model(
         app_state.model,

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from layoutedit.backend import Backend
+from layoutedit.checkpoints import CheckpointDir
 from layoutedit.concept import Concept
 from layoutedit.config import LearnConfig
 from layoutedit.learn import learn_concept
 from layoutedit.model_loading import LoadedModel
 from layoutedit.scene import Scene
-from layoutedit.training import CheckpointDir, ProgressHook
+from layoutedit.training import ProgressHook
 
 KIND = "concept"
 ARTIFACT = "concept"

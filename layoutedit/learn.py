@@ -24,6 +24,7 @@ import torch
 
 from layoutedit import __version__
 from layoutedit.backend import Backend
+from layoutedit.checkpoints import CheckpointDir, RunTotals
 from layoutedit.concept import Concept
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
@@ -35,7 +36,7 @@ from layoutedit.prompts import token_positions
 from layoutedit.scene import Scene
 from layoutedit.textual_inversion import LearnData, run_textual_inversion
 from layoutedit.tokens import add_placeholders, get_rows
-from layoutedit.training import CheckpointDir, NoProgress, ProgressHook, RunTotals
+from layoutedit.training import NoProgress, ProgressHook
 
 EXTRA_TOKENS = ("<new0>", "<new1>")
 

@@ -12,32 +12,35 @@ for all objects, each sample of a batch taking the next object in turn.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from layoutedit.checkpoints import (
+    Checkpoint,
+    CheckpointDir,
+    RunTotals,
+    load_rows_state,
+    resume_from,
+    rows_state,
+    stage_checkpoint,
+)
 from layoutedit.config import LearnConfig
 from layoutedit.model_loading import LoadedModel
 from layoutedit.prompts import scene_prompt
 from layoutedit.tokens import embedding_table
 from layoutedit.training import (
-    Checkpoint,
-    CheckpointDir,
+    Predictor,
     ProgressHook,
-    RunTotals,
-    adam_state,
-    generator_state,
-    make_accelerator,
+    StageSpec,
     masked_mse,
-    noisy_batch,
     restore_rows,
+    run_stage,
     scaled_lr,
-    set_adam_state,
-    trainable,
-    training_scheduler,
 )
+
+_ADAM = "adam."  # checkpoint name prefix of the placeholder rows' optimiser moments
 
 
 @dataclass
@@ -102,97 +105,47 @@ def run_textual_inversion(
     keep = [data.token_ids[data.tokens[k]] for k in object_ids]
     original = table.detach().clone()  # rows as they are now; everything but `keep` stays
     batch, accum = cfg.ti_batch_size, cfg.gradient_accumulation
-    steps = cfg.ti_steps
     generator = torch.Generator().manual_seed(stage_seed(cfg.seed, stage))
     optimizer = torch.optim.AdamW([table], lr=scaled_lr(cfg.ti_lr, batch, accum, cfg.scale_lr))
     start = 0
     resumed = ckpts.load(stage)
-    if resumed is not None:
-        start = _restore(resumed, table, keep, optimizer, generator, totals)
-    progress.stage(f"textual inversion {stage}", steps, start)
-    if start >= steps:
-        return
-    accelerator = make_accelerator(cfg.mixed_precision, accum, table.device)
-    prepared = accelerator.prepare(optimizer)
-    scheduler = training_scheduler(model)
+    if resumed is not None and resumed.extra.get("ids") == keep:
+        load_rows_state(resumed.tensors, table, keep, optimizer, _ADAM)
+        start = resume_from(resumed, generator, totals)
+    # else: nothing saved, or another vocabulary layout: start the stage again
     prompts = [data.object_prompts(k, cfg.ti_single_template) for k in range(len(data.names))]
-    began = time.perf_counter()
-    with trainable([table]):
-        for step in range(start, steps):
-            losses = []
-            for micro in range(accum):
-                first = (step * accum + micro) * batch
-                ks = [object_ids[(first + i) % len(object_ids)] for i in range(batch)]
-                which = torch.randint(0, 2, (batch,), generator=generator).tolist()
-                texts = [prompts[k][w] for k, w in zip(ks, which, strict=True)]
-                with accelerator.accumulate(model.text_encoder):
-                    z0 = data.z0.expand(batch, -1, -1, -1)
-                    z_t, t, target = noisy_batch(model, scheduler, z0, generator)
-                    with accelerator.autocast():
-                        embeddings = model.encode_prompts(texts)  # (B, L, D)
-                        pred = model.unet(z_t, t, encoder_hidden_states=embeddings).sample
-                    loss = masked_mse(pred, target, data.masks[ks])
-                    accelerator.backward(loss)
-                    prepared.step()
-                    prepared.zero_grad()
-                totals.counter.add(forward=batch, backward=batch)
-                losses.append(float(loss.detach()))
-            restore_rows(table, original, keep)
-            progress.step(sum(losses) / len(losses))
-            done = step + 1
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
-                _add_seconds(totals, "textual_inversion", began)
-                began = time.perf_counter()
-                ckpts.save(_checkpoint(stage, done, table, keep, optimizer, generator, totals))
-    _add_seconds(totals, "textual_inversion", began)
-    ckpts.save(_checkpoint(stage, steps, table, keep, optimizer, generator, totals))
 
+    def micro_batch(index: int, predict: Predictor) -> tuple[torch.Tensor, int]:
+        first = index * batch
+        ks = [object_ids[(first + i) % len(object_ids)] for i in range(batch)]
+        which = torch.randint(0, 2, (batch,), generator=generator).tolist()
+        texts = [prompts[k][w] for k, w in zip(ks, which, strict=True)]
+        pred, target = predict(data.z0.expand(batch, -1, -1, -1), texts, generator)
+        return masked_mse(pred, target, data.masks[ks]), batch
 
-def _add_seconds(totals: RunTotals, key: str, since: float) -> None:
-    totals.seconds[key] = totals.seconds.get(key, 0.0) + time.perf_counter() - since
+    def checkpoint(step: int) -> Checkpoint:
+        tensors = rows_state(table, keep, optimizer, _ADAM)
+        return stage_checkpoint(stage, step, tensors, keep, generator, totals)
 
-
-def _checkpoint(
-    stage: str,
-    step: int,
-    table: torch.Tensor,
-    keep: list[int],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    totals: RunTotals,
-) -> Checkpoint:
-    # Only the trained rows matter (all others are restored), so only they are saved,
-    # with their optimiser moments: a small file even for a 49k-token vocabulary.
-    idx = torch.tensor(keep, device=table.device)
-    tensors = {"rows": table.detach()[idx], "rng": generator_state(generator)}
-    for key, value in adam_state(optimizer, table).items():
-        tensors[f"adam.{key}"] = value if key == "step" else value[idx]
-    copy = RunTotals.from_dict(totals.as_dict())
-    return Checkpoint(stage, step, tensors, copy, {"ids": keep})
-
-
-def _restore(
-    ckpt: Checkpoint,
-    table: torch.Tensor,
-    keep: list[int],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    totals: RunTotals,
-) -> int:
-    if ckpt.extra.get("ids") != keep:
-        return 0  # another vocabulary layout: start the stage again
-    idx = torch.tensor(keep, device=table.device)
-    with torch.no_grad():
-        table[idx] = ckpt.tensors["rows"].to(table.device, table.dtype)
-    moments = {}
-    for key in ("exp_avg", "exp_avg_sq"):
-        if f"adam.{key}" in ckpt.tensors:
-            full = torch.zeros_like(table)
-            full[idx] = ckpt.tensors[f"adam.{key}"].to(table.device, table.dtype)
-            moments[key] = full
-    if moments and "adam.step" in ckpt.tensors:
-        set_adam_state(optimizer, table, {**moments, "step": ckpt.tensors["adam.step"]})
-    generator.set_state(ckpt.tensors["rng"])
-    totals.counter = ckpt.totals.counter
-    totals.seconds = ckpt.totals.seconds
-    return ckpt.step
+    spec = StageSpec(
+        label=f"textual inversion {stage}",
+        seconds_key="textual_inversion",
+        steps=cfg.ti_steps,
+        accumulation=accum,
+        checkpoint_every=cfg.checkpoint_every,
+        mixed_precision=cfg.mixed_precision,
+    )
+    run_stage(
+        model,
+        spec,
+        optimizer=optimizer,
+        params=[table],
+        accumulate_on=model.text_encoder,
+        start=start,
+        micro_batch=micro_batch,
+        after_step=lambda: restore_rows(table, original, keep),
+        checkpoint=checkpoint,
+        ckpts=ckpts,
+        totals=totals,
+        progress=progress,
+    )

@@ -1,4 +1,4 @@
-"""What the two learning stages share: the noising step, the losses, and resumable checkpoints.
+"""What the two learning stages share: the step loop, the noising step and the losses.
 
 A training step (method.md Stage 1): sample timesteps `t ~ U[0, T)` and noise `e`, make
 `z_t = add_noise(z0, e, t)`, predict with the UNet and compare with the target (`e`, or the
@@ -6,27 +6,22 @@ velocity `v` for v-prediction models). The random numbers come from one CPU `tor
 whose state is saved in every checkpoint, so a resumed run draws exactly what an
 uninterrupted run would have drawn.
 
-Checkpoints are a folder per stage with `state.safetensors` (trainable tensors, optimiser
-moments, generator state) and `state.json` (step, counters, seconds), written to a
-temporary name and renamed, so a crash mid-save keeps the previous checkpoint.
+`run_stage` is the optimiser-step loop of both stages (`textual_inversion`, `finetune`); each
+stage gives it its micro-batch loss, and saves and resumes through `layoutedit.checkpoints`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from diffusers import DDPMScheduler
-from safetensors.torch import load_file, save_file
 
-from layoutedit.atomic import atomic_folder
-from layoutedit.counting import UNetCounter
+from layoutedit.checkpoints import Checkpoint, CheckpointDir, RunTotals
 from layoutedit.model_loading import LoadedModel
 
 
@@ -137,115 +132,6 @@ def make_accelerator(mixed_precision: str, accumulation: int, device: torch.devi
     )
 
 
-@dataclass
-class RunTotals:
-    """UNet evaluations and seconds of a learning run, carried through resumes."""
-
-    counter: UNetCounter = field(default_factory=UNetCounter)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able: {"unet_evals": {...}, "seconds": {...}}."""
-        return {"unet_evals": self.counter.as_dict(), "seconds": dict(self.seconds)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunTotals:
-        """Inverse of `as_dict`."""
-        evals = data.get("unet_evals", {})
-        counter = UNetCounter(int(evals.get("forward", 0)), int(evals.get("backward", 0)))
-        return cls(counter, {k: float(v) for k, v in data.get("seconds", {}).items()})
-
-
-@dataclass
-class Checkpoint:
-    """A stage's saved state: its step, tensors and the run totals at that step."""
-
-    stage: str
-    step: int
-    tensors: dict[str, torch.Tensor]
-    totals: RunTotals
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class CheckpointDir:
-    """Checkpoints of one learning run, one sub-folder per stage (`ti-0`, `ti-1`, `ft`).
-
-    Args:
-        root: the run's checkpoint folder (kept apart from results so that an interrupted
-            run leaves no partial result but can resume); None turns checkpoints off.
-        run_id: identifies the run's inputs; checkpoints of another run are never resumed.
-    """
-
-    def __init__(self, root: Path | None, run_id: str = "") -> None:
-        self.root = root
-        self.run_id = run_id
-
-    def save(self, ckpt: Checkpoint) -> None:
-        """Write a stage checkpoint atomically (replacing the previous one of that stage)."""
-        if self.root is None:
-            return
-        with atomic_folder(self.root / ckpt.stage) as tmp:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.tensors.items()}
-            save_file(tensors, str(tmp / "state.safetensors"))
-            header = {
-                "run_id": self.run_id,
-                "stage": ckpt.stage,
-                "step": ckpt.step,
-                "totals": ckpt.totals.as_dict(),
-                "extra": ckpt.extra,
-            }
-            (tmp / "state.json").write_text(json.dumps(header, indent=2, default=str))
-
-    def load(self, stage: str) -> Checkpoint | None:
-        """The checkpoint of `stage` of this run, or None (missing, damaged or another run's)."""
-        if self.root is None:
-            return None
-        folder = self.root / stage
-        try:
-            header = json.loads((folder / "state.json").read_text())
-            if header.get("run_id") != self.run_id:
-                return None
-            tensors = load_file(str(folder / "state.safetensors"))
-        except (OSError, ValueError):
-            return None  # a damaged checkpoint only costs recomputing that stage
-        return Checkpoint(
-            stage=stage,
-            step=int(header["step"]),
-            tensors=tensors,
-            totals=RunTotals.from_dict(header.get("totals", {})),
-            extra=dict(header.get("extra", {})),
-        )
-
-    def clear(self) -> None:
-        """Remove every checkpoint of the run (after its result is stored)."""
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def adam_state(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The (Adam/AdamW) moments of one parameter, empty before its first step."""
-    state = optimizer.state.get(param, {})
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def set_adam_state(
-    optimizer: torch.optim.Optimizer, param: torch.Tensor, state: Mapping[str, torch.Tensor]
-) -> None:
-    """Restore moments saved by `adam_state` (moved to the parameter's device)."""
-    if not state:
-        return
-    restored: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        # Adam keeps `step` on the CPU unless capturable; moments live with the parameter.
-        restored[key] = value.clone() if key == "step" else value.to(param.device).clone()
-    optimizer.state[param] = restored
-
-
-def generator_state(generator: torch.Generator) -> torch.Tensor:
-    """The generator's state as a uint8 tensor (storable in safetensors)."""
-    return generator.get_state().clone()
-
-
 @contextlib.contextmanager
 def trainable(params: Sequence[torch.Tensor]) -> Iterator[None]:
     """Enable gradients on `params` for a block, and turn them off again afterwards."""
@@ -257,3 +143,119 @@ def trainable(params: Sequence[torch.Tensor]) -> Iterator[None]:
         for p in params:
             p.requires_grad_(False)
             p.grad = None
+
+
+def add_seconds(totals: RunTotals, key: str, since: float) -> None:
+    """Add the seconds since `since` (a `time.perf_counter()` reading) to `totals.seconds[key]`."""
+    totals.seconds[key] = totals.seconds.get(key, 0.0) + time.perf_counter() - since
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How one learning stage runs.
+
+    Attributes:
+        label: progress-bar label.
+        seconds_key: key of `RunTotals.seconds` the stage's time is added to.
+        steps: optimiser steps in all.
+        accumulation: micro-batches per optimiser step.
+        checkpoint_every: save every N steps (0: only at the end).
+        mixed_precision: accelerate's `no`, `fp16` or `bf16`.
+    """
+
+    label: str
+    seconds_key: str
+    steps: int
+    accumulation: int
+    checkpoint_every: int
+    mixed_precision: str
+
+
+@dataclass
+class Predictor:
+    """Noises clean latents and runs the UNet on them, under the stage's autocast."""
+
+    model: LoadedModel
+    scheduler: Any
+    accelerator: Any
+
+    def __call__(
+        self, z0: torch.Tensor, texts: Sequence[str], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict at random timesteps (`noisy_batch`).
+
+        Args:
+            z0: (B, C, h, w) clean scaled latents.
+            texts: B prompts.
+            generator: the stage's CPU generator.
+
+        Returns:
+            The UNet's prediction and its target, both (B, C, h, w).
+        """
+        z_t, t, target = noisy_batch(self.model, self.scheduler, z0, generator)
+        with self.accelerator.autocast():
+            embeddings = self.model.encode_prompts(list(texts))  # (B, L, D)
+            pred = self.model.unet(z_t, t, encoder_hidden_states=embeddings).sample
+        return pred, target
+
+
+MicroBatch = Callable[[int, Predictor], tuple[torch.Tensor, int]]
+"""`(index, predict) -> (loss, samples)`: the loss of micro-batch `index` of the whole stage
+(step x accumulation + micro, so a resumed run picks the same data) and how many samples
+went through the UNet."""
+
+
+def run_stage(
+    model: LoadedModel,
+    spec: StageSpec,
+    *,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    accumulate_on: Any,
+    start: int,
+    micro_batch: MicroBatch,
+    after_step: Callable[[], None],
+    checkpoint: Callable[[int], Checkpoint],
+    ckpts: CheckpointDir,
+    totals: RunTotals,
+    progress: ProgressHook,
+) -> None:
+    """The optimiser-step loop both learning stages share, from step `start` to the end.
+
+    Each step runs `spec.accumulation` micro-batches (accelerate decides when the weights
+    really update), then `after_step` (restoring frozen rows), reports the mean loss, and
+    saves a checkpoint every `spec.checkpoint_every` steps and at the end.
+
+    Args:
+        optimizer: over `params`, which get gradients only while the loop runs.
+        accumulate_on: the module accelerate's gradient accumulation watches.
+        start: the first step (a resumed run's checkpoint step).
+        checkpoint: the stage's checkpoint after a number of steps.
+    """
+    progress.stage(spec.label, spec.steps, start)
+    if start >= spec.steps:
+        return
+    accelerator = make_accelerator(spec.mixed_precision, spec.accumulation, params[0].device)
+    prepared = accelerator.prepare(optimizer)
+    predict = Predictor(model, training_scheduler(model), accelerator)
+    began = time.perf_counter()
+    with trainable(params):
+        for step in range(start, spec.steps):
+            losses = []
+            for micro in range(spec.accumulation):
+                with accelerator.accumulate(accumulate_on):
+                    loss, samples = micro_batch(step * spec.accumulation + micro, predict)
+                    accelerator.backward(loss)
+                    prepared.step()
+                    prepared.zero_grad()
+                totals.counter.add(forward=samples, backward=samples)
+                losses.append(float(loss.detach()))
+            after_step()
+            progress.step(sum(losses) / len(losses))
+            done = step + 1
+            if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < spec.steps:
+                add_seconds(totals, spec.seconds_key, began)
+                began = time.perf_counter()
+                ckpts.save(checkpoint(done))
+    add_seconds(totals, spec.seconds_key, began)
+    ckpts.save(checkpoint(spec.steps))

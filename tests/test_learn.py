@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from layoutedit.checkpoints import CheckpointDir, RunTotals
 from layoutedit.concept import Concept, apply_concept
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
@@ -20,7 +21,7 @@ from layoutedit.scene import Scene, load_scene
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 from layoutedit.textual_inversion import run_textual_inversion
 from layoutedit.tokens import add_placeholders, embedding_table
-from layoutedit.training import CheckpointDir, NoProgress, RunTotals, masked_mse
+from layoutedit.training import NoProgress, masked_mse
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
 

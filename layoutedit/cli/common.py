@@ -1,4 +1,5 @@
-"""What every command shares: global state, consoles, and turning UserError into one line."""
+"""What every command shares: global state, consoles, turning UserError into one line, and
+the scene inputs (a folder, or its three files) that learn, edit and inspect take alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from platformdirs import user_cache_dir
@@ -25,6 +26,31 @@ PRESET_HELP = (
     "Settings preset: published, fast or shapes-tiny. Default: the model's tuned preset "
     "(shapes-tiny for the embedded model, published for any other)."
 )
+
+# The scene inputs of learn, edit and inspect: a folder, or its files one by one (which
+# override the folder's). `layoutedit.scene.load_scene` checks what was given.
+SceneArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="SCENE",
+        help="Scene folder (image.png, mask.png, semantic_dict.json, target_layout/).",
+        show_default=False,
+    ),
+]
+ImageOption = Annotated[
+    Path | None, typer.Option("--image", help="Image file (instead of SCENE/image.png).")
+]
+MaskOption = Annotated[
+    Path | None,
+    typer.Option("--mask", help="Colour-coded object mask (instead of SCENE/mask.png)."),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Label map JSON, name -> colour (instead of SCENE/semantic_dict.json).",
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from layoutedit.backend import get_backend
-from layoutedit.cli.common import PRESET_HELP, AppState, console, err_console, state, user_errors
+from layoutedit.cli.common import (
+    PRESET_HELP,
+    AppState,
+    ImageOption,
+    LabelsOption,
+    MaskOption,
+    SceneArgument,
+    console,
+    err_console,
+    state,
+    user_errors,
+)
 from layoutedit.cli.progress import learning_progress, seeds_progress
 from layoutedit.errors import UserError
 
@@ -306,23 +317,10 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def edit_command(
         ctx: typer.Context,
-        scene: Annotated[
-            Path | None,
-            typer.Argument(
-                metavar="SCENE",
-                help="Scene folder (image.png, mask.png, semantic_dict.json, target_layout/).",
-                show_default=False,
-            ),
-        ] = None,
-        image: Annotated[
-            Path | None, typer.Option("--image", help="Source image (instead of SCENE).")
-        ] = None,
-        mask: Annotated[
-            Path | None, typer.Option("--mask", help="Colour-coded object mask.")
-        ] = None,
-        labels: Annotated[
-            Path | None, typer.Option("--labels", help="Label map JSON: name -> colour.")
-        ] = None,
+        scene: SceneArgument = None,
+        image: ImageOption = None,
+        mask: MaskOption = None,
+        labels: LabelsOption = None,
         layout: Annotated[
             list[Path] | None,
             typer.Option("--layout", "-l", help="Target layout image or folder (repeatable)."),

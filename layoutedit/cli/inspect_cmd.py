@@ -13,7 +13,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from layoutedit.cli.common import console, state, user_errors
+from layoutedit.cli.common import (
+    ImageOption,
+    LabelsOption,
+    MaskOption,
+    SceneArgument,
+    console,
+    state,
+    user_errors,
+)
 from layoutedit.config import SceneOptions, resolve_settings
 from layoutedit.errors import UserError
 from layoutedit.layout_ops import ObjectMove, object_moves
@@ -196,30 +204,16 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def inspect_command(
         ctx: typer.Context,
-        scene_dir: Annotated[
-            Path | None,
-            typer.Argument(
-                metavar="SCENE",
-                help="Scene folder (image.png, mask.png, semantic_dict.json, target_layout/).",
-                show_default=False,
-            ),
-        ] = None,
+        scene_dir: SceneArgument = None,
         layout: Annotated[
             list[Path] | None,
             typer.Option(
                 "--layout", "-l", metavar="FILE", help="Target layout image; repeat for several."
             ),
         ] = None,
-        image: Annotated[
-            Path | None, typer.Option("--image", help="Image file (instead of SCENE/image.png).")
-        ] = None,
-        mask: Annotated[
-            Path | None, typer.Option("--mask", help="Mask file (instead of SCENE/mask.png).")
-        ] = None,
-        labels: Annotated[
-            Path | None,
-            typer.Option("--labels", help="Label map JSON (instead of SCENE/semantic_dict.json)."),
-        ] = None,
+        image: ImageOption = None,
+        mask: MaskOption = None,
+        labels: LabelsOption = None,
         tokenizer: Annotated[
             Path | None,
             typer.Option(

@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from layoutedit.cli.common import PRESET_HELP, AppState, console, err_console, state, user_errors
+from layoutedit.cli.common import (
+    PRESET_HELP,
+    AppState,
+    ImageOption,
+    LabelsOption,
+    MaskOption,
+    SceneArgument,
+    console,
+    err_console,
+    state,
+    user_errors,
+)
 from layoutedit.cli.progress import learning_progress
 
 HELP = """Learn the objects of one scene: masked textual inversion of every object, then the
@@ -38,23 +49,10 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def learn_command(
         ctx: typer.Context,
-        scene_dir: Annotated[
-            Path | None,
-            typer.Argument(
-                metavar="SCENE",
-                help="Scene folder: image, mask.png, semantic_dict.json.",
-                show_default=False,
-            ),
-        ] = None,
-        image: Annotated[
-            Path | None, typer.Option("--image", help="Source image (instead of SCENE).")
-        ] = None,
-        mask: Annotated[
-            Path | None, typer.Option("--mask", help="Colour-coded object mask.")
-        ] = None,
-        labels: Annotated[
-            Path | None, typer.Option("--labels", help="Label map JSON: name -> colour.")
-        ] = None,
+        scene_dir: SceneArgument = None,
+        image: ImageOption = None,
+        mask: MaskOption = None,
+        labels: LabelsOption = None,
         preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
         config: Annotated[
             Path | None, typer.Option("--config", help="TOML settings file (overrides preset).")

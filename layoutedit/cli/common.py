@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from platformdirs import user_cache_dir
 from rich.console import Console
 from rich.markup import escape
 
 from layoutedit.errors import UserError
+from layoutedit.fingerprint import default_cache_dir
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,12 +52,6 @@ LabelsOption = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def default_cache_dir() -> Path:
-    """`LAYOUTEDIT_CACHE_DIR`, else the platform's user cache dir."""
-    env = os.environ.get("LAYOUTEDIT_CACHE_DIR")
-    return Path(env) if env else Path(user_cache_dir("layoutedit"))
 
 
 @dataclass

@@ -160,7 +160,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "max_iter_to_alter": 12,
             "refinement": {0: 0.6, 5: 0.7, 10: 0.8},
             "max_refinement_steps": 10,
-            "blend_steps": 8,
+            "blend_steps": 20,
             "seeds": (0, 8, 88),
         },
     },

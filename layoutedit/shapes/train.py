@@ -261,6 +261,9 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; older releases' slow CLIPTokenizer reads these.
+    for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+        shutil.copy2(run / "tokenizer" / name, tmp / "tokenizer" / name)
     step = json.loads((run / "unet_state.json").read_text())["step"]
     (tmp / "TRAINING.json").write_text(
         json.dumps({"unet_steps": step, "recipe": "layoutedit.shapes.train"})

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from layoutedit.atomic import write_png_atomic
 from layoutedit.bench.cases import MAX_SEED_OFFSET, Case, make_cases
+from layoutedit.errors import UserError
 from layoutedit.shapes.world import labels_to_colour_mask, write_scene_folder
 
 DEMO_KINDS = ("move", "swap", "scale")
@@ -44,6 +45,8 @@ class DemoEdit:
 
 def demo_cases(seed: int = 0) -> list[Case]:
     """The first three-object scene from `seed` on that takes a move, a swap and a scale."""
+    if not 0 <= seed <= MAX_SEED_OFFSET:
+        raise UserError(f"--scene-seed must lie in 0..{MAX_SEED_OFFSET}")
     for offset in range(seed, MAX_SEED_OFFSET + 1):
         cases = make_cases(1, seed=offset, layouts_per_scene=3)
         if cases[0].n_objects == 3 and sorted(c.kind for c in cases) == sorted(DEMO_KINDS):

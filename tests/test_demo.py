@@ -48,3 +48,10 @@ def test_demo_command_writes_sheet_gif_and_edits(tiny_model_dir: Path, tmp_path:
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "learning it" not in again.output
+
+
+def test_demo_scene_seed_out_of_range_is_one_line_exit_2() -> None:
+    result = CliRunner().invoke(app, ["demo", "--scene-seed", "99999"])
+    assert result.exit_code == 2
+    assert "--scene-seed must lie in" in result.output
+    assert "Traceback" not in result.output

@@ -12,15 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
+from layoutedit.shapes.attention_loss import pooled_covers
 from layoutedit.shapes.world import sample_scene
 
 TRAIN_SEED_BASE = 10_000_000
 HELDOUT_SEED_BASE = 20_000_000
+MAX_OBJECTS = 3
+COVER_SIDE = 16  # the latent side of shapes-tiny: one cover cell per latent cell
 
 
 def _one(seed: int) -> tuple[np.ndarray, str]:
     scene = sample_scene(seed)
     return scene.image, scene.caption
+
+
+def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:
+    scene = sample_scene(seed)
+    covers = np.zeros((MAX_OBJECTS, COVER_SIDE, COVER_SIDE), dtype=np.float16)
+    covers[: len(scene.objects)] = pooled_covers(scene.masks, COVER_SIDE)
+    return covers, [o.phrase for o in scene.objects]
 
 
 def generate(first_seed: int, count: int, workers: int = 2) -> tuple[np.ndarray, list[str]]:
@@ -47,3 +57,32 @@ def load_or_generate(path: Path, first_seed: int, count: int) -> tuple[np.ndarra
     tmp.replace(path)
     captions_path.write_text(json.dumps(captions))
     return images, captions
+
+
+def load_or_generate_truth(
+    path: Path, first_seed: int, count: int
+) -> tuple[np.ndarray, list[list[str]]]:
+    """Object covers and phrases of the same scenes as `load_or_generate(..., first_seed,
+    count)`, cached at `path` (.npz with a .json of phrases beside it).
+
+    Returns:
+        covers: (count, MAX_OBJECTS, COVER_SIDE, COVER_SIDE) float16 share of each latent
+            cell that each object covers (rows past a scene's object count are zero).
+        phrases: per scene, each object's caption phrase in drawing order.
+    """
+    phrases_path = path.with_suffix(".json")
+    if path.exists() and phrases_path.exists():
+        covers = np.load(path)["covers"]
+        phrases = json.loads(phrases_path.read_text())
+        if len(covers) == count == len(phrases):
+            return covers, phrases
+    with Pool(2) as pool:
+        pairs = pool.map(_one_truth, range(first_seed, first_seed + count), chunksize=64)
+    covers = np.stack([p[0] for p in pairs])
+    phrases = [p[1] for p in pairs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, covers=covers)
+    tmp.replace(path)
+    phrases_path.write_text(json.dumps(phrases))
+    return covers, phrases

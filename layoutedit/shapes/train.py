@@ -33,7 +33,13 @@ from layoutedit.shapes.architecture import (
     build_unet,
     build_vae,
 )
-from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate
+from layoutedit.shapes.attention_loss import (
+    attach_recorders,
+    mask_attention_loss,
+    phrase_token_positions,
+    token_selection,
+)
+from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate, load_or_generate_truth
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.world import VOCABULARY
 
@@ -147,10 +153,29 @@ def train_unet(
     steps: int,
     batch: int,
     lr: float,
+    truth: tuple[np.ndarray, list[list[str]]] | None = None,
+    attention_weight: float = 0.0,
 ) -> None:
-    """UNet and text encoder together, DDPM epsilon loss, 10% caption dropout, EMA weights."""
+    """UNet and text encoder together, DDPM epsilon loss, 10% caption dropout, EMA weights.
+
+    With `truth` (object covers and phrases, `load_or_generate_truth`) and a positive
+    `attention_weight`, the mask-supervised cross-attention loss of `attention_loss` is
+    added: each object word's attention is pushed onto its object in every layer.
+    """
     tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
     unet, text = build_unet(size), build_text_encoder(size, tokenizer)
+    supervise = truth is not None and attention_weight > 0
+    if supervise:
+        assert truth is not None
+        collector = attach_recorders(unet, size.latent_size)
+        covers_all = torch.from_numpy(truth[0].astype(np.float32))
+        positions = [
+            phrase_token_positions(tokenizer, caption, phrases, size.max_length)
+            for caption, phrases in zip(captions, truth[1], strict=True)
+        ]
+        selection_all = torch.from_numpy(
+            token_selection(positions, covers_all.shape[1], size.max_length)
+        )
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     noise_sched: Any = DDPMScheduler.from_config(build_scheduler().config)
@@ -164,15 +189,18 @@ def train_unet(
     empty = tokenizer(
         [""], padding="max_length", max_length=size.max_length, return_tensors="pt"
     ).input_ids
-    start = 0
+    start = warm_from = 0
     ckpt = run / "unet_ckpt.safetensors"
     if ckpt.exists():
         state = load_file(str(ckpt))
         unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
         text.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("text.")})
-        if (run / "unet_opt.safetensors").exists():  # absent when seeded from a model
+        fresh_optimizer = not (run / "unet_opt.safetensors").exists()  # seeded from a model
+        if not fresh_optimizer:
             _load_optimizer(opt, run / "unet_opt.safetensors")
         start = int(json.loads((run / "unet_state.json").read_text())["step"])
+        # Adam's moments start at zero after seeding: warm the rate up again from here.
+        warm_from = start if fresh_optimizer else 0
     ema_path = run / "ema.safetensors"
     if ema_path.exists():
         ema = load_file(str(ema_path))
@@ -185,7 +213,7 @@ def train_unet(
     torch.manual_seed(99 + start)
     warmup = 200
     for step in range(start, steps):
-        cur_lr = lr * min(1.0, (step + 1) / warmup)
+        cur_lr = lr * min(1.0, (step + 1 - warm_from) / warmup)
         cur_lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1
         for group in opt.param_groups:
             group["lr"] = cur_lr
@@ -197,8 +225,15 @@ def train_unet(
         noise = torch.randn_like(z0)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
         zt = noise_sched.add_noise(z0, noise, t)
+        if supervise:
+            collector.reset()
         pred = unet(zt, t, text(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        denoise = loss = F.mse_loss(pred, noise)
+        share = torch.tensor(float("nan"))
+        if supervise:
+            selection = selection_all[idx] * (~drop).float()[:, None, None]
+            attn_loss, share = mask_attention_loss(collector.probs, covers_all[idx], selection)
+            loss = denoise + attention_weight * attn_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -207,7 +242,11 @@ def train_unet(
         _ema_update(ema_unet, unet, decay)
         _ema_update(ema_text, text, decay)
         if step % 25 == 0 or step == steps - 1:
-            _log(run, f"unet step {step} loss {loss.item():.5f} lr {cur_lr:.2e}")
+            _log(
+                run,
+                f"unet step {step} loss {denoise.item():.5f} "
+                f"attention share {share.item():.3f} lr {cur_lr:.2e}",
+            )
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             state |= {f"text.{k}": v for k, v in text.state_dict().items()}
@@ -288,6 +327,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--attention-weight",
+        type=float,
+        default=0.1,
+        help="Weight of the mask-supervised cross-attention loss (0: denoising loss only).",
+    )
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
     ap.add_argument(
@@ -310,7 +355,20 @@ def main(argv: list[str] | None = None) -> None:
     _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
     latents, _ = encode_latents(run, images)
-    train_unet(run, latents, captions, size, args.unet_steps, args.unet_batch, args.lr)
+    truth = None
+    if args.attention_weight > 0:
+        truth = load_or_generate_truth(run / "truth.npz", TRAIN_SEED_BASE, args.scenes)
+    train_unet(
+        run,
+        latents,
+        captions,
+        size,
+        args.unet_steps,
+        args.unet_batch,
+        args.lr,
+        truth=truth,
+        attention_weight=args.attention_weight,
+    )
     if args.export is not None:
         export(run, size, args.export)
     _log(run, f"done in {(time.time() - t0) / 60:.1f} min")

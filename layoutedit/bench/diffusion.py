@@ -21,7 +21,7 @@ import numpy as np
 
 from layoutedit.bench.cases import Case
 from layoutedit.bench.variants import DiffusionSpec, EditOutput, SceneOutput
-from layoutedit.config import EditConfig, Settings
+from layoutedit.config import EditConfig, LearnConfig, Settings
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
 if TYPE_CHECKING:
@@ -77,8 +77,10 @@ class DiffusionRuntime:
         self.cache_dir = cache_dir
         self.work_dir = work_dir
         self.say = say or (lambda _line: None)
-        self._learned: dict[int, _Learned] = {}
-        self._inverted: dict[int, _Inverted] = {}
+        # Keyed by (scene seed, learn settings as JSON): sweep rows may learn differently.
+        self._learned: dict[tuple[int, str], _Learned] = {}
+        # Keyed by (scene seed, learn settings, DDIM steps): the inversion depends on both.
+        self._inverted: dict[tuple[int, str, int], _Inverted] = {}
         self.warm_up(self.load_model())  # also fails early on a missing model
 
     def warm_up(self, model: LoadedModel) -> None:
@@ -126,34 +128,42 @@ class DiffusionRuntime:
         data = {**self.settings.edit.model_dump(), **spec.edit_overrides}
         return EditConfig.model_validate(data)
 
-    def learned(self, cases: Sequence[Case]) -> _Learned:
-        """The scene's concept, learned on first use (fp32 weights, as training needs)."""
+    def learn_config(self, spec: DiffusionSpec) -> LearnConfig:
+        """`settings.learn` with the variant's overrides, validated."""
+        data = {**self.settings.learn.model_dump(), **spec.learn_overrides}
+        return LearnConfig.model_validate(data)
+
+    def learned(self, cases: Sequence[Case], config: LearnConfig | None = None) -> _Learned:
+        """The scene's concept for `config` (default: `settings.learn`), learned on first use
+        (fp32 weights, as training needs)."""
         from layoutedit.learn import learn_concept
 
-        seed = cases[0].scene_seed
-        if seed not in self._learned:
-            self.say(f"learning scene {seed}")
+        config = config if config is not None else self.settings.learn
+        key = (cases[0].scene_seed, config.model_dump_json())
+        if key not in self._learned:
+            self.say(f"learning scene {key[0]}")
             model = self.load_model()
             began = time.perf_counter()
             result = learn_concept(
                 model,
                 self.scene(cases[0]),
-                self.settings.learn,
+                config,
                 backend=self.backend,
                 prior_folder=self.work_dir / "prior",
             )
-            self._learned[seed] = _Learned(
+            self._learned[key] = _Learned(
                 result.concept, time.perf_counter() - began, result.totals.counter.total
             )
             del model
-        return self._learned[seed]
+        return self._learned[key]
 
     def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
         """Edit every case of one scene with the variant `spec`."""
         from layoutedit.editing import EditSession
         from layoutedit.scene import layout_from_labels
 
-        learned = self.learned(cases) if spec.uses_concept else None
+        learn_cfg = self.learn_config(spec)
+        learned = self.learned(cases, learn_cfg) if spec.uses_concept else None
         cfg = self.edit_config(spec)
         scene = self.scene(cases[0])
         seed = cases[0].scene_seed
@@ -167,7 +177,8 @@ class DiffusionRuntime:
             self.backend,
             concept=learned.concept if learned is not None else None,
         )
-        shared = self._inverted.get(seed) if spec.uses_concept else None
+        inv_key = (seed, learn_cfg.model_dump_json(), cfg.steps)
+        shared = self._inverted.get(inv_key) if spec.uses_concept else None
         if shared is not None and cfg.blend_steps > 0:
             session.use_inversion(shared.inversion)
         results = [session.edit(layout_from_labels(c.layout, scene)) for c in cases]
@@ -177,7 +188,7 @@ class DiffusionRuntime:
         inv_evals = int(session.inversion_counter.total)
         if cfg.blend_steps > 0 and spec.uses_concept:
             if shared is None:
-                self._inverted[seed] = _Inverted(session.ensure_inversion(), inv_s, inv_evals)
+                self._inverted[inv_key] = _Inverted(session.ensure_inversion(), inv_s, inv_evals)
             else:
                 inv_s, inv_evals = shared.seconds, shared.unet_evaluations
                 wall += inv_s  # charged as if computed here

@@ -83,6 +83,8 @@ class DiffusionSpec:
     description: str
     edit_overrides: dict[str, Any]
     uses_concept: bool = True
+    learn_overrides: dict[str, Any] = field(default_factory=dict)
+    """Learn-setting changes: a row with any learns its own concept for each scene."""
 
 
 DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
@@ -131,16 +133,20 @@ def parse_variants(text: str) -> list[str]:
 
 
 def build_variants(
-    names: Sequence[str], runtime_factory: Callable[[], DiffusionRuntime]
+    names: Sequence[str],
+    runtime_factory: Callable[[], DiffusionRuntime],
+    extra: Sequence[DiffusionSpec] = (),
 ) -> list[Variant]:
-    """Variant objects for `names`; the diffusion runtime is built only when one needs it."""
+    """Variant objects for `names`, then one per `extra` spec (sweep rows); the diffusion
+    runtime is built only when one needs it."""
     runtime: DiffusionRuntime | None = None
     out: list[Variant] = []
-    for name in names:
-        if name == "paste":
+    specs = [DIFFUSION_SPECS.get(name) for name in names] + list(extra)
+    for spec in specs:
+        if spec is None:
             out.append(PasteVariant())
             continue
         if runtime is None:
             runtime = runtime_factory()
-        out.append(DiffusionVariant(DIFFUSION_SPECS[name], runtime))
+        out.append(DiffusionVariant(spec, runtime))
     return out

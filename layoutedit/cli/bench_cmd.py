@@ -19,6 +19,11 @@ bench.md and examples.png. `paste` needs no model.
 Example: layoutedit bench --quick --out ./bench-out
 
          layoutedit bench --variants paste --scenes 8
+
+         layoutedit bench --variants full --sweep sweep.toml --seed 2000 --scenes 4
+
+A sweep file adds one row per TOML table, `full` with that table's learn/edit changes,
+e.g. `[res16]` with `edit = { attention_res = 16 }`.
 """
 
 DEFAULT_VARIANTS = "full,no-guidance,no-concepts,no-blend,paste"
@@ -37,26 +42,30 @@ def run_command(
     out: Path,
     preset: str | None,
     config: Path | None,
+    sweep: Path | None = None,
 ) -> dict[str, Path]:
     """The command's work: options -> cases -> variants -> table and files."""
     from layoutedit.bench.cases import MAX_SEED_OFFSET, make_cases
     from layoutedit.bench.report import rich_table, write_reports
     from layoutedit.bench.run import run_bench
+    from layoutedit.bench.sweep import load_sweep
     from layoutedit.bench.variants import build_variants, parse_variants
     from layoutedit.config import resolve_settings
     from layoutedit.errors import UserError
 
-    names = parse_variants(variants)
-    if any(n != "paste" for n in names):
-        from layoutedit.logs import configure_library_logging
-
-        configure_library_logging(app_state.verbose)
+    names = parse_variants(variants) if variants.strip() or sweep is None else []
     n_scenes = scenes if scenes is not None else (QUICK_SCENES if quick else DEFAULT_SCENES)
     n_layouts = layouts if layouts is not None else (QUICK_LAYOUTS if quick else DEFAULT_LAYOUTS)
     if not 0 <= seed <= MAX_SEED_OFFSET:
         raise UserError(f"--seed must lie in 0..{MAX_SEED_OFFSET}")
     preset_name = preset if preset is not None else (QUICK_PRESET if quick else None)
     settings = resolve_settings(preset_name, config, model=app_state.model)
+    rows = load_sweep(sweep, settings, taken=names) if sweep is not None else []
+    diffusion = bool(rows) or any(n != "paste" for n in names)
+    if diffusion:
+        from layoutedit.logs import configure_library_logging
+
+        configure_library_logging(app_state.verbose)
     chatty = not (app_state.quiet or app_state.json)
 
     def say(line: str) -> None:
@@ -67,11 +76,12 @@ def run_command(
         "scenes": n_scenes,
         "layouts": n_layouts,
         "seed": seed,
-        "variants": ",".join(names),
+        "variants": ",".join([*names, *(r.name for r in rows)]),
+        "sweep": str(sweep) if sweep is not None else None,
         "quick": quick,
         "preset": preset_name,
-        "model": app_state.model if any(n != "paste" for n in names) else None,
-        "backend": app_state.backend if any(n != "paste" for n in names) else None,
+        "model": app_state.model if diffusion else None,
+        "backend": app_state.backend if diffusion else None,
     }
     with tempfile.TemporaryDirectory(prefix="layoutedit-bench-") as work:
 
@@ -87,11 +97,11 @@ def run_command(
                 say=say,
             )
 
-        built = build_variants(names, runtime)  # loads the model: a bad --model fails here
+        built = build_variants(names, runtime, rows)  # loads the model: a bad --model fails here
         say(f"making {n_scenes} scenes x {n_layouts} layouts (seed {seed})")
         cases = make_cases(n_scenes, seed=seed, layouts_per_scene=n_layouts)
         result = run_bench(cases, built, options=options, say=say)
-    if any(n != "paste" for n in names):
+    if diffusion:
         result.options["settings"] = settings.model_dump(mode="json")
     paths = write_reports(result, out)
     if app_state.json:
@@ -161,6 +171,14 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None, typer.Option("--config", help="TOML settings file (over the preset).")
         ] = None,
+        sweep: Annotated[
+            Path | None,
+            typer.Option(
+                "--sweep",
+                help="TOML file of extra rows: each table is `full` with its learn/edit "
+                "changes. With --variants '' only the sweep rows run.",
+            ),
+        ] = None,
     ) -> None:
         run_command(
             state(ctx),
@@ -172,4 +190,5 @@ def register(app: typer.Typer) -> None:
             out=out,
             preset=preset,
             config=config,
+            sweep=sweep,
         )

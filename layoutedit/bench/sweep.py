@@ -1,0 +1,108 @@
+"""Sweep rows of `layoutedit bench --sweep FILE`: named setting changes, one table row each.
+
+A sweep file is TOML; each top-level table is one row, `full` with its `learn` and `edit`
+changes over the resolved settings:
+
+    [res16]
+    edit = { attention_res = 16 }
+
+    [ti300]
+    learn = { ti_steps = 300, ti_joint = false }
+
+Rows that change only edit settings share the scene's concept (learned once); a row that
+changes learn settings learns its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from layoutedit.bench.variants import DiffusionSpec
+from layoutedit.config import EditConfig, LearnConfig, Settings, load_config_file
+from layoutedit.errors import UserError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
+_SECTIONS: dict[str, type[BaseModel]] = {"learn": LearnConfig, "edit": EditConfig}
+
+
+def _describe(learn: dict[str, Any], edit: dict[str, Any]) -> str:
+    parts = [f"learn.{k}={v}" for k, v in learn.items()]
+    parts += [f"edit.{k}={v}" for k, v in edit.items()]
+    return "full with " + ", ".join(parts) if parts else "full (no changes)"
+
+
+def _refinement(value: Any, path: Path, row: str) -> dict[int, float]:
+    try:
+        return {int(k): v for k, v in value.items()}
+    except (ValueError, AttributeError):
+        raise UserError(
+            f"row {row!r}: edit.refinement must map step numbers to thresholds", path=path
+        ) from None
+
+
+def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> list[DiffusionSpec]:
+    """The rows of the sweep file at `path`, each checked against `settings`.
+
+    Args:
+        path: the TOML file.
+        settings: the resolved settings the rows change.
+        taken: row names already in the table (the `--variants`); a row may not reuse one.
+
+    Raises:
+        UserError: unreadable file, no rows, a bad row name, an unknown section or setting,
+            or a value the setting refuses; the message names the file and the row.
+    """
+    data = load_config_file(path)
+    if not data:
+        raise UserError("the sweep file has no rows (one TOML table per row)", path=path)
+    used = set(taken)
+    rows = []
+    for name, body in data.items():
+        if not _NAME.match(name):
+            raise UserError(f"row name {name!r}: use letters, digits, _ . + -", path=path)
+        if name in used:
+            raise UserError(f"row name {name!r} is already a row of the table", path=path)
+        if not isinstance(body, dict):
+            raise UserError(f"row {name!r} must be a table of learn/edit settings", path=path)
+        unknown = sorted(set(body) - set(_SECTIONS))
+        if unknown:
+            raise UserError(
+                f"row {name!r}: unknown section {unknown[0]!r} (rows change learn or edit)",
+                path=path,
+            )
+        changes: dict[str, dict[str, Any]] = {}
+        for section, model in _SECTIONS.items():
+            raw = body.get(section, {})
+            if not isinstance(raw, dict):
+                raise UserError(f"row {name!r}: {section} must be a table of settings", path=path)
+            values = dict(raw)
+            if section == "edit" and "refinement" in values:
+                values["refinement"] = _refinement(values["refinement"], path, name)
+            extra = sorted(set(values) - set(model.model_fields))
+            if extra:
+                raise UserError(f"row {name!r}: unknown setting {section}.{extra[0]}", path=path)
+            base = getattr(settings, section).model_dump()
+            try:
+                model.model_validate({**base, **values})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise UserError(
+                    f"row {name!r}: bad setting {section}.{where}: {first['msg']}", path=path
+                ) from None
+            changes[section] = values
+        used.add(name)
+        rows.append(
+            DiffusionSpec(
+                name,
+                _describe(changes["learn"], changes["edit"]),
+                changes["edit"],
+                learn_overrides=changes["learn"],
+            )
+        )
+    return rows

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from layoutedit.errors import UserError
 
@@ -49,6 +49,13 @@ class SceneOptions(_Strict):
         default="a high quality picture of {objects}",
         description="Scene prompt; {objects} is replaced.",
     )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_objects_field(cls, value: str) -> str:
+        if "{objects}" not in value:
+            raise ValueError("must contain {objects}, where the object tokens go")
+        return value
 
 
 class LearnConfig(_Strict):

@@ -87,6 +87,7 @@ def test_toml_refinement_keys_become_step_numbers(tmp_path: Path) -> None:
         ("[edit.refinement]\nfirst = 0.5\n", "step numbers"),
         ("edit = 3\n", "bad setting edit"),
         ("[training]\nsteps = 3\n", "bad setting training"),
+        ('[scene]\nprompt_template = "a photo"\n', "prompt_template: .*must contain"),
     ],
 )
 def test_bad_config_files_name_the_file(tmp_path: Path, text: str, message: str) -> None:

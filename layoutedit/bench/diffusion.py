@@ -21,7 +21,7 @@ import numpy as np
 
 from layoutedit.bench.cases import Case
 from layoutedit.bench.variants import DiffusionSpec, EditOutput, SceneOutput
-from layoutedit.config import EditConfig, LearnConfig, Settings
+from layoutedit.config import EditConfig, LearnConfig, SceneOptions, Settings
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class DiffusionRuntime:
         self.cache_dir = cache_dir
         self.work_dir = work_dir
         self.say = say or (lambda _line: None)
-        # Keyed by (scene seed, learn settings as JSON): sweep rows may learn differently.
+        # Keyed by (scene seed, learn + scene settings as JSON): sweep rows may differ.
         self._learned: dict[tuple[int, str], _Learned] = {}
         # Keyed by (scene seed, learn settings, DDIM steps): the inversion depends on both.
         self._inverted: dict[tuple[int, str, int], _Inverted] = {}
@@ -109,8 +109,9 @@ class DiffusionRuntime:
             kwargs["dtype"] = dtype
         return load_model(self.model_spec, **kwargs)
 
-    def scene(self, case: Case) -> Scene:
-        """The case's source as a library `Scene` (label colours of written scene folders)."""
+    def scene(self, case: Case, options: SceneOptions | None = None) -> Scene:
+        """The case's source as a library `Scene` (label colours of written scene folders),
+        parsed with `options` (default: `settings.scene`)."""
         from layoutedit.scene import scene_from_arrays
 
         k = case.n_objects
@@ -120,7 +121,7 @@ class DiffusionRuntime:
             case.names,
             MASK_PALETTE[:k],
             MASK_BACKGROUND,
-            self.settings.scene,
+            options if options is not None else self.settings.scene,
         )
 
     def edit_config(self, spec: DiffusionSpec) -> EditConfig:
@@ -133,20 +134,31 @@ class DiffusionRuntime:
         data = {**self.settings.learn.model_dump(), **spec.learn_overrides}
         return LearnConfig.model_validate(data)
 
-    def learned(self, cases: Sequence[Case], config: LearnConfig | None = None) -> _Learned:
-        """The scene's concept for `config` (default: `settings.learn`), learned on first use
-        (fp32 weights, as training needs)."""
+    def scene_options(self, spec: DiffusionSpec) -> SceneOptions:
+        """`settings.scene` with the variant's overrides, validated."""
+        data = {**self.settings.scene.model_dump(), **spec.scene_overrides}
+        return SceneOptions.model_validate(data)
+
+    def learned(
+        self,
+        cases: Sequence[Case],
+        config: LearnConfig | None = None,
+        options: SceneOptions | None = None,
+    ) -> _Learned:
+        """The scene's concept for `config` (default: `settings.learn`) and scene `options`
+        (default: `settings.scene`), learned on first use (fp32 weights, as training needs)."""
         from layoutedit.learn import learn_concept
 
         config = config if config is not None else self.settings.learn
-        key = (cases[0].scene_seed, config.model_dump_json())
+        options = options if options is not None else self.settings.scene
+        key = (cases[0].scene_seed, config.model_dump_json() + options.model_dump_json())
         if key not in self._learned:
             self.say(f"learning scene {key[0]}")
             model = self.load_model()
             began = time.perf_counter()
             result = learn_concept(
                 model,
-                self.scene(cases[0]),
+                self.scene(cases[0], options),
                 config,
                 backend=self.backend,
                 prior_folder=self.work_dir / "prior",
@@ -162,10 +174,10 @@ class DiffusionRuntime:
         from layoutedit.editing import EditSession
         from layoutedit.scene import layout_from_labels
 
-        learn_cfg = self.learn_config(spec)
-        learned = self.learned(cases, learn_cfg) if spec.uses_concept else None
+        learn_cfg, options = self.learn_config(spec), self.scene_options(spec)
+        learned = self.learned(cases, learn_cfg, options) if spec.uses_concept else None
         cfg = self.edit_config(spec)
-        scene = self.scene(cases[0])
+        scene = self.scene(cases[0], options)
         seed = cases[0].scene_seed
         self.say(f"editing scene {seed}: {spec.name}")
         model = self.load_model(self.backend.dtype)
@@ -177,7 +189,7 @@ class DiffusionRuntime:
             self.backend,
             concept=learned.concept if learned is not None else None,
         )
-        inv_key = (seed, learn_cfg.model_dump_json(), cfg.steps)
+        inv_key = (seed, learn_cfg.model_dump_json() + options.model_dump_json(), cfg.steps)
         shared = self._inverted.get(inv_key) if spec.uses_concept else None
         if shared is not None and cfg.blend_steps > 0:
             session.use_inversion(shared.inversion)

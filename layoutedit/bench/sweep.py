@@ -1,7 +1,7 @@
 """Sweep rows of `layoutedit bench --sweep FILE`: named setting changes, one table row each.
 
-A sweep file is TOML; each top-level table is one row, `full` with its `learn` and `edit`
-changes over the resolved settings:
+A sweep file is TOML; each top-level table is one row, `full` with its `scene`, `learn` and
+`edit` changes over the resolved settings:
 
     [res16]
     edit = { attention_res = 16 }
@@ -10,7 +10,7 @@ changes over the resolved settings:
     learn = { ti_steps = 300, ti_joint = false }
 
 Rows that change only edit settings share the scene's concept (learned once); a row that
-changes learn settings learns its own.
+changes scene or learn settings learns its own.
 """
 
 from __future__ import annotations
@@ -23,16 +23,19 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from layoutedit.bench.variants import DiffusionSpec
-from layoutedit.config import EditConfig, LearnConfig, Settings, load_config_file
+from layoutedit.config import EditConfig, LearnConfig, SceneOptions, Settings, load_config_file
 from layoutedit.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
-_SECTIONS: dict[str, type[BaseModel]] = {"learn": LearnConfig, "edit": EditConfig}
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "scene": SceneOptions,
+    "learn": LearnConfig,
+    "edit": EditConfig,
+}
 
 
-def _describe(learn: dict[str, Any], edit: dict[str, Any]) -> str:
-    parts = [f"learn.{k}={v}" for k, v in learn.items()]
-    parts += [f"edit.{k}={v}" for k, v in edit.items()]
+def _describe(changes: dict[str, dict[str, Any]]) -> str:
+    parts = [f"{section}.{k}={v}" for section, values in changes.items() for k, v in values.items()]
     return "full with " + ", ".join(parts) if parts else "full (no changes)"
 
 
@@ -68,11 +71,11 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
         if name in used:
             raise UserError(f"row name {name!r} is already a row of the table", path=path)
         if not isinstance(body, dict):
-            raise UserError(f"row {name!r} must be a table of learn/edit settings", path=path)
+            raise UserError(f"row {name!r} must be a table of settings sections", path=path)
         unknown = sorted(set(body) - set(_SECTIONS))
         if unknown:
             raise UserError(
-                f"row {name!r}: unknown section {unknown[0]!r} (rows change learn or edit)",
+                f"row {name!r}: unknown section {unknown[0]!r} (rows change scene, learn or edit)",
                 path=path,
             )
         changes: dict[str, dict[str, Any]] = {}
@@ -100,9 +103,10 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
         rows.append(
             DiffusionSpec(
                 name,
-                _describe(changes["learn"], changes["edit"]),
+                _describe(changes),
                 changes["edit"],
                 learn_overrides=changes["learn"],
+                scene_overrides=changes["scene"],
             )
         )
     return rows

@@ -85,6 +85,8 @@ class DiffusionSpec:
     uses_concept: bool = True
     learn_overrides: dict[str, Any] = field(default_factory=dict)
     """Learn-setting changes: a row with any learns its own concept for each scene."""
+    scene_overrides: dict[str, Any] = field(default_factory=dict)
+    """Scene-option changes (e.g. the prompt template): also a concept of its own."""
 
 
 DIFFUSION_SPECS: dict[str, DiffusionSpec] = {

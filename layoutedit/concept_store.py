@@ -1,9 +1,10 @@
 """Learned concepts in the concept cache: look up, or learn once and store.
 
 A concept's key (`layoutedit_cache.concept_key`) covers the base model's fingerprint, the
-learning settings plus the scene prompt (the prompt template changes what is learned), the
-scene's pixels, its labels and its object names. `obtain_concept` holds the key's lock while
-it looks up and learns, so two processes learning the same scene learn it once. Checkpoints
+learning settings plus the scene prompt (the prompt template changes what is learned) and
+the contents of a prior folder, the scene's pixels, its labels and its object names.
+`obtain_concept` holds the key's lock while it looks up and learns, so two processes learning
+the same scene learn it once. Checkpoints
 of a run in progress live in `<cache dir>/learn-checkpoints/<key>` (not a cache entry), so
 an interrupted run leaves no entry but resumes; they are removed once the entry is stored.
 """
@@ -21,6 +22,7 @@ from layoutedit.concept import Concept
 from layoutedit.config import LearnConfig
 from layoutedit.learn import learn_concept
 from layoutedit.model_loading import LoadedModel
+from layoutedit.prior import prior_folder_digest
 from layoutedit.scene import Scene
 from layoutedit.training import ProgressHook
 
@@ -39,8 +41,12 @@ class ObtainedConcept:
 
 
 def learn_key_config(cfg: LearnConfig, scene: Scene) -> dict[str, Any]:
-    """What of the settings a concept depends on: the learn config and the scene prompt."""
-    return {**cfg.model_dump(mode="json"), "prompt": scene.prompt}
+    """What of the settings a concept depends on: the learn config, the scene prompt and,
+    when prior preservation reads a folder, a digest of that folder's contents."""
+    out = {**cfg.model_dump(mode="json"), "prompt": scene.prompt}
+    if cfg.prior_preservation and cfg.prior_dir is not None:
+        out["prior_dir_digest"] = prior_folder_digest(cfg.prior_dir)
+    return out
 
 
 def scene_learn_key(model: LoadedModel, scene: Scene, cfg: LearnConfig) -> str:

@@ -13,6 +13,7 @@ Only the latents are kept: the fine-tune never needs the pixels.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,36 @@ def _centre_square(image: np.ndarray) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     return image[top : top + side, left : left + side]
+
+
+def prior_folder_digest(folder: Path) -> str:
+    """SHA-256 (hex) of a prior folder's lists and the bytes of every image they name.
+
+    The concept key covers it, so editing the folder's images or captions learns anew.
+    A missing list or image is hashed as missing (learning then reports it).
+    """
+    sha = hashlib.sha256()
+
+    def add(label: str, data: bytes | None) -> None:
+        sha.update(label.encode() + b"\0")
+        sha.update(b"-" if data is None else len(data).to_bytes(8, "big") + data)
+
+    for name in ("images.txt", "caption.txt"):
+        try:
+            add(name, (folder / name).read_bytes())
+        except OSError:
+            add(name, None)
+    try:
+        paths = _lines(folder / "images.txt")
+    except UserError:
+        paths = []
+    for text in paths:
+        path = Path(text) if Path(text).is_absolute() else folder / text
+        try:
+            add(text, path.read_bytes())
+        except OSError:
+            add(text, None)
+    return sha.hexdigest()
 
 
 def load_prior_folder(model: LoadedModel, folder: Path) -> PriorSet:

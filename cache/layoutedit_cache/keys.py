@@ -20,9 +20,9 @@ steps, the guidance scale and any `extra` settings the caller passes. A **prior 
 any `extra` generation settings.
 
 Not covered: the file names, the backend or device that computed a result (a concept learned
-on the GPU is reused on the CPU), and the *contents* of folders named in the config (a
-`prior_dir` is hashed by its path only; a caller that wants its contents covered adds a digest
-of them to the config dict).
+on the GPU is reused on the CPU), and the *contents* of folders named in the config: a
+caller that wants them covered adds a digest to the config dict (layoutedit's concept store
+adds `prior_dir_digest`, over the prior folder's lists and images).
 
 Each key is 64 lowercase hex digits. Keys are plain strings, never tuples (diskcache pickles
 tuple keys, and equal tuples can pickle differently).

@@ -4,9 +4,9 @@ A concept's key (`layoutedit_cache.concept_key`) covers the base model's fingerp
 learning settings plus the scene prompt (the prompt template changes what is learned) and
 the contents of a prior folder, the scene's pixels, its labels and its object names.
 `obtain_concept` holds the key's lock while it looks up and learns, so two processes learning
-the same scene learn it once. Checkpoints
-of a run in progress live in `<cache dir>/learn-checkpoints/<key>` (not a cache entry), so
-an interrupted run leaves no entry but resumes; they are removed once the entry is stored.
+the same scene learn it once. Checkpoints of a run in progress live in
+`<cache dir>/learn-checkpoints/<key>` (not a cache entry), so an interrupted run leaves no
+entry but resumes; they are removed once the entry is stored.
 """
 
 from __future__ import annotations

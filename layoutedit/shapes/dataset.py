@@ -7,8 +7,10 @@ the quality gate uses `HELDOUT_SEED_BASE`; tests and the benchmark use small see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,30 +35,33 @@ def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:
     return covers, [o.phrase for o in scene.objects]
 
 
-def generate(first_seed: int, count: int, workers: int = 2) -> tuple[np.ndarray, list[str]]:
-    """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order."""
-    seeds = range(first_seed, first_seed + count)
-    with Pool(workers) as pool:
-        pairs = pool.map(_one, seeds, chunksize=64)
-    images = np.stack([p[0] for p in pairs])
-    return images, [p[1] for p in pairs]
+def _cached_pairs(
+    path: Path, name: str, first_seed: int, count: int, one: Callable[[int], tuple[Any, Any]]
+) -> tuple[np.ndarray, list[Any]]:
+    """`one(seed)` for seeds first_seed.. as (stacked arrays, list of JSON values), cached at
+    `path` (.npz holding `name`, with a .json beside it) and made on first use (2 workers)."""
+    json_path = path.with_suffix(".json")
+    if path.exists() and json_path.exists():
+        arrays = np.load(path)[name]
+        values = json.loads(json_path.read_text())
+        if len(arrays) == count == len(values):
+            return arrays, values
+    with Pool(2) as pool:
+        pairs = pool.map(one, range(first_seed, first_seed + count), chunksize=64)
+    arrays = np.stack([p[0] for p in pairs])
+    values = [p[1] for p in pairs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{name: arrays})
+    tmp.replace(path)
+    json_path.write_text(json.dumps(values))
+    return arrays, values
 
 
 def load_or_generate(path: Path, first_seed: int, count: int) -> tuple[np.ndarray, list[str]]:
-    """The cached set at `path` (.npz with a .json beside it), generated on first use."""
-    captions_path = path.with_suffix(".json")
-    if path.exists() and captions_path.exists():
-        images = np.load(path)["images"]
-        captions = json.loads(captions_path.read_text())
-        if len(images) == count == len(captions):
-            return images, captions
-    images, captions = generate(first_seed, count)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, images=images)
-    tmp.replace(path)
-    captions_path.write_text(json.dumps(captions))
-    return images, captions
+    """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order,
+    cached at `path` (.npz with a .json of captions beside it)."""
+    return _cached_pairs(path, "images", first_seed, count, _one)
 
 
 def load_or_generate_truth(
@@ -70,19 +75,4 @@ def load_or_generate_truth(
             cell that each object covers (rows past a scene's object count are zero).
         phrases: per scene, each object's caption phrase in drawing order.
     """
-    phrases_path = path.with_suffix(".json")
-    if path.exists() and phrases_path.exists():
-        covers = np.load(path)["covers"]
-        phrases = json.loads(phrases_path.read_text())
-        if len(covers) == count == len(phrases):
-            return covers, phrases
-    with Pool(2) as pool:
-        pairs = pool.map(_one_truth, range(first_seed, first_seed + count), chunksize=64)
-    covers = np.stack([p[0] for p in pairs])
-    phrases = [p[1] for p in pairs]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, covers=covers)
-    tmp.replace(path)
-    phrases_path.write_text(json.dumps(phrases))
-    return covers, phrases
+    return _cached_pairs(path, "covers", first_seed, count, _one_truth)

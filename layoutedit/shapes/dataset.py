@@ -52,7 +52,7 @@ def _cached_pairs(
     values = [p[1] for p in pairs]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{name: arrays})
+    np.savez(tmp, allow_pickle=False, **{name: arrays})
     tmp.replace(path)
     json_path.write_text(json.dumps(values))
     return arrays, values

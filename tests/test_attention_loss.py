@@ -46,6 +46,12 @@ def test_phrase_positions_point_at_the_phrase_words(tokenizer: CLIPTokenizer) ->
     for phrase, pos in zip(phrases, positions, strict=True):
         words = [tokenizer.convert_ids_to_tokens(ids[p]).removesuffix("</w>") for p in pos]
         assert words == phrase.split()[1:]  # the article is left out
+    picture = "a high quality picture of " + ", ".join(p.split(" ", 1)[1] for p in phrases)
+    positions = phrase_token_positions(tokenizer, picture, phrases, 24)
+    for phrase, pos in zip(phrases, positions, strict=True):
+        ids = tokenizer(picture).input_ids
+        words = [tokenizer.convert_ids_to_tokens(ids[p]).removesuffix("</w>") for p in pos]
+        assert words == phrase.split()[1:]
 
 
 def test_identical_phrases_take_successive_occurrences(tokenizer: CLIPTokenizer) -> None:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from layoutedit.attention import AttentionStore, cross_attention_sides, install_processors
+from layoutedit.shapes.captions import content, phrase_spans
 
 
 class LayerProbabilities(AttentionStore):
@@ -62,33 +63,19 @@ def phrase_token_positions(
 
     Args:
         tokenizer: the model's CLIP tokenizer (every world word is one token).
-        caption: the scene caption, e.g. `a blue circle and a striped red star on ...`.
-        phrases: each object's phrase as it appears in the caption, e.g. `a striped red star`.
+        caption: a scene caption in any of `captions.caption_variants`' forms.
+        phrases: each object's phrase, e.g. `a striped red star`.
         max_length: the text encoder's token count; positions past it are dropped.
 
     Returns:
-        One list per phrase: the positions of its words after the article. Identical
-        phrases take successive occurrences in the caption.
+        One list per phrase: the positions of its words after the article (`phrase_spans`
+        places them).
     """
-    used: set[int] = set()
     out: list[list[int]] = []
-    for phrase in phrases:
-        start = 0
-        while True:
-            at = caption.find(phrase, start)
-            if at < 0:
-                raise ValueError(f"phrase {phrase!r} not in caption {caption!r}")
-            end = at + len(phrase)
-            bounded = (at == 0 or caption[at - 1] == " ") and (
-                end == len(caption) or not caption[end].isalnum()
-            )
-            if bounded and at not in used:
-                break
-            start = at + 1
-        used.add(at)
+    for phrase, (at, _) in zip(phrases, phrase_spans(caption, phrases), strict=True):
         before = len(tokenizer(caption[:at], add_special_tokens=False).input_ids)
-        words = len(tokenizer(phrase, add_special_tokens=False).input_ids)
-        positions = [1 + before + j for j in range(1, words)]
+        words = len(tokenizer(content(phrase), add_special_tokens=False).input_ids)
+        positions = [1 + before + j for j in range(words)]
         out.append([p for p in positions if p < max_length - 1])
     return out
 

@@ -39,6 +39,7 @@ from layoutedit.shapes.attention_loss import (
     phrase_token_positions,
     token_selection,
 )
+from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate, load_or_generate_truth
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.world import VOCABULARY
@@ -145,6 +146,35 @@ def _ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
             ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
+CAPTION_MIX = (0.6, 0.25, 0.15)
+"""Share of world captions, scene-template captions and photo captions in training."""
+
+
+def encode_captions(
+    tokenizer: Any, captions: list[str], phrases: list[list[str]], size: ModelSize, objects: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and object-word selections of every caption variant of every scene.
+
+    Returns:
+        ids: (N, V, T) int64, V = len(CAPTION_MIX), T = size.max_length.
+        selection: (N, V, objects, T) float32, 1 where token t names object k.
+    """
+    texts, positions = [], []
+    for caption, scene_phrases in zip(captions, phrases, strict=True):
+        for variant in caption_variants(caption, scene_phrases):
+            texts.append(variant)
+            positions.append(
+                phrase_token_positions(tokenizer, variant, scene_phrases, size.max_length)
+            )
+    ids = tokenizer(
+        texts, padding="max_length", max_length=size.max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids  # fmt: skip
+    selection = torch.from_numpy(token_selection(positions, objects, size.max_length))
+    n, v = len(captions), len(CAPTION_MIX)
+    return ids.reshape(n, v, -1), selection.reshape(n, v, objects, -1)
+
+
 def train_unet(
     run: Path,
     latents: torch.Tensor,
@@ -153,39 +183,28 @@ def train_unet(
     steps: int,
     batch: int,
     lr: float,
-    truth: tuple[np.ndarray, list[list[str]]] | None = None,
+    truth: tuple[np.ndarray, list[list[str]]],
     attention_weight: float = 0.0,
 ) -> None:
     """UNet and text encoder together, DDPM epsilon loss, 10% caption dropout, EMA weights.
 
-    With `truth` (object covers and phrases, `load_or_generate_truth`) and a positive
-    `attention_weight`, the mask-supervised cross-attention loss of `attention_loss` is
-    added: each object word's attention is pushed onto its object in every layer.
+    Each example's caption is drawn from its `captions.caption_variants` by `CAPTION_MIX`.
+    With a positive `attention_weight`, the mask-supervised cross-attention loss of
+    `attention_loss` is added: each object word's attention is pushed onto its object (the
+    covers of `truth`, from `load_or_generate_truth`) in every layer.
     """
     tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
     unet, text = build_unet(size), build_text_encoder(size, tokenizer)
-    supervise = truth is not None and attention_weight > 0
+    covers_all = torch.from_numpy(truth[0].astype(np.float32))
+    ids_all, selection_all = encode_captions(
+        tokenizer, captions, truth[1], size, covers_all.shape[1]
+    )
+    supervise = attention_weight > 0
     if supervise:
-        assert truth is not None
         collector = attach_recorders(unet, size.latent_size)
-        covers_all = torch.from_numpy(truth[0].astype(np.float32))
-        positions = [
-            phrase_token_positions(tokenizer, caption, phrases, size.max_length)
-            for caption, phrases in zip(captions, truth[1], strict=True)
-        ]
-        selection_all = torch.from_numpy(
-            token_selection(positions, covers_all.shape[1], size.max_length)
-        )
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     noise_sched: Any = DDPMScheduler.from_config(build_scheduler().config)
-    ids_all = tokenizer(
-        captions,
-        padding="max_length",
-        max_length=size.max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
     empty = tokenizer(
         [""], padding="max_length", max_length=size.max_length, return_tensors="pt"
     ).input_ids
@@ -219,7 +238,8 @@ def train_unet(
             group["lr"] = cur_lr
         idx = torch.from_numpy(rng.integers(0, len(latents), batch))
         z0 = latents[idx]
-        ids = ids_all[idx].clone()
+        variant = torch.from_numpy(rng.choice(len(CAPTION_MIX), size=batch, p=CAPTION_MIX))
+        ids = ids_all[idx, variant].clone()
         drop = torch.from_numpy(rng.random(batch) < 0.1)
         ids[drop] = empty[0]
         noise = torch.randn_like(z0)
@@ -231,7 +251,7 @@ def train_unet(
         denoise = loss = F.mse_loss(pred, noise)
         share = torch.tensor(float("nan"))
         if supervise:
-            selection = selection_all[idx] * (~drop).float()[:, None, None]
+            selection = selection_all[idx, variant] * (~drop).float()[:, None, None]
             attn_loss, share = mask_attention_loss(collector.probs, covers_all[idx], selection)
             loss = denoise + attention_weight * attn_loss
         opt.zero_grad(set_to_none=True)
@@ -355,9 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
     latents, _ = encode_latents(run, images)
-    truth = None
-    if args.attention_weight > 0:
-        truth = load_or_generate_truth(run / "truth.npz", TRAIN_SEED_BASE, args.scenes)
+    truth = load_or_generate_truth(run / "truth.npz", TRAIN_SEED_BASE, args.scenes)
     train_unet(
         run,
         latents,
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         args.unet_steps,
         args.unet_batch,
         args.lr,
-        truth=truth,
+        truth,
         attention_weight=args.attention_weight,
     )
     if args.export is not None:

@@ -48,4 +48,8 @@ def test_training_continues_from_an_exported_model(tmp_path: Path) -> None:
     assert json.loads((out2 / "TRAINING.json").read_text())["unet_steps"] == 3
     assert "unet step 2 " in (second / "train.log").read_text()
     assert "vae step" not in (second / "train.log").read_text()
+    # The settings of every invocation travel with the model, the first model's included.
+    history = json.loads((out2 / "TRAINING.json").read_text())["history"]
+    assert [h["from_step"] for h in history] == [0, 2]
+    assert history[1]["init_from"] == str(out) and history[0]["unet_steps"] == 2
     assert (out2 / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae

@@ -3,7 +3,12 @@
 Run `python -m layoutedit.shapes.train --run-dir runs/shapes-tiny --export DIR` (`make model`).
 Every phase checkpoints into the run folder (safetensors + JSON, no pickle) and is skipped or
 resumed when the folder already holds its result, so an interrupted run continues where it
-stopped. Losses go to `train.log` in the run folder.
+stopped. Losses go to `train.log` in the run folder; each invocation's settings are appended
+to `history.json`, which the exported model carries in its `TRAINING.json`.
+
+Beyond the denoising loss, the UNet stage trains on the method's own prompt forms
+(`captions.py`) and, with `--attention-weight`, pushes each object word's cross-attention onto
+the object's mask (`attention_loss.py`): layout guidance needs localised attention.
 """
 
 from __future__ import annotations
@@ -278,6 +283,20 @@ def train_unet(
             (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
 
 
+HISTORY = "history.json"
+
+
+def _append_history(run: Path, args: argparse.Namespace) -> None:
+    """Record this invocation's settings (and the step it starts from) in the run folder."""
+    path = run / HISTORY
+    history = json.loads(path.read_text()) if path.exists() else []
+    state = run / "unet_state.json"
+    start = json.loads(state.read_text())["step"] if state.exists() else 0
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    history.append({"date": time.strftime("%Y-%m-%d"), "from_step": start, **settings})
+    path.write_text(json.dumps(history, indent=1))
+
+
 def seed_from_model(run: Path, model_dir: Path) -> None:
     """Start an empty run from an exported pipeline folder, so training goes on where the
     shipped model stopped even without the original run folder (weights only: the optimiser
@@ -291,8 +310,10 @@ def seed_from_model(run: Path, model_dir: Path) -> None:
     state = {f"unet.{k}": v for k, v in unet.items()} | {f"text.{k}": v for k, v in text.items()}
     write_safetensors_atomic(run / "unet_ckpt.safetensors", state)
     write_safetensors_atomic(run / "ema.safetensors", state)
-    step = json.loads((model_dir / "TRAINING.json").read_text())["unet_steps"]
+    training = json.loads((model_dir / "TRAINING.json").read_text())
+    step = training["unet_steps"]
     (run / "unet_state.json").write_text(json.dumps({"step": step}))
+    (run / HISTORY).write_text(json.dumps(training.get("history", []), indent=1))
     _log(run, f"seeded from {model_dir} at step {step}")
 
 
@@ -324,8 +345,13 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
         shutil.copy2(run / "tokenizer" / name, tmp / "tokenizer" / name)
     step = json.loads((run / "unet_state.json").read_text())["step"]
+    history_path = run / HISTORY
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
     (tmp / "TRAINING.json").write_text(
-        json.dumps({"unet_steps": step, "recipe": "layoutedit.shapes.train"})
+        json.dumps(
+            {"unet_steps": step, "recipe": "layoutedit.shapes.train", "history": history},
+            indent=1,
+        )
     )
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
@@ -370,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     write_tokenizer(run / "tokenizer", VOCABULARY, size.max_length)
     if args.init_from is not None:
         seed_from_model(run, args.init_from)
+    _append_history(run, args)
     t0 = time.time()
     images, captions = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
     _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")

@@ -75,7 +75,8 @@ def test_inspect_seed_sample_lists_objects_areas_and_prompt(seed_sample: Path) -
     assert code == 0
     for text in ("cat", "pot", "plant", "<cat>", "73,408", "92,352", "30,528", "28.0 %"):
         assert text in out
-    assert "a high quality picture of <cat>, <pot> and <plant>" in out
+    # The default model's preset prompts with the bare object list.
+    assert "<cat>, <pot> and <plant>" in out and "high quality" not in out
     assert "layout1.png, layout2.png, layout3.png" in out
 
 
@@ -90,7 +91,9 @@ def test_inspect_seed_sample_with_layout_says_how_objects_moved(seed_sample: Pat
 
 def test_inspect_json_seed_sample(seed_sample: Path) -> None:
     layout = seed_sample / "target_layout" / "layout3.png"
-    code, out, _ = invoke("--json", "inspect", seed_sample, "--layout", layout)
+    code, out, _ = invoke(
+        "--json", "--model", "/models/sd15", "inspect", seed_sample, "--layout", layout
+    )
     assert code == 0
     report = json.loads(out)
     assert [o["name"] for o in report["objects"]] == ["cat", "pot", "plant"]

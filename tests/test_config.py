@@ -136,6 +136,7 @@ def test_a_model_without_a_preset_gets_its_tuned_one() -> None:
     tuned = resolve_settings(model="builtin:shapes-tiny")
     assert tuned.edit.steps == PRESETS["shapes-tiny"]["edit"]["steps"]
     assert tuned.edit.steps != EditConfig().steps
+    assert tuned.scene.prompt_template == "{objects}"  # presets reach the scene section too
     # Any other model gets the published defaults; a named preset always wins.
     assert resolve_settings(model="/models/sd15").edit == EditConfig()
     assert resolve_settings("published", model="builtin:shapes-tiny").edit == EditConfig()

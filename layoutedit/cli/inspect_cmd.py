@@ -244,8 +244,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         app_state = state(ctx)
+        # The scene options (prompt template) `learn` would use with this --model.
         options = resolve_settings(
-            None, config, {"scene": {"colour_tolerance": colour_tolerance}}
+            None,
+            config,
+            {"scene": {"colour_tolerance": colour_tolerance}},
+            model=app_state.model,
         ).scene
         scene = load_scene(
             scene_dir,

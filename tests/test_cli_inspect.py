@@ -139,11 +139,15 @@ def test_inspect_explicit_files_and_flip_layout(scene_dir: Path) -> None:
 def test_inspect_token_positions_with_a_tokenizer(scene_dir: Path, tmp_path: Path) -> None:
     tok = tmp_path / "model" / "tokenizer"
     write_tokenizer(tok, ["a", "high", "quality", "picture", "of", "and"], 77)
-    code, out, _ = invoke("--json", "inspect", scene_dir, "--tokenizer", tmp_path / "model")
+    model = ("--model", tmp_path / "model")  # not the builtin model: the published template
+    code, out, _ = invoke("--json", *model, "inspect", scene_dir, "--tokenizer", tmp_path / "model")
     assert code == 0
     assert json.loads(out)["token_positions"] == {"<cat>": 6, "<pot>": 8, "<plant>": 10}
-    code, out, _ = invoke("inspect", scene_dir, "--tokenizer", tok)
+    code, out, _ = invoke(*model, "inspect", scene_dir, "--tokenizer", tok)
     assert "<cat> 6" in out
+    # With the builtin model's bare template the tokens sit at the front.
+    code, out, _ = invoke("--json", "inspect", scene_dir, "--tokenizer", tok)
+    assert json.loads(out)["token_positions"] == {"<cat>": 1, "<pot>": 3, "<plant>": 5}
 
 
 def test_inspect_shows_snapping_warnings(scene_dir: Path) -> None:

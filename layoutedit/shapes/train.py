@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--attention-weight",
         type=float,
-        default=0.1,
+        default=0.3,
         help="Weight of the mask-supervised cross-attention loss (0: denoising loss only).",
     )
     ap.add_argument("--export-only", action="store_true")

@@ -79,7 +79,7 @@ class DiffusionRuntime:
         self.say = say or (lambda _line: None)
         # Keyed by (scene seed, learn + scene settings as JSON): sweep rows may differ.
         self._learned: dict[tuple[int, str], _Learned] = {}
-        # Keyed by (scene seed, learn settings, DDIM steps): the inversion depends on both.
+        # Keyed by (scene seed, learn + scene settings, DDIM steps): the inversion needs all.
         self._inverted: dict[tuple[int, str, int], _Inverted] = {}
         self.warm_up(self.load_model())  # also fails early on a missing model
 

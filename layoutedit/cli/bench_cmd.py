@@ -22,7 +22,7 @@ Example: layoutedit bench --quick --out ./bench-out
 
          layoutedit bench --variants full --sweep sweep.toml --seed 2000 --scenes 4
 
-A sweep file adds one row per TOML table, `full` with that table's learn/edit changes,
+A sweep file adds one row per TOML table, `full` with that table's scene/learn/edit changes,
 e.g. `[res16]` with `edit = { attention_res = 16 }`.
 """
 
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--sweep",
-                help="TOML file of extra rows: each table is `full` with its learn/edit "
+                help="TOML file of extra rows: each table is `full` with its scene/learn/edit "
                 "changes. With --variants '' only the sweep rows run.",
             ),
         ] = None,

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from layoutedit.cli.common import AppState, console, err_console, state, user_errors
+from layoutedit.cli.common import (
+    AppState,
+    ConfigOption,
+    PresetOption,
+    console,
+    err_console,
+    state,
+    user_errors,
+)
 
 HELP = """Benchmark the editing method on generated scenes whose ground truth is exact.
 
@@ -164,13 +172,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option("--out", help="Folder for bench.json, bench.md, examples.png.")
         ] = Path("bench-out"),
-        preset: Annotated[
-            str | None,
-            typer.Option("--preset", help="Settings preset (`published`, `fast`)."),
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="TOML settings file (over the preset).")
-        ] = None,
+        preset: PresetOption = None,
+        config: ConfigOption = None,
         sweep: Annotated[
             Path | None,
             typer.Option(

@@ -26,6 +26,15 @@ PRESET_HELP = (
     "(shapes-tiny for the embedded model, published for any other)."
 )
 
+PresetOption = Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML settings file over the preset (sections \\[scene], \\[learn], \\[edit]).",
+    ),
+]
+
 # The scene inputs of learn, edit and inspect: a folder, or its files one by one (which
 # override the folder's). `layoutedit.scene.load_scene` checks what was given.
 SceneArgument = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from layoutedit.cli.common import PRESET_HELP, console, state, user_errors
+from layoutedit.cli.common import PresetOption, console, state, user_errors
 
 HELP = """Generate a three-object shapes scene, learn it, and edit it to three layouts.
 
@@ -38,10 +38,7 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[
             str | None, typer.Option("--seeds", help="Edit seeds, e.g. 0,8 (default: preset's).")
         ] = None,
-        preset: Annotated[
-            str | None,
-            typer.Option("--preset", help=PRESET_HELP),
-        ] = None,
+        preset: PresetOption = None,
     ) -> None:
         from layoutedit.cli.edit_cmd import parse_seeds, run_edit
         from layoutedit.demo import collect_edits, demo_cases, finish_demo, write_demo_scene

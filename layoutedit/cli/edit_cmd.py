@@ -13,11 +13,12 @@ import typer
 
 from layoutedit.backend import get_backend
 from layoutedit.cli.common import (
-    PRESET_HELP,
     AppState,
+    ConfigOption,
     ImageOption,
     LabelsOption,
     MaskOption,
+    PresetOption,
     SceneArgument,
     console,
     err_console,
@@ -361,11 +362,8 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--attention-res", help="Attention grid side; default latent/4."),
         ] = None,
-        preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option("--config", help="TOML settings file (\\[edit] and \\[learn] sections)."),
-        ] = None,
+        preset: PresetOption = None,
+        config: ConfigOption = None,
     ) -> None:
         from layoutedit.logs import configure_library_logging
 

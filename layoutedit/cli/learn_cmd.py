@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from layoutedit.cli.common import (
-    PRESET_HELP,
     AppState,
+    ConfigOption,
     ImageOption,
     LabelsOption,
     MaskOption,
+    PresetOption,
     SceneArgument,
     console,
     err_console,
@@ -53,10 +54,8 @@ def register(app: typer.Typer) -> None:
         image: ImageOption = None,
         mask: MaskOption = None,
         labels: LabelsOption = None,
-        preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="TOML settings file (overrides preset).")
-        ] = None,
+        preset: PresetOption = None,
+        config: ConfigOption = None,
         ti_steps: Annotated[
             int | None,
             typer.Option(

@@ -173,6 +173,22 @@ def attention_shares(
     return shares
 
 
+@torch.no_grad()
+def true_image_attention_share(pipe: Any, scenes: Sequence[WorldScene]) -> float:
+    """Mean attention share of each object's noun on its exact mask, on the true images.
+
+    Separates where the model's words attend from how well it draws: the same measure as
+    `attention_shares`, on VAE latents of the scenes themselves (every object present).
+    """
+    images = np.stack([s.image for s in scenes])
+    latents = pipe.vae.encode(_to_tensor(images)).latent_dist.mean
+    latents = latents * pipe.vae.config.scaling_factor
+    everyone = [
+        Presence([True] * len(s.objects), [True] * len(s.objects), list(s.masks)) for s in scenes
+    ]
+    return float(np.mean(attention_shares(pipe, latents, scenes, everyone)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the quality gate of a pipeline folder."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -214,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             float(np.mean([c for p in found for c in p.colour_and_shape])), 3
         ),
         "attention_on_object_share": round(float(np.mean(shares)) if shares else 0.0, 3),
+        "attention_on_object_share_true_images": round(true_image_attention_share(pipe, scenes), 3),
         "scenes": len(scenes),
     }
     print(json.dumps(result, indent=2))

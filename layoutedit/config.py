@@ -196,30 +196,45 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML config file into nested dicts (sections `scene`, `learn`, `edit`)."""
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML file; every way it can fail is a UserError naming `path` and `what`."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise UserError("config file not found", path=path) from None
+        raise UserError(f"{what} not found", path=path) from None
     except IsADirectoryError:
-        raise UserError("config file is a folder, not a TOML file", path=path) from None
+        raise UserError(f"{what} is a folder, not a TOML file", path=path) from None
     except OSError as exc:
-        raise UserError(f"cannot read config file: {exc.strerror or exc}", path=path) from None
+        raise UserError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
     except UnicodeDecodeError:
         raise UserError("not valid TOML: the file is not UTF-8 text", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"not valid TOML: {exc}", path=path) from None
-    edit = data.get("edit")
-    if isinstance(edit, dict) and "refinement" in edit:
-        # TOML keys are strings; the model wants step numbers.
-        try:
-            edit["refinement"] = {int(k): v for k, v in edit["refinement"].items()}
-        except (ValueError, AttributeError):
-            raise UserError(
-                "edit.refinement must map step numbers to thresholds", path=path
-            ) from None
+
+
+def normalise_edit_section(edit: Any, path: Path, where: str = "") -> None:
+    """Turn the TOML string keys of `edit["refinement"]` into step numbers, in place.
+
+    Args:
+        edit: an `[edit]` table as read (anything else is left for validation to refuse).
+        path: the file, for the error.
+        where: prefix of the error message (e.g. `row 'a': `).
+    """
+    if not isinstance(edit, dict) or "refinement" not in edit:
+        return
+    try:
+        edit["refinement"] = {int(k): v for k, v in edit["refinement"].items()}
+    except (ValueError, AttributeError):
+        raise UserError(
+            f"{where}edit.refinement must map step numbers to thresholds", path=path
+        ) from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file into nested dicts (sections `scene`, `learn`, `edit`)."""
+    data = read_toml(path)
+    normalise_edit_section(data.get("edit"), path)
     return data
 
 

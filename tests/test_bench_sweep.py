@@ -100,3 +100,8 @@ def test_edit_rows_share_the_concept_and_learn_rows_learn_their_own(
     # The inversion depends on the concept, so ti3 does not reuse full's.
     assert len(runtime._inverted) == 2
     assert all(r.unet_evaluations >= STEPS for r in result.rows)
+
+
+def test_missing_sweep_file_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="sweep file not found"):
+        load_sweep(tmp_path / "nope.toml", Settings())

@@ -23,7 +23,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from layoutedit.bench.variants import DiffusionSpec
-from layoutedit.config import EditConfig, LearnConfig, SceneOptions, Settings, load_config_file
+from layoutedit.config import (
+    EditConfig,
+    LearnConfig,
+    SceneOptions,
+    Settings,
+    normalise_edit_section,
+    read_toml,
+)
 from layoutedit.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
@@ -39,15 +46,6 @@ def _describe(changes: dict[str, dict[str, Any]]) -> str:
     return "full with " + ", ".join(parts) if parts else "full (no changes)"
 
 
-def _refinement(value: Any, path: Path, row: str) -> dict[int, float]:
-    try:
-        return {int(k): v for k, v in value.items()}
-    except (ValueError, AttributeError):
-        raise UserError(
-            f"row {row!r}: edit.refinement must map step numbers to thresholds", path=path
-        ) from None
-
-
 def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> list[DiffusionSpec]:
     """The rows of the sweep file at `path`, each checked against `settings`.
 
@@ -60,7 +58,7 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
         UserError: unreadable file, no rows, a bad row name, an unknown section or setting,
             or a value the setting refuses; the message names the file and the row.
     """
-    data = load_config_file(path)
+    data = read_toml(path, "sweep file")
     if not data:
         raise UserError("the sweep file has no rows (one TOML table per row)", path=path)
     used = set(taken)
@@ -84,8 +82,8 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
             if not isinstance(raw, dict):
                 raise UserError(f"row {name!r}: {section} must be a table of settings", path=path)
             values = dict(raw)
-            if section == "edit" and "refinement" in values:
-                values["refinement"] = _refinement(values["refinement"], path, name)
+            if section == "edit":
+                normalise_edit_section(values, path, where=f"row {name!r}: ")
             extra = sorted(set(values) - set(model.model_fields))
             if extra:
                 raise UserError(f"row {name!r}: unknown setting {section}.{extra[0]}", path=path)

@@ -14,9 +14,9 @@ from layoutedit.shapes.attention_loss import (
     attach_recorders,
     mask_attention_loss,
     phrase_token_positions,
-    pooled_covers,
     token_selection,
 )
+from layoutedit.shapes.dataset import pooled_covers
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.world import VOCABULARY, sample_scene
 

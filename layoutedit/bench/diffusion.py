@@ -48,6 +48,11 @@ class _Inverted:
     unet_evaluations: int
 
 
+def _settings_key(learn: LearnConfig, scene: SceneOptions) -> str:
+    """What of the settings a scene's concept (and so its inversion) depends on, as text."""
+    return learn.model_dump_json() + scene.model_dump_json()
+
+
 class DiffusionRuntime:
     """Model, backend and per-scene shared work for the diffusion variants.
 
@@ -151,7 +156,7 @@ class DiffusionRuntime:
 
         config = config if config is not None else self.settings.learn
         options = options if options is not None else self.settings.scene
-        key = (cases[0].scene_seed, config.model_dump_json() + options.model_dump_json())
+        key = (cases[0].scene_seed, _settings_key(config, options))
         if key not in self._learned:
             self.say(f"learning scene {key[0]}")
             model = self.load_model()
@@ -189,7 +194,7 @@ class DiffusionRuntime:
             self.backend,
             concept=learned.concept if learned is not None else None,
         )
-        inv_key = (seed, learn_cfg.model_dump_json() + options.model_dump_json(), cfg.steps)
+        inv_key = (seed, _settings_key(learn_cfg, options), cfg.steps)
         shared = self._inverted.get(inv_key) if spec.uses_concept else None
         if shared is not None and cfg.blend_steps > 0:
             session.use_inversion(shared.inversion)

@@ -91,13 +91,6 @@ def token_selection(
     return sel
 
 
-def pooled_covers(masks: np.ndarray, side: int) -> np.ndarray:
-    """(K, S, S) bool object masks -> (K, side, side) float32 share of each cell covered."""
-    k, s, _ = masks.shape
-    f = s // side
-    return masks.reshape(k, side, f, side, f).mean(axis=(2, 4)).astype(np.float32)
-
-
 def mask_attention_loss(
     layer_probs: Sequence[torch.Tensor], covers: torch.Tensor, selection: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

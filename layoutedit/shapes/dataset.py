@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from layoutedit.shapes.attention_loss import pooled_covers
 from layoutedit.shapes.world import sample_scene
 
 TRAIN_SEED_BASE = 10_000_000
@@ -26,6 +25,13 @@ COVER_SIDE = 16  # the latent side of shapes-tiny: one cover cell per latent cel
 def _one(seed: int) -> tuple[np.ndarray, str]:
     scene = sample_scene(seed)
     return scene.image, scene.caption
+
+
+def pooled_covers(masks: np.ndarray, side: int) -> np.ndarray:
+    """(K, S, S) bool object masks -> (K, side, side) float32 share of each cell covered."""
+    k, s, _ = masks.shape
+    f = s // side
+    return masks.reshape(k, side, f, side, f).mean(axis=(2, 4)).astype(np.float32)
 
 
 def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:

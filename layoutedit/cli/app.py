@@ -16,6 +16,7 @@ from layoutedit.cli import (
     edit_cmd,
     inspect_cmd,
     learn_cmd,
+    mask_cmd,
 )
 from layoutedit.cli.common import DEFAULT_MODEL, AppState, console, default_cache_dir
 
@@ -87,6 +88,7 @@ backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)
 bench_cmd.register(app)
+mask_cmd.register(app)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ import torch
 from layoutedit.config import Settings, resolve_settings
 from layoutedit.editing import EditResult
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import Operation, apply_operations, parse_step
+from layoutedit.layout_edits import Operation, operations_layout, parse_step
 from layoutedit.scene import Layout, Scene, layout_from_labels, load_layout, load_scene
 
 if TYPE_CHECKING:
@@ -107,18 +107,26 @@ class EditOutcome(EditResult):
         }
 
     def save(
-        self, folder: Path | str, *, best: bool = False, extra: dict[str, Any] | None = None
+        self,
+        folder: Path | str,
+        *,
+        best: bool = False,
+        extra: dict[str, Any] | None = None,
+        layout_png: bool | None = None,
     ) -> dict[str, Path]:
         """Write the edit into `folder` (replaced atomically): `seed-N.png` per kept seed,
-        `sheet.png`, `edit.json` and the target layout map `layout.png`.
+        `sheet.png`, `edit.json` and, for a layout made here, the layout map `layout.png`.
 
         Args:
             folder: the output folder.
             best: keep only the lowest-loss candidate.
             extra: more top-level `edit.json` fields.
+            layout_png: write `layout.png`; default only when the layout has no file
+                (operations, a label grid), so that it can be seen and reused.
 
         Returns:
-            Paths: `folder`, `sheet`, `edit_json`, `layout`, `best` and `seed-N` per seed.
+            Paths: `folder`, `sheet`, `edit_json`, `layout` (`layout.png`, else the layout's
+            own file), `best` and `seed-N` per kept seed.
         """
         from layoutedit.atomic import write_png_atomic
         from layoutedit.outputs import RESULT_FILE, SHEET_FILE, colour_labels, seed_file, write_edit
@@ -136,16 +144,19 @@ class EditOutcome(EditResult):
             }
         record.update(extra or {})
         write_edit(self, scene, folder, best=best, concept_id=self.concept_id, extra=record)
-        layout_png = colour_labels(self.layout.labels, scene.palette)
-        write_png_atomic(folder / LAYOUT_FILE, layout_png)
+        layout_file = self.layout.path
+        if layout_png or (layout_png is None and layout_file is None):
+            layout_file = folder / LAYOUT_FILE
+            write_png_atomic(layout_file, colour_labels(self.layout.labels, scene.palette))
         kept = [self.best()] if best else self.candidates
         paths = {
             "folder": folder,
             "sheet": folder / SHEET_FILE,
             "edit_json": folder / RESULT_FILE,
-            "layout": folder / LAYOUT_FILE,
             "best": folder / seed_file(self.best().seed),
         }
+        if layout_file is not None:
+            paths["layout"] = layout_file
         paths.update({f"seed-{c.seed}": folder / seed_file(c.seed) for c in kept})
         return paths
 
@@ -427,10 +438,8 @@ class Editor:
             return load_layout(Path(spec), scene, self.settings.scene)
         if isinstance(spec, np.ndarray):
             return layout_from_labels(spec, scene)
-        ops = [parse_step(op) if isinstance(op, str) else op for op in spec]
-        start = base.labels if base is not None else scene.labels
-        grid, _ = apply_operations(start, scene.names, ops)
-        return Layout(path=None, labels=grid)
+        made = operations_layout(scene, spec, base)
+        return Layout(path=None, labels=made.labels)
 
     def _concept_for(
         self,
@@ -530,7 +539,7 @@ class Editor:
             target = self.layout(scene, layout, base=base)
             ops: tuple[str, ...] = ()
             if not isinstance(layout, (Layout, str, Path, np.ndarray)):
-                ops = tuple(op if isinstance(op, str) else op.text for op in layout)
+                ops = tuple((parse_step(op) if isinstance(op, str) else op).text for op in layout)
             used, concept_key, concept_id = self._concept_for(scene, concept, learn, learn_progress)
             self._check_cancel()
             session, reused = self._session_for(scene, used, concept_key)

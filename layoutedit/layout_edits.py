@@ -24,10 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from layoutedit.errors import UserError
+
+if TYPE_CHECKING:
+    from layoutedit.scene import Layout, Scene
 
 MIN_IN_FRAME = 0.8
 """Share of an object's (transformed) area that must stay inside the image."""
@@ -378,3 +382,16 @@ def apply_operations(
                 f"move it elsewhere or add --to-front {name}"
             )
     return grid, state
+
+
+def operations_layout(
+    scene: Scene, operations: Sequence[Operation | str], base: Layout | None = None
+) -> Layout:
+    """The layout that `operations` (objects, or strings such as `"move cat=+40,-10"`) make
+    from `base` (default: the source's masks). The Layout keeps `base`'s path."""
+    from layoutedit.scene import Layout
+
+    ops = [parse_step(op) if isinstance(op, str) else op for op in operations]
+    start = base.labels if base is not None else scene.labels
+    grid, _ = apply_operations(start, scene.names, ops)
+    return Layout(path=base.path if base is not None else None, labels=grid)

@@ -61,18 +61,22 @@ def test_api_example_runs_as_written_on_the_embedded_model(tmp_path: Path) -> No
     assert concept.tokens == scene.tokens
     assert image.shape == (*scene.size, 3) and image.dtype == np.uint8
     assert paths["folder"] == tmp_path / "out"
-    for name in ("sheet", "edit_json", "layout", "best"):
+    for name in ("sheet", "edit_json", "best"):
         assert paths[name].is_file(), name
+    assert paths["layout"] == layout  # a layout file is not copied
     record = json.loads(paths["edit_json"].read_text())
     assert record["concept"] == editor.learn_key(scene)
     assert record["settings"]["steps"] == 10  # the fast preset
-    # The layout map written next to the edit is the layout, in the scene's colours.
-    drawn = np.asarray(Image.open(paths["layout"]).convert("RGB"))
-    assert (drawn == np.asarray(scene.palette, dtype=np.uint8)[result.layout.labels]).all()
     # Learning once: the second learn is a cache hit, and a second edit reuses the session.
     assert editor.obtain(scene).cached
     again = editor.edit(scene, ["move " + scene.names[0] + "=+4,0"])
     assert again.reused_session and again.unet_evaluations["inversion"]["total"] == 0
+    # A layout made from operations is written next to the edit, in the scene's colours.
+    drawn = np.asarray(Image.open(again.save(tmp_path / "ops")["layout"]).convert("RGB"))
+    assert (drawn == np.asarray(scene.palette, dtype=np.uint8)[again.layout.labels]).all()
+    assert json.loads((tmp_path / "ops" / "edit.json").read_text())["operations"] == [
+        f"--move {scene.names[0]}=+4,+0"
+    ]
     assert result.unet_evaluations["inversion"]["total"] == 10
 
 

@@ -1,17 +1,17 @@
 """`layoutedit edit`: rearrange a scene's objects to one or more target layouts.
 
-Thin: parses options, loads the model, concept and scene once, then hands every layout to
-`layoutedit.editing.EditSession` and every result to `layoutedit.outputs.write_edit`.
+Thin: parses options and prints; one `layoutedit.Editor` loads the model, the concept and
+the source's inversion once, edits every layout and saves each result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from layoutedit.backend import get_backend
 from layoutedit.cli.common import (
     AppState,
     ConfigOption,
@@ -29,12 +29,10 @@ from layoutedit.cli.progress import learning_progress, seeds_progress
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
-    from layoutedit.concept import Concept
-    from layoutedit.config import Settings
-    from layoutedit.editing import EditResult
-    from layoutedit.model_loading import LoadedModel
-    from layoutedit.scene import Scene
-    from layoutedit_cache import ConceptCache
+    from layoutedit.config import SceneOptions, Settings
+    from layoutedit.editor import Editor
+    from layoutedit.layout_edits import Operation
+    from layoutedit.scene import Layout, Scene
 
 HELP = """Move a scene's objects to target layouts; writes one PNG per seed, sheet.png, edit.json.
 
@@ -45,6 +43,12 @@ Example:
   layoutedit edit ./scene --concept ./concept --preset fast --best --out ./edits
 
   layoutedit edit --image photo.jpg --mask mask.png --labels labels.json -l layout.png
+
+  layoutedit edit ./scene --move cat=+40,-10 --scale pot=0.8 --swap plant,pot
+
+Layout operations (--move, --scale, --swap, --box, --to-front; repeatable) apply to the
+source's masks, or to each --layout given, in the order box, swap, scale, move, to-front;
+the layout they make is written as layout.png next to the edit (OUT/operations/).
 
 Each layout's outputs go to OUT/<layout-stem>/ (OUT defaults to ./layoutedit-out/<scene>,
 named after the scene folder, or with --image after the image's folder).
@@ -125,54 +129,23 @@ def default_out_root(scene_dir: Path | None, image: Path | None) -> Path:
     return Path("layoutedit-out") / (folder.resolve().name or "scene")
 
 
-def concept_from_folder(concept_dir: Path | None, use_concept: bool) -> Concept | None:
-    """The concept of `--concept DIR` (read before the model loads, so a bad folder fails
-    fast), or None."""
-    if not use_concept or concept_dir is None:
-        return None
-    from layoutedit.concept import Concept
+def check_concept_folder(concept_dir: Path | None, use_concept: bool) -> None:
+    """Read `--concept DIR` before the model loads, so a bad folder fails fast."""
+    if use_concept and concept_dir is not None:
+        from layoutedit.concept import Concept
 
-    return Concept.load(concept_dir)
+        Concept.load(concept_dir)
 
 
-def resolve_concept(
-    app: AppState,
-    model: LoadedModel,
-    scene: Scene,
-    settings: Settings,
-    cache: ConceptCache,
-    *,
-    scene_arg: str,
-    from_folder: Concept | None,
-    concept_dir: Path | None,
-    no_learn: bool,
-) -> tuple[Concept | None, str]:
-    """The concept to edit with and the concept key its inversion is cached under.
-
-    Without --concept, the concept comes from the cache under the key `learn` would use
-    with the same settings; when missing it is learned now (`--no-learn`: exit 2 naming the
-    learn command). `--no-concept` and `--concept DIR` key the inversion by the scene and a
-    stand-in for the concept (see `layoutedit.inversion_cache`). `scene_arg` names the scene
-    as `learn` arguments (`scene_arguments`) in the `--no-learn` message.
-    """
-    from layoutedit.inversion_cache import file_digest, scene_concept_key
-
-    if not settings.edit.use_concept:
-        return None, scene_concept_key(model.fingerprint, scene, {"concept": "none"})
-    if from_folder is not None and concept_dir is not None:
-        from layoutedit.concept import TENSORS_FILE
-
-        digest = file_digest(concept_dir / TENSORS_FILE)
-        return from_folder, scene_concept_key(
-            model.fingerprint, scene, {"concept_file_sha256": digest}
-        )
-
-    from layoutedit.concept_store import cached_concept, obtain_concept, scene_learn_key
-
-    key = scene_learn_key(model, scene, settings.learn)
-    concept = cached_concept(cache, key)
-    if concept is not None:
-        return concept, key
+def ensure_concept(
+    app: AppState, editor: Editor, scene: Scene, *, scene_arg: str, no_learn: bool
+) -> None:
+    """Learn the scene now (with progress bars) unless its concept is cached; `--no-learn`
+    turns a missing concept into exit 2 naming the learn command (`scene_arg`: the scene as
+    `learn` arguments, see `scene_arguments`)."""
+    if editor.cached_concept(scene) is not None:
+        return
+    key = editor.learn_key(scene)
     if no_learn:
         raise UserError(
             f"no learned concept for this scene and these settings (key {key[:12]}); run "
@@ -183,28 +156,44 @@ def resolve_concept(
     if chatty:
         err_console.print(f"no cached concept for this scene: learning it (key {key[:12]})")
     with learning_progress(chatty) as progress:
-        obtained = obtain_concept(
-            model,
-            scene,
-            settings.learn,
-            cache,
-            backend=get_backend(app.backend),
-            progress=progress,
-        )
-    return obtained.concept, obtained.key
+        editor.learn(scene, progress=progress)
 
 
-def _summary(result: EditResult, folder: Path) -> dict[str, Any]:
-    best = result.best()
-    return {
-        "layout": str(result.layout.path) if result.layout.path else None,
-        "out": str(folder),
-        "best_seed": best.seed,
-        "best_loss": round(best.loss, 6),
-        "losses": {str(c.seed): round(c.loss, 6) for c in result.candidates},
-        "unet_evaluations": result.unet_evaluations,
-        "timings": {k: round(v, 3) for k, v in result.timings.items()},
-    }
+def make_editor(app: AppState, settings: Settings) -> Editor:
+    """The CLI's Editor: global options, resolved settings, notices on stderr."""
+    from layoutedit.editor import Editor
+
+    return Editor(
+        model=app.model,
+        backend=app.backend,
+        cache_dir=app.cache_dir,
+        settings=settings,
+        report=lambda line: err_console.print(line),
+    )
+
+
+OPERATIONS_STEM = "operations"
+"""Output folder of an edit made from operation flags alone (no --layout)."""
+
+
+def plan_targets(
+    scene: Scene, layouts: list[Path], operations: Sequence[Operation], options: SceneOptions
+) -> list[tuple[str, Layout]]:
+    """(output stem, layout) of every target: the operations on the source's masks when no
+    --layout is given, else each --layout (file or folder) with the operations on top.
+    Model-free, so that bad layouts and operations fail before the model loads."""
+    from layoutedit.layout_edits import operations_layout
+    from layoutedit.scene import load_layout
+
+    if operations and not layouts:
+        return [(OPERATIONS_STEM, operations_layout(scene, operations))]
+    targets = []
+    for path in layout_files(layouts, scene):
+        loaded = load_layout(path, scene, options)
+        if operations:
+            loaded = operations_layout(scene, operations, base=loaded)
+        targets.append((path.stem, loaded))
+    return targets
 
 
 def run_edit(
@@ -221,94 +210,97 @@ def run_edit(
     image: Path | None = None,
     mask: Path | None = None,
     labels: Path | None = None,
+    operations: Sequence[Operation] = (),
 ) -> list[dict[str, Any]]:
     """The whole command, callable without the CLI. Returns one summary per layout.
 
     The scene is a folder (`scene_dir`), its three files (`image`, `mask`, `labels`), or a
-    folder with some of its files replaced. The model, the concept and the source's
-    inversion are prepared once for all layouts.
+    folder with some of its files replaced. `operations` are applied to each --layout, or,
+    without --layout, to the source's masks (outputs in OUT/operations/). One `Editor`
+    prepares the model, the concept and the source's inversion once for all layouts.
     """
     from layoutedit.config import resolve_settings
-    from layoutedit.editing import EditSession
-    from layoutedit.inversion_cache import cached_inversion
-    from layoutedit.model_loading import load_model
-    from layoutedit.outputs import write_edit
-    from layoutedit.scene import load_layout, load_scene
-    from layoutedit_cache import ConceptCache
+    from layoutedit.scene import load_scene
 
     settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit
-    from_folder = concept_from_folder(concept_dir, cfg.use_concept)
-    backend = get_backend(app.backend)
-    # fp32 first: a concept learned here trains in fp32; cast to the backend's dtype after.
-    model = load_model(app.model, device=backend.device, cache_dir=app.cache_dir)
-    scene = load_scene(
-        scene_dir,
-        image=image,
-        mask=mask,
-        labels=labels,
-        options=settings.scene,
-        latent_size=model.latent_size,
-    )
-    loaded = [load_layout(p, scene, settings.scene) for p in layout_files(layouts, scene)]
-    for warning in [*scene.warnings, *(w for lay in loaded for w in lay.warnings)]:
+    check_concept_folder(concept_dir, cfg.use_concept)
+    # Scene, layouts and operations are checked without the model first, so that a bad
+    # input fails at once; `editor.scene` then reads it against the model's latent grid.
+    preview = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
+    targets = plan_targets(preview, layouts, operations, settings.scene)
+    editor = make_editor(app, settings)
+    scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
+    for warning in [*scene.warnings, *(w for _, lay in targets for w in lay.warnings)]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     out_root = out if out is not None else default_out_root(scene_dir, image)
-
-    with ConceptCache(app.cache_dir, report=lambda line: err_console.print(line)) as cache:
-        concept, concept_key = resolve_concept(
+    if cfg.use_concept and concept_dir is None:
+        ensure_concept(
             app,
-            model,
+            editor,
             scene,
-            settings,
-            cache,
             scene_arg=scene_arguments(scene_dir, image, mask, labels),
-            from_folder=from_folder,
-            concept_dir=concept_dir,
             no_learn=no_learn,
         )
-        for module in (model.unet, model.vae, model.text_encoder):
-            if module.dtype != backend.dtype:
-                module.to(backend.dtype)
-        session = EditSession(model, scene, cfg, backend, concept=concept)
-        if cfg.blend_steps > 0:
-            cached_inversion(session, cache, concept_key)
-
-    concept_id = str(concept_dir) if from_folder is not None else concept_key
-    scene_record: dict[str, Any] = {"scene": str(scene_dir) if scene_dir is not None else None}
-    if image is not None or mask is not None or labels is not None:
-        scene_record["scene_files"] = {
-            "image": str(scene.image_path),
-            "mask": str(scene.mask_path),
-            "labels": str(scene.labels_path),
-        }
+    extra = {"scene": str(scene_dir) if scene_dir is not None else None}
+    texts = [op.text for op in operations]
     summaries = []
     chatty = not (app.quiet or app.json)
-    for layout in loaded:
-        assert layout.path is not None
-        with seeds_progress(layout.path.name, len(cfg.seeds), chatty) as advance:
-            session.progress = advance
-            result = session.edit(layout)
-        folder = write_edit(
-            result,
-            scene,
-            out_root / layout.path.stem,
-            best=cfg.best,
-            concept_id=concept_id if concept is not None else None,
-            extra={
-                **scene_record,
-                "model": {"spec": model.spec, "fingerprint": model.fingerprint},
-            },
+    for stem, layout in targets:
+        name = layout.path.name if layout.path is not None else stem
+        with seeds_progress(name, len(cfg.seeds), chatty) as advance:
+
+            def per_seed(what: str, done: int, total: int) -> None:
+                if what == "seeds":
+                    advance(what, done, total)
+
+            result = editor.edit(scene, layout, concept=concept_dir, progress=per_seed)
+        result.operations = tuple(texts)
+        paths = result.save(
+            out_root / stem, best=cfg.best, extra=extra, layout_png=bool(operations) or None
         )
-        summary = _summary(result, folder)
+        summary = {**result.summary(), "out": str(paths["folder"])}
+        if operations:
+            summary["layout_map"] = str(paths["layout"])
         summaries.append(summary)
-        if not app.quiet and not app.json:
+        if chatty:
             console.print(
-                f"{layout.path.name}: best seed {summary['best_seed']} "
-                f"(attention loss {summary['best_loss']:.3f}) -> {folder}",
+                f"{name}: best seed {summary['best_seed']} "
+                f"(attention loss {summary['best_loss']:.3f}) -> {paths['folder']}",
                 highlight=False,
             )
     return summaries
+
+
+MoveOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--move",
+        metavar="NAME=DX,DY",
+        help="Move an object: pixels (cat=+40,-10) or image fractions (cat=+0.1,-0.05).",
+    ),
+]
+ScaleOption = Annotated[
+    list[str] | None,
+    typer.Option("--scale", metavar="NAME=F", help="Scale an object about its centre: pot=0.8."),
+]
+SwapOption = Annotated[
+    list[str] | None,
+    typer.Option("--swap", metavar="A,B", help="Exchange two objects' centres: plant,pot."),
+]
+BoxOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--box",
+        metavar="NAME=X0,Y0,X1,Y1",
+        help="Fit an object into a box, keeping its aspect: cat=0.1,0.2,0.5,0.6 (fractions or px).",
+    ),
+]
+ToFrontOption = Annotated[
+    list[str] | None,
+    typer.Option("--to-front", metavar="NAME", help="Draw an object over the others."),
+]
+"""The layout-operation flags of edit and inspect (`layoutedit.layout_edits`)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -362,9 +354,15 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--attention-res", help="Attention grid side; default latent/4."),
         ] = None,
+        move: MoveOption = None,
+        scale: ScaleOption = None,
+        swap: SwapOption = None,
+        box: BoxOption = None,
+        to_front: ToFrontOption = None,
         preset: PresetOption = None,
         config: ConfigOption = None,
     ) -> None:
+        from layoutedit.layout_edits import parse_flags
         from layoutedit.logs import configure_library_logging
 
         app_state = state(ctx)
@@ -381,6 +379,13 @@ def register(app: typer.Typer) -> None:
         }
         if no_concept and concept is not None:
             raise UserError("--concept and --no-concept exclude each other")
+        operations = parse_flags(
+            move=move or [],
+            scale=scale or [],
+            swap=swap or [],
+            box=box or [],
+            to_front=to_front or [],
+        )
         summaries = run_edit(
             app_state,
             scene,
@@ -394,6 +399,7 @@ def register(app: typer.Typer) -> None:
             image=image,
             mask=mask,
             labels=labels,
+            operations=operations,
         )
         if app_state.json:
             app_state.emit_json(summaries)

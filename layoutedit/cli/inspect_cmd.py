@@ -22,8 +22,10 @@ from layoutedit.cli.common import (
     state,
     user_errors,
 )
+from layoutedit.cli.edit_cmd import BoxOption, MoveOption, ScaleOption, SwapOption, ToFrontOption
 from layoutedit.config import SceneOptions, resolve_settings
 from layoutedit.errors import UserError
+from layoutedit.layout_edits import operations_layout, parse_flags
 from layoutedit.layout_ops import ObjectMove, object_moves
 from layoutedit.prompts import token_positions
 from layoutedit.scene import Layout, Scene, load_layout, load_scene
@@ -33,6 +35,8 @@ HELP = """Show a scene's objects, colours, areas and prompt; with --layout, how 
 Example:
 
   layoutedit inspect ./scene --layout ./scene/target_layout/layout1.png
+
+  layoutedit inspect ./scene --move cat=+40,-10 --scale pot=0.8   (what edit would do)
 
   layoutedit --json inspect --image photo.jpg --mask mask.png --labels labels.json
 """
@@ -242,6 +246,11 @@ def register(app: typer.Typer) -> None:
                 min=1,
             ),
         ] = None,
+        move: MoveOption = None,
+        scale: ScaleOption = None,
+        swap: SwapOption = None,
+        box: BoxOption = None,
+        to_front: ToFrontOption = None,
     ) -> None:
         app_state = state(ctx)
         # The scene options (prompt template) `learn` would use with this --model.
@@ -260,8 +269,24 @@ def register(app: typer.Typer) -> None:
             latent_size=latent_size,
         )
         layouts = [load_layout(p, scene, options) for p in layout or []]
+        # Layout operations (as `edit` takes them): on each --layout, else on the source.
+        operations = parse_flags(
+            move=move or [],
+            scale=scale or [],
+            swap=swap or [],
+            box=box or [],
+            to_front=to_front or [],
+        )
+        if operations:
+            bases: list[Layout | None] = list(layouts) or [None]
+            layouts = [operations_layout(scene, operations, base) for base in bases]
         positions = load_tokenizer_positions(tokenizer, scene) if tokenizer else None
         report = build_report(scene, layouts, positions)
+        if operations:
+            texts = " ".join(op.text for op in operations)
+            for entry in report["layouts"]:
+                entry["operations"] = [op.text for op in operations]
+                entry["path"] = f"{entry['path'] or 'source'} + {texts}"
         if app_state.json:
             app_state.emit_json(report)
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,8 +21,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+# Upper bounds keep a typo from asking for hours of work or gigabytes of memory; they sit
+# well above any useful value. NaN and infinity are refused everywhere (`allow_inf_nan`).
+MAX_SEED = 2**32 - 1
+"""Largest seed (numpy's generators take 0 .. 2**32 - 1)."""
+MAX_TRAIN_STEPS = 100_000
+MAX_SAMPLING_STEPS = 1000
+"""DDIM steps cannot exceed the 1000 training timesteps of the schedulers we load."""
+MAX_BATCH = 256
+MAX_SEEDS = 256
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+StepIndex = Annotated[int, Field(ge=0, le=MAX_SAMPLING_STEPS)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SceneOptions(_Strict):
@@ -43,6 +58,7 @@ class SceneOptions(_Strict):
     min_object_latent_pixels: int = Field(
         default=2,
         ge=0,
+        le=1_000_000,
         description="Smallest object area allowed, in pixels of the model's latent grid.",
     )
     prompt_template: str = Field(
@@ -61,80 +77,144 @@ class SceneOptions(_Strict):
 class LearnConfig(_Strict):
     """Stage 1: masked textual inversion, then the cross-attention K/V fine-tune."""
 
-    seed: int = 0
+    seed: Seed = 0
     ti_steps: int = Field(
         default=200,
         ge=0,
+        le=MAX_TRAIN_STEPS,
         description="Textual-inversion steps per object (with ti_joint: in total).",
     )
-    ti_batch_size: int = Field(default=4, ge=1)
+    ti_batch_size: int = Field(default=4, ge=1, le=MAX_BATCH)
     ti_lr: float = Field(
-        default=5e-4, gt=0, description="Base learning rate, scaled by batch x accumulation."
+        default=5e-4, gt=0, le=1, description="Base learning rate, scaled by batch x accumulation."
     )
     ti_joint: bool = Field(
         default=False,
         description="Train all objects in one run (each step sums the masked losses).",
     )
     ti_single_template: str = "a photo of a {token}"
-    ft_steps: int = Field(default=800, ge=0, description="K/V fine-tune steps.")
-    ft_batch_size: int = Field(default=2, ge=1)
+    ft_steps: int = Field(default=800, ge=0, le=MAX_TRAIN_STEPS, description="K/V fine-tune steps.")
+    ft_batch_size: int = Field(default=2, ge=1, le=MAX_BATCH)
     ft_lr: float = Field(
-        default=1e-5, gt=0, description="Base learning rate, scaled by batch x accumulation."
+        default=1e-5, gt=0, le=1, description="Base learning rate, scaled by batch x accumulation."
+    )
+    attention_loss_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="Weight of the placeholder cross-attention loss in both stages (each "
+        "placeholder's attention pushed onto its object, as Break-A-Scene); 0 = published.",
+    )
+    ft_train_tokens: bool = Field(
+        default=False,
+        description="The fine-tune also trains the placeholders' embedding rows "
+        "(Break-A-Scene's second phase); off = published.",
     )
     extra_token_init: tuple[str, str] = Field(
         default=("ktn", "pll"),
         description="Rare words that initialise the two extra tokens <new0> <new1>.",
     )
     scale_lr: bool = True
-    gradient_accumulation: int = Field(default=1, ge=1)
+    gradient_accumulation: int = Field(default=1, ge=1, le=MAX_BATCH)
     prior_preservation: bool = False
-    prior_weight: float = Field(default=1.0, ge=0)
+    prior_weight: float = Field(default=1.0, ge=0, le=1000)
     prior_dir: Path | None = Field(
         default=None,
         description="Folder with images.txt and caption.txt; None = generate from class prompts.",
     )
     prior_images: int = Field(
-        default=20, ge=1, description="Generated regularisation images per object."
+        default=20, ge=1, le=10_000, description="Generated regularisation images per object."
     )
     prior_steps: int = Field(
-        default=50, ge=1, description="DDIM steps to generate each regularisation image."
+        default=50,
+        ge=1,
+        le=MAX_SAMPLING_STEPS,
+        description="DDIM steps to generate each regularisation image.",
     )
     prior_guidance_scale: float = Field(
-        default=6.0, ge=0, description="Guidance scale for generated regularisation images."
+        default=6.0,
+        ge=0,
+        le=1000,
+        description="Guidance scale for generated regularisation images.",
     )
     checkpoint_every: int = Field(
-        default=100, ge=0, description="Save a resumable checkpoint every N steps."
+        default=100,
+        ge=0,
+        le=MAX_TRAIN_STEPS,
+        description="Save a resumable checkpoint every N steps.",
     )
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    low_memory: bool = Field(
+        default=False,
+        description="Gradient checkpointing; with mixed_precision the frozen weights are "
+        "stored in that dtype (layoutedit.low_memory).",
+    )
 
 
 class EditConfig(_Strict):
     """Stage 2: DDIM inversion plus attention-guided sampling with background blending."""
 
-    steps: int = Field(default=50, ge=1, description="DDIM steps.")
-    guidance_scale: float = Field(default=5.0, ge=0, description="Classifier-free guidance scale.")
-    eta: float = 0.0
+    steps: int = Field(default=50, ge=1, le=MAX_SAMPLING_STEPS, description="DDIM steps.")
+    guidance_scale: float = Field(
+        default=5.0, ge=0, le=1000, description="Classifier-free guidance scale."
+    )
+    eta: float = Field(default=0.0, ge=0, le=1)
     attention_res: int | None = Field(
         default=None,
+        ge=1,
+        le=1024,
         description="Query-grid side of the attention maps used; None = latent side / 4.",
     )
-    softmax_scale: float = 100.0
-    scale_factor: float = Field(default=20.0, ge=0, description="Guidance step size.")
-    scale_range: tuple[float, float] = (1.0, 0.5)
-    max_iter_to_alter: int = Field(default=25, ge=0)
-    refinement: dict[int, float] = Field(
+    softmax_scale: float = Field(default=100.0, gt=0, le=1e6)
+    token_softmax: bool = Field(
+        default=True,
+        description="Re-softmax the attention over the text tokens (published); off: each "
+        "placeholder's own map.",
+    )
+    scale_factor: float = Field(default=20.0, ge=0, le=1e6, description="Guidance step size.")
+    scale_range: tuple[
+        Annotated[float, Field(ge=0, le=100)], Annotated[float, Field(ge=0, le=100)]
+    ] = (1.0, 0.5)
+    max_iter_to_alter: int = Field(default=25, ge=0, le=MAX_SAMPLING_STEPS)
+    refinement: dict[StepIndex, Fraction] = Field(
         default_factory=lambda: {0: 0.6, 10: 0.7, 20: 0.8},
         description="Step -> attention threshold; refine while loss > 1 - threshold.",
     )
-    max_refinement_steps: int = Field(default=40, ge=0)
+    max_refinement_steps: int = Field(default=40, ge=0, le=MAX_SAMPLING_STEPS)
     blend_steps: int = Field(
-        default=15, ge=0, description="Steps that copy the inverted background."
+        default=15,
+        ge=0,
+        le=MAX_SAMPLING_STEPS,
+        description="Steps that copy the inverted background.",
     )
-    seeds: tuple[int, ...] = (0, 8, 88, 888, 8888)
+    background_composite: bool = Field(
+        default=False,
+        description="After decoding, put the source's pixels back where source and layout are "
+        "both background (feathered edge); off = published.",
+    )
+    composite_feather: float = Field(
+        default=1 / 32,
+        ge=0,
+        le=0.5,
+        description="Width of the composite's soft edge, as a share of the image's longer side.",
+    )
+    rank_by: Literal["attention", "layout"] = Field(
+        default="attention",
+        description="How the best seed is chosen: final attention loss (published), or "
+        "`layout`: objects found by colour in each image vs their regions, where the scene's "
+        "objects can be told apart by colour (else attention).",
+    )
+    seeds: tuple[Seed, ...] = Field(
+        default=(0, 8, 88, 888, 8888), min_length=1, max_length=MAX_SEEDS
+    )
     best: bool = Field(default=False, description="Keep only the lowest-loss candidate.")
     use_concept: bool = Field(
         default=True,
         description="Apply the learned concept; False edits with the plain object words.",
+    )
+    low_memory: bool = Field(
+        default=False,
+        description="VAE slicing (decode one image at a time).",
     )
 
 
@@ -269,7 +349,17 @@ def resolve_settings(
         loc = [str(p) for p in first["loc"]]
         from_flag = len(loc) >= 2 and (overrides or {}).get(loc[0], {}).get(loc[1]) is not None
         path = None if from_flag else config_file
-        raise UserError(f"bad setting {where}: {first['msg']}", path=path) from None
+        raise UserError(f"bad setting {where}: {_problem(first)}", path=path) from None
+
+
+def _problem(error: Any) -> str:
+    """The message of one pydantic error, naming NaN/infinity and showing a bad number."""
+    value = error.get("input")
+    if error["type"] == "finite_number":
+        return f"{value} is not allowed: give a finite number (NaN and infinity are refused)"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{error['msg']} (got {value})"
+    return str(error["msg"])
 
 
 def reference_markdown() -> str:

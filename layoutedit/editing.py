@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from layoutedit.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.compositing import composite, keep_alpha
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.denoising import UNetRunner, scheduler_pair
@@ -35,6 +36,7 @@ from layoutedit.guidance import total_loss
 from layoutedit.inversion import Inversion, invert
 from layoutedit.layout_ops import blend_mask, region_masks, square_pad, unpad
 from layoutedit.prompts import token_positions
+from layoutedit.ranking import LayoutScorer
 from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ class Candidate:
     seconds: float
     guided_steps: int
     refinement_passes: int
+    layout_score: float | None = None
+    """Mean IoU of each object found by colour with its target region (`ranking`); None
+    when the scene's objects cannot be told apart by colour or ranking is by attention."""
 
 
 @dataclass
@@ -81,7 +86,10 @@ class EditResult:
     `UNetCounter.as_dict()`."""
 
     def best(self) -> Candidate:
-        """The candidate with the lowest final attention loss."""
+        """The candidate with the highest layout score when every candidate has one (ties:
+        lower loss), else the one with the lowest final attention loss."""
+        if all(c.layout_score is not None for c in self.candidates):
+            return max(self.candidates, key=lambda c: (c.layout_score, -c.loss))
         return min(self.candidates, key=lambda c: c.loss)
 
 
@@ -200,6 +208,7 @@ class EditSession:
         self.inversion_counter = UNetCounter()
         self._inverter = inverter
         self._inversion: Inversion | None = None
+        self._scorer: LayoutScorer | None = None
         if inversion is not None:
             self.use_inversion(inversion)
 
@@ -245,6 +254,7 @@ class EditSession:
             last=self.last,
             steps=cfg.steps,
             softmax_scale=cfg.softmax_scale,
+            token_softmax=cfg.token_softmax,
             scale_factor=cfg.scale_factor,
             scale_range=cfg.scale_range,
             max_iter_to_alter=cfg.max_iter_to_alter,
@@ -275,6 +285,26 @@ class EditSession:
         """(B, S, S, 3) model-size images -> the source's size and aspect (padding cropped)."""
         height, width = self.scene.size
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
+
+    def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
+        """Per image, the layout score when ranking by layout and the scene allows it."""
+        if self.config.rank_by != "layout":
+            return [None] * len(images)
+        if self._scorer is None:  # fitted once per scene
+            self._scorer = LayoutScorer(
+                self.scene.image, self.scene.labels, len(self.scene.objects)
+            )
+        if not self._scorer.usable:
+            return [None] * len(images)
+        return [self._scorer.score(image, layout.labels) for image in images]
+
+    def _composite(self, images: list[np.ndarray], layout: Layout) -> list[np.ndarray]:
+        """Source pixels back where the source and `layout` are both background."""
+        feather = self.config.composite_feather * max(self.scene.size)
+        alpha = keep_alpha(
+            self.scene.labels, layout.labels, self.scene.background_index, feather
+        )  # (H, W)
+        return [composite(image, self.scene.image, alpha) for image in images]
 
     def edit(
         self,
@@ -337,10 +367,15 @@ class EditSession:
         with torch.no_grad():
             decoded = [self.model.decode_latents(z)[0] for z in latents]  # (S, S, 3) each
         images = self.to_source_size(np.stack(decoded))
+        if cfg.background_composite:
+            images = self._composite(images, layout)
         decode_s = time.perf_counter() - began
 
+        scores = self._layout_scores(images, layout)
         candidates = []
-        for seed, out, image, secs in zip(seeds, outputs, images, seconds, strict=True):
+        for seed, out, image, secs, layout_score in zip(
+            seeds, outputs, images, seconds, scores, strict=True
+        ):
             assert out.final_losses is not None
             losses = out.final_losses.cpu()
             stats: SamplingStats = out.stats
@@ -355,6 +390,7 @@ class EditSession:
                     seconds=secs,
                     guided_steps=stats.guided_steps,
                     refinement_passes=stats.refinement_passes,
+                    layout_score=layout_score,
                 )
             )
         return EditResult(

@@ -25,12 +25,14 @@ from layoutedit.checkpoints import (
 from layoutedit.config import LearnConfig
 from layoutedit.model_loading import LoadedModel
 from layoutedit.prior import PriorSet
+from layoutedit.prompts import token_positions
 from layoutedit.textual_inversion import LearnData, stage_seed
 from layoutedit.tokens import embedding_table
 from layoutedit.training import (
     Predictor,
     ProgressHook,
     StageSpec,
+    placeholder_attention_loss,
     restore_rows,
     run_stage,
     scaled_lr,
@@ -73,6 +75,12 @@ def run_finetune(
     """
     kv = kv_parameters(model)
     kv_names = sorted(kv)
+    # Rows that learn here: the extra tokens, and with ft_train_tokens the placeholders too.
+    placeholder_ids = [data.token_ids[t] for t in data.tokens]
+    row_ids = extra_ids + (placeholder_ids if cfg.ft_train_tokens else [])
+    supervise = cfg.attention_loss_weight > 0
+    found = token_positions(model.tokenizer, prompt, data.tokens)
+    positions = [[found[t] for t in data.tokens]] * cfg.ft_batch_size
     table = embedding_table(model).weight
     original = table.detach().clone()
     params: list[torch.Tensor] = [kv[n] for n in kv_names]
@@ -83,8 +91,8 @@ def run_finetune(
     )
     start = 0
     resumed = ckpts.load(STAGE)
-    if resumed is not None and _fits(resumed, kv, extra_ids):
-        _load_kv(resumed, kv, table, extra_ids, optimizer)
+    if resumed is not None and _fits(resumed, kv, row_ids):
+        _load_kv(resumed, kv, table, row_ids, optimizer)
         start = resume_from(resumed, generator, totals)
 
     def micro_batch(index: int, predict: Predictor) -> tuple[torch.Tensor, int]:
@@ -97,17 +105,21 @@ def run_finetune(
         pred, target = predict(z0, texts, generator)  # batch instance (+ batch prior) samples
         err = (pred.float() - target.float()) ** 2
         loss = err[:batch].mean()
+        if supervise:
+            masks = data.masks[:, 0].expand(batch, -1, -1, -1)  # (batch, K, h, w)
+            attention = placeholder_attention_loss(predict, masks, positions)
+            loss = loss + cfg.attention_loss_weight * attention
         if prior is not None:
             loss = loss + cfg.prior_weight * err[batch:].mean()
         return loss, len(texts)
 
     def checkpoint(step: int) -> Checkpoint:
-        tensors = rows_state(table, extra_ids, optimizer, _ADAM_TABLE)
+        tensors = rows_state(table, row_ids, optimizer, _ADAM_TABLE)
         for name, param in kv.items():
             tensors[f"kv.{name}"] = param.detach()
             for key, value in adam_state(optimizer, param).items():
                 tensors[f"adam.{name}.{key}"] = value
-        return stage_checkpoint(STAGE, step, tensors, extra_ids, generator, totals)
+        return stage_checkpoint(STAGE, step, tensors, row_ids, generator, totals)
 
     spec = StageSpec(
         label="fine-tune",
@@ -116,6 +128,7 @@ def run_finetune(
         accumulation=accum,
         checkpoint_every=cfg.checkpoint_every,
         mixed_precision=cfg.mixed_precision,
+        record_attention=supervise,
     )
     run_stage(
         model,
@@ -125,7 +138,7 @@ def run_finetune(
         accumulate_on=model.unet,
         start=start,
         micro_batch=micro_batch,
-        after_step=lambda: restore_rows(table, original, extra_ids),
+        after_step=lambda: restore_rows(table, original, row_ids),
         checkpoint=checkpoint,
         ckpts=ckpts,
         totals=totals,

@@ -5,6 +5,7 @@ recorded layers and heads, of shape (res, res, T),
 
     A'   = softmax_T( softmax_scale * A[:, :, 1:last] )     text tokens only, sharpened
     A_k  = A'[:, :, position_k - 1]                          object k's placeholder map
+           (with `token_softmax` off: A_k = A[:, :, position_k], the placeholder's own map)
     l_k  = 1 - sum(A_k * L_k) / sum(A_k)                     L_k: k's target region, 0/1
     loss = mean_k(l_k) + max_k(l_k)
 
@@ -44,6 +45,7 @@ def object_losses(
     regions: torch.Tensor,
     last: int,
     softmax_scale: float = 100.0,
+    token_softmax: bool = True,
 ) -> torch.Tensor:
     """Out-of-region loss of every object.
 
@@ -53,6 +55,10 @@ def object_losses(
         regions: (K, res, res) 0/1 target regions L_k on the attention grid.
         last: index of the end token (see `text_attention`).
         softmax_scale: sharpening factor.
+        token_softmax: re-softmax over the text tokens (the published loss). Off, each
+            placeholder's own probabilities are used: a learned token whose attention sits
+            on its object but carries little mass next to punctuation (the case on small
+            models with short prompts) keeps its map instead of a near-uniform one.
 
     Returns:
         (K,) l_k = 1 - sum(A_k * L_k) / sum(A_k), each in [0, 1]: the share of object k's
@@ -66,6 +72,8 @@ def object_losses(
     index = torch.as_tensor([p - 1 for p in positions], device=maps.device)
     if (index < 0).any() or (index >= text.shape[-1]).any():
         raise ValueError(f"token positions {list(positions)} outside 1..{last - 1}")
+    if not token_softmax:
+        text = maps[:, :, 1:last]  # (res, res, last-1), same indexing as the softmax maps
     per_object = text[:, :, index].permute(2, 0, 1)  # (K, res, res)
     regions = regions.to(per_object)
     inside = (per_object * regions).sum(dim=(1, 2))  # (K,)

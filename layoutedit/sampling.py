@@ -49,7 +49,7 @@ class AttentionGuide:
         regions: (K, res, res) 0/1 target regions on the attention grid.
         last: index of the prompt's end token.
         steps: DDIM steps N (the step size schedule r_i runs over all of them).
-        softmax_scale, scale_factor, scale_range, max_iter_to_alter, refinement,
+        softmax_scale, token_softmax, scale_factor, scale_range, max_iter_to_alter, refinement,
         max_refinement_steps: see `EditConfig`.
     """
 
@@ -59,6 +59,7 @@ class AttentionGuide:
     last: int
     steps: int
     softmax_scale: float = 100.0
+    token_softmax: bool = True
     scale_factor: float = 20.0
     scale_range: tuple[float, float] = (1.0, 0.5)
     max_iter_to_alter: int = 25
@@ -71,7 +72,9 @@ class AttentionGuide:
 
     def losses(self, maps: torch.Tensor) -> torch.Tensor:
         """(K,) out-of-region losses from (res, res, T) maps."""
-        return object_losses(maps, self.positions, self.regions, self.last, self.softmax_scale)
+        return object_losses(
+            maps, self.positions, self.regions, self.last, self.softmax_scale, self.token_softmax
+        )
 
     def loss_and_grad(
         self,

@@ -28,13 +28,14 @@ from layoutedit.checkpoints import (
 )
 from layoutedit.config import LearnConfig
 from layoutedit.model_loading import LoadedModel
-from layoutedit.prompts import scene_prompt
+from layoutedit.prompts import scene_prompt, token_positions
 from layoutedit.tokens import embedding_table
 from layoutedit.training import (
     Predictor,
     ProgressHook,
     StageSpec,
     masked_mse,
+    placeholder_attention_loss,
     restore_rows,
     run_stage,
     scaled_lr,
@@ -114,6 +115,12 @@ def run_textual_inversion(
         start = resume_from(resumed, generator, totals)
     # else: nothing saved, or another vocabulary layout: start the stage again
     prompts = [data.object_prompts(k, cfg.ti_single_template) for k in range(len(data.names))]
+    # position of object k's placeholder in each of its two texts
+    where = [
+        [token_positions(model.tokenizer, text, [data.tokens[k]])[data.tokens[k]] for text in pair]
+        for k, pair in enumerate(prompts)
+    ]
+    supervise = cfg.attention_loss_weight > 0
 
     def micro_batch(index: int, predict: Predictor) -> tuple[torch.Tensor, int]:
         first = index * batch
@@ -121,7 +128,12 @@ def run_textual_inversion(
         which = torch.randint(0, 2, (batch,), generator=generator).tolist()
         texts = [prompts[k][w] for k, w in zip(ks, which, strict=True)]
         pred, target = predict(data.z0.expand(batch, -1, -1, -1), texts, generator)
-        return masked_mse(pred, target, data.masks[ks]), batch
+        loss = masked_mse(pred, target, data.masks[ks])
+        if supervise:
+            positions = [[where[k][w]] for k, w in zip(ks, which, strict=True)]
+            attention = placeholder_attention_loss(predict, data.masks[ks], positions)
+            loss = loss + cfg.attention_loss_weight * attention
+        return loss, batch
 
     def checkpoint(step: int) -> Checkpoint:
         tensors = rows_state(table, keep, optimizer, _ADAM)
@@ -134,6 +146,7 @@ def run_textual_inversion(
         accumulation=accum,
         checkpoint_every=cfg.checkpoint_every,
         mixed_precision=cfg.mixed_precision,
+        record_attention=supervise,
     )
     run_stage(
         model,

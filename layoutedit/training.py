@@ -21,6 +21,11 @@ from typing import Any, Protocol
 import torch
 from diffusers import DDPMScheduler
 
+from layoutedit.attention_supervision import (
+    LayerProbabilities,
+    mask_attention_loss,
+    recording_attention,
+)
 from layoutedit.checkpoints import Checkpoint, CheckpointDir, RunTotals
 from layoutedit.model_loading import LoadedModel
 
@@ -169,6 +174,8 @@ class StageSpec:
     accumulation: int
     checkpoint_every: int
     mixed_precision: str
+    record_attention: bool = False
+    """Record the cross-attention probabilities of each pass (for `placeholder_attention_loss`)."""
 
 
 @dataclass
@@ -178,6 +185,8 @@ class Predictor:
     model: LoadedModel
     scheduler: Any
     accelerator: Any
+    recorder: LayerProbabilities | None = None
+    """Holds the last pass's cross-attention probabilities when the stage records them."""
 
     def __call__(
         self, z0: torch.Tensor, texts: Sequence[str], generator: torch.Generator
@@ -193,10 +202,38 @@ class Predictor:
             The UNet's prediction and its target, both (B, C, h, w).
         """
         z_t, t, target = noisy_batch(self.model, self.scheduler, z0, generator)
+        if self.recorder is not None:
+            self.recorder.reset()
         with self.accelerator.autocast():
             embeddings = self.model.encode_prompts(list(texts))  # (B, L, D)
             pred = self.model.unet(z_t, t, encoder_hidden_states=embeddings).sample
         return pred, target
+
+
+def placeholder_attention_loss(
+    predict: Predictor, masks: torch.Tensor, positions: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """How far each placeholder's attention of the last pass lies off its object's mask.
+
+    Args:
+        predict: the stage's predictor, recording (`StageSpec.record_attention`).
+        masks: (B, K, h, w) 0/1 object masks on the latent grid, per sample.
+        positions: per sample, the K placeholder positions in `input_ids`.
+
+    Returns:
+        Scalar mean of (1 - share)^2 over recorded layers, samples and placeholders.
+    """
+    if predict.recorder is None or not predict.recorder.probs:
+        raise RuntimeError("the stage does not record attention")
+    batch = masks.shape[0]
+    # The batch may go on with prior-preservation samples: only the first `batch` are scored.
+    probs = [p[:batch] for p in predict.recorder.probs]
+    selection = torch.zeros(batch, masks.shape[1], probs[0].shape[-1], device=masks.device)
+    for b, sample in enumerate(positions):
+        for k, position in enumerate(sample):
+            selection[b, k, position] = 1.0
+    loss, _ = mask_attention_loss(probs, masks.float(), selection)
+    return loss
 
 
 MicroBatch = Callable[[int, Predictor], tuple[torch.Tensor, int]]
@@ -237,9 +274,15 @@ def run_stage(
         return
     accelerator = make_accelerator(spec.mixed_precision, spec.accumulation, params[0].device)
     prepared = accelerator.prepare(optimizer)
-    predict = Predictor(model, training_scheduler(model), accelerator)
     began = time.perf_counter()
-    with trainable(params):
+    with contextlib.ExitStack() as stack:
+        recorder = (
+            stack.enter_context(recording_attention(model.unet, model.latent_size))
+            if spec.record_attention
+            else None
+        )
+        predict = Predictor(model, training_scheduler(model), accelerator, recorder)
+        stack.enter_context(trainable(params))
         for step in range(start, spec.steps):
             losses = []
             for micro in range(spec.accumulation):

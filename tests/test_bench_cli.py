@@ -103,6 +103,9 @@ class _Unchanged:
     name = "unchanged"
     description = "the source image"
 
+    def scene_cases(self, cases: Sequence[Case]) -> list[Case]:
+        return list(cases)
+
     def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
         return SceneOutput([EditOutput(c.source.image.copy(), 0.0, 0.0) for c in cases])
 
@@ -117,7 +120,7 @@ def test_scores_rank_paste_above_doing_nothing() -> None:
     assert unchanged["background_psnr"] == PSNR_CAP_DB
     assert unchanged["shape_iou"] > 0.9 and unchanged["colour_error"] < 5
     assert [len(v) for v in result.outputs.values()] == [len(cases)] * 2
-    assert all(isinstance(img, np.ndarray) for img in result.outputs["paste"])
+    assert all(isinstance(img, np.ndarray) for img in result.outputs["paste"].values())
 
 
 def test_markdown_adds_the_gpu_column_only_when_measured() -> None:

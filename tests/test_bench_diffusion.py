@@ -55,7 +55,7 @@ def test_diffusion_variants_share_one_concept(tiny_model_dir: Path, tmp_path: Pa
     assert rows["no-guidance"].learn_seconds == learn == rows["no-blend"].learn_seconds
     assert rows["no-concepts"].learn_seconds == 0
     for name in names:
-        [image] = result.outputs[name]
+        [image] = result.outputs[name].values()
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
         assert rows[name].unet_evaluations > 0
     # Costs: blending needs the source inverted (STEPS conditional UNet calls), shared by

@@ -21,7 +21,7 @@ given (n_scenes, seed, layouts_per_scene) always yields the same cases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +117,22 @@ class Case:
         """(K, 3) float64 mean RGB of each object's visible source pixels."""
         img = self.source.image.astype(np.float64)
         return np.stack([img[m].mean(axis=0) for m in self.source.masks])
+
+
+def identity_case(case: Case) -> Case:
+    """The case whose target is the source itself: the layout is the source's exact mask.
+
+    It asks how well the learned concept reproduces the scene before anything moves, which
+    separates "learning lost the object" from "guidance could not move it".
+    """
+    return replace(
+        case,
+        case_id=f"{case.scene_seed}-identity",
+        kind="identity",
+        truth=case.source,
+        layout=case.source_labels,
+        region_shapes=("exact",) * case.n_objects,
+    )
 
 
 def case_seeds(seed: int) -> range:

@@ -176,6 +176,7 @@ class DiffusionRuntime:
 
     def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
         """Edit every case of one scene with the variant `spec`."""
+        from layoutedit.concept_check import source_attention_shares
         from layoutedit.editing import EditSession
         from layoutedit.scene import layout_from_labels
 
@@ -193,6 +194,9 @@ class DiffusionRuntime:
             cfg,
             self.backend,
             concept=learned.concept if learned is not None else None,
+        )
+        shares = source_attention_shares(
+            model, scene, session.prompt, session.positions, attention_res=session.res
         )
         inv_key = (seed, _settings_key(learn_cfg, options), cfg.steps)
         shared = self._inverted.get(inv_key) if spec.uses_concept else None
@@ -230,4 +234,5 @@ class DiffusionRuntime:
             edits,
             learn_seconds=learned.seconds if learned is not None else 0.0,
             learn_unet_evaluations=learned.unet_evaluations if learned is not None else 0,
+            attention_shares=shares,
         )

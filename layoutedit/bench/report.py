@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from layoutedit.atomic import write_png_atomic, write_text_atomic
+from layoutedit.bench.cases import Case, identity_case
 from layoutedit.bench.metrics import PSNR_CAP_DB
 from layoutedit.bench.run import BenchResult, VariantRow
 from layoutedit.shapes.world import labels_to_colour_mask
@@ -51,14 +52,27 @@ and the PSNR; lower for colour error and every cost."""
 
 GPU_COLUMN: Column = ("GPU\nMB", lambda r: r.peak_cuda_mb, _f(0))
 """Shown when a row ran on CUDA: the allocator's peak."""
+SHARE_COLUMN: Column = ("attn\nshare", lambda r: r.attention_share, _f(2))
+"""In Markdown (the terminal prints it below the table, which must fit 80 columns)."""
+
+
+def attention_share_line(result: BenchResult) -> str | None:
+    """`attention share on the source: full 0.62, ...` for the rows that have one."""
+    parts = [f"{r.name} {r.attention_share:.2f}" for r in result.rows if r.attention_share]
+    if not parts:
+        return None
+    return "token attention share on the source objects: " + ", ".join(parts)
 
 
 def table_cells(rows: Sequence[VariantRow], gpu: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and cell text of the table (shared by the terminal and Markdown views).
 
-    `gpu` adds the CUDA peak column when a row has one (Markdown; the terminal table stays
-    narrow enough for 80 columns, and bench.json always has both peaks)."""
+    `gpu` adds the attention-share column and the CUDA peak column when a row has one
+    (Markdown; the terminal table stays narrow enough for 80 columns, and bench.json always
+    has both)."""
     columns = list(COLUMNS)
+    if gpu and any(r.attention_share is not None for r in rows):
+        columns.insert(5, SHARE_COLUMN)
     if gpu and any(r.peak_cuda_mb is not None for r in rows):
         columns.append(GPU_COLUMN)
     header = ["variant", *(c[0] for c in columns)]
@@ -88,6 +102,77 @@ def rich_table(result: BenchResult) -> Table:
     return table
 
 
+METRIC_NAMES = {
+    "layout_iou": "layout IoU",
+    "in_region": "in-region",
+    "colour_error": "colour err",
+    "shape_iou": "shape IoU",
+    "background_psnr": "bg PSNR dB",
+}
+
+
+def comparison_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+    """`full` minus each row, per metric: mean [95 % interval], `*` where the interval
+    excludes zero with `full` better, `-` where it excludes zero with `full` worse."""
+    header = ["full minus", *METRIC_NAMES.values()]
+    body = []
+    for name in dict.fromkeys(c.variant for c in result.comparisons):
+        cells = [name]
+        for metric in METRIC_NAMES:
+            found = [c for c in result.comparisons if c.variant == name and c.metric == metric]
+            if not found:
+                cells.append("")
+                continue
+            c = found[0]
+            mark = "*" if c.full_better else ("-" if c.real else "")
+            cells.append(f"{c.difference:+.3g} [{c.low:+.3g}, {c.high:+.3g}]{mark}")
+        body.append(cells)
+    return header, body
+
+
+def interval_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+    """Each row's 95 % bootstrap interval of each metric's mean."""
+    header = ["variant", *METRIC_NAMES.values()]
+    body = [
+        [
+            r.name,
+            *(
+                f"[{r.intervals[m][0]:.3g}, {r.intervals[m][1]:.3g}]" if m in r.intervals else ""
+                for m in METRIC_NAMES
+            ),
+        ]
+        for r in result.rows
+    ]
+    return header, body
+
+
+def rich_comparisons(result: BenchResult) -> Table | None:
+    """The terminal table of `comparison_cells` (None when there is no `full` row)."""
+    if not result.comparisons:
+        return None
+    header, body = comparison_cells(result)
+    table = Table(
+        title="full minus each row: mean [95 % paired bootstrap interval]; "
+        "* full better, - full worse (interval excludes 0)",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for cells in body:
+        table.add_row(*cells)
+    return table
+
+
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+        *("| " + " | ".join(cells) + " |" for cells in body),
+    ]
+
+
 def markdown(result: BenchResult) -> str:
     """bench.md: the table, what the columns mean, the segmenter check and the cases."""
     header, body = table_cells(result.rows, gpu=True)
@@ -101,17 +186,32 @@ def markdown(result: BenchResult) -> str:
         + ", ".join(f"{k}={v}" for k, v in opts.items() if k != "settings")
         + f"; {result.seconds:.1f} s in all.",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
-        *("| " + " | ".join(cells) + " |" for cells in body),
+        *_md_table(header, body),
         "",
         "Variants: " + "; ".join(f"`{r.name}`: {r.description}" for r in result.rows) + ".",
         "",
+        "95 % bootstrap intervals of each mean (resampling edits):",
+        "",
+        *_md_table(*interval_cells(result)),
+        "",
+    ]
+    if result.comparisons:
+        lines += [
+            "`full` minus each row on the same edits: mean [95 % paired bootstrap interval]; "
+            "`*` the interval excludes zero with `full` better, `-` with `full` worse "
+            "(colour error: lower is better). `identity` edits other cases and is not paired.",
+            "",
+            *_md_table(*comparison_cells(result)),
+            "",
+        ]
+    lines += [
         "Columns (means over edits): layout IoU of the objects found by colour against the "
         "exact transformed masks; in-region share of found pixels inside the rough layout "
         "regions; colour error, RGB distance (0-255) of mean output and source colours; shape "
         "IoU after cropping to bounding boxes; background PSNR over pixels that are "
-        f"background in source and target ({PSNR_CAP_DB:.0f} dB = unchanged); learn seconds "
+        f"background in source and target ({PSNR_CAP_DB:.0f} dB = unchanged); attention "
+        "share, per object, of its token's attention (guidance grid) on its source mask "
+        "before any edit; learn seconds "
         "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "
         "its cost); seconds and UNet evaluations per edit (the scene's inversion shared over "
         "its edits); peak resident memory of the process while the variant ran, learning "
@@ -154,6 +254,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _output_of(images: dict[str, np.ndarray], case: Case) -> np.ndarray:
+    """A row's output for `case`: its own, else its scene's identity edit, else white."""
+    found = images.get(case.case_id, images.get(identity_case(case).case_id))
+    return found if found is not None else np.full_like(case.source.image, 255)
+
+
 def example_sheet(result: BenchResult, max_cases: int = 4, zoom: int = 3) -> Image.Image:
     """Rows: a few cases (one per scene first); columns: source, layout, truth, one output
     per variant. Pixels are enlarged `zoom` times with nearest neighbour."""
@@ -179,7 +285,7 @@ def example_sheet(result: BenchResult, max_cases: int = 4, zoom: int = 3) -> Ima
             case.source.image,
             labels_to_colour_mask(case.layout, case.n_objects),
             case.truth.image,
-            *(images[i] for images in result.outputs.values()),
+            *(_output_of(images, case) for images in result.outputs.values()),
         ]
         for j, tile in enumerate(tiles):
             big = Image.fromarray(tile).resize((side, side), Image.Resampling.NEAREST)

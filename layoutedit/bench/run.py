@@ -24,7 +24,15 @@ import numpy as np
 from layoutedit.bench.cases import Case
 from layoutedit.bench.memory import PeakMemory
 from layoutedit.bench.paste import background_mean, paste_edit
-from layoutedit.bench.scoring import METRICS, colour_model, score, segmenter_check
+from layoutedit.bench.scoring import (
+    LOWER_IS_BETTER,
+    METRICS,
+    Scores,
+    colour_model,
+    score,
+    segmenter_check,
+)
+from layoutedit.bench.stats import Interval, bootstrap_mean, paired_difference
 from layoutedit.bench.variants import Variant
 
 SEGMENTER_MIN_IOU = 0.9
@@ -52,6 +60,29 @@ class VariantRow:
     """Mean per edit (forwards + backwards), learning excluded."""
     peak_rss_mb: float
     peak_cuda_mb: float | None = None
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per metric, the 95 % bootstrap interval of the mean over edits."""
+    attention_share: float | None = None
+    """Mean over scenes and objects of the token's attention share on its source object
+    (`layoutedit.concept_check`); None without a model."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`full` minus another row on one metric, paired over the edits both made."""
+
+    variant: str
+    metric: str
+    difference: float
+    low: float
+    high: float
+    full_better: bool
+    """The interval excludes zero on the side where `full` is better."""
+
+    @property
+    def real(self) -> bool:
+        """Whether the interval excludes zero (either side)."""
+        return self.low > 0 or self.high < 0
 
 
 @dataclass
@@ -64,8 +95,10 @@ class BenchResult:
     edits: list[dict[str, Any]]
     segmenter: dict[str, Any]
     seconds: float
-    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
-    """Variant name -> output image per case (in case order), for the example sheet."""
+    comparisons: list[Comparison] = field(default_factory=list)
+    outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    """Variant name -> case id -> output image (an identity row's ids are its own), for the
+    example sheet."""
     case_list: list[Case] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +107,7 @@ class BenchResult:
             "options": self.options,
             "seconds": round(self.seconds, 2),
             "rows": [asdict(r) for r in self.rows],
+            "comparisons": [asdict(c) for c in self.comparisons],
             "segmenter": self.segmenter,
             "cases": self.cases,
             "edits": self.edits,
@@ -120,6 +154,33 @@ def check_segmenter(cases: Sequence[Case]) -> dict[str, Any]:
     }
 
 
+def compare(scores: dict[str, dict[str, Scores]], reference: str = "full") -> list[Comparison]:
+    """`reference` minus every other row, per metric, paired over their common edits.
+
+    Args:
+        scores: variant -> case id -> scores.
+    """
+    if reference not in scores:
+        return []
+    out = []
+    base = scores[reference]
+    for name, rows in scores.items():
+        common = [case for case in base if case in rows]
+        if name == reference or not common:
+            continue
+        for metric in METRICS:
+            ref = [getattr(base[c], metric) for c in common]
+            other = [getattr(rows[c], metric) for c in common]
+            diff = paired_difference(ref, other)
+            full_better = diff.high < 0 if metric in LOWER_IS_BETTER else diff.low > 0
+            out.append(Comparison(name, metric, diff.mean, diff.low, diff.high, bool(full_better)))
+    return out
+
+
+def _bounds(interval: Interval) -> tuple[float, float]:
+    return (round(interval.low, 4), round(interval.high, 4))
+
+
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else float("nan")
@@ -145,21 +206,28 @@ def run_bench(
     scenes = [list(group) for _, group in groupby(cases, key=lambda c: c.scene_seed)]
     models = {c.case_id: colour_model(c) for c in cases}
     rows, records = [], []
-    outputs: dict[str, list[np.ndarray]] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    by_variant: dict[str, dict[str, Scores]] = {}
     for variant in variants:
         say(f"variant {variant.name}")
         memory = PeakMemory()
         memory.start()
-        learn_s, learn_evals, images = [], [], []
+        learn_s, learn_evals, shares = [], [], []
+        images = outputs.setdefault(variant.name, {})
         edit_s, evals, scores = [], [], []
-        for group in scenes:
+        by_case = by_variant.setdefault(variant.name, {})
+        for scene_cases in scenes:
+            group = variant.scene_cases(scene_cases)
             out = variant.run_scene(group)
             learn_s.append(out.learn_seconds)
             learn_evals.append(out.learn_unet_evaluations)
+            if out.attention_shares is not None:
+                shares.extend(out.attention_shares)
             for case, edit in zip(group, out.edits, strict=True):
-                s = score(case, edit.image, models[case.case_id])
+                s = score(case, edit.image, models[scene_cases[0].case_id])
+                by_case[case.case_id] = s
                 scores.append(s)
-                images.append(edit.image)
+                images[case.case_id] = edit.image
                 edit_s.append(edit.seconds)
                 evals.append(edit.unet_evaluations)
                 records.append(
@@ -173,13 +241,16 @@ def run_bench(
                     }
                 )
         memory.stop()
-        outputs[variant.name] = images
         rows.append(
             VariantRow(
                 name=variant.name,
                 description=variant.description,
                 edits=len(scores),
                 metrics={m: _mean([getattr(s, m) for s in scores]) for m in METRICS},
+                intervals={
+                    m: _bounds(bootstrap_mean([getattr(s, m) for s in scores])) for m in METRICS
+                },
+                attention_share=_mean(shares) if shares else None,
                 learn_seconds=_mean(learn_s),
                 learn_unet_evaluations=_mean(learn_evals),
                 edit_seconds=_mean(edit_s),
@@ -195,6 +266,7 @@ def run_bench(
         edits=records,
         segmenter=check_segmenter(cases),
         seconds=time.perf_counter() - began,
+        comparisons=compare(by_variant),
         outputs=outputs,
         case_list=list(cases),
     )

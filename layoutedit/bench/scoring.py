@@ -30,6 +30,8 @@ METRICS: tuple[str, ...] = (
     "shape_iou",
     "background_psnr",
 )
+LOWER_IS_BETTER: frozenset[str] = frozenset({"colour_error"})
+"""Metrics where a lower value is better; higher is better for the others."""
 
 
 @dataclass(frozen=True)

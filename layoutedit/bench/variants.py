@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from layoutedit.bench.cases import Case
+from layoutedit.bench.cases import Case, identity_case
 from layoutedit.bench.paste import background_mean, paste_edit
 from layoutedit.errors import UserError
 
@@ -46,6 +46,9 @@ class SceneOutput:
     learn_seconds: float = 0.0
     """Seconds spent learning this scene's concept (shared concepts report the one cost)."""
     learn_unet_evaluations: int = 0
+    attention_shares: list[float] | None = None
+    """Per object, the share of its token's attention on its source mask before any edit
+    (`layoutedit.concept_check`); None for variants without a model."""
 
 
 class Variant(Protocol):
@@ -54,8 +57,12 @@ class Variant(Protocol):
     name: str
     description: str
 
+    def scene_cases(self, cases: Sequence[Case]) -> list[Case]:
+        """The cases this row edits for one scene (given the scene's cases)."""
+        ...
+
     def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
-        """Edit every case of one scene (all share one source)."""
+        """Edit every case of one scene (all share one source), as `scene_cases` gave them."""
         ...
 
 
@@ -64,6 +71,9 @@ class PasteVariant:
 
     name = "paste"
     description = "cut-and-paste at the exact targets, holes filled with the background colour"
+
+    def scene_cases(self, cases: Sequence[Case]) -> list[Case]:
+        return list(cases)
 
     def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
         edits = []
@@ -87,6 +97,8 @@ class DiffusionSpec:
     """Learn-setting changes: a row with any learns its own concept for each scene."""
     scene_overrides: dict[str, Any] = field(default_factory=dict)
     """Scene-option changes (e.g. the prompt template): also a concept of its own."""
+    identity: bool = False
+    """Edit each scene once to its own mask (`cases.identity_case`) instead of its cases."""
 
 
 DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
@@ -104,7 +116,17 @@ DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
             {"use_concept": False},
             uses_concept=False,
         ),
-        DiffusionSpec("no-blend", "full without background blending", {"blend_steps": 0}),
+        DiffusionSpec(
+            "no-blend",
+            "full without background blending",
+            {"blend_steps": 0, "background_composite": False},
+        ),
+        DiffusionSpec(
+            "identity",
+            "full, edited to the source's own mask: how well the concept reproduces the scene",
+            {},
+            identity=True,
+        ),
     )
 }
 VARIANT_NAMES: tuple[str, ...] = (*DIFFUSION_SPECS, "paste")
@@ -118,6 +140,9 @@ class DiffusionVariant:
         self.name = spec.name
         self.description = spec.description
         self.runtime = runtime
+
+    def scene_cases(self, cases: Sequence[Case]) -> list[Case]:
+        return [identity_case(cases[0])] if self.spec.identity else list(cases)
 
     def run_scene(self, cases: Sequence[Case]) -> SceneOutput:
         return self.runtime.run_scene(cases, self.spec)

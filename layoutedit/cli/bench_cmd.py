@@ -31,10 +31,10 @@ Example: layoutedit bench --quick --out ./bench-out
          layoutedit bench --variants full --sweep sweep.toml --seed 2000 --scenes 4
 
 A sweep file adds one row per TOML table, `full` with that table's scene/learn/edit changes,
-e.g. `[res16]` with `edit = { attention_res = 16 }`.
+e.g. `\\[res16]` with `edit = { attention_res = 16 }`.
 """
 
-DEFAULT_VARIANTS = "full,no-guidance,no-concepts,no-blend,paste"
+DEFAULT_VARIANTS = "full,no-guidance,no-concepts,no-blend,identity,paste"
 DEFAULT_SCENES, DEFAULT_LAYOUTS = 8, 2
 QUICK_SCENES, QUICK_LAYOUTS, QUICK_PRESET = 1, 1, "fast"
 
@@ -54,7 +54,12 @@ def run_command(
 ) -> dict[str, Path]:
     """The command's work: options -> cases -> variants -> table and files."""
     from layoutedit.bench.cases import MAX_SEED_OFFSET, make_cases
-    from layoutedit.bench.report import rich_table, write_reports
+    from layoutedit.bench.report import (
+        attention_share_line,
+        rich_comparisons,
+        rich_table,
+        write_reports,
+    )
     from layoutedit.bench.run import run_bench
     from layoutedit.bench.sweep import load_sweep
     from layoutedit.bench.variants import build_variants, parse_variants
@@ -118,6 +123,12 @@ def run_command(
         print((out / JSON_NAME).read_text(), end="")
         return paths
     console.print(rich_table(result))
+    share = attention_share_line(result)
+    if share is not None:
+        console.print(share)
+    comparisons = rich_comparisons(result)
+    if comparisons is not None:
+        console.print(comparisons)
     if not result.segmenter["passed"]:
         err_console.print(
             "[yellow]warning:[/] the colour segmenter missed the 0.9 IoU check on these cases; "

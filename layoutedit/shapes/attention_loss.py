@@ -12,48 +12,25 @@ loss, in the form the editor's guidance uses).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from layoutedit.attention import AttentionStore, cross_attention_sides, install_processors
+from layoutedit.attention_supervision import (
+    LayerProbabilities,
+    attach_recorders,
+    mask_attention_loss,
+)
 from layoutedit.shapes.captions import content, phrase_spans
 
-
-class LayerProbabilities(AttentionStore):
-    """Keeps every cross-attention layer's probabilities of one pass, at any grid size,
-    with their autograd history (the training loss differentiates through them)."""
-
-    def __init__(self) -> None:
-        super().__init__(res=0)
-        self.active = True
-        self.probs: list[torch.Tensor] = []
-
-    def reset(self) -> None:
-        """Forget the previous pass."""
-        super().reset()
-        self.probs = []
-
-    def add(self, name: str, probs: torch.Tensor) -> None:
-        """Keep one layer's probabilities (B, heads, Q, T)."""
-        self.probs.append(probs)
-
-
-def attach_recorders(unet: Any, latent_side: int) -> LayerProbabilities:
-    """Record every down/up-block cross-attention layer of `unet` into a new collector.
-
-    The mid block (4 x 4 for a 16 x 16 latent) is left out: guidance never reads it.
-    """
-    sides = cross_attention_sides(unet, latent_side)
-    layers = [name for name in sides if not name.startswith("mid_block")]
-    install_processors(unet, layers)
-    collector = LayerProbabilities()
-    collector.attach(unet)
-    return collector
+__all__ = [
+    "LayerProbabilities",
+    "attach_recorders",
+    "mask_attention_loss",
+    "phrase_token_positions",
+    "token_selection",
+]
 
 
 def phrase_token_positions(
@@ -89,32 +66,3 @@ def token_selection(
         for k, obj in enumerate(scene):
             sel[n, k, list(obj)] = 1.0
     return sel
-
-
-def mask_attention_loss(
-    layer_probs: Sequence[torch.Tensor], covers: torch.Tensor, selection: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of (1 - share)^2 over layers, objects and their words.
-
-    Args:
-        layer_probs: per layer (B, heads, Q, T) softmax over T; Q = side^2 for any side that
-            divides the covers' side.
-        covers: (B, K, S, S) share of each latent cell covered by object k (0 for padding).
-        selection: (B, K, T) 1 where token t names object k.
-
-    Returns:
-        (loss, share): the scalar loss, and the mean share (no gradient) for the log.
-    """
-    count = selection.sum().clamp(min=1.0)
-    losses, shares = [], []
-    for probs in layer_probs:
-        side = math.isqrt(probs.shape[2])
-        b, k, s, _ = covers.shape
-        cover = covers if side == s else F.adaptive_avg_pool2d(covers.reshape(b * k, 1, s, s), side)
-        cover = cover.reshape(b, k, side * side)
-        attn = probs.float().mean(dim=1)  # (B, Q, T)
-        inside = torch.einsum("bqt,bkq->bkt", attn, cover)
-        share = inside / attn.sum(dim=1).unsqueeze(1).clamp(min=1e-8)
-        losses.append((((1 - share) ** 2) * selection).sum() / count)
-        shares.append((share.detach() * selection).sum() / count)
-    return torch.stack(losses).mean(), torch.stack(shares).mean()

@@ -1,0 +1,79 @@
+"""The final background composite: untouched background pixels come back from the source.
+
+The published method blends the inverted source latents into the background only during
+the first sampling steps; the steps after drift, and the VAE's round trip never returns the
+source exactly, so a background that nothing asked to change comes back tinted (19.6 dB on
+the benchmark's flat backgrounds). Editors that must not touch unedited pixels composite the
+source back in pixels after decoding. The composite covers only the pixels that are
+background in both the source mask and the target layout, with a feathered edge that lies
+inside that region, so the generated objects and their immediate surroundings are never
+overwritten. Pure numpy: images and label grids at the source's size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an (H, W) float array, edges replicated."""
+    kernel = _gaussian_kernel(sigma)
+    radius = len(kernel) // 2
+    out = array.astype(np.float64)
+    for axis in (0, 1):
+        pads = [(0, 0), (0, 0)]
+        pads[axis] = (radius, radius)
+        padded = np.pad(out, pads, mode="edge")
+        out = sum(
+            w * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis)
+            for i, w in enumerate(kernel)
+        )
+    return out
+
+
+def keep_alpha(
+    source_labels: np.ndarray, layout_labels: np.ndarray, background_index: int, feather: float
+) -> np.ndarray:
+    """How much of the source each pixel takes: 1 deep inside the kept background, 0 outside.
+
+    Args:
+        source_labels, layout_labels: (H, W) label grids (background = `background_index`).
+        background_index: K, the background's label.
+        feather: width of the soft edge in pixels (0: a hard edge).
+
+    Returns:
+        (H, W) float32 in [0, 1]; nonzero only where both grids are background, reaching 1
+        about `feather` pixels inside that region's edge.
+    """
+    keep = (source_labels == background_index) & (layout_labels == background_index)
+    if feather <= 0:
+        return keep.astype(np.float32)
+    # A blurred 0/1 mask is 0.5 on the edge; stretching [0.5, 1] to [0, 1] puts the whole
+    # ramp inside the kept region (sigma = feather / 2: the ramp ends ~feather inside).
+    soft = _blur(keep.astype(np.float64), feather / 2)
+    alpha = np.clip((soft - 0.5) * 2.0, 0.0, 1.0) * keep
+    return alpha.astype(np.float32)
+
+
+def composite(generated: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """alpha * source + (1 - alpha) * generated.
+
+    Args:
+        generated, source: (H, W, 3) uint8 images of the same size.
+        alpha: (H, W) float in [0, 1] (`keep_alpha`).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if generated.shape != source.shape:
+        raise ValueError(f"generated {generated.shape} vs source {source.shape}")
+    a = alpha[..., None].astype(np.float32)
+    mixed = a * source.astype(np.float32) + (1.0 - a) * generated.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)

@@ -17,6 +17,7 @@ from layoutedit.cli import (
     inspect_cmd,
     learn_cmd,
     mask_cmd,
+    run_cmd,
 )
 from layoutedit.cli.common import DEFAULT_MODEL, AppState, console, default_cache_dir
 
@@ -84,6 +85,7 @@ def main_callback(
 inspect_cmd.register(app)
 learn_cmd.register(app)
 edit_cmd.register(app)
+run_cmd.register(app)
 backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)

@@ -1,0 +1,99 @@
+"""`layoutedit run`: run an edit script (a sequence of layouts for one scene)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from layoutedit.cli.common import PresetOption, console, err_console, state, user_errors
+
+HELP = """Run an edit script: one scene, a sequence of steps, each a layout file or layout
+operations on the previous step's layout. The whole script is checked before any model
+work; the scene is learned once and inverted once for all steps.
+
+Example:
+
+  layoutedit run script.toml --preset fast
+
+script.toml:
+
+  scene = "scene"
+
+  [[step]]
+
+  move = ["cat=+40,-10"]
+
+  [[step]]
+
+  ops = ["scale pot=0.8", "swap plant,pot"]
+
+Writes OUT/step-01/ ... (as `edit` does, with layout.png), summary.json and sheet.png.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("run", help=HELP)
+    @user_errors
+    def run_command(
+        ctx: typer.Context,
+        script: Annotated[
+            Path, typer.Argument(metavar="SCRIPT", help="Edit script (TOML).", show_default=False)
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", "-o", help="Output folder; default the script's `out`."),
+        ] = None,
+        preset: PresetOption = None,
+    ) -> None:
+        from dataclasses import replace
+
+        from layoutedit.cli.edit_cmd import make_editor
+        from layoutedit.cli.progress import learning_progress
+        from layoutedit.edit_script import ScriptStep, load_script, run_script
+        from layoutedit.logs import configure_library_logging
+
+        app_state = state(ctx)
+        configure_library_logging(app_state.verbose)
+        checked = load_script(script, model=app_state.model, preset=preset)
+        if out is not None:
+            checked = replace(checked, out=out)
+        chatty = not (app_state.quiet or app_state.json)
+        if chatty:
+            err_console.print(
+                f"{script}: {len(checked.steps)} steps checked; scene {checked.scene_dir}"
+            )
+
+        def report(step: ScriptStep, record: dict[str, Any]) -> None:
+            if not chatty:
+                return
+            evals = record["unet_evaluations"]
+            console.print(
+                f"step {step.number} ({step.source}): best seed {record['best_seed']} "
+                f"(attention loss {record['best_loss']:.3f}), {record['seconds']:.1f} s, "
+                f"UNet {evals['sampling'].get('total', 0)} sampling + "
+                f"{evals['inversion'].get('total', 0)} inversion -> {record['folder']}",
+                highlight=False,
+            )
+
+        editor = make_editor(app_state, checked.settings)
+        with learning_progress(chatty) as progress:
+            summary = run_script(checked, editor, learn_progress=progress, on_step=report)
+        if app_state.json:
+            app_state.emit_json(summary)
+        elif not app_state.quiet:
+            learned = summary["learn"]
+            if learned is not None:
+                how = "from the cache" if learned["cached"] else "learned"
+                console.print(
+                    f"concept {learned['key'][:12]} {how} ({learned['seconds']:.1f} s)",
+                    highlight=False,
+                )
+            console.print(
+                f"{len(summary['steps'])} steps in {summary['seconds']:.1f} s; "
+                f"sheet {summary['sheet']}, summary {checked.out / 'summary.json'}",
+                highlight=False,
+            )

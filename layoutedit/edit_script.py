@@ -1,0 +1,306 @@
+"""Edit scripts: a sequence of layouts for one scene, run with one learn and one inversion.
+
+A script is a TOML file (`layoutedit run script.toml`); paths in it are relative to it:
+
+    scene = "scene"                # a scene folder
+    out = "run-out"                # optional; default ./layoutedit-out/<script name>
+    preset = "fast"                # optional, as --preset
+    seeds = [0]                    # optional; default the preset's edit seeds
+
+    [edit]                         # optional settings, as in a --config file
+    steps = 25
+
+    [[step]]                       # a layout file ...
+    layout = "scene/target_layout/layout1.png"
+
+    [[step]]                       # ... or operations on the previous step's layout
+    move = ["cat=+40,-10"]
+    scale = ["pot=0.8"]
+
+    [[step]]                       # ... in the order given, with `ops`
+    ops = ["swap plant,pot", "to-front cat"]
+
+A step with `layout` and operations applies them to that file. The first step's operations
+start from the source's masks; every later step's from the previous step's layout, with the
+parts of objects a step hid kept (`layout_edits.ObjectState`).
+
+`load_script` checks the whole script (keys, files, every step's operations) before any
+model work; a bad step is a `UserError` naming its number. `run_script` then learns the
+scene once, inverts it once, and edits every step, writing
+
+    step-01/ ... step-NN/    what `edit` writes per layout (+ layout.png)
+    summary.json             per step: the layout, best seed and loss, seconds, UNet evaluations
+    sheet.png                the source and every step's layout and best edit
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from layoutedit.config import Settings, read_toml, resolve_settings
+from layoutedit.errors import UserError
+from layoutedit.layout_edits import (
+    FLAG_ORDER,
+    ObjectState,
+    Operation,
+    apply_operations,
+    parse_operation,
+    parse_step,
+)
+from layoutedit.scene import Layout, Scene, load_layout, load_scene
+
+if TYPE_CHECKING:
+    from layoutedit.editor import Editor, EditOutcome
+    from layoutedit.training import ProgressHook
+
+SUMMARY_FILE = "summary.json"
+SHEET_FILE = "sheet.png"
+_TOP_KEYS = {"scene", "out", "preset", "seeds", "step", "scene_options", "learn", "edit"}
+_STEP_KEYS = {"layout", "ops", "name", *(k.replace("-", "_") for k in FLAG_ORDER)}
+
+
+@dataclass(frozen=True)
+class ScriptStep:
+    """One step: its layout and how it was made."""
+
+    number: int
+    """1-based."""
+    name: str
+    """Output folder name, `step-01` (or `step-01-<name>` when the step names itself)."""
+    layout: Layout
+    operations: tuple[Operation, ...]
+    source: str
+    """What the step said: a layout file and/or its operations, as typed."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A checked edit script."""
+
+    path: Path
+    scene_dir: Path
+    out: Path
+    settings: Settings
+    steps: tuple[ScriptStep, ...]
+    scene: Scene
+    """The scene as read without a model (the run reads it again against the model)."""
+
+
+def _strings(value: Any, where: str, key: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UserError(f"{where}: `{key}` must be a string or a list of strings")
+
+
+def _step_operations(table: dict[str, Any], where: str) -> list[Operation]:
+    ops: list[Operation] = []
+    for kind in FLAG_ORDER:  # flag keys in the CLI's order, then `ops` in the given order
+        key = kind.replace("-", "_")
+        for text in _strings(table.get(key, []), where, key):
+            ops.append(parse_operation(kind, text))
+    ops.extend(parse_step(text) for text in _strings(table.get("ops", []), where, "ops"))
+    return ops
+
+
+def _in_step(number: int, exc: UserError, path: Path) -> UserError:
+    return UserError(f"step {number}: {exc.line()}", path=path)
+
+
+def load_script(path: Path, *, model: str | None = None, preset: str | None = None) -> Script:
+    """Read and check a whole edit script, without a model.
+
+    Args:
+        path: the TOML file.
+        model: the `--model` value (picks the default preset).
+        preset: a `--preset` that overrides the script's.
+
+    Raises:
+        UserError: a bad key or value, a missing file, or a step whose layout or operations
+            fail (`script.toml: step 3: pot pushed out of frame by --move pot=+900,+0`).
+    """
+    path = Path(path)
+    data = read_toml(path, what="edit script")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise UserError(
+            f"unknown key {unknown[0]!r} in the edit script; use {', '.join(sorted(_TOP_KEYS))}",
+            path=path,
+        )
+    base = path.parent
+    if not isinstance(data.get("scene"), str):
+        raise UserError('the edit script needs `scene = "FOLDER"`', path=path)
+    scene_dir = base / data["scene"]
+    out = base / data["out"] if isinstance(data.get("out"), str) else None
+    overrides: dict[str, dict[str, Any]] = {
+        "scene": dict(data.get("scene_options", {})),
+        "learn": dict(data.get("learn", {})),
+        "edit": dict(data.get("edit", {})),
+    }
+    if "seeds" in data:
+        overrides["edit"]["seeds"] = data["seeds"]
+    if "refinement" in overrides["edit"]:
+        from layoutedit.config import normalise_edit_section
+
+        normalise_edit_section(overrides["edit"], path)
+    chosen = preset or data.get("preset")
+    if chosen is not None and not isinstance(chosen, str):
+        raise UserError("`preset` must be a string", path=path)
+    try:
+        settings = resolve_settings(chosen, None, overrides, model=model)
+    except UserError as exc:
+        raise UserError(exc.message, path=path) from None
+    scene = load_scene(scene_dir, options=settings.scene)
+    tables = data.get("step")
+    if not isinstance(tables, list) or not tables:
+        raise UserError("the edit script has no [[step]] tables", path=path)
+
+    steps: list[ScriptStep] = []
+    labels, state = scene.labels, ObjectState.from_labels(scene.labels, scene.names)
+    for number, table in enumerate(tables, start=1):
+        where = f"step {number}"
+        try:
+            if not isinstance(table, dict):
+                raise UserError("must be a table ([[step]])")
+            bad = sorted(set(table) - _STEP_KEYS)
+            if bad:
+                raise UserError(f"unknown key {bad[0]!r}; use {', '.join(sorted(_STEP_KEYS))}")
+            ops = _step_operations(table, where)
+            file: Path | None = None
+            if "layout" in table:
+                if not isinstance(table["layout"], str):
+                    raise UserError("`layout` must be a file name")
+                file = base / table["layout"]
+                if not file.is_file():
+                    raise UserError("layout not found", path=file)
+                loaded = load_layout(file, scene, settings.scene)
+                labels = loaded.labels
+                state = ObjectState.from_labels(labels, scene.names)
+            elif not ops:
+                raise UserError("give a `layout` file or operations (move, scale, swap, ...)")
+            if ops:
+                labels, state = apply_operations(labels, scene.names, ops, state=state)
+        except UserError as exc:
+            raise _in_step(number, exc, path) from None
+        label = table.get("name")
+        name = f"step-{number:02d}" + (f"-{label}" if isinstance(label, str) and label else "")
+        said = " ".join([*([str(file)] if file else []), *(op.text for op in ops)])
+        steps.append(ScriptStep(number, name, Layout(file, labels.copy()), tuple(ops), said))
+    if out is None:
+        out = Path("layoutedit-out") / path.stem
+    return Script(path, scene_dir, out, settings, tuple(steps), scene)
+
+
+def _record(step: ScriptStep, result: EditOutcome, folder: Path) -> dict[str, Any]:
+    best = result.best()
+    return {
+        "step": step.number,
+        "folder": str(folder),
+        "layout": step.source,
+        "operations": [op.text for op in step.operations],
+        "best_seed": best.seed,
+        "best_loss": round(best.loss, 6),
+        "seconds": round(result.seconds, 3),
+        "reused_session": result.reused_session,
+        "unet_evaluations": result.unet_evaluations,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+
+
+def sequence_sheet(
+    scene: Scene, steps: Sequence[ScriptStep], images: Sequence[np.ndarray]
+) -> np.ndarray:
+    """(H, W, 3) uint8: row 1 the source mask and every step's layout, row 2 the source and
+    every step's best edit."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from layoutedit.outputs import colour_labels
+
+    tile, caption, gap = 160, 16, 6
+
+    def cell(image: np.ndarray, text: str, nearest: bool) -> Image.Image:
+        out = Image.new("RGB", (tile, tile + caption), (255, 255, 255))
+        resample = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
+        out.paste(Image.fromarray(image).resize((tile, tile), resample), (0, 0))
+        ImageDraw.Draw(out).text((2, tile + 2), text, fill=(0, 0, 0), font=ImageFont.load_default())
+        return out
+
+    top = [cell(colour_labels(scene.labels, scene.palette), "source mask", True)]
+    top += [cell(colour_labels(s.layout.labels, scene.palette), s.name, True) for s in steps]
+    bottom = [cell(scene.image, "source", False)]
+    bottom += [cell(img, f"{s.name} edit", False) for s, img in zip(steps, images, strict=True)]
+    width = len(top) * (tile + gap) + gap
+    sheet = Image.new("RGB", (width, 2 * (tile + caption + gap) + gap), (255, 255, 255))
+    for row, cells in enumerate((top, bottom)):
+        for col, c in enumerate(cells):
+            sheet.paste(c, (gap + col * (tile + gap), gap + row * (tile + caption + gap)))
+    return np.asarray(sheet)
+
+
+def run_script(
+    script: Script,
+    editor: Editor,
+    *,
+    learn_progress: ProgressHook | None = None,
+    on_step: Callable[[ScriptStep, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run a checked script with `editor` (made with `script.settings`).
+
+    Args:
+        script: from `load_script`.
+        editor: the editor (its model, concepts and inversions are reused).
+        learn_progress: progress of learning the scene (when it is not cached).
+        on_step: called after each step with the step and its summary record.
+
+    Returns:
+        The summary (also written to `summary.json`).
+    """
+    from layoutedit.atomic import write_json_atomic, write_png_atomic
+
+    began = time.perf_counter()
+    scene = editor.scene(script.scene_dir)
+    learn_began = time.perf_counter()
+    obtained = (
+        editor.obtain(scene, progress=learn_progress) if script.settings.edit.use_concept else None
+    )
+    learn_seconds = time.perf_counter() - learn_began
+    records, images = [], []
+    for step in script.steps:
+        result = editor.edit(scene, step.layout)
+        result.operations = tuple(op.text for op in step.operations)
+        folder = script.out / step.name
+        result.save(folder, best=script.settings.edit.best, layout_png=True)
+        record = _record(step, result, folder)
+        records.append(record)
+        images.append(result.best().image)
+        if on_step is not None:
+            on_step(step, record)
+    sheet = write_png_atomic(script.out / SHEET_FILE, sequence_sheet(scene, script.steps, images))
+    learned: dict[str, Any] | None = None
+    if obtained is not None:
+        learned = {
+            "key": obtained.key,
+            "cached": obtained.cached,
+            "seconds": round(learn_seconds, 3),
+            "unet_evaluations": obtained.concept.meta.get("unet_evals", {})
+            if not obtained.cached
+            else {},
+        }
+    summary = {
+        "script": str(script.path),
+        "scene": str(script.scene_dir),
+        "out": str(script.out),
+        "sheet": str(sheet),
+        "learn": learned,
+        "steps": records,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    write_json_atomic(script.out / SUMMARY_FILE, summary)
+    return summary

@@ -35,6 +35,7 @@ from layoutedit.errors import UserError
 from layoutedit.guidance import total_loss
 from layoutedit.inversion import Inversion, invert
 from layoutedit.layout_ops import blend_mask, region_masks, square_pad, unpad
+from layoutedit.low_memory import prepare_editing
 from layoutedit.prompts import token_positions
 from layoutedit.ranking import LayoutScorer
 from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
@@ -163,6 +164,7 @@ class EditSession:
             # Gradients flow to the latent only (learning may have left weights trainable).
             module.requires_grad_(False)
             module.eval()
+        prepare_editing(model, config)  # config.low_memory: VAE slicing
         # 2. prompt and token positions (from the tokenized prompt, never typed in)
         if config.use_concept and concept is not None:
             from layoutedit.concept import apply_concept

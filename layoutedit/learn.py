@@ -30,6 +30,7 @@ from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
 from layoutedit.finetune import kv_parameters, run_finetune
 from layoutedit.layout_ops import region_masks, square_pad
+from layoutedit.low_memory import prepare_learning
 from layoutedit.model_loading import LoadedModel
 from layoutedit.prior import PriorSet, generated_prior, load_prior_folder
 from layoutedit.prompts import token_positions
@@ -183,6 +184,7 @@ def learn_concept(
     data = prepare_data(model, scene, ids)
     prompt = concept_prompt(scene)
     _check_prompts(model, data, prompt, cfg)
+    prepare_learning(model, cfg)  # cfg.low_memory: checkpointing, frozen weights in fp16
     ckpts = CheckpointDir(checkpoint_dir, run_id(model, scene, cfg))
 
     k = len(scene.objects)

@@ -17,6 +17,7 @@ from layoutedit.cli import (
     inspect_cmd,
     learn_cmd,
     mask_cmd,
+    plan_cmd,
     run_cmd,
 )
 from layoutedit.cli.common import DEFAULT_MODEL, AppState, console, default_cache_dir
@@ -90,6 +91,7 @@ backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)
 bench_cmd.register(app)
+plan_cmd.register(app)
 mask_cmd.register(app)
 
 

@@ -1,0 +1,78 @@
+"""`layoutedit plan`: memory and FLOPs of a learn and an edit, planned without weights or GPU."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from layoutedit.cli.common import ConfigOption, PresetOption, console, state, user_errors
+
+HELP = """Plan the memory and compute of learning and editing on a model, before you have it.
+
+Builds the model from its config on PyTorch's `meta` device (no weights, no GPU, seconds),
+runs one step of every phase through layoutedit's own code and prints, per phase, the peak
+memory of live tensors by kind (weights, gradients, optimiser state, activations, recorded
+attention), the FLOPs of the step and how often it runs; then the totals of a learn and of
+an edit for the preset. Not counted: the CUDA context, allocator caching and kernel
+workspaces (add about 0.5-1 GB on a GPU).
+
+--arch: sd15, sd21, sdxl (published configs), builtin:shapes-tiny, a diffusers folder, or a
+JSON file like layoutedit/planning/configs/sd15.json.
+
+Examples:
+
+  layoutedit plan --arch sd15
+
+  layoutedit plan --arch sd15 --low-memory
+
+  layoutedit plan --arch ~/models/my-sd21 --preset fast --backend cpu --json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("plan", help=HELP)
+    @user_errors
+    def plan_command(
+        ctx: typer.Context,
+        arch: Annotated[
+            str, typer.Option("--arch", help="sd15, sd21, sdxl, builtin:NAME, a folder or JSON.")
+        ] = "sd15",
+        preset: PresetOption = None,
+        config: ConfigOption = None,
+        backend: Annotated[
+            str,
+            typer.Option("--backend", help="Backend to plan for (need not be usable here)."),
+        ] = "cuda",
+        low_memory: Annotated[
+            bool,
+            typer.Option(
+                "--low-memory",
+                help="Plan with low_memory on: gradient checkpointing, fp16 frozen weights "
+                "with fp32 trained ones (on fp16 backends), VAE slicing.",
+            ),
+        ] = False,
+        objects: Annotated[
+            int, typer.Option("--objects", min=1, max=32, help="Objects in the scene.")
+        ] = 3,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        from layoutedit.config import resolve_settings
+        from layoutedit.planning.archs import load_arch
+        from layoutedit.planning.plan import make_plan
+        from layoutedit.planning.report import evaluations_line, plan_table
+
+        spec = load_arch(arch)
+        settings = resolve_settings(preset, config, model=arch)
+        plan = make_plan(spec, settings, backend=backend, low_memory=low_memory, objects=objects)
+        if json_out or state(ctx).json:
+            state(ctx).emit_json(plan.as_dict())
+            return
+        console.print(plan_table(plan))
+        console.print(evaluations_line("learn", plan.learn_total))
+        console.print(evaluations_line("edit", plan.edit_total))
+        for note in plan.notes:
+            console.print(f"note: {note}")
+        console.print(f"planned in {plan.seconds:.1f} s")

@@ -1,0 +1,71 @@
+"""The `low_memory` setting: what it changes in learning and editing (and in the planner).
+
+Learning (`LearnConfig.low_memory`):
+- gradient checkpointing in the UNet: its blocks keep only their inputs for backward and
+  recompute the rest (about a third more compute, most activations gone);
+- with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as well
+  (they are cast to it by autocast anyway), while the trained parameters (the text
+  encoder's embedding table, attn2 to_k/to_v) stay fp32 for the optimiser.
+
+Editing (`EditConfig.low_memory`):
+- VAE slicing: decoding a batch one image at a time.
+Not gradient checkpointing: the recording processors compute attention explicitly only while
+their store records, so a recomputation in the backward pass (after recording stopped) would
+run the other kernel and torch.utils.checkpoint refuses the mismatch. The guidance pass is
+small anyway (it stops after the last recorded layer).
+
+The planner (`layoutedit plan --low-memory`) applies the same functions to its `meta` model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from layoutedit.config import EditConfig, LearnConfig
+    from layoutedit.model_loading import LoadedModel
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def frozen_dtype(cfg: LearnConfig) -> torch.dtype | None:
+    """Dtype the frozen weights are stored in while learning; None keeps them as loaded."""
+    if not cfg.low_memory or cfg.mixed_precision == "no":
+        return None
+    return _DTYPES[cfg.mixed_precision]
+
+
+def trained_parameters(model: LoadedModel) -> list[torch.Tensor]:
+    """What learning trains: the embedding table and every attn2 to_k/to_v parameter."""
+    from layoutedit.finetune import kv_parameters
+    from layoutedit.tokens import embedding_table
+
+    return [embedding_table(model).weight, *kv_parameters(model).values()]
+
+
+def store_frozen(model: LoadedModel, dtype: torch.dtype) -> None:
+    """Cast every weight to `dtype`, then the trained parameters back to fp32 (in place)."""
+    modules: tuple[Any, ...] = (model.unet, model.vae, model.text_encoder)
+    for module in modules:
+        module.to(dtype=dtype)
+    for param in trained_parameters(model):
+        param.data = param.data.float()
+
+
+def prepare_learning(model: LoadedModel, cfg: LearnConfig) -> None:
+    """Apply `cfg.low_memory` to a model about to learn (no-op when it is off)."""
+    if not cfg.low_memory:
+        return
+    model.unet.enable_gradient_checkpointing()
+    dtype = frozen_dtype(cfg)
+    if dtype is not None:
+        store_frozen(model, dtype)
+
+
+def prepare_editing(model: LoadedModel, cfg: EditConfig) -> None:
+    """Apply `cfg.low_memory` to a model about to edit (no-op when it is off)."""
+    if not cfg.low_memory:
+        return
+    model.vae.enable_slicing()

@@ -1,0 +1,102 @@
+"""Paths real models take: v-prediction (SD 2.x) end to end, and the low-memory setting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from edit_support import fast_config, moved_layout, shapes_scene
+
+from layoutedit.backend import get_backend
+from layoutedit.config import LearnConfig
+from layoutedit.denoising import scheduler_pair
+from layoutedit.editing import edit
+from layoutedit.finetune import kv_parameters
+from layoutedit.learn import learn_concept
+from layoutedit.low_memory import frozen_dtype, store_frozen
+from layoutedit.model_loading import load_model
+from layoutedit.shapes.architecture import TEST_TINY, build_pipeline_folder
+from layoutedit.tokens import embedding_table
+from layoutedit.training import noisy_batch, training_scheduler
+
+TINY_LEARN = LearnConfig(
+    ti_steps=2, ti_batch_size=1, ti_joint=True, ft_steps=2, ft_batch_size=1, checkpoint_every=0
+)
+
+
+@pytest.fixture(scope="module")
+def v_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random pipeline with a v-prediction scheduler (the SD 2.x 768 px setting)."""
+    folder = build_pipeline_folder(tmp_path_factory.mktemp("v-model") / "model", TEST_TINY)
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["prediction_type"] = "v_prediction"
+    path.write_text(json.dumps(config))
+    return folder
+
+
+def test_v_prediction_learns_against_the_velocity(v_model_dir: Path) -> None:
+    model = load_model(str(v_model_dir))
+    assert model.prediction_type == "v_prediction"
+    scheduler = training_scheduler(model)
+    z0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    _, t, target = noisy_batch(model, scheduler, z0, torch.Generator().manual_seed(1))
+    noise = torch.randn(2, 4, 16, 16, generator=_after_timesteps(2))
+    assert torch.allclose(target, scheduler.get_velocity(z0, noise, t))
+    sampler, inverter = scheduler_pair(model.scheduler_config, 5)
+    assert sampler.config.prediction_type == inverter.config.prediction_type == "v_prediction"
+
+
+def _after_timesteps(batch: int) -> torch.Generator:
+    """The generator of `noisy_batch` after its timestep draw (same seed, same order)."""
+    gen = torch.Generator().manual_seed(1)
+    torch.randint(0, 1000, (batch,), generator=gen)
+    return gen
+
+
+def test_v_prediction_model_learns_and_edits_end_to_end(v_model_dir: Path) -> None:
+    model = load_model(str(v_model_dir))
+    scene = shapes_scene()
+    backend = get_backend("cpu")
+    before = {k: v.clone() for k, v in kv_parameters(model).items()}
+    result = learn_concept(model, scene, TINY_LEARN, backend=backend)
+    changed = [not torch.equal(before[k], v) for k, v in result.concept.kv_weights.items()]
+    assert any(changed), "the K/V fine-tune did not move on a v-prediction model"
+    [out] = edit(
+        model,
+        scene,
+        [moved_layout(scene)],
+        fast_config(use_concept=True),
+        backend,
+        concept=result.concept,
+    )
+    image = out.candidates[0].image
+    assert image.shape == scene.image.shape and image.dtype == np.uint8
+    assert np.isfinite(out.candidates[0].loss)
+    assert out.unet_evaluations["inversion"]["forward"] == 6  # blending inverted the source
+
+
+def test_low_memory_learning_checkpoints_and_still_learns(tiny_model_dir: Path) -> None:
+    model = load_model(str(tiny_model_dir))
+    scene = shapes_scene()
+    before = {k: v.clone() for k, v in kv_parameters(model).items()}
+    cfg = TINY_LEARN.model_copy(update={"low_memory": True})
+    result = learn_concept(model, scene, cfg, backend=get_backend("cpu"))
+    assert model.unet.is_gradient_checkpointing
+    assert any(not torch.equal(before[k], v) for k, v in result.concept.kv_weights.items())
+
+
+def test_low_memory_stores_frozen_weights_in_the_mixed_precision(tiny_model_dir: Path) -> None:
+    assert frozen_dtype(LearnConfig(low_memory=True)) is None  # no mixed precision: as loaded
+    assert frozen_dtype(LearnConfig(mixed_precision="bf16")) is None  # low_memory off
+    cfg = LearnConfig(low_memory=True, mixed_precision="bf16")
+    assert frozen_dtype(cfg) == torch.bfloat16
+    model = load_model(str(tiny_model_dir))
+    store_frozen(model, torch.bfloat16)
+    assert model.unet.conv_in.weight.dtype == torch.bfloat16
+    assert model.vae.decoder.conv_out.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in kv_parameters(model).values())
+    assert embedding_table(model).weight.dtype == torch.float32

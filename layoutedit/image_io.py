@@ -7,7 +7,10 @@ unreadable and truncated files into `UserError`s that name the file.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,33 @@ RGB = tuple[int, int, int]
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
+MAX_JSON_BYTES = 10_000_000
+"""A label map is a few hundred bytes; anything this large is not one."""
+
+
+def check_file(path: Path, what: str) -> None:
+    """Raise a UserError naming `path` unless it is an existing, readable regular path.
+
+    Tells apart a missing file, a dangling symbolic link and a symbolic-link loop (all three
+    make `Path.exists()` False).
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise UserError(f"{what} is a broken symbolic link (to {target})", path=path) from None
+        raise UserError(f"{what} not found", path=path) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{what} is a symbolic-link loop", path=path) from None
+        if exc.errno == errno.ENOTDIR:
+            raise UserError(f"{what} not found (a parent is a file)", path=path) from None
+        raise UserError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
+
+
 def _open(path: Path, what: str) -> Image.Image:
-    if not path.exists():
-        raise UserError(f"{what} not found", path=path)
+    check_file(path, what)
     if path.is_dir():
         raise UserError(f"{what} is a folder, not an image file", path=path)
     try:
@@ -92,11 +119,17 @@ def read_rgb(path: Path, *, what: str = "image", matte: RGB = (255, 255, 255)) -
 def read_json(path: Path, *, what: str) -> object:
     """Parse a JSON file; duplicate object keys are an error (JSON would keep the last silently).
 
+    Numbers must be finite: `NaN`, `Infinity` and floats beyond the float range (`1e400`)
+    are refused, as are integers of more than 100 digits and nesting deep enough to exhaust
+    the parser's recursion.
+
     Raises:
-        UserError: missing, unreadable, not JSON, or with a duplicated key.
+        UserError: missing, unreadable, not JSON, with a duplicated key or a number that is
+            not a finite value.
     """
-    if not path.exists():
-        raise UserError(f"{what} not found", path=path)
+    check_file(path, what)
+    if path.is_dir():
+        raise UserError(f"{what} is a folder, not a JSON file", path=path)
 
     def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -106,14 +139,40 @@ def read_json(path: Path, *, what: str) -> object:
             out[key] = value
         return out
 
+    def no_constant(name: str) -> object:
+        raise UserError(f"{what} holds {name}, which is not a number JSON allows", path=path)
+
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise UserError(f"{what} holds {text[:20]}, a number beyond the float range", path=path)
+        return value
+
+    def short_int(text: str) -> int:
+        # int() of thousands of digits is slow (and refused past 4300 digits); no colour or
+        # count needs more than a few.
+        if len(text.lstrip("-")) > 100:
+            raise UserError(f"{what} holds an integer of {len(text)} digits", path=path)
+        return int(text)
+
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise UserError(f"{what} is larger than {MAX_JSON_BYTES:,} bytes", path=path)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {what}: {exc}", path=path) from None
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constant,
+            parse_float=finite_float,
+            parse_int=short_int,
+        )
     except json.JSONDecodeError as exc:
         raise UserError(
             f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
             path=path,
         ) from None
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply to be a label map", path=path) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 _LIBRARIES = ("diffusers", "transformers", "accelerate", "huggingface_hub", "safetensors")
@@ -18,22 +19,29 @@ _LIBRARIES = ("diffusers", "transformers", "accelerate", "huggingface_hub", "saf
 def configure_library_logging(verbose: bool = False) -> None:
     """Silence (or, with `verbose`, restore) third-party warnings and progress bars.
 
-    Safe to call more than once; the last call wins. Sets environment variables read at
-    import time too, so libraries imported later follow the same choice.
+    Safe to call more than once; the last call wins. Imports nothing: libraries already
+    imported are set through their APIs, libraries imported later read the environment
+    variables set here (their verbosity, huggingface_hub's and tqdm's progress bars, which
+    carry transformers' "Loading weights" bar), so a command that stops at a bad option
+    never pays for importing them.
     """
     level = logging.INFO if verbose else logging.ERROR
     # Read by transformers/huggingface_hub at import; harmless if already imported.
     os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
     os.environ["DIFFUSERS_VERBOSITY"] = "info" if verbose else "error"
-    if verbose:
-        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
-    else:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        if verbose:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = "1"
     for name in _LIBRARIES:
         logging.getLogger(name).setLevel(level)
-    _set_transformers(verbose)
-    _set_diffusers(verbose)
-    _set_hub(verbose)
+    if "transformers" in sys.modules:
+        _set_transformers(verbose)
+    if "diffusers" in sys.modules:
+        _set_diffusers(verbose)
+    if "huggingface_hub" in sys.modules:
+        _set_hub(verbose)
     for module in ("diffusers", "transformers", "accelerate", "huggingface_hub", "torch"):
         if verbose:
             warnings.filterwarnings("default", module=rf"{module}(\.|$)")

@@ -20,16 +20,18 @@ labels padded with background) and crops its outputs back (`layout_ops.unpad`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from layoutedit.colour_match import RGB, format_colours, match_colours
 from layoutedit.config import SceneOptions
 from layoutedit.errors import UserError
-from layoutedit.image_io import read_json, read_rgb
+from layoutedit.image_io import check_file, read_json, read_rgb
 from layoutedit.label_map import BACKGROUND, parse_label_map
 from layoutedit.layout_ops import resize_labels, resize_nearest
 from layoutedit.prompts import placeholder_token, scene_prompt
@@ -39,6 +41,11 @@ MASK_NAME = "mask.png"
 LABELS_NAME = "semantic_dict.json"
 LAYOUT_DIR = "target_layout"
 _FOLDER_HINT = "a scene folder holds image.png, mask.png and semantic_dict.json"
+MIN_IMAGE_SIDE = 8
+"""Smallest image side in pixels: below it no object and background fit side by side."""
+MAX_LATENT_SIZE = 1024
+"""Largest latent grid side accepted (SD 1.x: 64, SDXL: 128); the check resizes the labels
+to this side, so an absurd value would exhaust memory."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +182,24 @@ def _check_present(
     return counts[: len(names)]
 
 
-def _check_latent(scene: Scene, latent_size: int, options: SceneOptions, path: Path | None) -> None:
-    """Every object must cover `min_object_latent_pixels` cells of the square latent grid."""
+def check_latent_size(latent_size: int) -> None:
+    """UserError unless 1 <= `latent_size` <= MAX_LATENT_SIZE."""
+    if not 1 <= latent_size <= MAX_LATENT_SIZE:
+        raise UserError(
+            f"latent size {latent_size} is out of range: give 1 to {MAX_LATENT_SIZE} "
+            "(64 for Stable Diffusion 1.x)"
+        )
+
+
+def check_latent(scene: Scene, latent_size: int, options: SceneOptions = SceneOptions()) -> None:
+    """Every object must cover `options.min_object_latent_pixels` cells of the model's square
+    latent grid of side `latent_size` (64 for SD 1.x at 512 px).
+
+    Raises:
+        UserError: `latent_size` outside 1..MAX_LATENT_SIZE, or an object too small.
+    """
+    check_latent_size(latent_size)
+    path = scene.mask_path
     small = resize_labels(scene.labels, latent_size, pad_value=scene.background_index)
     counts = np.bincount(small.ravel(), minlength=scene.background_index + 1)
     need = options.min_object_latent_pixels
@@ -202,12 +225,35 @@ def _layout_paths(folder: Path) -> tuple[Path, ...]:
     )
 
 
-def _find_image(folder: Path) -> Path:
-    for suffix in IMAGE_SUFFIXES:
-        candidate = folder / f"image{suffix}"
-        if candidate.is_file():
-            return candidate
-    return folder / "image.png"
+def _find_image(folder: Path) -> tuple[Path, list[str]]:
+    """The folder's image file (first of IMAGE_SUFFIXES) and a warning when several exist."""
+    found = [folder / f"image{s}" for s in IMAGE_SUFFIXES if (folder / f"image{s}").is_file()]
+    if not found:
+        return folder / "image.png", []
+    if len(found) == 1:
+        return found[0], []
+    others = ", ".join(p.name for p in found[1:])
+    return found[0], [
+        f"{folder.name}/ holds several images ({found[0].name}, {others}); using "
+        f"{found[0].name}. Remove the others or name one with --image"
+    ]
+
+
+def prompt_length_warning(scene: Scene, tokenizer: Any, max_length: int) -> str | None:
+    """A warning when the scene prompt, placeholders counted as one token each, is longer
+    than the text encoder's `max_length` tokens (start and end tokens included), else None.
+
+    `tokenizer` is a Hugging Face tokenizer; it is copied, so the caller's is not changed.
+    """
+    counter = copy.deepcopy(tokenizer)
+    counter.add_tokens([t for t in scene.tokens if t not in counter.get_vocab()])
+    count = len(counter(scene.prompt, truncation=False)["input_ids"])
+    if count <= max_length:
+        return None
+    return (
+        f"the prompt is {count} tokens long but the text encoder reads {max_length}; the "
+        f"end is cut off: {scene.prompt!r}. Shorten scene.prompt_template or object names"
+    )
 
 
 # --- public loaders ----------------------------------------------------------------------
@@ -299,14 +345,15 @@ def load_scene(
         UserError: every bad input, naming the file (see the module docstring).
     """
     layout_paths: tuple[Path, ...] = ()
+    warnings: list[str] = []
     if folder is not None:
-        if not folder.exists():
-            raise UserError("scene folder not found", path=folder)
+        check_file(folder, "scene folder")
         if not folder.is_dir():
             raise UserError(
                 f"not a folder ({_FOLDER_HINT}, or use --image/--mask/--labels)", path=folder
             )
-        image = image or _find_image(folder)
+        if image is None:
+            image, warnings = _find_image(folder)
         mask = mask or folder / MASK_NAME
         labels = labels or folder / LABELS_NAME
         layout_paths = _layout_paths(folder)
@@ -319,20 +366,35 @@ def load_scene(
             f"(missing {', '.join(missing)})"
         )
     for path, what in ((labels, "label map"), (image, "image"), (mask, "mask")):
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             hint = f" ({_FOLDER_HINT})" if folder is not None else ""
             raise UserError(f"{what} not found{hint}", path=path)
+        check_file(path, what)
+    if latent_size is not None:
+        check_latent_size(latent_size)
 
     names, colours, background = parse_label_map(
         read_json(labels, what="label map"), options, labels
     )
     pixels = read_rgb(image, what="image")
     height, width = pixels.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise UserError(
+            f"image is {width}x{height} px; the smallest image is "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (objects and background must fit side by side)",
+            path=image,
+        )
     # Transparent mask pixels are background.
     mask_rgb = read_rgb(mask, what="mask", matte=background)
     palette = [*colours, background]
-    grid, warnings = _match(mask_rgb, palette, options, mask, "mask")
+    grid, snapped = _match(mask_rgb, palette, options, mask, "mask")
+    warnings.extend(snapped)
     grid = _fit(grid, height, width, mask, "mask")
+    if not (grid == len(names)).any():
+        warnings.append(
+            f"{mask.name}: no pixel has the background colour {background}; every pixel "
+            "belongs to an object, so nothing of the source is kept as background"
+        )
     scene = scene_from_arrays(
         pixels,
         grid,
@@ -347,7 +409,7 @@ def load_scene(
         warnings=tuple(warnings),
     )
     if latent_size is not None:
-        _check_latent(scene, latent_size, options, mask)
+        check_latent(scene, latent_size, options)
     return scene
 
 

@@ -78,6 +78,62 @@ def check_entry(cache: ConceptCache, key: str) -> tuple[str | None, str | None]:
     return raw, None
 
 
+@dataclass
+class Listed:
+    """One row of `cache ls`: an entry, or a key whose record cannot be read.
+
+    Attributes:
+        key: the entry's key.
+        entry: the parsed entry; None when the record is damaged or of another format.
+        problem: None when the entry looks whole (see `listing`), else one line.
+    """
+
+    key: str
+    entry: CacheEntry | None
+    problem: str | None
+
+
+def quick_problem(entry: CacheEntry) -> str | None:
+    """A missing or wrongly sized artifact file of `entry` (one `stat` per file), or None.
+
+    Cheap enough for a listing; a same-size corruption needs `check_entry`'s SHA-256.
+    """
+    assert entry.directory is not None
+    for info in entry.artifacts:
+        try:
+            size = (entry.directory / info.filename).stat().st_size
+        except FileNotFoundError:
+            return f"artifact {info.name!r} is missing"
+        except OSError as exc:
+            return f"artifact {info.name!r} cannot be read: {exc.strerror}"
+        if size != info.size:
+            what = "truncated" if size < info.size else "longer than recorded"
+            return f"artifact {info.name!r} is {what} ({size} of {info.size} bytes)"
+    return None
+
+
+def listing(cache: ConceptCache) -> list[Listed]:
+    """Every key of the index with its entry and a quick check (`quick_problem`): usable
+    entries, most recently used first, then those with unreadable or old-format records."""
+    good: list[Listed] = []
+    broken: list[Listed] = []
+    for key in cache.all_keys():
+        raw = cache.raw_record(key)
+        if raw is None:
+            continue
+        try:
+            entry = cache.parse(key, raw)
+        except OldFormatError as exc:
+            broken.append(Listed(key, None, f"old format: {exc}"))
+            continue
+        except RecordError as exc:
+            broken.append(Listed(key, None, str(exc)))
+            continue
+        good.append(Listed(key, entry, quick_problem(entry)))
+    good.sort(key=lambda row: row.entry.last_used if row.entry else 0.0, reverse=True)
+    return good + broken
+
+
 def verify(cache: ConceptCache, *, fix: bool = False) -> VerifyReport:
     """Check every entry; with `fix`, evict bad and stale ones and remove leftovers."""
     report = VerifyReport()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from layoutedit.cli.common import AppState, console, err_console, state, user_errors
 from layoutedit_cache.artifacts import ArtifactError, header
+from layoutedit_cache.maintenance import check_entry, listing
 from layoutedit_cache.maintenance import prune as prune_cache
 from layoutedit_cache.maintenance import verify as verify_cache
 from layoutedit_cache.store import CacheEntry, ConceptCache, OldFormatError, RecordError
@@ -77,18 +78,26 @@ def ls_command(
         str | None, typer.Option("--kind", help="Only entries of this kind (concept, ...).")
     ] = None,
 ) -> None:
-    """List cache entries, most recently used first.
+    """List cache entries, most recently used first; entries with missing or wrongly sized
+    files, or an unreadable record, are marked DAMAGED (`cache verify` also checks every byte).
 
     Terminals under 100 columns omit the model and created columns; `--json` has everything.
 
     Example: layoutedit cache ls --kind concept     (or: layoutedit --json cache ls)
     """
     cache, app_state = _open(ctx)
-    entries = [e for e in cache.entries() if kind is None or e.kind == kind]
+    rows = [r for r in listing(cache) if kind is None or (r.entry and r.entry.kind == kind)]
+    entries = [r.entry for r in rows if r.entry is not None]
+    damaged = [r for r in rows if r.problem is not None]
     if app_state.json:
-        app_state.emit_json([e.to_json() for e in entries])
+        app_state.emit_json(
+            [
+                {**(r.entry.to_json() if r.entry else {"key": r.key}), "problem": r.problem}
+                for r in rows
+            ]
+        )
         return
-    if not entries:
+    if not rows:
         console.print(f"no cache entries in {escape(str(cache.root))}", highlight=False)
         return
     # Narrow terminals (and pipes, at 80 columns) drop model and created; `--json` has all.
@@ -104,8 +113,10 @@ def ls_command(
     if wide:
         table.add_column("created", no_wrap=True)
     table.add_column("last used", no_wrap=True)
+    problems = {r.key: r.problem for r in damaged}
     for e in entries:
-        cells = [e.key[:12], e.kind, escape(str(e.meta.get("scene", ""))), escape(_objects(e))]
+        kind_cell = e.kind if e.key not in problems else f"{e.kind} [red]DAMAGED[/]"
+        cells = [e.key[:12], kind_cell, escape(str(e.meta.get("scene", ""))), escape(_objects(e))]
         if wide:
             cells.append(escape(_short_model(e.meta.get("model"))))
         cells.append(format_size(e.size))
@@ -113,10 +124,19 @@ def ls_command(
             cells.append(format_time(e.created, date_only=True))
         cells.append(format_age(e.last_used))
         table.add_row(*cells)
+    for r in damaged:
+        if r.entry is None:
+            table.add_row(r.key[:12], "[red]DAMAGED[/]", *([""] * (len(table.columns) - 2)))
     console.print(table)
-    noun = "entry" if len(entries) == 1 else "entries"
+    noun = "entry" if len(rows) == 1 else "entries"
     total = format_size(sum(e.size for e in entries))
-    console.print(f"{len(entries)} {noun}, {total} in {escape(str(cache.root))}", highlight=False)
+    console.print(f"{len(rows)} {noun}, {total} in {escape(str(cache.root))}", highlight=False)
+    for r in damaged:
+        console.print(f"[red]DAMAGED[/] {r.key[:12]}: {escape(str(r.problem))}", highlight=False)
+    if damaged:
+        console.print(
+            "run `layoutedit cache verify --fix` to evict damaged entries", highlight=False
+        )
 
 
 @cache_app.command("show")
@@ -138,13 +158,22 @@ def show_command(
         console.print(f"{full}: unusable, {exc}", highlight=False)
         return
     except RecordError as exc:
-        console.print(f"{full}: damaged, {exc}", highlight=False)
-        return
+        console.print(f"{full}: DAMAGED, {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    problem = check_entry(cache, full)[1]  # every byte: one entry is cheap to check
     tensors = {a.name: _tensor_specs(entry, a.name) for a in entry.artifacts}
     if app_state.json:
-        app_state.emit_json({**entry.to_json(), "tensors": tensors})
+        app_state.emit_json({**entry.to_json(), "tensors": tensors, "problem": problem})
+        if problem is not None:
+            raise typer.Exit(1)
         return
     console.print(f"[bold]{entry.key}[/] ({entry.kind})", highlight=False)
+    if problem is not None:
+        console.print(
+            f"[red]DAMAGED[/]: {escape(problem)}; it will be evicted on use, or now with "
+            "`layoutedit cache verify --fix`",
+            highlight=False,
+        )
     console.print(
         f"created {format_time(entry.created)}, last used {format_time(entry.last_used)}, "
         f"{format_size(entry.size)} in {escape(str(entry.directory))}",
@@ -159,6 +188,8 @@ def show_command(
             continue
         for tname, spec in specs.items():
             console.print(f"  {escape(tname)}: {spec['dtype']} {spec['shape']}", highlight=False)
+    if problem is not None:
+        raise typer.Exit(1)
 
 
 def _tensor_specs(entry: CacheEntry, artifact: str) -> dict[str, Any] | str:
@@ -263,6 +294,8 @@ def verify_command(
 ) -> None:
     """Check every artifact of every entry (size and SHA-256). Exits 1 if bad entries remain.
 
+    The summary counts bad entries, and with --fix says they were evicted.
+
     Example: layoutedit cache verify --fix
     """
     cache, app_state = _open(ctx)
@@ -286,8 +319,17 @@ def verify_command(
                 soft_wrap=True,
                 markup=False,
             )
+        evicted = [p for p in report.problems if p.fixed and not p.stale]
+        stale = [p for p in report.problems if p.stale]
         summary = f"checked {report.checked} entries: "
-        summary += "all good" if report.ok else f"{len(report.bad)} bad"
+        if not report.ok:
+            summary += f"{len(report.bad)} bad"
+        elif evicted:
+            summary += f"{len(evicted)} bad, evicted (they will be recomputed); the others are good"
+        else:
+            summary += "all good"
+        if stale:
+            summary += f"; {len(stale)} of an old cache format" + (", removed" if fix else "")
         if report.leftovers:
             done = f", {report.leftovers_removed} removed" if fix else ""
             summary += f"; {len(report.leftovers)} leftovers of interrupted writes{done}"

@@ -28,7 +28,7 @@ from layoutedit.errors import UserError
 from layoutedit.layout_edits import operations_layout, parse_flags
 from layoutedit.layout_ops import ObjectMove, object_moves
 from layoutedit.prompts import token_positions
-from layoutedit.scene import Layout, Scene, load_layout, load_scene
+from layoutedit.scene import Layout, Scene, load_layout, load_scene, prompt_length_warning
 
 HELP = """Show a scene's objects, colours, areas and prompt; with --layout, how each object moves.
 
@@ -42,8 +42,9 @@ Example:
 """
 
 
-def load_tokenizer_positions(folder: Path, scene: Scene) -> dict[str, int]:
-    """Token positions of the scene's placeholders with the CLIP tokenizer in `folder`.
+def load_tokenizer_positions(folder: Path, scene: Scene) -> tuple[dict[str, int], str | None]:
+    """Token positions of the scene's placeholders with the CLIP tokenizer in `folder`, and
+    a warning when the prompt is longer than the tokenizer's limit (else None).
 
     `folder` is a tokenizer folder or a diffusers model folder (its `tokenizer/` is used).
     The placeholders are added to the loaded tokenizer first, as learning does.
@@ -59,7 +60,8 @@ def load_tokenizer_positions(folder: Path, scene: Scene) -> dict[str, int]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load a CLIP tokenizer: {first}", path=source) from None
     tokenizer.add_tokens(list(scene.tokens))
-    return token_positions(tokenizer, scene.prompt, scene.tokens)
+    too_long = prompt_length_warning(scene, tokenizer, tokenizer.model_max_length)
+    return token_positions(tokenizer, scene.prompt, scene.tokens), too_long
 
 
 def _move_json(move: ObjectMove) -> dict[str, Any]:
@@ -280,13 +282,17 @@ def register(app: typer.Typer) -> None:
         if operations:
             bases: list[Layout | None] = list(layouts) or [None]
             layouts = [operations_layout(scene, operations, base) for base in bases]
-        positions = load_tokenizer_positions(tokenizer, scene) if tokenizer else None
+        positions, too_long = (
+            load_tokenizer_positions(tokenizer, scene) if tokenizer else (None, None)
+        )
         report = build_report(scene, layouts, positions)
         if operations:
             texts = " ".join(op.text for op in operations)
             for entry in report["layouts"]:
                 entry["operations"] = [op.text for op in operations]
                 entry["path"] = f"{entry['path'] or 'source'} + {texts}"
+        if too_long is not None:
+            report["warnings"].append(too_long)
         if app_state.json:
             app_state.emit_json(report)
         else:

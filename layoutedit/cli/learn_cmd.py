@@ -18,6 +18,7 @@ from layoutedit.cli.common import (
     SceneArgument,
     console,
     err_console,
+    scene_notes,
     state,
     user_errors,
 )
@@ -180,17 +181,20 @@ def run_learn(
     allow_pickle: bool,
     model_config: Path | None,
 ) -> None:
-    """The command's work: settings -> backend -> model -> scene -> cached concept -> report."""
-    from layoutedit.backend import get_backend
-    from layoutedit.concept import export_diffusers
-    from layoutedit.concept_store import obtain_concept
+    """The command's work: settings -> scene -> backend -> model -> cached concept -> report."""
     from layoutedit.config import resolve_settings
-    from layoutedit.model_loading import load_model
-    from layoutedit.scene import load_scene
-    from layoutedit_cache import ConceptCache
+    from layoutedit.scene import check_latent, load_scene
 
     began = time.perf_counter()
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
+    # Options and scene files are checked before the model stack is imported (seconds).
+    scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
+    from layoutedit.backend import get_backend
+    from layoutedit.concept import export_diffusers
+    from layoutedit.concept_store import obtain_concept
+    from layoutedit.model_loading import load_model
+    from layoutedit_cache import ConceptCache
+
     backend = get_backend(app_state.backend)
     model = load_model(
         app_state.model,
@@ -199,17 +203,9 @@ def run_learn(
         cache_dir=app_state.cache_dir,
         model_config=model_config,
     )
-    scene = load_scene(
-        scene_dir,
-        image=image,
-        mask=mask,
-        labels=labels,
-        options=settings.scene,
-        latent_size=model.latent_size,
-    )
+    check_latent(scene, model.latent_size, settings.scene)
     chatty = not (app_state.quiet or app_state.json)
-    for warning in scene.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    scene_notes(app_state, scene, model)
     cache = ConceptCache(app_state.cache_dir, report=lambda line: err_console.print(line))
 
     def waiting() -> None:

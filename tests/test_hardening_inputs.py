@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hardening_support import LABELS, write_scene
 from PIL import Image
 from typer.testing import CliRunner, Result
 
@@ -21,28 +22,11 @@ from layoutedit.cli.app import app
 from layoutedit.scene import load_scene, prompt_length_warning
 from layoutedit_cache import ConceptCache
 
-LABELS = {"cat": [250, 20, 20], "pot": [20, 250, 20], "background": [255, 255, 255]}
 K1 = "3fa9" + "1" * 60
 K2 = "81be" + "2" * 60
 K3 = "c0de" + "3" * 60
 
 runner = CliRunner()
-
-
-def write_scene(folder: Path, size: int = 32, labels: object = LABELS) -> Path:
-    """A two-object scene: cat in the top-left quarter, pot in the bottom-right one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
-        folder / "image.png"
-    )
-    mask = np.full((size, size, 3), 255, np.uint8)
-    half = size // 2
-    mask[:half, :half] = LABELS["cat"]
-    mask[half:, half:] = LABELS["pot"]
-    Image.fromarray(mask).save(folder / "mask.png")
-    (folder / "semantic_dict.json").write_text(json.dumps(labels))
-    return folder
 
 
 def invoke(*args: str) -> Result:

@@ -1,0 +1,117 @@
+"""`layoutedit serve`: the interactive editor in the browser (Gradio, optional extra `ui`)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from layoutedit.cli.common import (
+    ConfigOption,
+    PresetOption,
+    console,
+    err_console,
+    state,
+    user_errors,
+)
+from layoutedit.errors import UserError
+
+HELP = """Serve the interactive editor on this machine: open a scene (or upload a photo and
+mask it by colours), learn it, move each object's box or paint the layout, edit, continue
+from a result, download the image, layout, sheet and history GIF.
+
+Binds to 127.0.0.1; another --host needs --allow-remote (the app has no login). Only scene
+folders under --root (default: SCENE's parent folder, else the current folder) are read.
+Needs the optional extra: pip install "layoutedit\\[ui]".
+
+Example: layoutedit serve ./scene --port 7860
+"""
+
+INSTALL_HINT = 'the web app needs Gradio: pip install "layoutedit[ui]" (or pip install "gradio>=4")'
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("serve", help=HELP)
+    @user_errors
+    def serve_command(
+        ctx: typer.Context,
+        scene_dir: Annotated[
+            Path | None,
+            typer.Argument(metavar="SCENE", help="Scene folder to open first.", show_default=False),
+        ] = None,
+        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 7860,
+        host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+        root: Annotated[
+            Path | None,
+            typer.Option(
+                "--root", help="Folder whose scenes the app may open.", show_default=False
+            ),
+        ] = None,
+        allow_remote: Annotated[
+            bool,
+            typer.Option("--allow-remote", help="Allow a --host other than a loopback address."),
+        ] = False,
+        max_upload_mb: Annotated[
+            float, typer.Option("--max-upload-mb", min=0.1, help="Largest upload, MiB.")
+        ] = 20.0,
+        max_upload_megapixels: Annotated[
+            float,
+            typer.Option("--max-upload-megapixels", min=0.01, help="Largest upload, megapixels."),
+        ] = 16.8,
+        preset: PresetOption = None,
+        config: ConfigOption = None,
+    ) -> None:
+        from layoutedit.serve.safety import check_host, resolve_under
+
+        app_state = state(ctx)
+        warning = check_host(host, allow_remote)
+        try:
+            import gradio  # noqa: F401
+        except ImportError:
+            raise UserError(INSTALL_HINT) from None
+        from layoutedit.editor import Editor
+        from layoutedit.serve.actions import ServeContext
+        from layoutedit.serve.ui import launch
+
+        base = (root or (scene_dir.parent if scene_dir is not None else Path.cwd())).resolve()
+        if not base.is_dir():
+            raise UserError("--root is not a folder", path=base)
+        initial = None
+        if scene_dir is not None:
+            inside = scene_dir.resolve()
+            if inside != base and base not in inside.parents:
+                raise UserError("SCENE must lie under --root", path=scene_dir)
+            initial = inside.relative_to(base).as_posix() or "."
+            resolve_under(base, initial)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+        editor = Editor(
+            model=app_state.model,
+            backend=app_state.backend,
+            cache_dir=app_state.cache_dir,
+            preset=preset,
+            config=config,
+        )
+        work = Path(tempfile.mkdtemp(prefix="layoutedit-serve-"))
+        try:
+            context = ServeContext(
+                editor=editor,
+                root=base,
+                work_root=work,
+                max_upload_bytes=int(max_upload_mb * 2**20),
+                max_upload_pixels=int(max_upload_megapixels * 1e6),
+            )
+            shown = f"[{host}]" if ":" in host else host
+            console.print(
+                f"layoutedit serve: http://{shown}:{port}  (scenes under {escape(str(base))}; "
+                "Ctrl-C stops)"
+            )
+            launch(context, host=host, port=port, initial_scene=initial, block=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

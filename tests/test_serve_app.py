@@ -1,0 +1,206 @@
+"""`layoutedit serve` end to end: the app served in-process on a free localhost port and driven
+through its API with `gradio_client` (the embedded model, `fast` preset), and the page opened
+in headless Chromium. Skipped without the `ui` extra (gradio, gradio_client)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the `ui` extra (gradio) is not installed")
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
+
+from test_serve import png_with_header_size  # noqa: E402
+
+from layoutedit.shapes.world import sample_scene, write_scene_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The app over the embedded model with the `fast` preset; scenes `demo` and `other` under
+    the root, a scene and a file outside it, and a link from the root to the outside."""
+    from layoutedit.editor import Editor
+    from layoutedit.serve.actions import ServeContext
+    from layoutedit.serve.ui import launch
+
+    base = tmp_path_factory.mktemp("serve")
+    root = base / "root"
+    write_scene_folder(sample_scene(0, 3), root / "demo")
+    write_scene_folder(sample_scene(1, 2), root / "other")
+    write_scene_folder(sample_scene(2, 2), base / "outside")
+    (base / "secret.txt").write_text("not for the app")
+    (root / "link-out").symlink_to(base / "outside", target_is_directory=True)
+    work = base / "work"
+    work.mkdir()
+    ctx = ServeContext(
+        editor=Editor(preset="fast", cache_dir=base / "cache"),
+        root=root,
+        work_root=work,
+        max_upload_bytes=2 * 2**20,
+    )
+    app = launch(ctx, host="127.0.0.1", port=free_port(), block=False)
+    try:
+        yield {"url": app.local_url, "base": base, "ctx": ctx}
+    finally:
+        app.close()
+
+
+def client(server: dict[str, Any]) -> Any:
+    return gradio_client.Client(server["url"], verbose=False)
+
+
+def status(result: Any) -> dict[str, Any]:
+    """The status record of an event's outputs (the first output; the state is hidden)."""
+    return result[0]
+
+
+def test_the_whole_flow_reuses_concept_and_inversion(server: dict[str, Any]) -> None:
+    c = client(server)
+    opened = status(c.predict("demo", api_name="/open_scene"))
+    names = [o["name"] for o in opened["objects"]]
+    assert len(names) == 3 and opened["scene"] == "demo"
+
+    learned = status(c.predict(api_name="/learn"))
+    assert learned["learned"] and not learned["cached"]
+    again = status(c.predict(api_name="/learn"))
+    assert again["cached"] and again["concept"] == learned["concept"]
+
+    boxes = status(c.predict(names[0], 0.3, 0.35, 1.0, api_name="/set_box"))["boxes"]
+    assert boxes[names[0]] == {"cx": 0.3, "cy": 0.35, "scale": 1.0}
+
+    first = c.predict("0,1", api_name="/edit")
+    edited = status(first)
+    assert edited["edited"] and len(edited["candidates"]) == 2
+    losses = [cand["loss"] for cand in edited["candidates"]]
+    assert losses == sorted(losses)  # best first
+    assert all(cand["seconds"] > 0 for cand in edited["candidates"])
+    assert edited["concept"] == learned["concept"]
+    assert edited["inversion_unet_evaluations"] > 0  # the first edit inverts the source
+    gallery = first[6]
+    assert len(gallery) == 2 and "loss" in gallery[0]["caption"]
+
+    continued = status(c.predict(0, api_name="/continue_from"))
+    assert continued["continued"] and continued["history"] == 1
+    # The base is now the first edit's layout: the moved object's box stays where it went.
+    moved = status(c.predict(names[1], 0.6, 0.6, 0.8, api_name="/set_box"))["boxes"]
+    assert moved[names[0]]["cx"] == pytest.approx(0.3, abs=0.03)
+
+    second = status(c.predict("0", api_name="/edit"))
+    assert second["edited"] and second["edit"] == 2
+    assert second["reused_session"] is True
+    assert second["inversion_unet_evaluations"] == 0
+    assert second["concept"] == learned["concept"]
+
+    files = c.predict(api_name="/downloads")
+    assert [Path(f).suffix for f in files] == [".png", ".png", ".png", ".gif"]
+    with Image.open(files[3]) as gif:
+        assert gif.n_frames == 3  # the source and the two edits
+
+
+def test_two_clients_keep_their_own_state(server: dict[str, Any]) -> None:
+    one, two = client(server), client(server)
+    demo = status(one.predict("demo", api_name="/open_scene"))
+    other = status(two.predict("other", api_name="/open_scene"))
+    assert len(demo["objects"]) == 3 and len(other["objects"]) == 2
+    first_name = demo["objects"][0]["name"]
+    # Tab two's scene does not have tab one's objects, and the reverse.
+    with pytest.raises(gradio_client.exceptions.AppError, match="has no object"):
+        two.predict(first_name, 0.5, 0.5, 1.0, api_name="/set_box")
+    boxes = status(one.predict(first_name, 0.5, 0.5, 1.0, api_name="/set_box"))["boxes"]
+    assert len(boxes) == 3
+    # A cancel in one tab never stops another tab's job (nothing of its own runs).
+    assert status(two.predict(api_name="/cancel"))["cancel_requested"] is False
+
+
+@pytest.mark.parametrize("name", ["../outside", "link-out", "../secret.txt", "/etc", "demo/../.."])
+def test_the_app_reads_nothing_outside_the_root(server: dict[str, Any], name: str) -> None:
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"not a path inside|not exist"):
+        client(server).predict(name, api_name="/open_scene")
+
+
+def test_oversized_and_bomb_uploads_are_refused(server: dict[str, Any], tmp_path: Path) -> None:
+    c = client(server)
+    bomb = png_with_header_size(tmp_path / "bomb.png", 5000, 5000)
+    with pytest.raises(gradio_client.exceptions.AppError, match="decompression bomb"):
+        c.predict(gradio_client.handle_file(str(bomb)), "a,b", api_name="/upload")
+    big = tmp_path / "big.bmp"  # over the server's 2 MiB limit
+    Image.new("RGB", (1000, 1000)).save(big)
+    with pytest.raises(Exception, match=r"exceeds the maximum file size|413"):
+        c.predict(gradio_client.handle_file(str(big)), "a,b", api_name="/upload")
+
+
+def test_an_uploaded_photo_is_masked_and_opened(server: dict[str, Any], tmp_path: Path) -> None:
+    world = sample_scene(7, 2)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(world.image).save(photo)
+    opened = status(
+        client(server).predict(
+            gradio_client.handle_file(str(photo)), ",".join(world.names), api_name="/upload"
+        )
+    )
+    assert opened["scene"] == "upload 1"
+    assert [o["name"] for o in opened["objects"]] == list(world.names)
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def test_the_page_renders_in_headless_chromium(server: dict[str, Any], tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no headless Chromium (Debian: apt-get install chromium)")
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1400,1100",
+        "--virtual-time-budget=20000",
+    ]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run(
+        [*flags, "--dump-dom", server["url"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    ).stdout
+    assert "layoutedit-editor" in dom, dom[-2000:]
+    for text in ("Open scene", "Learn", "Edit", "Continue from this result", "Target layout"):
+        assert text in dom
+    shot = Path(os.environ.get("LAYOUTEDIT_SERVE_SCREENSHOT", tmp_path / "serve.png"))
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", server["url"]],
+        capture_output=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    with Image.open(shot) as picture:
+        assert picture.size == (1400, 1100)
+        # Rendered, not blank: a page of one colour has a single extremum per band.
+        assert any(lo != hi for lo, hi in picture.convert("RGB").getextrema())

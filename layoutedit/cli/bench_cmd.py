@@ -193,7 +193,30 @@ def register(app: typer.Typer) -> None:
                 "changes. With --variants '' only the sweep rows run.",
             ),
         ] = None,
+        backends: Annotated[
+            str | None,
+            typer.Option(
+                "--backends",
+                help="Instead of the table: seconds per learn and per edit of each backend "
+                "(e.g. cpu,cpu-fast) on the same cases, with the ratio; writes backends.json.",
+            ),
+        ] = None,
     ) -> None:
+        if backends is not None:
+            from layoutedit.bench.backend_compare import run_backends_command
+
+            quick_default = (QUICK_SCENES, QUICK_LAYOUTS) if quick else (2, 1)
+            run_backends_command(
+                state(ctx),
+                backends,
+                scenes=scenes or quick_default[0],
+                layouts=layouts or quick_default[1],
+                seed=seed,
+                preset=preset if preset is not None or not quick else QUICK_PRESET,
+                config=config,
+                out=out,
+            )
+            return
         run_command(
             state(ctx),
             scenes=scenes,

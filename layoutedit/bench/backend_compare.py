@@ -1,0 +1,209 @@
+"""`layoutedit bench --backends cpu,cpu-fast`: seconds per learn and per edit of each backend
+on the same cases, in one run, with the ratio to the first backend and how far its images
+are from the first backend's.
+
+Each scene is learned once per backend (no cache, so every backend pays the same work) and
+each of its layouts edited with the same seeds. The concept a backend learns is the one it
+edits with, so the image difference covers learning and editing together. Timings are wall
+clock on whatever else the machine runs: compare backends from the same run only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from layoutedit.config import Settings
+
+
+@dataclass
+class BackendTiming:
+    """One backend's figures over every case."""
+
+    name: str
+    learn_seconds: list[float] = field(default_factory=list)
+    """Per scene."""
+    edit_seconds: list[float] = field(default_factory=list)
+    """Per layout (all seeds)."""
+    images: list[np.ndarray] = field(default_factory=list)
+    """Every candidate image, case order then seed order."""
+
+    @property
+    def learn_mean(self) -> float:
+        """Mean seconds per learn."""
+        return float(np.mean(self.learn_seconds)) if self.learn_seconds else 0.0
+
+    @property
+    def edit_mean(self) -> float:
+        """Mean seconds per edit (one layout, all seeds)."""
+        return float(np.mean(self.edit_seconds)) if self.edit_seconds else 0.0
+
+
+@dataclass
+class BackendComparison:
+    """Every backend's timing; the first backend is the reference of the ratios."""
+
+    timings: list[BackendTiming]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """JSON-ready rows: seconds, speed-up over the first backend, image difference."""
+        ref = self.timings[0]
+        rows = []
+        for t in self.timings:
+            diffs = [
+                np.abs(a.astype(np.int16) - b.astype(np.int16))
+                for a, b in zip(ref.images, t.images, strict=True)
+            ]
+            rows.append(
+                {
+                    "backend": t.name,
+                    "learn_s": t.learn_mean,
+                    "edit_s": t.edit_mean,
+                    "learn_speedup": ref.learn_mean / t.learn_mean if t.learn_mean else None,
+                    "edit_speedup": ref.edit_mean / t.edit_mean if t.edit_mean else None,
+                    "max_pixel_diff": int(max((int(d.max()) for d in diffs), default=0)),
+                    "mean_pixel_diff": float(np.mean([d.mean() for d in diffs])) if diffs else 0.0,
+                }
+            )
+        return rows
+
+
+def parse_backends(text: str) -> list[str]:
+    """`cpu,cpu-fast` -> ["cpu", "cpu-fast"]; UserError for fewer than one or a repeat."""
+    from layoutedit.errors import UserError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UserError("--backends takes distinct backend names, comma-separated")
+    return names
+
+
+def compare_backends(
+    names: Sequence[str],
+    model_spec: str,
+    settings: Settings,
+    cases: Sequence[Any],
+    *,
+    say: Callable[[str], None] = lambda line: None,
+) -> BackendComparison:
+    """Learn each case's scene and edit its layouts on every backend.
+
+    Args:
+        names: backend names (the first is the reference of the ratios).
+        model_spec: the `--model`.
+        settings: learn and edit settings (the same for every backend).
+        cases: bench cases (`bench.cases.make_cases`); cases of one scene share its learn.
+    """
+    from layoutedit.backend import get_backend
+    from layoutedit.editing import EditSession
+    from layoutedit.learn import learn_concept
+    from layoutedit.model_loading import load_model
+    from layoutedit.scene import layout_from_labels, scene_from_arrays
+    from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
+
+    by_scene: dict[int, list[Any]] = {}
+    for case in cases:
+        by_scene.setdefault(case.scene_seed, []).append(case)
+    timings = []
+    for name in names:
+        backend = get_backend(name)
+        timing = BackendTiming(name)
+        for seed, group in by_scene.items():
+            first = group[0]
+            k = first.n_objects
+            scene = scene_from_arrays(
+                first.source.image,
+                first.source_labels,
+                first.names,
+                MASK_PALETTE[:k],
+                MASK_BACKGROUND,
+                settings.scene,
+            )
+            model = load_model(model_spec, device=backend.device)
+            began = time.perf_counter()
+            learned = learn_concept(model, scene, settings.learn, backend=backend)
+            timing.learn_seconds.append(time.perf_counter() - began)
+            say(f"{name}: scene {seed} learned in {timing.learn_seconds[-1]:.1f} s")
+            model = load_model(model_spec, device=backend.device, dtype=backend.dtype)
+            began = time.perf_counter()
+            session = EditSession(model, scene, settings.edit, backend, concept=learned.concept)
+            prepare = time.perf_counter() - began
+            for n, case in enumerate(group):
+                began = time.perf_counter()
+                result = session.edit(layout_from_labels(case.layout, scene))
+                # The per-scene preparation (inversion included) counts once, with the first.
+                seconds = time.perf_counter() - began + (prepare if n == 0 else 0.0)
+                timing.edit_seconds.append(seconds)
+                timing.images.extend(c.image for c in result.candidates)
+        timings.append(timing)
+    return BackendComparison(timings)
+
+
+def rich_backend_table(comparison: BackendComparison) -> Any:
+    """A Rich table of `comparison.rows()`."""
+    from rich.table import Table
+
+    table = Table(title="Backends on the same cases (speed-up over the first)")
+    for column in ("backend", "learn s", "edit s", "learn x", "edit x", "max / mean px diff"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for row in comparison.rows():
+        table.add_row(
+            row["backend"],
+            f"{row['learn_s']:.1f}",
+            f"{row['edit_s']:.2f}",
+            f"{row['learn_speedup']:.2f}" if row["learn_speedup"] else "-",
+            f"{row['edit_speedup']:.2f}" if row["edit_speedup"] else "-",
+            f"{row['max_pixel_diff']} / {row['mean_pixel_diff']:.3f}",
+        )
+    return table
+
+
+def run_backends_command(
+    app_state: Any,
+    backends: str,
+    *,
+    scenes: int,
+    layouts: int,
+    seed: int,
+    preset: str | None,
+    config: Any,
+    out: Any,
+) -> None:
+    """`bench --backends`: make the cases, compare, print the table, write backends.json."""
+    import json
+
+    from layoutedit.atomic import write_text_atomic
+    from layoutedit.bench.cases import make_cases
+    from layoutedit.cli.common import console, err_console
+    from layoutedit.config import resolve_settings
+
+    names = parse_backends(backends)
+    settings = resolve_settings(preset, config, model=app_state.model)
+    chatty = not (app_state.quiet or app_state.json)
+
+    def say(line: str) -> None:
+        if chatty:
+            err_console.print(f"[dim]{line}[/]", highlight=False)
+
+    cases = make_cases(scenes, seed=seed, layouts_per_scene=layouts)
+    comparison = compare_backends(names, app_state.model, settings, cases, say=say)
+    payload = {
+        "model": app_state.model,
+        "scenes": scenes,
+        "layouts": layouts,
+        "seed": seed,
+        "settings": settings.model_dump(mode="json"),
+        "backends": comparison.rows(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "backends.json", json.dumps(payload, indent=2))
+    if app_state.json:
+        print(json.dumps(payload, indent=2))
+        return
+    console.print(rich_backend_table(comparison))
+    if not app_state.quiet:
+        console.print(f"written: {out / 'backends.json'}", highlight=False)

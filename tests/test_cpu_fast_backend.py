@@ -1,0 +1,87 @@
+"""The `cpu-fast` backend: what it installs, parity with the `cpu` reference, bench --backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from diffusers.models.attention_processor import AttnProcessor2_0
+from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
+from typer.testing import CliRunner
+
+from layoutedit.attention import RecordingAttnProcessor
+from layoutedit.backend import get_backend, list_backends
+from layoutedit.cli.app import app
+from layoutedit.editing import edit
+
+# Same seed and edit on both backends: SDPA and the batched CFG call change only the order
+# of floating-point sums, so the 8-bit images may differ by rounding at a few pixels.
+MAX_PIXEL_DIFF = 2
+MEAN_PIXEL_DIFF = 0.05
+
+
+def test_cpu_fast_is_registered_below_the_reference() -> None:
+    infos = {i.name: i for i in list_backends()}
+    assert infos["cpu-fast"].available
+    assert infos["cpu-fast"].priority < infos["cpu"].priority  # auto keeps the reference
+    backend = get_backend("cpu-fast")
+    assert backend.batch_cfg and backend.device.type == "cpu"
+
+
+def test_cpu_fast_fuses_every_layer_it_does_not_record(tiny_model_dir: Path) -> None:
+    model = load_tiny(tiny_model_dir)
+    names = list(model.unet.attn_processors)
+    recorded = [n for n in names if ".attn2." in n][:1]
+    get_backend("cpu-fast").install_attention(model.unet, recorded)
+    procs = model.unet.attn_processors
+    for name in names:
+        proc = procs[name]
+        if name in recorded:
+            assert isinstance(proc, RecordingAttnProcessor)
+            assert isinstance(proc.idle, AttnProcessor2_0)
+        else:
+            assert isinstance(proc, AttnProcessor2_0)
+
+
+def test_cpu_fast_edits_like_the_reference(tiny_model_dir: Path) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene)
+    cfg = fast_config(seeds=(0, 8))
+    images = {}
+    losses = {}
+    for name in ("cpu", "cpu-fast"):
+        [result] = edit(load_tiny(tiny_model_dir), scene, [layout], cfg, get_backend(name))
+        images[name] = np.stack([c.image for c in result.candidates]).astype(np.int16)
+        losses[name] = [c.loss for c in result.candidates]
+    diff = np.abs(images["cpu"] - images["cpu-fast"])
+    assert diff.max() <= MAX_PIXEL_DIFF
+    assert diff.mean() <= MEAN_PIXEL_DIFF
+    assert np.allclose(losses["cpu"], losses["cpu-fast"], atol=1e-3)
+
+
+def test_bench_backends_times_both_on_the_same_cases(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        app,
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--quiet",
+            "bench",
+            "--backends",
+            "cpu,cpu-fast",
+            "--quick",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "backends.json").read_text())
+    rows = {r["backend"]: r for r in payload["backends"]}
+    assert set(rows) == {"cpu", "cpu-fast"}
+    assert rows["cpu"]["edit_speedup"] == 1.0
+    assert rows["cpu-fast"]["learn_s"] > 0 and rows["cpu-fast"]["edit_s"] > 0
+    assert rows["cpu-fast"]["max_pixel_diff"] <= 255
+    bad = CliRunner().invoke(app, ["bench", "--backends", "cpu,cpu"])
+    assert bad.exit_code == 2

@@ -56,12 +56,13 @@ from layoutedit.layout_edits import (
 from layoutedit.scene import Layout, Scene, load_layout, load_scene
 
 if TYPE_CHECKING:
+    from layoutedit.concept_store import ObtainedConcept
     from layoutedit.editor import Editor, EditOutcome
     from layoutedit.training import ProgressHook
 
 SUMMARY_FILE = "summary.json"
 SHEET_FILE = "sheet.png"
-_TOP_KEYS = {"scene", "out", "preset", "seeds", "step", "scene_options", "learn", "edit"}
+_TOP_KEYS = {"scene", "out", "preset", "seeds", "frames", "step", "scene_options", "learn", "edit"}
 _STEP_KEYS = {"layout", "ops", "name", *(k.replace("-", "_") for k in FLAG_ORDER)}
 
 
@@ -77,6 +78,8 @@ class ScriptStep:
     operations: tuple[Operation, ...]
     source: str
     """What the step said: a layout file and/or its operations, as typed."""
+    state: ObjectState
+    """The objects after this step (full masks and draw order), for in-between frames."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Script:
     steps: tuple[ScriptStep, ...]
     scene: Scene
     """The scene as read without a model (the run reads it again against the model)."""
+    frames: int = 0
+    """In-between frames per step for an animation (0: no animation)."""
 
 
 def _strings(value: Any, where: str, key: str) -> list[str]:
@@ -114,13 +119,16 @@ def _in_step(number: int, exc: UserError, path: Path) -> UserError:
     return UserError(f"step {number}: {exc.line()}", path=path)
 
 
-def load_script(path: Path, *, model: str | None = None, preset: str | None = None) -> Script:
+def load_script(
+    path: Path, *, model: str | None = None, preset: str | None = None, frames: int | None = None
+) -> Script:
     """Read and check a whole edit script, without a model.
 
     Args:
         path: the TOML file.
         model: the `--model` value (picks the default preset).
         preset: a `--preset` that overrides the script's.
+        frames: a `--frames` that overrides the script's `frames`.
 
     Raises:
         UserError: a bad key or value, a missing file, or a step whose layout or operations
@@ -192,10 +200,14 @@ def load_script(path: Path, *, model: str | None = None, preset: str | None = No
         label = table.get("name")
         name = f"step-{number:02d}" + (f"-{label}" if isinstance(label, str) and label else "")
         said = " ".join([*([str(file)] if file else []), *(op.text for op in ops)])
-        steps.append(ScriptStep(number, name, Layout(file, labels.copy()), tuple(ops), said))
+        layout = Layout(file, labels.copy())
+        steps.append(ScriptStep(number, name, layout, tuple(ops), said, state))
     if out is None:
         out = Path("layoutedit-out") / path.stem
-    return Script(path, scene_dir, out, settings, tuple(steps), scene)
+    frames = data.get("frames", 0) if frames is None else frames
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 0:
+        raise UserError("`frames` must be a whole number >= 0", path=path)
+    return Script(path, scene_dir, out, settings, tuple(steps), scene, frames)
 
 
 def _record(step: ScriptStep, result: EditOutcome, folder: Path) -> dict[str, Any]:
@@ -244,6 +256,19 @@ def sequence_sheet(
     return np.asarray(sheet)
 
 
+def _learned(obtained: ObtainedConcept | None, seconds: float) -> dict[str, Any] | None:
+    """The summary's `learn` record: key, whether cached, seconds and UNet evaluations spent
+    by this run (none when the concept came from the cache)."""
+    if obtained is None:
+        return None
+    return {
+        "key": obtained.key,
+        "cached": obtained.cached,
+        "seconds": round(seconds, 3),
+        "unet_evaluations": {} if obtained.cached else obtained.concept.meta.get("unet_evals"),
+    }
+
+
 def run_script(
     script: Script,
     editor: Editor,
@@ -283,16 +308,7 @@ def run_script(
         if on_step is not None:
             on_step(step, record)
     sheet = write_png_atomic(script.out / SHEET_FILE, sequence_sheet(scene, script.steps, images))
-    learned: dict[str, Any] | None = None
-    if obtained is not None:
-        learned = {
-            "key": obtained.key,
-            "cached": obtained.cached,
-            "seconds": round(learn_seconds, 3),
-            "unet_evaluations": obtained.concept.meta.get("unet_evals", {})
-            if not obtained.cached
-            else {},
-        }
+    learned = _learned(obtained, learn_seconds)
     summary = {
         "script": str(script.path),
         "scene": str(script.scene_dir),
@@ -300,6 +316,73 @@ def run_script(
         "sheet": str(sheet),
         "learn": learned,
         "steps": records,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    write_json_atomic(script.out / SUMMARY_FILE, summary)
+    return summary
+
+
+def run_animation(
+    script: Script,
+    editor: Editor,
+    *,
+    learn_progress: ProgressHook | None = None,
+    on_frame: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Animate a checked script: `script.frames` in-between layouts per step (from the
+    source's masks to step 1, then step to step), each edited with the first seed.
+
+    Writes `OUT/animation/frame-001.png ...`, `animation.gif` (and `.mp4` with
+    imageio-ffmpeg), `sheet.png` (the steps' keyframes) and `summary.json` with the flicker
+    figures (`layoutedit.animation.flicker`).
+
+    Args:
+        script, editor, learn_progress: as for `run_script`.
+        on_frame: called after each frame with (frame number, frame count, its record).
+    """
+    from layoutedit.animation import flicker, in_between, write_animation
+    from layoutedit.atomic import write_json_atomic, write_png_atomic
+
+    began = time.perf_counter()
+    scene = editor.scene(script.scene_dir)
+    use_concept = script.settings.edit.use_concept
+    learn_began = time.perf_counter()
+    obtained = editor.obtain(scene, progress=learn_progress) if use_concept else None
+    learn_seconds = time.perf_counter() - learn_began
+    grids: list[np.ndarray] = []
+    previous = ObjectState.from_labels(scene.labels, scene.names)
+    for step in script.steps:
+        grids.extend(in_between(previous, step.state, script.frames))
+        previous = step.state
+    seed = script.settings.edit.seeds[0]
+    images, records = [], []
+    for n, grid in enumerate(grids, start=1):
+        result = editor.edit(scene, Layout(None, grid), seeds=[seed])
+        images.append(result.best().image)
+        record = {
+            "frame": n,
+            "seed": seed,
+            "loss": round(result.best().loss, 6),
+            "seconds": round(result.seconds, 3),
+            "unet_evaluations": result.unet_evaluations,
+        }
+        records.append(record)
+        if on_frame is not None:
+            on_frame(n, len(grids), record)
+    files = write_animation(images, script.out / "animation")
+    keyframes = [images[script.frames * i - 1] for i in range(1, len(script.steps) + 1)]
+    sheet = write_png_atomic(
+        script.out / SHEET_FILE, sequence_sheet(scene, script.steps, keyframes)
+    )
+    summary = {
+        "script": str(script.path),
+        "scene": str(script.scene_dir),
+        "out": str(script.out),
+        "sheet": str(sheet),
+        "files": {k: str(v) for k, v in files.items()},
+        "learn": _learned(obtained, learn_seconds),
+        "frames": records,
+        "flicker": flicker(images, grids, scene.names),
         "seconds": round(time.perf_counter() - began, 3),
     }
     write_json_atomic(script.out / SUMMARY_FILE, summary)

@@ -47,18 +47,26 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--out", "-o", help="Output folder; default the script's `out`."),
         ] = None,
+        frames: Annotated[
+            int | None,
+            typer.Option(
+                "--frames",
+                min=0,
+                help="Animate: N in-between frames per step, one seed, PNGs + animation.gif.",
+            ),
+        ] = None,
         preset: PresetOption = None,
     ) -> None:
         from dataclasses import replace
 
         from layoutedit.cli.edit_cmd import make_editor
         from layoutedit.cli.progress import learning_progress
-        from layoutedit.edit_script import ScriptStep, load_script, run_script
+        from layoutedit.edit_script import ScriptStep, load_script, run_animation, run_script
         from layoutedit.logs import configure_library_logging
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)
-        checked = load_script(script, model=app_state.model, preset=preset)
+        checked = load_script(script, model=app_state.model, preset=preset, frames=frames)
         if out is not None:
             checked = replace(checked, out=out)
         chatty = not (app_state.quiet or app_state.json)
@@ -79,21 +87,50 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
             )
 
-        editor = make_editor(app_state, checked.settings)
-        with learning_progress(chatty) as progress:
-            summary = run_script(checked, editor, learn_progress=progress, on_step=report)
-        if app_state.json:
-            app_state.emit_json(summary)
-        elif not app_state.quiet:
-            learned = summary["learn"]
-            if learned is not None:
-                how = "from the cache" if learned["cached"] else "learned"
+        def frame_done(n: int, total: int, record: dict[str, Any]) -> None:
+            if chatty:
                 console.print(
-                    f"concept {learned['key'][:12]} {how} ({learned['seconds']:.1f} s)",
+                    f"frame {n}/{total}: attention loss {record['loss']:.3f}, "
+                    f"{record['seconds']:.1f} s",
                     highlight=False,
                 )
+
+        editor = make_editor(app_state, checked.settings)
+        with learning_progress(chatty) as progress:
+            if checked.frames:
+                summary = run_animation(
+                    checked, editor, learn_progress=progress, on_frame=frame_done
+                )
+            else:
+                summary = run_script(checked, editor, learn_progress=progress, on_step=report)
+        if app_state.json:
+            app_state.emit_json(summary)
+            return
+        if app_state.quiet:
+            return
+        if checked.frames:
+            fl = summary["flicker"]
+            drift = ", ".join(f"{k} {v:.1f}" for k, v in fl["colour_drift"].items())
             console.print(
-                f"{len(summary['steps'])} steps in {summary['seconds']:.1f} s; "
-                f"sheet {summary['sheet']}, summary {checked.out / 'summary.json'}",
+                f"flicker: background change {fl['background_change']:.2f} (0-255, mean over "
+                f"frame pairs); object colour drift per frame: {drift}; "
+                f"animation {summary['files']['gif']}",
                 highlight=False,
             )
+        learned = summary["learn"]
+        if learned is not None:
+            how = "from the cache" if learned["cached"] else "learned"
+            console.print(
+                f"concept {learned['key'][:12]} {how} ({learned['seconds']:.1f} s)",
+                highlight=False,
+            )
+        done = (
+            f"{len(summary['frames'])} frames"
+            if checked.frames
+            else f"{len(summary['steps'])} steps"
+        )
+        console.print(
+            f"{done} in {summary['seconds']:.1f} s; sheet {summary['sheet']}, "
+            f"summary {checked.out / 'summary.json'}",
+            highlight=False,
+        )

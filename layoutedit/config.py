@@ -187,6 +187,18 @@ class EditConfig(_Strict):
         le=MAX_SAMPLING_STEPS,
         description="Steps that copy the inverted background.",
     )
+    init: Literal["noise", "paste"] = Field(
+        default="noise",
+        description="Where sampling starts: seeded noise (published), or `paste`: the "
+        "source objects cut and pasted into their regions, noised to `paste_strength`.",
+    )
+    paste_strength: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="With init `paste`: the share of the DDIM steps that run from the "
+        "pasted image (1 = from pure noise).",
+    )
     background_composite: bool = Field(
         default=False,
         description="After decoding, put the source's pixels back where source and layout are "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ from layoutedit.denoising import UNetRunner, scheduler_pair
 from layoutedit.errors import UserError
 from layoutedit.guidance import total_loss
 from layoutedit.inversion import Inversion, invert
-from layoutedit.layout_ops import blend_mask, region_masks, square_pad, unpad
+from layoutedit.layout_ops import blend_mask, estimate_placements, region_masks, square_pad, unpad
 from layoutedit.low_memory import prepare_editing
+from layoutedit.paste import paste_edit
 from layoutedit.prompts import token_positions
 from layoutedit.ranking import LayoutScorer
 from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
@@ -288,6 +289,22 @@ class EditSession:
         height, width = self.scene.size
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
 
+    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor]:
+        """The first step and the clean latent of the cut-and-paste start (`init` paste).
+
+        Returns:
+            (start step i, (1, C, h, w) scaled latent of the source with every object moved
+            to its region and the holes filled from the surrounding background).
+        """
+        placements = estimate_placements(self.scene.labels, layout.labels, len(self.scene.objects))
+        pasted, _ = paste_edit(self.scene.image, self.scene.object_masks(), placements, None)
+        square, _ = square_pad(pasted, None)
+        with torch.no_grad():
+            latent = self.model.encode_image(square).float()  # (1, C, h, w)
+        steps = self.config.steps
+        start = steps - max(1, round(self.config.paste_strength * steps))
+        return start, latent
+
     def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
         """Per image, the layout score when ranking by layout and the scene allows it."""
         if self.config.rank_by != "layout":
@@ -334,6 +351,7 @@ class EditSession:
         # 2. masks
         guide = self._guide(layout)
         blend = self._blend(layout)
+        start_step, pasted = self._paste_start(layout) if cfg.init == "paste" else (0, None)
         # 3. guided sampling, one seed at a time
         counter = UNetCounter()
         runner = self._runner(counter)
@@ -342,10 +360,14 @@ class EditSession:
         for n, seed in enumerate(seeds):
             began = time.perf_counter()
             generator = torch.Generator(device=self.source.device).manual_seed(seed)
+            start = self.start_noise(seed)
+            if pasted is not None:
+                t_start = self.sampler.timesteps[start_step : start_step + 1]
+                start = self.sampler.add_noise(pasted, start, cast(torch.IntTensor, t_start))
             out = sample(
                 runner,
                 self.sampler,
-                self.start_noise(seed),
+                start,
                 self.cond,
                 self.uncond,
                 cfg.guidance_scale,
@@ -356,6 +378,7 @@ class EditSession:
                 generator=generator,
                 counter=counter,
                 on_step=on_step,
+                start_step=start_step,
             )
             latents.append(out.latents)
             outputs.append(out)

@@ -185,3 +185,89 @@ def object_moves(scene: Scene, layout: Layout) -> list[ObjectMove]:
             )
         )
     return moves
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one object goes: its source centre, its target centre (px) and its scale."""
+
+    src_cx: float
+    src_cy: float
+    dst_cx: float
+    dst_cy: float
+    scale: float
+
+
+PAINTED_FILL = 0.92
+"""Linear size of an object relative to the ellipse hull of a region painted around it.
+
+People paint a target region as a rough blob or ellipse that holds the object with a
+margin. Measured on the benchmark's painted regions (development cases, seed 2000, 40
+scenes x 3 layouts): the region's area over the object's ellipse hull gives 1.15x the true
+scale for ellipses and 1.02x for dilated blobs; 0.92 splits the difference."""
+EXACT_IOU = 0.97
+"""A target region that the source mask, moved and scaled, covers at least this well is
+taken as the object's exact new shape (a layout made by operations), not a painted one.
+High, because a blob painted around a round object is much like the object scaled up: at
+0.85 the development cases' scales came out 1.27x too large, at 0.97 1.02x."""
+
+
+def ellipse_hull_area(mask: np.ndarray) -> float:
+    """Area (px) of the smallest axis-aligned ellipse, centred on the bounding box and with
+    its aspect, that holds every pixel of `mask` ((H, W) bool, not empty)."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    hw, hh = (xs.max() + 1 - xs.min()) / 2, (ys.max() + 1 - ys.min()) / 2
+    dx = np.abs(xs + 0.5 - cx) + 0.5  # pixel squares' far corners
+    dy = np.abs(ys + 0.5 - cy) + 0.5
+    grow2 = float(np.max((dx / hw) ** 2 + (dy / hh) ** 2))
+    return float(np.pi * hw * hh * grow2)
+
+
+def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:
+    """(H, W) bool `mask` moved and scaled as `placement` says (nearest neighbour)."""
+    h, w = mask.shape
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    xs = np.floor(placement.src_cx + (xx - placement.dst_cx) / placement.scale).astype(int)
+    ys = np.floor(placement.src_cy + (yy - placement.dst_cy) / placement.scale).astype(int)
+    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    out = np.zeros_like(mask, dtype=bool)
+    out[inside] = mask[ys[inside], xs[inside]]
+    return out
+
+
+def estimate_placements(
+    source_labels: np.ndarray, layout_labels: np.ndarray, n_objects: int
+) -> list[Placement]:
+    """Where each object of the source goes in a target layout: centre and scale.
+
+    The object's centroid goes to its region's centroid. Its scale is the square root of
+    the area ratio when the region is the object's own shape moved and scaled (IoU >=
+    `EXACT_IOU`); for a painted region it is measured against the object's ellipse hull and
+    shrunk by `PAINTED_FILL`, since a painted region holds its object with a margin.
+
+    Args:
+        source_labels, layout_labels: (H, W) label grids (i < K objects, K background).
+        n_objects: K.
+
+    Returns:
+        K placements in pixels of the grids; an object missing from either grid stays put
+        at scale 1.
+    """
+    out = []
+    for k in range(n_objects):
+        src, dst = source_labels == k, layout_labels == k
+        if not src.any() or not dst.any():
+            cx, cy = _centre(src) if src.any() else (0.0, 0.0)
+            out.append(Placement(cx, cy, cx, cy, 1.0))
+            continue
+        (sx, sy), (dx, dy) = _centre(src), _centre(dst)
+        exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
+        moved = warp_mask(src, exact)
+        overlap = (moved & dst).sum() / max(int((moved | dst).sum()), 1)
+        if overlap >= EXACT_IOU:
+            out.append(exact)
+            continue
+        scale = PAINTED_FILL * float(np.sqrt(dst.sum() / ellipse_hull_area(src)))
+        out.append(Placement(sx, sy, dx, dy, scale))
+    return out

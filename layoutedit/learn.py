@@ -26,6 +26,7 @@ from layoutedit import __version__
 from layoutedit.backend import Backend
 from layoutedit.checkpoints import CheckpointDir, RunTotals
 from layoutedit.concept import Concept
+from layoutedit.concept_check import source_attention_shares
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
 from layoutedit.finetune import kv_parameters, run_finetune
@@ -195,11 +196,18 @@ def learn_concept(
     run_finetune(model, data, cfg, prompt, extra_ids, prior, ckpts, totals, progress)
 
     all_tokens = [*scene.tokens, *EXTRA_TOKENS]
+    positions = token_positions(model.tokenizer, prompt, all_tokens)
+    # How well each placeholder attends to its own object before anything moves (aim >= 0.6):
+    # a low share means guidance will steer the wrong thing (concept bleeding).
+    shares = source_attention_shares(model, scene, prompt, [positions[t] for t in scene.tokens])
     seconds = dict(totals.seconds)
     seconds["total_this_run"] = time.perf_counter() - began
     meta: dict[str, Any] = {
         "names": list(scene.names),
-        "positions": token_positions(model.tokenizer, prompt, all_tokens),
+        "positions": positions,
+        "attention_shares": {
+            name: round(share, 4) for name, share in zip(scene.names, shares, strict=True)
+        },
         "model_fingerprint": model.fingerprint,
         "model": model.spec,
         "learn_config": cfg.model_dump(mode="json"),

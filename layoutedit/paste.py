@@ -1,10 +1,14 @@
-"""The `paste` reference edit: cut the source objects out, paste them at their targets.
+"""Cut-and-paste: the source objects cut out and pasted at their targets, in pixels.
 
-No model: the holes the objects leave are filled with the background's mean colour, then
-each object's pixels are resampled (bilinear, weighted by its mask so no background leaks
-in) at its target centre and scale, in drawing order. It scores what exact placement with
-the source's own pixels scores; its faults are the honest ones of cut-and-paste (flat
-holes, a faint anti-aliased rim left behind, parts hidden in the source stay missing).
+Two users: the benchmark's `paste` reference row (holes filled with the background's mean
+colour: what exact placement with the source's own pixels scores, with the honest faults of
+cut-and-paste: flat holes, a faint anti-aliased rim left behind, hidden parts missing), and
+the editor's `paste` start (`EditConfig.init`), where the pasted image, its holes filled
+smoothly from the surrounding background (`fill_holes`), is noised part-way and denoised
+with the concept, so the objects start where they go with their own look.
+
+Each object's pixels are resampled (bilinear, weighted by its mask so no background leaks
+in) at its target centre and scale, in drawing order.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.bench.cases import Placement
+from layoutedit.layout_ops import Placement
+
+__all__ = ["Placement", "background_mean", "fill_holes", "paste_edit"]
 
 
 def _bilinear(array: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -37,7 +43,7 @@ def paste_edit(
     image: np.ndarray,
     masks: np.ndarray,
     placements: Sequence[Placement],
-    fill_colour: np.ndarray | Sequence[float],
+    fill_colour: np.ndarray | Sequence[float] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut-and-paste rendering of a target layout.
 
@@ -45,14 +51,19 @@ def paste_edit(
         image: (H, W, 3) uint8 source.
         masks: (K, H, W) bool visible source pixels of each object (drawing order).
         placements: K placements (source centre, target centre in px, scale).
-        fill_colour: RGB that fills the holes (the background's mean colour).
+        fill_colour: RGB that fills the holes (the background's mean colour), or None to
+            fill them smoothly from the pixels around them (`fill_holes`).
 
     Returns:
         (H, W, 3) uint8 edited image, and (K, H, W) bool where each object was pasted
         (visible pixels: a later object covers an earlier one).
     """
-    out = image.astype(np.float64).copy()
-    out[masks.any(axis=0)] = np.asarray(fill_colour, dtype=np.float64)
+    holes = np.asarray(masks.any(axis=0), dtype=bool)
+    if fill_colour is None:
+        out = fill_holes(image, holes).astype(np.float64)
+    else:
+        out = image.astype(np.float64).copy()
+        out[holes] = np.asarray(fill_colour, dtype=np.float64)
     h, w = image.shape[:2]
     yy, xx = np.mgrid[:h, :w] + 0.5  # pixel centres
     src = image.astype(np.float64)
@@ -74,3 +85,57 @@ def paste_edit(
 def background_mean(image: np.ndarray, labels: np.ndarray, background_index: int) -> np.ndarray:
     """(3,) float64 mean RGB of the background pixels of a source."""
     return image[labels == background_index].astype(np.float64).mean(axis=0)
+
+
+_RELAX_STEPS = 8
+"""Laplace relaxation sweeps per pyramid level."""
+
+
+def fill_holes(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """Fill the `holes` of an image from the pixels around them (a coarse-to-fine pyramid).
+
+    Each level halves the image, averaging known pixels only; a hole pixel takes the value
+    of the next coarser level (upsampled), so large holes get the mean of their
+    surroundings and small ones their immediate neighbours: gradients and textures' mean
+    tones carry over into the hole, with no seam of a flat colour.
+
+    Args:
+        image: (H, W, 3) uint8.
+        holes: (H, W) bool, the pixels to fill.
+
+    Returns:
+        (H, W, 3) float64; pixels outside `holes` unchanged.
+    """
+    known = ~holes
+    if not known.any():
+        return np.full(image.shape, 127.5)
+    values = image.astype(np.float64) * known[..., None]
+    return _fill(values, known.astype(np.float64))
+
+
+def _fill(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """values: (H, W, 3) premultiplied by weight (H, W) in [0, 1]; returns filled colours."""
+    h, w = weight.shape
+    filled = values / np.maximum(weight, 1e-12)[..., None]
+    if (weight > 0).all() or min(h, w) == 1:
+        if not (weight > 0).all():  # one row or column left: its mean fills it
+            mean = values.sum(axis=(0, 1)) / max(weight.sum(), 1e-12)
+            filled[weight == 0] = mean
+        return filled
+    ph, pw = h + h % 2, w + w % 2  # pad to even sides with zero weight
+    v = np.zeros((ph, pw, 3))
+    wt = np.zeros((ph, pw))
+    v[:h, :w], wt[:h, :w] = values, weight
+    coarse_v = v.reshape(ph // 2, 2, pw // 2, 2, 3).sum(axis=(1, 3))
+    coarse_w = wt.reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))
+    coarse = _fill(coarse_v / 4.0, coarse_w / 4.0)  # (ph/2, pw/2, 3)
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
+    hole = weight == 0
+    filled[hole] = up[hole]
+    # Relax the hole towards its neighbours' mean (Laplace), which smooths the coarse
+    # level's blocks into the surrounding gradient; known pixels stay fixed.
+    for _ in range(_RELAX_STEPS):
+        padded = np.pad(filled, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        mean = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4
+        filled[hole] = mean[hole]
+    return filled

@@ -184,6 +184,7 @@ def sample(
     generator: torch.Generator | None = None,
     counter: UNetCounter | None = None,
     on_step: StepHook | None = None,
+    start_step: int = 0,
 ) -> SamplingOutput:
     """Run the guided DDIM loop from `start` down to a clean latent.
 
@@ -202,6 +203,8 @@ def sample(
         counter: UNet evaluations (backward passes of the guidance are added here; forwards
             are counted by the predictor).
         on_step: hook called with the latent entering each DDIM step.
+        start_step: the first step i to run; `start` is then z at timestep i (a noised
+            image), and the guidance and blending schedules keep their step indices.
     """
     counter = counter if counter is not None else UNetCounter()
     stats = SamplingStats()
@@ -209,6 +212,8 @@ def sample(
     latents = start.float()
     timesteps = sampler.timesteps
     for i, t in enumerate(timesteps):
+        if i < start_step:
+            continue
         # a. attention guidance
         if guide is not None and guide.active(i):
             latents = guide.update(predict, latents, i, t, cond, counter, stats)

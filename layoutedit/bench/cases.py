@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from layoutedit.bench.morphology import dilate, disk
+from layoutedit.layout_ops import Placement
 from layoutedit.shapes.world import (
     ShapeSpec,
     WorldScene,
@@ -46,17 +47,6 @@ MIN_TARGET_SIZE = 12.0  # px; smaller ones are a few pixels at the latent grid
 MIN_MOVE = 8.0  # px; smallest centre move of a moved object
 EXTENT = 0.58  # every shape lies within EXTENT * size of its centre (square corners: 0.566)
 _TRIES = 200
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one object goes: its source centre, its target centre (px) and its scale."""
-
-    src_cx: float
-    src_cy: float
-    dst_cx: float
-    dst_cy: float
-    scale: float
 
 
 @dataclass(frozen=True, eq=False)

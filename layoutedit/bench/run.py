@@ -23,7 +23,6 @@ import numpy as np
 
 from layoutedit.bench.cases import Case
 from layoutedit.bench.memory import PeakMemory
-from layoutedit.bench.paste import background_mean, paste_edit
 from layoutedit.bench.scoring import (
     LOWER_IS_BETTER,
     METRICS,
@@ -34,6 +33,7 @@ from layoutedit.bench.scoring import (
 )
 from layoutedit.bench.stats import Interval, bootstrap_mean, paired_difference
 from layoutedit.bench.variants import Variant
+from layoutedit.paste import background_mean, paste_edit
 
 SEGMENTER_MIN_IOU = 0.9
 """The segmenter must find the objects of a source and of a paste rendering this well."""

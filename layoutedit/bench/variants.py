@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from layoutedit.bench.cases import Case, identity_case
-from layoutedit.bench.paste import background_mean, paste_edit
 from layoutedit.errors import UserError
+from layoutedit.paste import background_mean, paste_edit
 
 if TYPE_CHECKING:
     from layoutedit.bench.diffusion import DiffusionRuntime

@@ -1,0 +1,43 @@
+"""The final background composite: source pixels back only where both layouts are background."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layoutedit.compositing import composite, keep_alpha
+
+
+def _labels() -> tuple[np.ndarray, np.ndarray]:
+    source = np.full((32, 32), 1, dtype=np.int16)  # K = 1: background is 1
+    source[4:12, 4:12] = 0
+    layout = np.full((32, 32), 1, dtype=np.int16)
+    layout[18:28, 18:28] = 0
+    return source, layout
+
+
+def test_alpha_is_zero_on_either_object_and_one_deep_in_the_kept_background() -> None:
+    source, layout = _labels()
+    alpha = keep_alpha(source, layout, background_index=1, feather=3.0)
+    assert alpha[4:12, 4:12].max() == 0.0  # where the object was
+    assert alpha[18:28, 18:28].max() == 0.0  # where it goes
+    assert alpha[0, 31] == 1.0 and alpha[31, 0] == 1.0  # far from both
+    ramp = alpha[8, 12:18]  # leaving the old object to the right: rises inside the background
+    assert ramp[0] < ramp[-1] and np.all(np.diff(ramp) >= 0)
+
+
+def test_a_hard_edge_without_feather() -> None:
+    source, layout = _labels()
+    alpha = keep_alpha(source, layout, background_index=1, feather=0.0)
+    expected = (source == 1) & (layout == 1)
+    assert np.array_equal(alpha == 1.0, expected)
+
+
+def test_composite_returns_the_source_where_alpha_is_one_and_the_edit_where_zero() -> None:
+    source, layout = _labels()
+    alpha = keep_alpha(source, layout, background_index=1, feather=2.0)
+    src = np.full((32, 32, 3), 100, dtype=np.uint8)
+    gen = np.full((32, 32, 3), 200, dtype=np.uint8)
+    out = composite(gen, src, alpha)
+    assert np.all(out[alpha == 1.0] == 100)
+    assert np.all(out[alpha == 0.0] == 200)
+    assert out.dtype == np.uint8

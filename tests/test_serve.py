@@ -206,9 +206,12 @@ def test_cancel_only_stops_the_callers_own_job() -> None:
     with gate.job("a"):
         assert gate.owner == "a"
         assert not gate.cancel("b")
-        assert cancelled == []
+        assert cancelled == [] and not gate.stop_requested
         assert gate.cancel("a")
+        assert gate.stop_requested
     assert cancelled == [True] and gate.owner is None
+    with gate.job("b"):
+        assert not gate.stop_requested  # a new job starts uncancelled
 
 
 def test_jobs_run_one_at_a_time() -> None:

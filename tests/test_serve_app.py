@@ -204,3 +204,51 @@ def test_the_page_renders_in_headless_chromium(server: dict[str, Any], tmp_path:
         assert picture.size == (1400, 1100)
         # Rendered, not blank: a page of one colour has a single extremum per band.
         assert any(lo != hi for lo, hi in picture.convert("RGB").getextrema())
+
+
+def test_cancel_stops_the_running_learning(server: dict[str, Any]) -> None:
+    import time
+
+    c = client(server)
+    status(c.predict("other", api_name="/open_scene"))
+    job = c.submit(api_name="/learn")
+    gate = server["ctx"].gate
+    deadline = time.monotonic() + 60
+    while gate.owner is None and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert status(c.predict(api_name="/cancel"))["cancel_requested"] is True
+    assert status(job.result(timeout=120)) == {"learned": False, "cancelled": True}
+    # Nothing partial was kept: learning again starts from nothing, and is not cached.
+    assert status(c.predict(api_name="/learn"))["cached"] is False
+
+
+def test_rename_and_painting_through_the_api(server: dict[str, Any], tmp_path: Path) -> None:
+    import numpy as np
+
+    c = client(server)
+    opened = status(c.predict("demo", api_name="/open_scene"))
+    first = opened["objects"][0]["name"]
+    renamed = status(c.predict(first, "my thing", api_name="/rename"))
+    assert renamed["objects"][0]["name"] == "my thing"
+    assert "<my_thing>" in renamed["prompt"]
+    with pytest.raises(gradio_client.exceptions.AppError, match="background"):
+        c.predict("my thing", "background", api_name="/rename")
+    # Paint: every pixel background except two blocks in the first two objects' colours
+    # and one in the third's: the painted layout replaces the boxes'.
+    colours = [o["colour"] for o in opened["objects"]]
+    painted = np.full((128, 128, 3), 254, dtype=np.uint8)
+    painted[8:40, 8:40] = colours[0]
+    painted[80:120, 80:120] = colours[1]
+    painted[8:40, 80:120] = colours[2]
+    path = tmp_path / "painted.png"
+    Image.fromarray(painted).save(path)
+    value = {"background": None, "layers": [], "composite": gradio_client.handle_file(str(path))}
+    result = c.predict(value, api_name="/use_painting")
+    assert status(result) == {"painted": True}
+    with Image.open(result[4]) as preview:  # the layout preview shows the painting
+        shown = np.asarray(preview.convert("RGB"))
+    assert tuple(shown[shown.shape[0] // 8, shown.shape[1] // 8]) == tuple(colours[0])
+    painted[80:120, 80:120] = 254  # the second object painted out: refused
+    Image.fromarray(painted).save(path)
+    with pytest.raises(gradio_client.exceptions.AppError, match="layout"):
+        c.predict(value, api_name="/use_painting")

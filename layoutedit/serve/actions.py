@@ -131,19 +131,31 @@ def rename(ctx: ServeContext, state: SessionState, old: str, new: str) -> dict[s
     return _scene_summary(state)
 
 
-class _LearnProgress:
-    """A `ProgressHook` that forwards (done, total, text) to a callback."""
+def _stop_if_cancelled(gate: JobGate) -> None:
+    from layoutedit.editor import Cancelled
 
-    def __init__(self, report: Callable[[int, int, str], None] | None) -> None:
-        self.report, self.name, self.total, self.done = report, "", 0, 0
+    if gate.stop_requested:
+        raise Cancelled("cancelled")
+
+
+class _LearnProgress:
+    """A `ProgressHook` that forwards (done, total, text) to a callback and stops the
+    learning when the tab cancelled it."""
+
+    def __init__(self, report: Callable[[int, int, str], None] | None, gate: JobGate) -> None:
+        self.report, self.gate, self.name, self.total, self.done = report, gate, "", 0, 0
 
     def stage(self, name: str, total: int, done: int) -> None:
+        """A stage starts."""
         self.name, self.total, self.done = name, total, done
+        _stop_if_cancelled(self.gate)
 
     def step(self, loss: float) -> None:
+        """One step done."""
         self.done += 1
         if self.report is not None:
             self.report(self.done, self.total, f"{self.name}: loss {loss:.4f}")
+        _stop_if_cancelled(self.gate)
 
 
 def learn(
@@ -159,7 +171,7 @@ def learn(
     began = time.perf_counter()
     with ctx.gate.job(state.id):
         try:
-            obtained = ctx.editor.obtain(state.scene, progress=_LearnProgress(report))
+            obtained = ctx.editor.obtain(state.scene, progress=_LearnProgress(report, ctx.gate))
         except Cancelled:
             return {"learned": False, "cancelled": True}
     return {
@@ -225,6 +237,7 @@ def edit(
     def on_progress(what: str, done: int, total: int) -> None:
         if report is not None and what == "steps":
             report(done, total, f"sampling step {done}/{total}")
+        _stop_if_cancelled(ctx.gate)
 
     with ctx.gate.job(state.id):
         try:

@@ -23,7 +23,8 @@ class JobGate:
         self._cancel = cancel
         self._lock = threading.Lock()
         self._owner: str | None = None
-        self._guard = threading.Lock()  # protects _owner
+        self._stop = False  # the running job was asked to stop
+        self._guard = threading.Lock()  # protects _owner and _stop
 
     @property
     def owner(self) -> str | None:
@@ -31,22 +32,31 @@ class JobGate:
         with self._guard:
             return self._owner
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the running job was cancelled. Jobs check it at each step too: the
+        editor's own flag is reset when its call starts, so a cancel that comes between
+        the job's start and the editor call would otherwise be lost."""
+        with self._guard:
+            return self._stop
+
     @contextmanager
     def job(self, session: str) -> Iterator[None]:
         """Hold the model for `session`'s job (waits while another job runs)."""
         with self._lock:
             with self._guard:
-                self._owner = session
+                self._owner, self._stop = session, False
             try:
                 yield
             finally:
                 with self._guard:
-                    self._owner = None
+                    self._owner, self._stop = None, False
 
     def cancel(self, session: str) -> bool:
         """Stop the running job if it is `session`'s; returns whether one was stopped."""
         with self._guard:
             if self._owner != session:
                 return False
+            self._stop = True
             self._cancel()
             return True

@@ -16,6 +16,7 @@ DDIM step) and `vae-decode`.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,9 @@ class PhaseCost:
         batch: samples per UNet call in the step.
         reference_flops: FlopCounterMode's count of the same step, when asked for
             (`PhaseContext.check_flops`; not for `guided`, see `MemoryTracker.flops`).
+        seconds: wall-clock seconds of the step on a real device (None on `meta`).
+        device_peak: on CUDA, `torch.cuda.max_memory_allocated` during the step (bytes,
+            all live tensors, allocator rounding included).
         rss_growth: on a real CPU run, how far the process's peak resident memory rose
             during the step (bytes; Linux only, else None): an independent, coarse check
             of `peak` (it also sees the allocator's and Python's own memory).
@@ -60,6 +64,8 @@ class PhaseCost:
     batch: int = 1
     rss_growth: int | None = None
     reference_flops: int | None = None
+    seconds: float | None = None
+    device_peak: int | None = None
 
     @property
     def peak_total(self) -> int:
@@ -76,6 +82,8 @@ class PhaseCost:
             "batch": self.batch,
             "rss_growth_bytes": self.rss_growth,
             "reference_flops": self.reference_flops,
+            "seconds": self.seconds,
+            "device_peak_bytes": self.device_peak,
         }
 
 
@@ -116,12 +124,24 @@ def measure(
     tracker.reset_peak()
     flops_before = tracker.flops
     reference = FlopCounterMode(display=False) if ctx.check_flops and check else None
+    device = ctx.plan.device
     dtype = tracker.autocast_dtype
-    autocast = AutocastEmulation(dtype) if dtype is not None else contextlib.nullcontext()
-    real = ctx.plan.device.type == "cpu"
-    before = reset_peak_rss() if real else None
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if dtype is not None:
+        # torch.autocast does not act on `meta` tensors: emulate its policy there.
+        meta = device.type == "meta"
+        autocast = AutocastEmulation(dtype) if meta else torch.autocast(device.type, dtype)
+    before = reset_peak_rss() if device.type == "cpu" else None
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    began = time.perf_counter()
     with tracker, reference or contextlib.nullcontext(), autocast:
         step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - began
     growth = None if before is None else max(0, (peak_rss() or before) - before)
     return PhaseCost(
         name,
@@ -130,6 +150,8 @@ def measure(
         batch,
         rss_growth=growth,
         reference_flops=None if reference is None else int(reference.get_total_flops()),
+        seconds=None if device.type == "meta" else seconds,
+        device_peak=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
     )
 
 
@@ -196,7 +218,9 @@ def _training_step(
             optimizer.zero_grad(set_to_none=True)
 
         try:
-            with _checkpointing(model.unet, ctx.low_memory, tracker.autocast_dtype):
+            # On a real device torch.autocast is replayed by checkpoint itself.
+            emulated = tracker.autocast_dtype if model.device.type == "meta" else None
+            with _checkpointing(model.unet, ctx.low_memory, emulated):
                 return measure(name, ctx, step, batch)
         finally:
             for handle in handles:

@@ -139,8 +139,7 @@ def plan_learning(
     backend.install_attention(plan.model.unet, [])
     if device == "meta":
         use_fused_model(plan.model.unet)
-    autocast = _AUTOCAST.get(cfg.mixed_precision) if device == "meta" else None
-    tracker = _tracker(plan, autocast)
+    tracker = _tracker(plan, _AUTOCAST.get(cfg.mixed_precision))
     ctx = PhaseContext(plan, tracker, cfg.low_memory, objects, check_flops)
     phases = [vae_encode(ctx), textual_inversion_step(ctx, cfg), finetune_step(ctx, cfg)]
     return {p.name: p for p in phases}

@@ -264,3 +264,24 @@ def test_seeds(text: str, expected: list[int]) -> None:
 def test_bad_seeds(text: str) -> None:
     with pytest.raises(UserError):
         parse_seeds(text)
+
+
+def test_serve_without_gradio_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    write_scene_folder(sample_scene(0, 2), tmp_path / "demo")
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now fails
+    result = runner.invoke(app, ["serve", str(tmp_path / "demo")])
+    assert result.exit_code == 2
+    assert 'pip install "layoutedit[ui]"' in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_serve_scene_must_lie_under_the_root(tmp_path: Path) -> None:
+    write_scene_folder(sample_scene(0, 2), tmp_path / "demo")
+    (tmp_path / "root").mkdir()
+    result = runner.invoke(app, ["serve", str(tmp_path / "demo"), "--root", str(tmp_path / "root")])
+    assert result.exit_code == 2
+    assert "SCENE must lie under --root" in result.output

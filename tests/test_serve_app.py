@@ -252,3 +252,42 @@ def test_rename_and_painting_through_the_api(server: dict[str, Any], tmp_path: P
     Image.fromarray(painted).save(path)
     with pytest.raises(gradio_client.exceptions.AppError, match="layout"):
         c.predict(value, api_name="/use_painting")
+
+
+def test_files_outside_the_work_folder_are_not_served(server: dict[str, Any]) -> None:
+    import httpx
+
+    base = server["base"]
+    for path in (base / "root" / "demo" / "image.png", base / "secret.txt", Path("/etc/passwd")):
+        response = httpx.get(f"{server['url'].rstrip('/')}/gradio_api/file={path}", timeout=30)
+        assert response.status_code in (403, 404), path
+
+
+def test_the_serve_command_serves_the_page(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    import httpx
+
+    write_scene_folder(sample_scene(0, 2), tmp_path / "demo")
+    port = free_port()
+    env = {**os.environ, "LAYOUTEDIT_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "layoutedit", "serve", str(tmp_path / "demo"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        page = None
+        deadline = time.monotonic() + 90
+        while page is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.25)
+        assert page is not None, process.stdout.read().decode() if process.stdout else ""
+        assert page.status_code == 200 and "layoutedit" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

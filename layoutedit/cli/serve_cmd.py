@@ -71,14 +71,6 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         warning = check_host(host, allow_remote)
-        try:
-            import gradio  # noqa: F401
-        except ImportError:
-            raise UserError(INSTALL_HINT) from None
-        from layoutedit.editor import Editor
-        from layoutedit.serve.actions import ServeContext
-        from layoutedit.serve.ui import launch
-
         base = (root or (scene_dir.parent if scene_dir is not None else Path.cwd())).resolve()
         if not base.is_dir():
             raise UserError("--root is not a folder", path=base)
@@ -89,6 +81,14 @@ def register(app: typer.Typer) -> None:
                 raise UserError("SCENE must lie under --root", path=scene_dir)
             initial = inside.relative_to(base).as_posix() or "."
             resolve_under(base, initial)
+        try:
+            import gradio  # noqa: F401
+        except ImportError:
+            raise UserError(INSTALL_HINT) from None
+        from layoutedit.editor import Editor
+        from layoutedit.serve.actions import ServeContext
+        from layoutedit.serve.ui import launch
+
         if warning:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}")
         editor = Editor(

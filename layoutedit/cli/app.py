@@ -26,7 +26,6 @@ from layoutedit.cli import (
     mask_cmd,
     plan_cmd,
     run_cmd,
-    serve_cmd,
 )
 from layoutedit.cli.common import (
     DEFAULT_MODEL,
@@ -190,9 +189,11 @@ cache_cmd.register(app)
 bench_cmd.register(app)
 plan_cmd.register(app)
 mask_cmd.register(app)
-serve_cmd.register(app)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    # SIGTERM raises like Ctrl-C from here on, so a process stopped while it parses options
+    # or imports the model stack also leaves through `exit_interrupted`.
+    with interrupt_signals():
+        app()

@@ -237,6 +237,7 @@ def run_learn(
         "tokens": list(concept.all_tokens),
         "prompt": concept.prompt,
         "unet_evals": evals,
+        "attention_shares": concept.meta.get("attention_shares"),
         "learn_seconds": round(learn_seconds, 2),
         "seconds": round(time.perf_counter() - began, 2),
         "out": str(out) if out is not None else None,
@@ -256,5 +257,9 @@ def run_learn(
             f"this run {summary['seconds']:.1f} s",
             highlight=False,
         )
+        shares = concept.meta.get("attention_shares")
+        if shares:  # concepts learned before this was measured have none
+            listed = ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
+            console.print(f"attention on its own object (aim >= 0.6): {listed}", highlight=False)
         if out is not None:
             console.print(f"written to {out}", highlight=False)

@@ -70,7 +70,7 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
             (enlarge(h.image, 128), f"edit {i + 1}: seed {h.seed}")
             for i, h in enumerate(state.history)
         ]
-        choice = gr.update(choices=list(scene.names), value=None)
+        choice = gr.update(choices=list(scene.names))  # the chosen object stays chosen
         colours: list[str | tuple[str, float]] = [_hex(c) for c in scene.palette]
         painter = gr.update(
             value=preview,

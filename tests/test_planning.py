@@ -128,3 +128,10 @@ def test_plan_table_prints_and_bad_arch_is_one_line(tiny_model_dir: Path) -> Non
 def test_settings_resolve_low_memory() -> None:
     settings = resolve_settings("published", overrides={"learn": {"low_memory": True}})
     assert settings.learn.low_memory and not settings.edit.low_memory
+
+
+@pytest.mark.parametrize("command", ["learn", "inspect"])
+def test_help_names_the_supported_model_families(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Stable Diffusion 1.x and 2.x" in result.output and "SDXL" in result.output

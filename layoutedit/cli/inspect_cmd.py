@@ -27,6 +27,7 @@ from layoutedit.config import SceneOptions, resolve_settings
 from layoutedit.errors import UserError
 from layoutedit.layout_edits import operations_layout, parse_flags
 from layoutedit.layout_ops import ObjectMove, object_moves
+from layoutedit.planning.archs import SUPPORTED_FAMILIES
 from layoutedit.prompts import token_positions
 from layoutedit.scene import Layout, Scene, load_layout, load_scene, prompt_length_warning
 
@@ -39,7 +40,9 @@ Example:
   layoutedit inspect ./scene --move cat=+40,-10 --scale pot=0.8   (what edit would do)
 
   layoutedit --json inspect --image photo.jpg --mask mask.png --labels labels.json
+
 """
+HELP += SUPPORTED_FAMILIES
 
 
 def load_tokenizer_positions(folder: Path, scene: Scene) -> tuple[dict[str, int], str | None]:

@@ -23,6 +23,7 @@ from layoutedit.cli.common import (
     user_errors,
 )
 from layoutedit.cli.progress import learning_progress
+from layoutedit.planning.archs import SUPPORTED_FAMILIES
 
 HELP = """Learn the objects of one scene: masked textual inversion of every object, then the
 cross-attention key/value fine-tune. The result is cached (keyed by model, scene and
@@ -30,7 +31,9 @@ settings), so `layoutedit edit` on the same scene reuses it; an interrupted run 
 from its last checkpoint.
 
 Example: layoutedit learn ./scene --preset fast --out ./scene-concept
+
 """
+HELP += SUPPORTED_FAMILIES
 
 
 def _default(field: str) -> str:

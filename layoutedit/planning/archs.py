@@ -150,3 +150,11 @@ def _from_json(name: str, path: Path) -> ArchSpec:
         )
     except (KeyError, TypeError) as exc:
         raise UserError(f"architecture file lacks {exc}", path=path) from None
+
+
+SUPPORTED_FAMILIES = (
+    "Model families: Stable Diffusion 1.x and 2.x (epsilon or v-prediction, e.g. SD 1.5, "
+    "SD 2.1 at 768 px) and the embedded shapes-tiny. SDXL is not supported yet "
+    "(`layoutedit plan --arch sdxl` plans its cost)."
+)
+"""What learning and editing support, for `learn --help` and `inspect --help`."""

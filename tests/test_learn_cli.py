@@ -70,6 +70,9 @@ def test_learn_scene_then_cache_hit(tiny_model_dir: Path, scene_dir: Path, tmp_p
     assert summary["cached"] is True
     assert summary["unet_evals"] == concept.meta["unet_evals"]
     assert summary["tokens"] == list(concept.all_tokens)
+    shares = summary["attention_shares"]
+    assert sorted(shares) == sorted(concept.meta["names"])
+    assert all(0.0 <= v <= 1.0 for v in shares.values())
 
 
 def test_learn_from_image_mask_labels(

@@ -15,24 +15,23 @@ from layoutedit.masking import MaskMethod, mask_scene
 from layoutedit.masking.clipseg import DEFAULT_SEGMENTER, DEFAULT_THRESHOLD
 from layoutedit.masking.naming import parse_objects
 
-HELP = f"""Make mask.png and semantic_dict.json for IMAGE: OUT becomes a scene folder that
-learn, edit and inspect read.
-
-Methods: [bold]colours[/] (the default without --segmenter) clusters the image's colours
-(k-means), keeps each object's largest piece and fills its holes; no model, made for
-flat-coloured scenes such as the embedded shapes world. Which object is which: when every
-name holds a basic colour word (red, orange, yellow, green, cyan, blue, purple, pink, brown,
-white, black), each name goes to the region nearest its colour; otherwise list the objects
-largest first. [bold]clipseg[/] (the default with --segmenter) finds each name with a
-CLIPSeg model from a local folder or the offline Hugging Face cache ({DEFAULT_SEGMENTER}
-when --segmenter is not given); never downloaded.
-
-Examples:
-
-  layoutedit mask shapes.png --objects "red heart,cyan star" --out ./scene
-
-  layoutedit mask photo.jpg --objects "cat,pot,plant" --out ./scene --segmenter ~/models/clipseg
-"""
+HELP = (
+    "Make mask.png and semantic_dict.json for IMAGE: OUT becomes a scene folder that learn, "
+    "edit and inspect read.\n\n"
+    "[bold]colours[/] (the default without --segmenter) clusters the image's colours "
+    "(k-means), keeps each object's largest piece and fills its holes: no model, made for "
+    "flat-coloured scenes such as the embedded shapes world. Which object is which: when "
+    "every name holds a basic colour word (red, orange, yellow, green, cyan, blue, purple, "
+    "pink, brown, white, black), each name goes to the region nearest its colour; otherwise "
+    "list the objects largest first.\n\n"
+    "[bold]clipseg[/] (the default with --segmenter) finds each name with a CLIPSeg model "
+    f"from a local folder or the offline Hugging Face cache ({DEFAULT_SEGMENTER} when "
+    "--segmenter is not given); never downloaded, safetensors weights only.\n\n"
+    "Examples:\n\n"
+    '  layoutedit mask shapes.png --objects "red heart,cyan star" --out ./scene\n\n'
+    '  layoutedit mask photo.jpg --objects "cat,pot,plant" --out ./scene '
+    "--segmenter ~/models/clipseg\n"
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,16 +20,15 @@ from layoutedit.cli.common import (
 )
 from layoutedit.errors import UserError
 
-HELP = """Serve the interactive editor on this machine: open a scene (or upload a photo and
-mask it by colours), learn it, move each object's box or paint the layout, edit, continue
-from a result, download the image, layout, sheet and history GIF.
-
-Binds to 127.0.0.1; another --host needs --allow-remote (the app has no login). Only scene
-folders under --root (default: SCENE's parent folder, else the current folder) are read.
-Needs the optional extra: pip install "layoutedit\\[ui]".
-
-Example: layoutedit serve ./scene --port 7860
-"""
+HELP = (
+    "Serve the interactive editor on this machine: open a scene (or upload a photo and mask "
+    "it by colours), learn it, move each object's box or paint the layout, edit, continue "
+    "from a result, download the image, layout, sheet and history GIF.\n\n"
+    "Binds to 127.0.0.1; another --host needs --allow-remote (the app has no login). Only "
+    "scene folders under --root (default: SCENE's parent folder, else the current folder) "
+    'are read. Needs the optional extra: pip install "layoutedit\\[ui]".\n\n'
+    "Example: layoutedit serve ./scene --port 7860\n"
+)
 
 INSTALL_HINT = 'the web app needs Gradio: pip install "layoutedit[ui]" (or pip install "gradio>=4")'
 

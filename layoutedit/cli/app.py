@@ -26,6 +26,7 @@ from layoutedit.cli import (
     mask_cmd,
     plan_cmd,
     run_cmd,
+    serve_cmd,
 )
 from layoutedit.cli.common import (
     DEFAULT_MODEL,
@@ -189,6 +190,7 @@ cache_cmd.register(app)
 bench_cmd.register(app)
 plan_cmd.register(app)
 mask_cmd.register(app)
+serve_cmd.register(app)
 
 
 def main() -> None:

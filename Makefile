@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup demo test lint bench bench-quick model evaluate-model clean gpu-check
+.PHONY: setup demo test fuzz lint bench bench-quick model evaluate-model clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo:
 ## test: the whole test suite (CPU only, a few minutes)
 test:
 	$(BIN)/pytest -q
+
+## fuzz: the fuzzing suite with many more examples (`make test` runs it briefly)
+fuzz:
+	LAYOUTEDIT_FUZZ=long $(BIN)/pytest -q tests/test_fuzz_scenes.py tests/test_fuzz_options.py --hypothesis-show-statistics
 
 lint:
 	$(BIN)/ruff check .

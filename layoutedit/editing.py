@@ -6,13 +6,17 @@ edit` then edits one layout for several seeds:
 
     # 1. check inputs          the layout fits the scene
     # 2. masks                 target regions on the attention grid, blend mask on the latent
-    # 3. guided sampling       per seed: seeded z_T -> guided, blended DDIM loop (sampling.py)
-    # 4. decode                VAE decode, crop the square padding, resize to the source size
+    #                          (init `paste`: the source objects pasted into their regions)
+    # 3. guided sampling       per seed: seeded z_T (or the pasted image noised to the step
+    #                          `paste_strength` leaves) -> guided, blended DDIM loop
+    # 4. decode                VAE decode, crop the square padding, resize to the source
+    #                          size; optionally the untouched background composited back
+    # 5. rank                  by the final attention loss, or by the layout found by colour
 
 and returns an `EditResult` (images per seed, per-object final attention loss, timings, UNet
-evaluations). `edit()` is the one-call form. The `no-concepts`, `no-guidance` and
-`no-blend` variants are `EditConfig(use_concept=False)`, `scale_factor=0` and
-`blend_steps=0`.
+evaluations). The published method is `init="noise"`, no composite, attention ranking.
+`edit()` is the one-call form. The `no-concepts`, `no-guidance` and `no-blend` variants are
+`EditConfig(use_concept=False)`, `scale_factor=0` and `blend_steps=0` (and no composite).
 """
 
 from __future__ import annotations
@@ -352,7 +356,7 @@ class EditSession:
         guide = self._guide(layout)
         blend = self._blend(layout)
         start_step, pasted = self._paste_start(layout) if cfg.init == "paste" else (0, None)
-        # 3. guided sampling, one seed at a time
+        # 3. guided sampling, one seed at a time (the same seed gives the same noise)
         counter = UNetCounter()
         runner = self._runner(counter)
         latents, outputs, seconds = [], [], []
@@ -396,6 +400,7 @@ class EditSession:
             images = self._composite(images, layout)
         decode_s = time.perf_counter() - began
 
+        # 5. rank
         scores = self._layout_scores(images, layout)
         candidates = []
         for seed, out, image, secs, layout_score in zip(

@@ -89,6 +89,7 @@ def compare_backends(
     cases: Sequence[Any],
     *,
     say: Callable[[str], None] = lambda line: None,
+    warm_up: bool = True,
 ) -> BackendComparison:
     """Learn each case's scene and edit its layouts on every backend.
 
@@ -97,6 +98,7 @@ def compare_backends(
         model_spec: the `--model`.
         settings: learn and edit settings (the same for every backend).
         cases: bench cases (`bench.cases.make_cases`); cases of one scene share its learn.
+        warm_up: run a one-step learn and edit on every backend first, untimed.
     """
     from layoutedit.backend import get_backend
     from layoutedit.editing import EditSession
@@ -108,6 +110,17 @@ def compare_backends(
     by_scene: dict[int, list[Any]] = {}
     for case in cases:
         by_scene.setdefault(case.scene_seed, []).append(case)
+    if warm_up and cases:
+        # One tiny untimed learn and edit per backend first: the first calls of a process
+        # (lazy imports, oneDNN primitive creation) would otherwise be charged to whichever
+        # backend runs first.
+        tiny = settings.model_copy(
+            update={
+                "learn": settings.learn.model_copy(update={"ti_steps": 1, "ft_steps": 1}),
+                "edit": settings.edit.model_copy(update={"steps": 2, "seeds": (0,)}),
+            }
+        )
+        compare_backends(names, model_spec, tiny, cases[:1], warm_up=False)
     timings = []
     for name in names:
         backend = get_backend(name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 
@@ -74,7 +74,7 @@ class CpuFastBackend:
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]
         install_processors(unet, wanted, make_default=_sdpa, make_idle=_sdpa)
         # Here because the protocol has no other hook before the UNet runs; idempotent.
-        unet.to(memory_format=torch.channels_last)
+        cast(Any, unet).to(memory_format=torch.channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """No autocast: fp32 throughout."""

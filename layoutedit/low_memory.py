@@ -3,9 +3,9 @@
 Learning (`LearnConfig.low_memory`):
 - gradient checkpointing in the UNet: its blocks keep only their inputs for backward and
   recompute the rest (about a third more compute, most activations gone);
-- with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as well
-  (they are cast to it by autocast anyway), while the trained parameters (the text
-  encoder's embedding table, attn2 to_k/to_v) stay fp32 for the optimiser.
+- on CUDA with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as
+  well (autocast casts them to it anyway), while the trained parameters (the text encoder's
+  embedding table, attn2 to_k/to_v) stay fp32 for the optimiser.
 
 Editing (`EditConfig.low_memory`):
 - VAE slicing: decoding a batch one image at a time.
@@ -60,7 +60,9 @@ def prepare_learning(model: LoadedModel, cfg: LearnConfig) -> None:
         return
     model.unet.enable_gradient_checkpointing()
     dtype = frozen_dtype(cfg)
-    if dtype is not None:
+    # CUDA only: CPU autocast leaves layer norms in the input's dtype, so an fp32 embedding
+    # row would meet fp16 norm weights in the text encoder.
+    if dtype is not None and model.device.type == "cuda":
         store_frozen(model, dtype)
 
 

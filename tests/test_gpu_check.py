@@ -47,3 +47,18 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     assert main(["--out", str(tmp_path / "r.json")]) == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_cuda_backends_phases_run_and_match_the_plan_on_the_cpu(tiny_model_dir: Path) -> None:
+    """The `sd15` part's code with the cuda backend (fp16 editing weights, its kernels),
+    on the CPU with a tiny model: what `make gpu-check` runs on a GPU, minus the GPU."""
+    from layoutedit.config import resolve_settings
+    from layoutedit.planning.gpu_check import measure_model
+
+    result = measure_model(str(tiny_model_dir), "cpu", "cuda", resolve_settings("fast"), False)
+    names = [p["phase"] for p in result["phases"]]
+    assert names[:3] == ["vae-encode", "textual-inversion", "fine-tune"]
+    assert "guided" in names
+    for phase in result["phases"]:
+        assert phase["peak_ratio"] == pytest.approx(1.0, abs=0.05), phase
+    assert result["predicted_edit_seconds"] > 0

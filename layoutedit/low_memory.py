@@ -71,3 +71,14 @@ def prepare_editing(model: LoadedModel, cfg: EditConfig) -> None:
     if not cfg.low_memory:
         return
     model.vae.enable_slicing()
+
+
+def learn_overrides(backend_name: str) -> dict[str, Any]:
+    """The `[learn]` settings `learn --low-memory` sets on backend `backend_name` (or `auto`):
+    low_memory, and fp16 mixed precision where the backend computes in fp16 (CUDA)."""
+    from layoutedit.backend import get_backend
+
+    overrides: dict[str, Any] = {"low_memory": True}
+    if get_backend(backend_name).dtype == torch.float16:
+        overrides["mixed_precision"] = "fp16"
+    return overrides

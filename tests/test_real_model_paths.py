@@ -100,3 +100,21 @@ def test_low_memory_stores_frozen_weights_in_the_mixed_precision(tiny_model_dir:
     assert model.vae.decoder.conv_out.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in kv_parameters(model).values())
     assert embedding_table(model).weight.dtype == torch.float32
+
+
+def test_learn_low_memory_flag_reaches_the_concept(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from layoutedit.cli.app import app
+    from layoutedit.concept import Concept
+    from layoutedit.low_memory import learn_overrides
+    from layoutedit.shapes.world import sample_scene, write_scene_folder
+
+    assert learn_overrides("cpu") == {"low_memory": True}  # fp16 storage is for CUDA only
+    scene_dir = write_scene_folder(sample_scene(5, 2), tmp_path / "scene")
+    args = ["--model", str(tiny_model_dir), "learn", str(scene_dir), "--preset", "fast"]
+    steps = ["--ti-steps", "2", "--ft-steps", "2", "--low-memory", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, *steps])
+    assert result.exit_code == 0, result.output
+    config = Concept.load(tmp_path / "o" / "concept").meta["learn_config"]
+    assert config["low_memory"] is True and config["mixed_precision"] == "no"

@@ -43,6 +43,12 @@ def _default(field: str) -> str:
     return f"\\[default: {LearnConfig.model_fields[field].default}]"
 
 
+def _low_memory(backend: str) -> dict[str, Any]:
+    from layoutedit.low_memory import learn_overrides
+
+    return learn_overrides(backend)
+
+
 def _overrides(**values: Any) -> dict[str, dict[str, Any]]:
     return {"learn": {k: v for k, v in values.items() if v is not None}}
 
@@ -138,6 +144,14 @@ def register(app: typer.Typer) -> None:
                 help="Diffusers config folder for an original SD single-file checkpoint.",
             ),
         ] = None,
+        low_memory: Annotated[
+            bool,
+            typer.Option(
+                "--low-memory",
+                help="Gradient checkpointing; on CUDA also fp16 mixed precision with the frozen "
+                "weights stored in fp16 (`layoutedit plan --low-memory` shows the saving).",
+            ),
+        ] = False,
     ) -> None:
         from layoutedit.logs import configure_library_logging
 
@@ -161,6 +175,7 @@ def register(app: typer.Typer) -> None:
                 prior_preservation=True if prior_dir is not None else prior,
                 prior_dir=prior_dir,
                 checkpoint_every=checkpoint_every,
+                **(_low_memory(state(ctx).backend) if low_memory else {}),
             ),
             out=out,
             force=force,

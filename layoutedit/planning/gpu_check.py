@@ -82,6 +82,15 @@ def usable_backends(device: str) -> list[str]:
     return [n for n in wanted if n in usable]
 
 
+def _release(device: str) -> None:
+    """Free what the last model left (reference cycles included) before the next is built."""
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
 def measure_model(
     arch_name: str, device: str, backend: str, settings: Settings, low_memory: bool
 ) -> dict[str, Any]:
@@ -101,12 +110,10 @@ def measure_model(
         settings = low_memory_settings(settings, instance)
     learn, edit = settings.learn, settings.edit
     planned = {**plan_learning(arch, learn, instance, 3), **plan_editing(arch, edit, instance, 3)}
-    measured = {
-        **plan_learning(arch, learn, instance, 3, device=device),
-        **plan_editing(arch, edit, instance, 3, device=device),
-    }
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    measured = dict(plan_learning(arch, learn, instance, 3, device=device))
+    _release(device)  # the learning model must not sit under the editing model's peaks
+    measured.update(plan_editing(arch, edit, instance, 3, device=device))
+    _release(device)
     phases = []
     for name, real in measured.items():
         plan = planned[name]

@@ -99,11 +99,17 @@ def flicker(
     }
 
 
+def frame_file(number: int) -> str:
+    """File name of frame `number` (1-based): `frame-001.png`."""
+    return f"frame-{number:03d}.png"
+
+
 def write_animation(
-    frames: Sequence[np.ndarray], folder: Path, *, ms: int = 150
+    frames: Sequence[np.ndarray], folder: Path, *, ms: int = 150, pngs: bool = True
 ) -> dict[str, Path]:
-    """Write `frame-001.png` ... and `animation.gif` (and `animation.mp4` when imageio-ffmpeg
-    is installed) into `folder`; each file atomically.
+    """Write `frame-001.png` ... (unless `pngs` is False: written already) and
+    `animation.gif` (and `animation.mp4` when imageio-ffmpeg is installed) into `folder`;
+    each file atomically.
 
     Returns:
         `gif` (and `mp4`) -> path.
@@ -112,8 +118,9 @@ def write_animation(
 
     from layoutedit.atomic import write_atomic, write_png_atomic
 
-    for i, frame in enumerate(frames, start=1):
-        write_png_atomic(folder / f"frame-{i:03d}.png", frame)
+    if pngs:
+        for i, frame in enumerate(frames, start=1):
+            write_png_atomic(folder / frame_file(i), frame)
     side = 256
     pictures = [
         Image.fromarray(f).resize(

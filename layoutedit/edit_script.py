@@ -54,6 +54,7 @@ from layoutedit.layout_edits import (
     parse_step,
 )
 from layoutedit.scene import Layout, Scene, load_layout, load_scene
+from layoutedit.sharding import Shard
 
 if TYPE_CHECKING:
     from layoutedit.concept_store import ObtainedConcept
@@ -269,12 +270,34 @@ def _learned(obtained: ObtainedConcept | None, seconds: float) -> dict[str, Any]
     }
 
 
+def _prepare(
+    script: Script, editor: Editor, learn_progress: ProgressHook | None
+) -> tuple[Scene, dict[str, Any] | None]:
+    """The scene read against the model, and its concept learned or found (once)."""
+    scene = editor.scene(script.scene_dir)
+    began = time.perf_counter()
+    use_concept = script.settings.edit.use_concept
+    obtained = editor.obtain(scene, progress=learn_progress) if use_concept else None
+    return scene, _learned(obtained, time.perf_counter() - began)
+
+
+def _partial(shard: Shard, key: str, records: list[dict[str, Any]], began: float) -> dict[str, Any]:
+    """What a process other than rank 0 returns: its own records."""
+    return {
+        "rank": shard.rank,
+        "partial": True,
+        key: records,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+
+
 def run_script(
     script: Script,
     editor: Editor,
     *,
     learn_progress: ProgressHook | None = None,
     on_step: Callable[[ScriptStep, dict[str, Any]], None] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Run a checked script with `editor` (made with `script.settings`).
 
@@ -282,38 +305,42 @@ def run_script(
         script: from `load_script`.
         editor: the editor (its model, concepts and inversions are reused).
         learn_progress: progress of learning the scene (when it is not cached).
-        on_step: called after each step with the step and its summary record.
+        on_step: called after each step this process runs, with the step and its record.
+        shard: this process's share of the steps (`layoutedit.sharding`); default all.
 
     Returns:
-        The summary (also written to `summary.json`).
+        The summary (also written to `summary.json`); on a process other than rank 0, only
+        its own step records (`partial: True`).
     """
     from layoutedit.atomic import write_json_atomic, write_png_atomic
+    from layoutedit.outputs import seed_file
 
+    shard = shard or Shard()
     began = time.perf_counter()
-    scene = editor.scene(script.scene_dir)
-    learn_began = time.perf_counter()
-    obtained = (
-        editor.obtain(scene, progress=learn_progress) if script.settings.edit.use_concept else None
-    )
-    learn_seconds = time.perf_counter() - learn_began
-    records, images = [], []
-    for step in script.steps:
+    scene, learned = _prepare(script, editor, learn_progress)
+    records = []
+    for index in shard.mine(len(script.steps)):
+        step = script.steps[index]
         result = editor.edit(scene, step.layout)
         result.operations = tuple(op.text for op in step.operations)
         folder = script.out / step.name
         result.save(folder, best=script.settings.edit.best, layout_png=True)
         record = _record(step, result, folder)
         records.append(record)
-        images.append(result.best().image)
         if on_step is not None:
             on_step(step, record)
+    gathered = shard.gather(records)
+    if gathered is None:
+        return _partial(shard, "steps", records, began)
+    records = sorted((r for part in gathered for r in part), key=lambda r: r["step"])
+    images = [read_rgb(Path(r["folder"]) / seed_file(r["best_seed"])) for r in records]
     sheet = write_png_atomic(script.out / SHEET_FILE, sequence_sheet(scene, script.steps, images))
-    learned = _learned(obtained, learn_seconds)
     summary = {
         "script": str(script.path),
         "scene": str(script.scene_dir),
         "out": str(script.out),
         "sheet": str(sheet),
+        "processes": shard.world,
         "learn": learned,
         "steps": records,
         "seconds": round(time.perf_counter() - began, 3),
@@ -328,6 +355,7 @@ def run_animation(
     *,
     learn_progress: ProgressHook | None = None,
     on_frame: Callable[[int, int, dict[str, Any]], None] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Animate a checked script: `script.frames` in-between layouts per step (from the
     source's masks to step 1, then step to step), each edited with the first seed.
@@ -337,30 +365,28 @@ def run_animation(
     figures (`layoutedit.animation.flicker`).
 
     Args:
-        script, editor, learn_progress: as for `run_script`.
+        script, editor, learn_progress, shard: as for `run_script` (a shard splits frames).
         on_frame: called after each frame with (frame number, frame count, its record).
     """
-    from layoutedit.animation import flicker, in_between, write_animation
+    from layoutedit.animation import flicker, frame_file, in_between, write_animation
     from layoutedit.atomic import write_json_atomic, write_png_atomic
 
+    shard = shard or Shard()
     began = time.perf_counter()
-    scene = editor.scene(script.scene_dir)
-    use_concept = script.settings.edit.use_concept
-    learn_began = time.perf_counter()
-    obtained = editor.obtain(scene, progress=learn_progress) if use_concept else None
-    learn_seconds = time.perf_counter() - learn_began
+    scene, learned = _prepare(script, editor, learn_progress)
     grids: list[np.ndarray] = []
     previous = ObjectState.from_labels(scene.labels, scene.names)
     for step in script.steps:
         grids.extend(in_between(previous, step.state, script.frames))
         previous = step.state
     seed = script.settings.edit.seeds[0]
-    images, records = [], []
-    for n, grid in enumerate(grids, start=1):
-        result = editor.edit(scene, Layout(None, grid), seeds=[seed])
-        images.append(result.best().image)
+    folder = script.out / "animation"
+    records: list[dict[str, Any]] = []
+    for index in shard.mine(len(grids)):
+        result = editor.edit(scene, Layout(None, grids[index]), seeds=[seed])
+        write_png_atomic(folder / frame_file(index + 1), result.best().image)
         record = {
-            "frame": n,
+            "frame": index + 1,
             "seed": seed,
             "loss": round(result.best().loss, 6),
             "seconds": round(result.seconds, 3),
@@ -368,8 +394,13 @@ def run_animation(
         }
         records.append(record)
         if on_frame is not None:
-            on_frame(n, len(grids), record)
-    files = write_animation(images, script.out / "animation")
+            on_frame(index + 1, len(grids), record)
+    gathered = shard.gather(records)
+    if gathered is None:
+        return _partial(shard, "frames", records, began)
+    records = sorted((r for part in gathered for r in part), key=lambda r: r["frame"])
+    images = [read_rgb(folder / frame_file(n)) for n in range(1, len(grids) + 1)]
+    files = write_animation(images, folder, pngs=False)
     keyframes = [images[script.frames * i - 1] for i in range(1, len(script.steps) + 1)]
     sheet = write_png_atomic(
         script.out / SHEET_FILE, sequence_sheet(scene, script.steps, keyframes)
@@ -380,10 +411,19 @@ def run_animation(
         "out": str(script.out),
         "sheet": str(sheet),
         "files": {k: str(v) for k, v in files.items()},
-        "learn": _learned(obtained, learn_seconds),
+        "processes": shard.world,
+        "learn": learned,
         "frames": records,
         "flicker": flicker(images, grids, scene.names),
         "seconds": round(time.perf_counter() - began, 3),
     }
     write_json_atomic(script.out / SUMMARY_FILE, summary)
     return summary
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 of a PNG this run wrote."""
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))

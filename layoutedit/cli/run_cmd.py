@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from layoutedit.cli.common import PresetOption, console, err_console, state, user_errors
+from layoutedit.errors import UserError
 
 HELP = """Run an edit script: one scene, a sequence of steps, each a layout file or layout
 operations on the previous step's layout. The whole script is checked before any model
@@ -30,6 +31,11 @@ script.toml:
   ops = ["scale pot=0.8", "swap plant,pot"]
 
 Writes OUT/step-01/ ... (as `edit` does, with layout.png), summary.json and sheet.png.
+With --frames N: OUT/animation/frame-001.png ..., animation.gif and flicker figures.
+
+Several processes split the steps (or frames), e.g. 2 on one machine:
+
+  accelerate launch --multi_gpu --num_processes 2 -m layoutedit run script.toml
 """
 
 
@@ -63,6 +69,7 @@ def register(app: typer.Typer) -> None:
         from layoutedit.cli.progress import learning_progress
         from layoutedit.edit_script import ScriptStep, load_script, run_animation, run_script
         from layoutedit.logs import configure_library_logging
+        from layoutedit.sharding import claim_shard
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)
@@ -95,14 +102,25 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
 
+        try:
+            shard = claim_shard()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         editor = make_editor(app_state, checked.settings)
-        with learning_progress(chatty) as progress:
+        with learning_progress(chatty and shard.is_main) as progress:
             if checked.frames:
                 summary = run_animation(
-                    checked, editor, learn_progress=progress, on_frame=frame_done
+                    checked, editor, learn_progress=progress, on_frame=frame_done, shard=shard
                 )
             else:
-                summary = run_script(checked, editor, learn_progress=progress, on_step=report)
+                summary = run_script(
+                    checked, editor, learn_progress=progress, on_step=report, shard=shard
+                )
+        if summary.get("partial"):  # a process other than rank 0: its share is done
+            if chatty:
+                count = len(summary.get("frames", summary.get("steps", [])))
+                err_console.print(f"process {shard.rank}: {count} items done", highlight=False)
+            return
         if app_state.json:
             app_state.emit_json(summary)
             return

@@ -1,0 +1,141 @@
+"""`accelerate launch -m layoutedit run` with 2 CPU processes gives the files of a 1-process
+run (steps and animation frames split between the processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from layoutedit.shapes.world import sample_scene, write_scene_folder
+from layoutedit.sharding import Shard, current_shard
+
+SCRIPT = """
+scene = "scene"
+seeds = [0]
+[learn]
+ti_steps = 2
+ti_batch_size = 1
+ft_steps = 2
+ft_batch_size = 1
+checkpoint_every = 0
+[edit]
+steps = 3
+max_iter_to_alter = 2
+refinement = {{ 0 = 0.9 }}
+max_refinement_steps = 1
+blend_steps = 2
+[[step]]
+move = ["{a}=+3,0"]
+[[step]]
+scale = ["{b}=0.8"]
+[[step]]
+move = ["{a}=-2,+2"]
+"""
+
+
+def test_shard_takes_every_nth_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Shard(0, 2).mine(5) == [0, 2, 4] and Shard(1, 2).mine(5) == [1, 3]
+    assert Shard().gather({"x": 1}) == [{"x": 1}]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert current_shard() == Shard(1, 2)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="does not fit"):
+        current_shard()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _layoutedit(model: Path, cache: Path, *args: str, processes: int) -> None:
+    base = [
+        "-m",
+        "layoutedit",
+        "--model",
+        str(model),
+        "--backend",
+        "cpu",
+        "--cache-dir",
+        str(cache),
+    ]
+    if processes == 1:
+        command = [sys.executable, *base, *args]
+    else:
+        accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+        if accelerate is None:
+            pytest.skip("accelerate's launcher is not installed")
+        command = [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--num_cpu_threads_per_process",
+            "1",
+            "--main_process_port",
+            str(_free_port()),
+            *base,
+            *args,
+        ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _same_png(a: Path, b: Path) -> bool:
+    return np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_two_processes_write_the_files_of_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    world = sample_scene(5, 2)
+    write_scene_folder(world, tmp_path / "scene")
+    a, b = world.names
+    script = tmp_path / "script.toml"
+    script.write_text(SCRIPT.format(a=a, b=b))
+    one, two = tmp_path / "one", tmp_path / "two"
+    _layoutedit(tiny_model_dir, tmp_path / "c1", "run", str(script), "-o", str(one), processes=1)
+    _layoutedit(tiny_model_dir, tmp_path / "c2", "run", str(script), "-o", str(two), processes=2)
+    names = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for name in names:
+        if name.suffix == ".png":
+            assert _same_png(one / name, two / name), name
+    s1 = json.loads((one / "summary.json").read_text())
+    s2 = json.loads((two / "summary.json").read_text())
+    assert (s1["processes"], s2["processes"]) == (1, 2)
+    keep = ("step", "layout", "operations", "best_seed", "best_loss")
+    assert [{k: r[k] for k in keep} for r in s1["steps"]] == [
+        {k: r[k] for k in keep} for r in s2["steps"]
+    ]
+    # Each process inverted the scene at most once (the cache lock: usually one of them).
+    assert sum(r["unet_evaluations"]["inversion"]["total"] for r in s2["steps"]) in (3, 6)
+
+    # Animation frames split the same way.
+    args = ("run", str(script), "--frames", "2")
+    _layoutedit(tiny_model_dir, tmp_path / "c1", *args, "-o", str(one / "a"), processes=1)
+    _layoutedit(tiny_model_dir, tmp_path / "c2", *args, "-o", str(two / "a"), processes=2)
+    frames = sorted((one / "a" / "animation").glob("frame-*.png"))
+    assert len(frames) == 6
+    for frame in frames:
+        assert _same_png(frame, two / "a" / "animation" / frame.name), frame.name
+    f1 = json.loads((one / "a" / "summary.json").read_text())["flicker"]
+    f2 = json.loads((two / "a" / "summary.json").read_text())["flicker"]
+    assert f1 == f2

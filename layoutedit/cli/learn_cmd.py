@@ -199,7 +199,8 @@ def run_learn(
     allow_pickle: bool,
     model_config: Path | None,
 ) -> None:
-    """The command's work: settings -> scene -> backend -> model -> cached concept -> report."""
+    """The command's work: settings -> scene -> an `Editor` learns (or finds) the concept ->
+    report."""
     from layoutedit.config import resolve_settings
     from layoutedit.scene import check_latent, load_scene
 
@@ -207,39 +208,28 @@ def run_learn(
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
     # Options and scene files are checked before the model stack is imported (seconds).
     scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
-    from layoutedit.backend import get_backend
     from layoutedit.concept import export_diffusers
-    from layoutedit.concept_store import obtain_concept
-    from layoutedit.model_loading import load_model
-    from layoutedit_cache import ConceptCache
+    from layoutedit.editor import Editor
 
-    backend = get_backend(app_state.backend)
-    model = load_model(
-        app_state.model,
-        allow_pickle=allow_pickle,
-        device=backend.device,
+    editor = Editor(
+        model=app_state.model,
+        backend=app_state.backend,
         cache_dir=app_state.cache_dir,
+        settings=settings,
+        allow_pickle=allow_pickle,
         model_config=model_config,
+        report=lambda line: err_console.print(line),
     )
+    model = editor.model
     check_latent(scene, model.latent_size, settings.scene)
     chatty = not (app_state.quiet or app_state.json)
     scene_notes(app_state, scene, model)
-    cache = ConceptCache(app_state.cache_dir, report=lambda line: err_console.print(line))
 
     def waiting() -> None:
         err_console.print("another process is learning this scene; waiting for it")
 
     with learning_progress(chatty) as progress:
-        result = obtain_concept(
-            model,
-            scene,
-            settings.learn,
-            cache,
-            backend=backend,
-            progress=progress,
-            force=force,
-            on_wait=waiting,
-        )
+        result = editor.obtain(scene, progress=progress, force=force, on_wait=waiting)
     concept = result.concept
     if out is not None:
         concept.save(out / "concept")

@@ -18,9 +18,7 @@ from PIL import Image
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 from layoutedit.sharding import Shard, current_shard
 
-SCRIPT = """
-scene = "scene"
-seeds = [0]
+SETTINGS = """
 [learn]
 ti_steps = 2
 ti_batch_size = 1
@@ -30,9 +28,12 @@ checkpoint_every = 0
 [edit]
 steps = 3
 max_iter_to_alter = 2
-refinement = {{ 0 = 0.9 }}
+refinement = { 0 = 0.9 }
 max_refinement_steps = 1
 blend_steps = 2
+"""
+
+STEPS = """
 [[step]]
 move = ["{a}=+3,0"]
 [[step]]
@@ -109,7 +110,7 @@ def test_two_processes_write_the_files_of_one(tiny_model_dir: Path, tmp_path: Pa
     write_scene_folder(world, tmp_path / "scene")
     a, b = world.names
     script = tmp_path / "script.toml"
-    script.write_text(SCRIPT.format(a=a, b=b))
+    script.write_text(f'scene = "scene"\nseeds = [0]\n{SETTINGS}{STEPS.format(a=a, b=b)}')
     one, two = tmp_path / "one", tmp_path / "two"
     _layoutedit(tiny_model_dir, tmp_path / "c1", "run", str(script), "-o", str(one), processes=1)
     _layoutedit(tiny_model_dir, tmp_path / "c2", "run", str(script), "-o", str(two), processes=2)
@@ -139,3 +140,21 @@ def test_two_processes_write_the_files_of_one(tiny_model_dir: Path, tmp_path: Pa
     f1 = json.loads((one / "a" / "summary.json").read_text())["flicker"]
     f2 = json.loads((two / "a" / "summary.json").read_text())["flicker"]
     assert f1 == f2
+
+
+def test_edit_over_a_layout_folder_splits_between_two_processes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    world = sample_scene(5, 2)
+    labels = world.labels()
+    moved = [np.roll(labels, shift, axis=1) for shift in (4, -4, 8)]
+    scene = write_scene_folder(world, tmp_path / "scene", layouts=moved)
+    config = tmp_path / "fast.toml"
+    config.write_text(SETTINGS)
+    args = ("edit", str(scene), "--config", str(config), "--seeds", "0")
+    one, two = tmp_path / "one", tmp_path / "two"
+    _layoutedit(tiny_model_dir, tmp_path / "c1", *args, "--out", str(one), processes=1)
+    _layoutedit(tiny_model_dir, tmp_path / "c2", *args, "--out", str(two), processes=2)
+    for stem in ("layout1", "layout2", "layout3"):
+        assert _same_png(one / stem / "seed-0.png", two / stem / "seed-0.png"), stem
+        assert _same_png(one / stem / "sheet.png", two / stem / "sheet.png"), stem

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from layoutedit.editor import Editor
     from layoutedit.layout_edits import Operation
     from layoutedit.scene import Layout, Scene
+    from layoutedit.sharding import Shard
 
 HELP = """Move a scene's objects to target layouts; writes one PNG per seed, sheet.png, edit.json.
 
@@ -211,6 +212,7 @@ def run_edit(
     mask: Path | None = None,
     labels: Path | None = None,
     operations: Sequence[Operation] = (),
+    shard: Shard | None = None,
 ) -> list[dict[str, Any]]:
     """The whole command, callable without the CLI. Returns one summary per layout.
 
@@ -218,6 +220,8 @@ def run_edit(
     folder with some of its files replaced. `operations` are applied to each --layout, or,
     without --layout, to the source's masks (outputs in OUT/operations/). One `Editor`
     prepares the model, the concept and the source's inversion once for all layouts.
+    `shard` (`accelerate launch -m layoutedit edit ...`): edit only this process's share of
+    the layouts (every N-th); the files are those a single process writes.
     """
     from layoutedit.config import resolve_settings
     from layoutedit.scene import load_scene
@@ -229,6 +233,8 @@ def run_edit(
     # input fails at once; `editor.scene` then reads it against the model's latent grid.
     preview = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
     targets = plan_targets(preview, layouts, operations, settings.scene)
+    if shard is not None:
+        targets = [targets[i] for i in shard.mine(len(targets))]
     editor = make_editor(app, settings)
     scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
     for warning in [*scene.warnings, *(w for _, lay in targets for w in lay.warnings)]:
@@ -364,6 +370,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from layoutedit.layout_edits import parse_flags
         from layoutedit.logs import configure_library_logging
+        from layoutedit.sharding import claim_shard
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)
@@ -379,6 +386,10 @@ def register(app: typer.Typer) -> None:
         }
         if no_concept and concept is not None:
             raise UserError("--concept and --no-concept exclude each other")
+        try:  # under `accelerate launch`, this process's share of the layouts
+            shard = claim_shard()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         operations = parse_flags(
             move=move or [],
             scale=scale or [],
@@ -400,6 +411,7 @@ def register(app: typer.Typer) -> None:
             mask=mask,
             labels=labels,
             operations=operations,
+            shard=shard,
         )
         if app_state.json:
             app_state.emit_json(summaries)

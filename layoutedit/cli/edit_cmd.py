@@ -22,6 +22,7 @@ from layoutedit.cli.common import (
     SceneArgument,
     console,
     err_console,
+    scene_notes,
     state,
     user_errors,
 )
@@ -237,7 +238,8 @@ def run_edit(
         targets = [targets[i] for i in shard.mine(len(targets))]
     editor = make_editor(app, settings)
     scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
-    for warning in [*scene.warnings, *(w for _, lay in targets for w in lay.warnings)]:
+    scene_notes(app, scene, editor.model)  # its warnings, a too long prompt, the model's note
+    for warning in [w for _, lay in targets for w in lay.warnings]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     out_root = out if out is not None else default_out_root(scene_dir, image)
     if cfg.use_concept and concept_dir is None:

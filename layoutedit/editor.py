@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from layoutedit.config import Settings, resolve_settings
+from layoutedit.edit_outcome import EditOutcome
 from layoutedit.editing import EditResult
 from layoutedit.errors import UserError
 from layoutedit.layout_edits import Operation, operations_layout, parse_step
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from layoutedit.model_loading import LoadedModel
     from layoutedit.training import ProgressHook
 
+__all__ = ["Cancelled", "ConceptMissing", "EditOutcome", "EditProgress", "Editor", "LayoutSpec"]
+
 _log = logging.getLogger(__name__)
 
 EditProgress = Callable[[str, int, int], None]
@@ -62,7 +65,6 @@ LayoutSpec = Layout | Path | str | Sequence[Operation | str] | np.ndarray
 """What `Editor.layout` takes: a Layout, a layout image path, operations, or a label grid."""
 
 _KEEP = 8  # concepts and inversions kept in memory (least recently used are dropped)
-LAYOUT_FILE = "layout.png"
 
 
 class Cancelled(Exception):
@@ -75,90 +77,6 @@ class ConceptMissing(UserError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no learned concept for this scene and these settings (key {key[:12]})")
         self.key = key
-
-
-@dataclasses.dataclass
-class EditOutcome(EditResult):
-    """An `EditResult` (`.best()`, `.candidates`, ...) that knows how to save itself."""
-
-    scene: Scene | None = None
-    concept_id: str | None = None
-    """The concept's cache key, its folder, or None (edited with the plain words)."""
-    model: dict[str, str] = dataclasses.field(default_factory=dict)
-    operations: tuple[str, ...] = ()
-    """The layout operations that made the layout, as typed (`--move cat=+40,-10`)."""
-    seconds: float = 0.0
-    """Wall-clock seconds of the whole `Editor.edit` call (learning included)."""
-    reused_session: bool = False
-    """True when the scene's prepared session (concept, prompts, inversion) was reused."""
-
-    def summary(self) -> dict[str, Any]:
-        """The short JSON form the CLI prints per layout."""
-        best = self.best()
-        return {
-            "layout": str(self.layout.path) if self.layout.path else None,
-            "operations": list(self.operations),
-            "best_seed": best.seed,
-            "best_loss": round(best.loss, 6),
-            "losses": {str(c.seed): round(c.loss, 6) for c in self.candidates},
-            "unet_evaluations": self.unet_evaluations,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-            "seconds": round(self.seconds, 3),
-        }
-
-    def save(
-        self,
-        folder: Path | str,
-        *,
-        best: bool = False,
-        extra: dict[str, Any] | None = None,
-        layout_png: bool | None = None,
-    ) -> dict[str, Path]:
-        """Write the edit into `folder` (replaced atomically): `seed-N.png` per kept seed,
-        `sheet.png`, `edit.json` and, for a layout made here, the layout map `layout.png`.
-
-        Args:
-            folder: the output folder.
-            best: keep only the lowest-loss candidate.
-            extra: more top-level `edit.json` fields.
-            layout_png: write `layout.png`; default only when the layout has no file
-                (operations, a label grid), so that it can be seen and reused.
-
-        Returns:
-            Paths: `folder`, `sheet`, `edit_json`, `layout` (`layout.png`, else the layout's
-            own file), `best` and `seed-N` per kept seed.
-        """
-        from layoutedit.atomic import write_png_atomic
-        from layoutedit.outputs import RESULT_FILE, SHEET_FILE, colour_labels, seed_file, write_edit
-
-        if self.scene is None:
-            raise ValueError("this result has no scene to save against")
-        folder = Path(folder)
-        record: dict[str, Any] = {"model": self.model, "operations": list(self.operations)}
-        scene = self.scene
-        if scene.image_path is not None:
-            record["scene_files"] = {
-                "image": str(scene.image_path),
-                "mask": str(scene.mask_path),
-                "labels": str(scene.labels_path),
-            }
-        record.update(extra or {})
-        write_edit(self, scene, folder, best=best, concept_id=self.concept_id, extra=record)
-        layout_file = self.layout.path
-        if layout_png or (layout_png is None and layout_file is None):
-            layout_file = folder / LAYOUT_FILE
-            write_png_atomic(layout_file, colour_labels(self.layout.labels, scene.palette))
-        kept = [self.best()] if best else self.candidates
-        paths = {
-            "folder": folder,
-            "sheet": folder / SHEET_FILE,
-            "edit_json": folder / RESULT_FILE,
-            "best": folder / seed_file(self.best().seed),
-        }
-        if layout_file is not None:
-            paths["layout"] = layout_file
-        paths.update({f"seed-{c.seed}": folder / seed_file(c.seed) for c in kept})
-        return paths
 
 
 class _CancellableLearning:
@@ -255,7 +173,7 @@ class Editor:
         self._cancel = threading.Event()
         self._concepts: OrderedDict[str, Concept] = OrderedDict()
         self._inversions: OrderedDict[str, Inversion] = OrderedDict()
-        self._keys: weakref.WeakKeyDictionary[Scene, str] = weakref.WeakKeyDictionary()
+        self._keys: weakref.WeakKeyDictionary[Scene, tuple[str, str]] = weakref.WeakKeyDictionary()
         self._session: EditSession | None = None
         self._session_ident: tuple[str, ...] | None = None
 
@@ -339,13 +257,16 @@ class Editor:
 
     def learn_key(self, scene: Scene) -> str:
         """The cache key of the scene's concept under this editor's model and settings."""
-        key = self._keys.get(scene)
-        if key is None:
+        # Memoised per scene object (hashing the pixels each call would cost), and per
+        # learn settings, which a caller may change through `settings`.
+        learn = self.settings.learn.model_dump_json()
+        memo = self._keys.get(scene)
+        if memo is None or memo[0] != learn:
             from layoutedit.concept_store import scene_learn_key
 
-            key = scene_learn_key(self.model, scene, self.settings.learn)
-            self._keys[scene] = key
-        return key
+            memo = (learn, scene_learn_key(self.model, scene, self.settings.learn))
+            self._keys[scene] = memo
+        return memo[1]
 
     def _remember(self, key: str, concept: Concept) -> None:
         self._concepts[key] = concept

@@ -121,21 +121,22 @@ def compare_backends(
             }
         )
         compare_backends(names, model_spec, tiny, cases[:1], warm_up=False)
-    timings = []
-    for name in names:
-        backend = get_backend(name)
-        timing = BackendTiming(name)
-        for seed, group in by_scene.items():
-            first = group[0]
-            k = first.n_objects
-            scene = scene_from_arrays(
-                first.source.image,
-                first.source_labels,
-                first.names,
-                MASK_PALETTE[:k],
-                MASK_BACKGROUND,
-                settings.scene,
-            )
+    # Scenes outside, backends inside: a change in the machine's load during the run then
+    # falls on every backend alike instead of on whichever ran last.
+    backends = {name: get_backend(name) for name in names}
+    timings = {name: BackendTiming(name) for name in names}
+    for seed, group in by_scene.items():
+        first = group[0]
+        scene = scene_from_arrays(
+            first.source.image,
+            first.source_labels,
+            first.names,
+            MASK_PALETTE[: first.n_objects],
+            MASK_BACKGROUND,
+            settings.scene,
+        )
+        for name, backend in backends.items():
+            timing = timings[name]
             model = load_model(model_spec, device=backend.device)
             began = time.perf_counter()
             learned = learn_concept(model, scene, settings.learn, backend=backend)
@@ -152,8 +153,7 @@ def compare_backends(
                 seconds = time.perf_counter() - began + (prepare if n == 0 else 0.0)
                 timing.edit_seconds.append(seconds)
                 timing.images.extend(c.image for c in result.candidates)
-        timings.append(timing)
-    return BackendComparison(timings)
+    return BackendComparison([timings[name] for name in names])
 
 
 def rich_backend_table(comparison: BackendComparison) -> Any:

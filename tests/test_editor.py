@@ -161,3 +161,12 @@ def test_layout_forms_and_user_mistakes(tiny_model_dir: Path, tmp_path: Path) ->
         editor.layout(scene, ["move dog=+5,0"])
     with pytest.raises(UserError, match="not found"):
         editor.layout(scene, tmp_path / "missing.png")
+
+
+def test_learn_key_follows_the_editors_settings(tiny_model_dir: Path, tmp_path: Path) -> None:
+    editor = _tiny_editor(tiny_model_dir, tmp_path / "cache")
+    scene = editor.scene(_scene_dir(tmp_path / "a", 5))
+    first = editor.learn_key(scene)
+    assert editor.learn_key(scene) == first
+    editor.settings = resolve_settings("fast", None, {**FAST_TINY, "learn": {"ti_steps": 3}})
+    assert editor.learn_key(scene) != first

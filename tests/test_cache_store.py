@@ -346,7 +346,7 @@ def test_without_flock_the_lock_falls_back_and_warns_once(
     def refuse(fd: int, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr("layoutedit_cache.locking.fcntl.flock", refuse)
+    monkeypatch.setattr("fcntl.flock", refuse)  # what filelock calls
     for key in (K1, K2):
         with cache.lock(key):
             cache.put(key, "concept", _tensors(), {})

@@ -1,39 +1,34 @@
-"""Per-key locks that hold across processes (POSIX `flock`) and are re-entrant within one.
+"""Per-key locks that hold across processes and are re-entrant within one, on `filelock`.
 
-A lock is the file `<locks>/<key>.lock` held with `fcntl.flock(LOCK_EX)`. The kernel drops it
-when its holder exits, even by SIGKILL, so a crashed learner never blocks the next one.
+A lock is the file `<locks>/<key>.lock`, held with `filelock.FileLock` (`flock` on POSIX,
+`LockFileEx` on Windows). The kernel drops it when its holder exits, even by SIGKILL, so a
+crashed learner never blocks the next one.
 
 Within one process the lock is re-entrant per thread (`ConceptCache.put` takes it again under
-a caller's `with cache.lock(key):`) and exclusive between threads.
+a caller's `with cache.lock(key):`) and exclusive between threads (`thread_local=True`: each
+thread locks through its own descriptor).
 
-Where `flock` is missing (Windows) or refused (some network file systems), the lock falls back
-to an in-process lock and warns once: two processes may then both compute a result; the
-store's atomic writes still keep every entry whole.
+Lock files are empty and never removed while the cache is in use: removing one while another
+process waits on it would let that process lock the orphaned file while a third creates a
+new one, two holders of "the" lock (recent filelock versions detect this; the oldest we
+allow do not). `cache prune` and `cache verify --fix` leave them; they cost an inode each.
+
+Where the file system refuses locks (some network file systems answer ENOLCK), the lock
+falls back to an in-process lock and warns once: two processes may then both compute a
+result; the store's atomic writes still keep every entry whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+from filelock import FileLock, Timeout
 
-_NO_FLOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-
-
-@dataclass
-class _Held:
-    rlock: threading.RLock = field(default_factory=threading.RLock)
-    depth: int = 0
-    fd: int | None = None
+_NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class KeyLocks:
@@ -48,9 +43,9 @@ class KeyLocks:
         self.folder = folder
         self._warn = warn
         self._mutex = threading.Lock()
-        self._held: dict[str, _Held] = {}
-        self._flock_ok = fcntl is not None
-        self._warned = False
+        self._files: dict[str, FileLock] = {}
+        self._local: dict[str, threading.RLock] = {}  # the fallback, and per-thread depth
+        self._cross_process = True
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.lock"
@@ -58,129 +53,89 @@ class KeyLocks:
     @contextlib.contextmanager
     def hold(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold the lock of `key` for the block; `on_wait()` is called once if we must wait."""
-        held = self._slot(key)
-        if not held.rlock.acquire(blocking=False):
+        local = self._slot(key)
+        if not local.acquire(blocking=False):  # another thread of this process holds it
             if on_wait is not None:
                 on_wait()
                 on_wait = None
-            held.rlock.acquire()
+            local.acquire()
         try:
-            if held.depth == 0:
-                held.fd = self._acquire_file(key, on_wait, blocking=True)
-            held.depth += 1
-            try:
+            with self._file_lock(key, on_wait):
                 yield
-            finally:
-                held.depth -= 1
-                if held.depth == 0:
-                    self._release_file(held)
         finally:
-            held.rlock.release()
-
-    def discard(self, key: str) -> bool:
-        """Remove the lock file of `key` if nobody holds it; False if it is held (or absent)."""
-        held = self._slot(key)
-        if not held.rlock.acquire(blocking=False):
-            return False
-        try:
-            if held.depth > 0 or not self.path(key).exists():
-                return False
-            fd = self._acquire_file(key, None, blocking=False)
-            if fd is None:
-                return False
-            try:
-                # Unlink while holding it: a waiter on this inode sees the path gone and retries.
-                self.path(key).unlink(missing_ok=True)
-            finally:
-                self._release_file(_Held(fd=fd))
-            return True
-        finally:
-            held.rlock.release()
+            local.release()
 
     @contextlib.contextmanager
     def try_hold(self, key: str) -> Iterator[bool]:
         """Hold the lock of `key` for the block if it is free now; yields whether it was taken."""
-        held = self._slot(key)
-        if not held.rlock.acquire(blocking=False):
+        local = self._slot(key)
+        if not local.acquire(blocking=False):
             yield False
             return
         try:
-            if held.depth == 0:
-                fd = self._acquire_file(key, None, blocking=False)
-                if fd is None:
-                    yield False
-                    return
-                held.fd = fd
-            held.depth += 1
+            lock = self._lock_file(key)
+            if lock is None:
+                yield True
+                return
+            try:
+                lock.acquire(blocking=False)
+            except Timeout:
+                yield False
+                return
             try:
                 yield True
             finally:
-                held.depth -= 1
-                if held.depth == 0:
-                    self._release_file(held)
+                lock.release()
         finally:
-            held.rlock.release()
+            local.release()
 
-    def _slot(self, key: str) -> _Held:
+    def _slot(self, key: str) -> threading.RLock:
         with self._mutex:
-            return self._held.setdefault(key, _Held())
+            return self._local.setdefault(key, threading.RLock())
 
-    def _acquire_file(
-        self, key: str, on_wait: Callable[[], None] | None, *, blocking: bool
-    ) -> int | None:
-        """flock the key's file; returns its fd, or None if not blocking and it is busy.
+    def _lock_file(self, key: str) -> FileLock | None:
+        """The key's FileLock (one per key, shared by this process's threads), or None when
+        cross-process locking is not available here."""
+        if not self._cross_process:
+            return None
+        with self._mutex:
+            lock = self._files.get(key)
+            if lock is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                lock = self._files[key] = FileLock(str(self.path(key)), thread_local=True)
+            return lock
 
-        Returns -1 (no fd) when cross-process locking is unavailable.
-        """
-        if fcntl is None:  # pragma: no cover - not POSIX
-            self._fallback("fcntl is not available on this platform")
-        if not self._flock_ok:
-            return -1
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(key)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    if not blocking:
-                        os.close(fd)
-                        return None
-                    if on_wait is not None:
-                        on_wait()
-                        on_wait = None
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in _NO_FLOCK_ERRNOS:
-                    self._fallback(str(exc))
-                    return -1
-                raise
-            # The file may have been unlinked (by `discard`) while we waited: then our lock is
-            # on an orphan inode and guards nothing; start again on the current file.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            os.close(fd)
-
-    def _release_file(self, held: _Held) -> None:
-        fd, held.fd = held.fd, None
-        if fd is None or fd < 0:
+    @contextlib.contextmanager
+    def _file_lock(self, key: str, on_wait: Callable[[], None] | None) -> Iterator[None]:
+        """The cross-process part of `hold` (re-entrant: filelock counts per thread)."""
+        lock = self._lock_file(key)
+        if lock is None:
+            yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                lock.acquire(blocking=False)
+            except Timeout:
+                if on_wait is not None:
+                    on_wait()
+                lock.acquire()
+        except OSError as exc:
+            if exc.errno not in _NO_LOCK_ERRNOS:
+                raise
+            self._fallback(str(exc))
+            yield
+            return
+        try:
+            yield
         finally:
-            os.close(fd)
+            lock.release()
 
     def _fallback(self, why: str) -> None:
-        self._flock_ok = False
-        if not self._warned:
-            self._warned = True
-            self._warn(
-                f"cross-process cache locks are not available here ({why}); "
-                "two processes may learn the same scene twice"
-            )
+        with self._mutex:
+            if not self._cross_process:
+                return
+            self._cross_process = False
+        self._warn(
+            f"cross-process cache locks are not available here ({why}); "
+            "two processes may learn the same scene twice"
+        )

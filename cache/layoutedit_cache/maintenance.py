@@ -155,8 +155,6 @@ def verify(cache: ConceptCache, *, fix: bool = False) -> VerifyReport:
                 cache.evict_held(key)
                 item.fixed = True
             report.problems.append(item)
-        if fix:
-            cache.locks.discard(key)
     for key, path in list(leftovers(cache)):
         report.leftovers.append(path)
         if fix and remove_leftover(cache, key, path):

@@ -4,7 +4,7 @@ Layout of a cache folder::
 
     root/index/                     diskcache: key -> entry record (JSON text; nothing pickled)
     root/artifacts/<key>/<name>.safetensors
-    root/locks/<key>.lock           per-key lock files (POSIX flock)
+    root/locks/<key>.lock           per-key lock files (filelock; see `locking`)
     root/tmp/                       staging folders of writes in progress
 
 An entry has a kind (`concept`, `inversion` or `prior`), one or more named artifacts (each a
@@ -342,7 +342,6 @@ class ConceptCache:
                     return False
             existed = raw is not None or self.artifact_dir(key).exists()
             self.evict_held(key)
-        self.locks.discard(key)
         return existed
 
     def evict_held(self, key: str) -> None:

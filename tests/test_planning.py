@@ -135,3 +135,27 @@ def test_help_names_the_supported_model_families(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "Stable Diffusion 1.x and 2.x" in result.output and "SDXL" in result.output
+
+
+def test_planned_unet_evaluations_bracket_a_real_edit(tiny_model_dir: Path) -> None:
+    """The plan's forward/backward counts (a range: refinement passes vary) contain what an
+    edit of the tiny model really counts with `UNetCounter`."""
+    from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
+
+    from layoutedit.backend import get_backend
+    from layoutedit.editing import edit
+    from layoutedit.planning.totals import edit_total
+
+    cfg = fast_config(seeds=(0, 8))
+    scene = shapes_scene()
+    for name in ("cpu", "cpu-fast"):
+        [result] = edit(
+            load_tiny(tiny_model_dir), scene, [moved_layout(scene)], cfg, get_backend(name)
+        )
+        real = result.unet_evaluations
+        forward = real["inversion"]["forward"] + real["sampling"]["forward"]
+        backward = real["sampling"]["backward"]
+        phases = plan_editing(load_arch(str(tiny_model_dir)), cfg, backend_instance(name), 2)
+        total = edit_total(phases, cfg)
+        assert total.forward[0] <= forward <= total.forward[1], name
+        assert total.backward[0] <= backward <= total.backward[1], name

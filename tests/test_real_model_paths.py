@@ -118,3 +118,20 @@ def test_learn_low_memory_flag_reaches_the_concept(tiny_model_dir: Path, tmp_pat
     assert result.exit_code == 0, result.output
     config = Concept.load(tmp_path / "o" / "concept").meta["learn_config"]
     assert config["low_memory"] is True and config["mixed_precision"] == "no"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_low_memory_learning_on_the_gpu(tiny_model_dir: Path) -> None:
+    """The CUDA-only part of low_memory: fp16 frozen weights, fp32 trained ones, fp16
+    autocast and gradient checkpointing together (run by `make gpu-check`)."""
+    model = load_model(str(tiny_model_dir), device="cuda")
+    scene = shapes_scene()
+    before = {k: v.clone() for k, v in kv_parameters(model).items()}
+    cfg = TINY_LEARN.model_copy(update={"low_memory": True, "mixed_precision": "fp16"})
+    result = learn_concept(model, scene, cfg, backend=get_backend("cuda"))
+    assert model.unet.conv_in.weight.dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in kv_parameters(model).values())
+    after = result.concept.kv_weights
+    assert any(not torch.equal(before[k].cpu(), v) for k, v in after.items())
+    assert all(torch.isfinite(v).all() for v in after.values())

@@ -58,6 +58,7 @@ def scene(tmp_path: Path) -> Path:
 def test_latent_size_has_an_upper_bound(scene: Path) -> None:
     # Used to allocate latent_size**2 labels until the kernel killed the process.
     assert_one_line_error(invoke("inspect", str(scene), "--latent-size", "100000"), "100000")
+    assert_one_line_error(invoke("inspect", str(scene), "--latent-size", "0"), "latent size 0")
     assert invoke("inspect", str(scene), "--latent-size", "64").exit_code == 0
 
 

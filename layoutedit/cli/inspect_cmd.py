@@ -247,8 +247,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--latent-size",
                 help="Also check each object against a model latent grid of this side "
-                "(64 for Stable Diffusion 1.x).",
-                min=1,
+                "(64 for Stable Diffusion 1.x; 1 to 1024).",
             ),
         ] = None,
         move: MoveOption = None,

@@ -113,7 +113,8 @@ def test_backend_is_checked_on_every_command(scene: Path) -> None:
 
 
 def test_option_errors_come_before_the_model_stack(scene: Path, tmp_path: Path) -> None:
-    """A bad option or scene file stops learn before torch, diffusers or transformers load."""
+    """A bad option or scene file stops learn and edit before torch, diffusers or
+    transformers load."""
     probe = (
         "import sys\n"
         "from layoutedit.cli.app import main\n"
@@ -129,6 +130,9 @@ def test_option_errors_come_before_the_model_stack(scene: Path, tmp_path: Path) 
         ["learn", str(scene), "--ti-lr", "nan"],
         ["learn", str(tmp_path / "missing")],
         ["learn", str(scene), "--config", str(tmp_path / "missing.toml")],
+        ["edit", str(scene), "--steps", "100000"],
+        ["edit", str(scene), "--seeds", "-1"],
+        ["edit", str(tmp_path / "missing")],
     ):
         done = subprocess.run(
             [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env

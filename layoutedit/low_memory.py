@@ -67,10 +67,13 @@ def prepare_learning(model: LoadedModel, cfg: LearnConfig) -> None:
 
 
 def prepare_editing(model: LoadedModel, cfg: EditConfig) -> None:
-    """Apply `cfg.low_memory` to a model about to edit (no-op when it is off)."""
-    if not cfg.low_memory:
-        return
-    model.vae.enable_slicing()
+    """Make a model ready to edit: gradient checkpointing off (a low-memory learn on the same
+    model leaves it on, and the guidance pass cannot use it, see above); with
+    `cfg.low_memory`, VAE slicing."""
+    if getattr(model.unet, "is_gradient_checkpointing", False):
+        model.unet.disable_gradient_checkpointing()
+    if cfg.low_memory:
+        model.vae.enable_slicing()
 
 
 def learn_overrides(backend_name: str) -> dict[str, Any]:

@@ -84,9 +84,17 @@ def test_low_memory_learning_checkpoints_and_still_learns(tiny_model_dir: Path) 
     scene = shapes_scene()
     before = {k: v.clone() for k, v in kv_parameters(model).items()}
     cfg = TINY_LEARN.model_copy(update={"low_memory": True})
-    result = learn_concept(model, scene, cfg, backend=get_backend("cpu"))
+    backend = get_backend("cpu")
+    result = learn_concept(model, scene, cfg, backend=backend)
     assert model.unet.is_gradient_checkpointing
     assert any(not torch.equal(before[k], v) for k, v in result.concept.kv_weights.items())
+    # The same model edits next: checkpointing must be off again for the guidance pass (with
+    # a fused idle kernel, a recomputation would not match the recorded forward).
+    config = fast_config(use_concept=True)
+    fused = get_backend("cpu-fast")
+    [out] = edit(model, scene, [moved_layout(scene)], config, fused, concept=result.concept)
+    assert not model.unet.is_gradient_checkpointing
+    assert np.isfinite(out.candidates[0].loss)
 
 
 def test_low_memory_stores_frozen_weights_in_the_mixed_precision(tiny_model_dir: Path) -> None:

@@ -345,6 +345,9 @@ def load_model(
             path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config
         )
     else:
+        from layoutedit.planning.archs import refuse_unsupported
+
+        refuse_unsupported(path)
         parts, files = _load_folder(path, allow_pickle=allow_pickle, dtype=dtype)
         config = {}
     fingerprint = model_fingerprint(files, config, cache_dir)

@@ -158,3 +158,25 @@ SUPPORTED_FAMILIES = (
     "(`layoutedit plan --arch sdxl` plans its cost)."
 )
 """What learning and editing support, for `learn --help` and `inspect --help`."""
+
+
+def refuse_unsupported(folder: Path) -> None:
+    """Stop early, in one line, on a model folder of a family learning and editing do not
+    support yet (SDXL: a second text encoder, pooled embeddings and time ids).
+
+    Raises:
+        UserError: the folder holds an SDXL model.
+    """
+    unet_config = folder / "unet" / "config.json"
+    sdxl = (folder / "text_encoder_2").is_dir()
+    if not sdxl and unet_config.exists():
+        try:
+            sdxl = json.loads(unet_config.read_text()).get("addition_embed_type") == "text_time"
+        except (OSError, ValueError):
+            return  # the loader reports unreadable configs itself
+    if sdxl:
+        raise UserError(
+            "SDXL models are not supported yet (only Stable Diffusion 1.x and 2.x); "
+            "`layoutedit plan --arch FOLDER` plans their memory and compute",
+            path=folder,
+        )

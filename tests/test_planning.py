@@ -113,10 +113,10 @@ def test_plan_sd15_fits_the_8gb_goal_with_low_memory() -> None:
 
 def test_plan_table_prints_and_bad_arch_is_one_line(tiny_model_dir: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(
-        app, ["plan", "--arch", str(tiny_model_dir), "--preset", "fast", "--backend", "cpu"]
-    )
+    args = ["plan", "--arch", str(tiny_model_dir), "--preset", "fast", "--backend", "cpu"]
+    result = runner.invoke(app, [*args, "--tflops", "0.1"])
     assert result.exit_code == 0, result.output
+    assert "at 0.1 TFLOPS: learn about" in result.output
     assert "learn: peak" in result.output and "MiB in" in result.output
     assert "edit: peak" in result.output
     bad = runner.invoke(app, ["plan", "--arch", "nonsense"])

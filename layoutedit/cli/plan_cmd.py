@@ -57,6 +57,15 @@ def register(app: typer.Typer) -> None:
         objects: Annotated[
             int, typer.Option("--objects", min=1, max=32, help="Objects in the scene.")
         ] = 3,
+        tflops: Annotated[
+            float | None,
+            typer.Option(
+                "--tflops",
+                min=0.001,
+                help="Sustained TFLOPS of your device, to turn the FLOPs into predicted seconds "
+                "(e.g. 40 for an RTX 3090 in fp16; `make gpu-check` measures real seconds).",
+            ),
+        ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         from layoutedit.config import resolve_settings
@@ -68,11 +77,25 @@ def register(app: typer.Typer) -> None:
         settings = resolve_settings(preset, config, model=arch)
         plan = make_plan(spec, settings, backend=backend, low_memory=low_memory, objects=objects)
         if json_out or state(ctx).json:
-            state(ctx).emit_json(plan.as_dict())
+            payload = plan.as_dict()
+            if tflops is not None:
+                payload["predicted_seconds"] = {
+                    "tflops": tflops,
+                    "learn": plan.learn_total.flops / (tflops * 1e12),
+                    "edit": plan.edit_total.flops / (tflops * 1e12),
+                }
+            state(ctx).emit_json(payload)
             return
         console.print(plan_table(plan))
         console.print(evaluations_line("learn", plan.learn_total))
         console.print(evaluations_line("edit", plan.edit_total))
+        if tflops is not None:
+            learn_s = plan.learn_total.flops / (tflops * 1e12)
+            edit_s = plan.edit_total.flops / (tflops * 1e12)
+            console.print(
+                f"at {tflops:g} TFLOPS: learn about {learn_s / 60:.1f} min, edit about "
+                f"{edit_s:.0f} s (FLOPs of matrix products, convolutions and attention only)"
+            )
         for note in plan.notes:
             console.print(f"note: {note}")
         console.print(f"planned in {plan.seconds:.1f} s")

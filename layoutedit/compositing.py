@@ -5,9 +5,16 @@ the first sampling steps; the steps after drift, and the VAE's round trip never 
 source exactly, so a background that nothing asked to change comes back tinted (19.6 dB on
 the benchmark's flat backgrounds). Editors that must not touch unedited pixels composite the
 source back in pixels after decoding. The composite covers only the pixels that are
-background in both the source mask and the target layout, with a feathered edge that lies
+background in the source and free of objects in the edit, with a feathered edge that lies
 inside that region, so the generated objects and their immediate surroundings are never
-overwritten. Pure numpy: images and label grids at the source's size.
+overwritten. Where the objects are in the edit: the target layout's regions, or, when the
+edit started from the objects pasted at their targets, those pasted footprints (a painted
+region is larger than its object, and its margin is background the user did not ask to
+change).
+
+`match_colours` is the objects' counterpart: each pasted object's colour statistics pulled
+back to its source pixels', after the denoising has drifted them. Pure numpy: images and
+label grids at the source's size.
 """
 
 from __future__ import annotations
@@ -38,21 +45,18 @@ def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def keep_alpha(
-    source_labels: np.ndarray, layout_labels: np.ndarray, background_index: int, feather: float
-) -> np.ndarray:
-    """How much of the source each pixel takes: 1 deep inside the kept background, 0 outside.
+def keep_alpha(keep: np.ndarray, feather: float) -> np.ndarray:
+    """How much of the source each pixel takes: 1 deep inside the kept region, 0 outside.
 
     Args:
-        source_labels, layout_labels: (H, W) label grids (background = `background_index`).
-        background_index: K, the background's label.
+        keep: (H, W) bool, pixels that may take the source (background in the source and
+            free of objects in the edit).
         feather: width of the soft edge in pixels (0: a hard edge).
 
     Returns:
-        (H, W) float32 in [0, 1]; nonzero only where both grids are background, reaching 1
-        about `feather` pixels inside that region's edge.
+        (H, W) float32 in [0, 1]; nonzero only inside `keep`, reaching 1 about `feather`
+        pixels inside its edge.
     """
-    keep = (source_labels == background_index) & (layout_labels == background_index)
     if feather <= 0:
         return keep.astype(np.float32)
     # A blurred 0/1 mask is 0.5 on the edge; stretching [0.5, 1] to [0, 1] puts the whole
@@ -77,3 +81,40 @@ def composite(generated: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> n
     a = alpha[..., None].astype(np.float32)
     mixed = a * source.astype(np.float32) + (1.0 - a) * generated.astype(np.float32)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+MAX_STD_RATIO = 2.0
+"""Colour matching scales a channel's spread by at most this factor (or its inverse): a
+nearly flat output object must not have its noise blown up into speckle."""
+
+
+def match_colours(
+    image: np.ndarray,
+    source: np.ndarray,
+    footprints: np.ndarray,
+    source_masks: np.ndarray,
+) -> np.ndarray:
+    """Per object, shift and scale each RGB channel inside its footprint so that its mean
+    and standard deviation equal those of the object's source pixels (Reinhard's transfer,
+    in RGB).
+
+    Args:
+        image: (H, W, 3) uint8 edit.
+        source: (H, W, 3) uint8 source image.
+        footprints: (K, H, W) bool where each object is in the edit (pasted, visible).
+        source_masks: (K, H, W) bool each object's source pixels.
+
+    Returns:
+        (H, W, 3) uint8; pixels outside every footprint unchanged.
+    """
+    out = image.astype(np.float32)
+    for here, there in zip(footprints, source_masks, strict=True):
+        if here.sum() < 2 or there.sum() < 2:
+            continue
+        now = out[here]  # (N, 3)
+        want = source[there].astype(np.float32)  # (M, 3)
+        ratio = np.clip(
+            want.std(axis=0) / np.maximum(now.std(axis=0), 1e-3), 1 / MAX_STD_RATIO, MAX_STD_RATIO
+        )
+        out[here] = (now - now.mean(axis=0)) * ratio + want.mean(axis=0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

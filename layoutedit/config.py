@@ -210,6 +210,11 @@ class EditConfig(_Strict):
         le=0.5,
         description="Width of the composite's soft edge, as a share of the image's longer side.",
     )
+    colour_match: bool = Field(
+        default=False,
+        description="With init `paste`: after decoding, match each object's colour mean and "
+        "spread to its source pixels (where it was pasted); off = published.",
+    )
     rank_by: Literal["attention", "layout"] = Field(
         default="attention",
         description="How the best seed is chosen: final attention loss (published), or "

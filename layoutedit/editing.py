@@ -10,7 +10,8 @@ edit` then edits one layout for several seeds:
     # 3. guided sampling       per seed: seeded z_T (or the pasted image noised to the step
     #                          `paste_strength` leaves) -> guided, blended DDIM loop
     # 4. decode                VAE decode, crop the square padding, resize to the source
-    #                          size; optionally the untouched background composited back
+    #                          size; optionally the objects' colours matched to the source
+    #                          and the untouched background composited back
     # 5. rank                  by the final attention loss, or by the layout found by colour
 
 and returns an `EditResult` (images per seed, per-object final attention loss, timings, UNet
@@ -31,7 +32,7 @@ import torch
 from PIL import Image
 
 from layoutedit.attention import AttentionStore, choose_attention_res, cross_attention_sides
-from layoutedit.compositing import composite, keep_alpha
+from layoutedit.compositing import composite, keep_alpha, match_colours
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.denoising import UNetRunner, scheduler_pair
@@ -293,21 +294,24 @@ class EditSession:
         height, width = self.scene.size
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
 
-    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor]:
-        """The first step and the clean latent of the cut-and-paste start (`init` paste).
+    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, np.ndarray]:
+        """The first step, the clean latent and the footprints of the cut-and-paste start.
 
         Returns:
             (start step i, (1, C, h, w) scaled latent of the source with every object moved
-            to its region and the holes filled from the surrounding background).
+            to its region and the holes filled from the surrounding background, (K, H, W)
+            bool where each object was pasted, at the source's size).
         """
         placements = estimate_placements(self.scene.labels, layout.labels, len(self.scene.objects))
-        pasted, _ = paste_edit(self.scene.image, self.scene.object_masks(), placements, None)
+        pasted, footprints = paste_edit(
+            self.scene.image, self.scene.object_masks(), placements, None
+        )
         square, _ = square_pad(pasted, None)
         with torch.no_grad():
             latent = self.model.encode_image(square).float()  # (1, C, h, w)
         steps = self.config.steps
         start = steps - max(1, round(self.config.paste_strength * steps))
-        return start, latent
+        return start, latent, footprints
 
     def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
         """Per image, the layout score when ranking by layout and the scene allows it."""
@@ -321,13 +325,26 @@ class EditSession:
             return [None] * len(images)
         return [self._scorer.score(image, layout.labels) for image in images]
 
-    def _composite(self, images: list[np.ndarray], layout: Layout) -> list[np.ndarray]:
-        """Source pixels back where the source and `layout` are both background."""
-        feather = self.config.composite_feather * max(self.scene.size)
-        alpha = keep_alpha(
-            self.scene.labels, layout.labels, self.scene.background_index, feather
-        )  # (H, W)
-        return [composite(image, self.scene.image, alpha) for image in images]
+    def _finish(
+        self, images: list[np.ndarray], layout: Layout, footprints: np.ndarray | None
+    ) -> list[np.ndarray]:
+        """The pixel post-passes: objects' colours matched to the source (with a paste
+        start), then the source's background composited back where nothing is."""
+        cfg = self.config
+        if cfg.colour_match and footprints is not None:
+            masks = self.scene.object_masks()
+            images = [match_colours(i, self.scene.image, footprints, masks) for i in images]
+        if cfg.background_composite:
+            # Objects sit on their pasted footprints, else anywhere in their regions.
+            occupied = (
+                footprints.any(axis=0)
+                if footprints is not None
+                else layout.labels != self.scene.background_index
+            )
+            keep = (self.scene.labels == self.scene.background_index) & ~occupied
+            alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
+            images = [composite(i, self.scene.image, alpha) for i in images]
+        return images
 
     def edit(
         self,
@@ -355,7 +372,9 @@ class EditSession:
         # 2. masks
         guide = self._guide(layout)
         blend = self._blend(layout)
-        start_step, pasted = self._paste_start(layout) if cfg.init == "paste" else (0, None)
+        start_step, pasted, footprints = (
+            self._paste_start(layout) if cfg.init == "paste" else (0, None, None)
+        )
         # 3. guided sampling, one seed at a time (the same seed gives the same noise)
         counter = UNetCounter()
         runner = self._runner(counter)
@@ -395,9 +414,7 @@ class EditSession:
         began = time.perf_counter()
         with torch.no_grad():
             decoded = [self.model.decode_latents(z)[0] for z in latents]  # (S, S, 3) each
-        images = self.to_source_size(np.stack(decoded))
-        if cfg.background_composite:
-            images = self._composite(images, layout)
+        images = self._finish(self.to_source_size(np.stack(decoded)), layout, footprints)
         decode_s = time.perf_counter() - began
 
         # 5. rank

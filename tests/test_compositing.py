@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from layoutedit.compositing import composite, keep_alpha
+from layoutedit.compositing import composite, keep_alpha, match_colours
 
 
 def _labels() -> tuple[np.ndarray, np.ndarray]:
@@ -17,7 +17,7 @@ def _labels() -> tuple[np.ndarray, np.ndarray]:
 
 def test_alpha_is_zero_on_either_object_and_one_deep_in_the_kept_background() -> None:
     source, layout = _labels()
-    alpha = keep_alpha(source, layout, background_index=1, feather=3.0)
+    alpha = keep_alpha((source == 1) & (layout == 1), feather=3.0)
     assert alpha[4:12, 4:12].max() == 0.0  # where the object was
     assert alpha[18:28, 18:28].max() == 0.0  # where it goes
     assert alpha[0, 31] == 1.0 and alpha[31, 0] == 1.0  # far from both
@@ -27,17 +27,36 @@ def test_alpha_is_zero_on_either_object_and_one_deep_in_the_kept_background() ->
 
 def test_a_hard_edge_without_feather() -> None:
     source, layout = _labels()
-    alpha = keep_alpha(source, layout, background_index=1, feather=0.0)
+    alpha = keep_alpha((source == 1) & (layout == 1), feather=0.0)
     expected = (source == 1) & (layout == 1)
     assert np.array_equal(alpha == 1.0, expected)
 
 
 def test_composite_returns_the_source_where_alpha_is_one_and_the_edit_where_zero() -> None:
     source, layout = _labels()
-    alpha = keep_alpha(source, layout, background_index=1, feather=2.0)
+    alpha = keep_alpha((source == 1) & (layout == 1), feather=2.0)
     src = np.full((32, 32, 3), 100, dtype=np.uint8)
     gen = np.full((32, 32, 3), 200, dtype=np.uint8)
     out = composite(gen, src, alpha)
     assert np.all(out[alpha == 1.0] == 100)
     assert np.all(out[alpha == 0.0] == 200)
     assert out.dtype == np.uint8
+
+
+def test_colour_matching_restores_an_objects_colour_inside_its_footprint_only() -> None:
+    source = np.full((16, 16, 3), 128, dtype=np.uint8)
+    source[2:6, 2:6] = (200, 30, 30)
+    source[2:6, 2:4, 1] = 60  # two tones: the spread is matched too
+    there = np.zeros((1, 16, 16), dtype=bool)
+    there[0, 2:6, 2:6] = True
+    edit = np.full((16, 16, 3), 120, dtype=np.uint8)
+    edit[9:13, 9:13] = (150, 60, 90)  # drifted colour at the new place
+    edit[9:13, 9:11, 1] = 85
+    here = np.zeros((1, 16, 16), dtype=bool)
+    here[0, 9:13, 9:13] = True
+    out = match_colours(edit, source, here, there)
+    got = out[here[0]].astype(float)
+    want = source[there[0]].astype(float)
+    assert np.allclose(got.mean(axis=0), want.mean(axis=0), atol=1.0)
+    assert np.allclose(got.std(axis=0), want.std(axis=0), atol=1.0)
+    assert np.array_equal(out[~here[0]], edit[~here[0]])

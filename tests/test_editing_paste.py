@@ -1,0 +1,68 @@
+"""The edit's paste start, its background composite and colour matching on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
+
+from layoutedit.backend import get_backend
+from layoutedit.editing import EditSession
+
+
+SHIFT = 4  # px right: every object of the scene stays whole in frame
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> Any:
+    return load_tiny(tiny_model_dir)
+
+
+def test_paste_start_runs_only_the_last_steps(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=SHIFT)
+    seen: dict[str, list[int]] = {}
+    for init in ("noise", "paste"):
+        cfg = fast_config(init=init, paste_strength=0.5, scale_factor=0.0, blend_steps=0)
+        steps: list[int] = []
+        EditSession(model, scene, cfg, get_backend("cpu")).edit(
+            layout, on_step=lambda i, t, z, steps=steps: steps.append(i)
+        )
+        seen[init] = steps
+    assert seen["noise"] == list(range(6))
+    assert seen["paste"] == [3, 4, 5]  # half of the 6 steps, from the pasted image
+
+
+def test_composite_keeps_the_source_away_from_the_pasted_objects(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=SHIFT)
+    cfg = fast_config(init="paste", background_composite=True, composite_feather=0.0)
+    image = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout).best().image
+    background = scene.labels == scene.background_index
+    same = np.all(image == scene.image, axis=-1)
+    # Every background pixel that no object was pasted onto comes back exactly; with a random
+    # model the objects' pixels do not.
+    moved = np.roll(scene.labels != scene.background_index, SHIFT, axis=1)
+    assert same[background & ~moved].all()
+    assert not same[moved].all()
+
+
+def test_colour_matching_pulls_each_object_to_its_source_colour(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=SHIFT)
+    errors = {}
+    for match in (False, True):
+        cfg = fast_config(init="paste", colour_match=match)
+        image = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout).best().image
+        masks = scene.object_masks()
+        moved = np.roll(masks, SHIFT, axis=2)
+        errors[match] = np.mean(
+            [
+                np.abs(image[m].mean(0) - scene.image[s].mean(0)).sum()
+                for m, s in zip(moved, masks, strict=True)
+            ]
+        )
+    assert errors[True] < 15.0 and errors[True] < errors[False] / 4

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup demo test fuzz lint bench bench-quick model evaluate-model clean gpu-check
+.PHONY: setup demo test test-oldest fuzz lint bench bench-quick model evaluate-model clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ demo:
 ## test: the whole test suite (CPU only, a few minutes)
 test:
 	$(BIN)/pytest -q
+
+## test-oldest: the suite on the oldest diffusers, transformers and accelerate that
+## pyproject.toml allows (torch stays at the pinned CPU build), in a second environment.
+## Keep OLDEST_PINS equal to those lower bounds (tests/test_hardening_cli.py checks it).
+OLDEST_VENV ?= .venv-oldest
+OLDEST_PINS ?= "diffusers==0.35.2" "transformers==5.6.0" "accelerate==0.30.0"
+test-oldest:
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q "torch==2.13.*"
+	$(OLDEST_VENV)/bin/pip install -q -e ".[dev]" $(OLDEST_PINS)
+	$(OLDEST_VENV)/bin/pytest -q
 
 ## fuzz: the fuzzing suite with many more examples (`make test` runs it briefly)
 fuzz:

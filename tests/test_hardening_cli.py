@@ -164,3 +164,21 @@ def test_bench_help_shows_the_sweep_table_name() -> None:
     out = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0
     assert "`[res16]`" in out.stdout and "e.g. `` with" not in out.stdout
+
+
+def test_oldest_pins_are_the_lower_bounds() -> None:
+    """`make test-oldest` installs exactly the oldest versions pyproject.toml claims."""
+    import re
+
+    import tomllib
+    from packaging.version import Version
+
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("OLDEST_PINS"))
+    pins = dict(re.findall(r'"([a-z_-]+)==([\w.]+)"', line))
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = dict(re.findall(r"^([a-z_-]+)>=([\w.]+)$", "\n".join(deps), re.MULTILINE))
+    assert set(pins) == {"diffusers", "transformers", "accelerate"}
+    for name, version in pins.items():
+        assert Version(version) == Version(bounds[name]), name

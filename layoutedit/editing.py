@@ -100,9 +100,16 @@ class EditResult:
         return min(self.candidates, key=lambda c: c.loss)
 
 
-def _plain_positions(tokenizer: Any, prompt: str, names: Sequence[str]) -> dict[str, int]:
+def _plain_positions(
+    tokenizer: Any, prompt: str, names: Sequence[str], max_length: int
+) -> dict[str, int]:
     """Position of the last token of each object's words (its noun: `red circle` -> circle),
-    searched in order so that repeated words map to the right object."""
+    searched in order so that repeated words map to the right object.
+
+    Raises:
+        UserError: a name is not in the prompt, or lies past the text encoder's `max_length`
+            tokens (the encoder would never see it).
+    """
     ids = list(tokenizer(prompt).input_ids)
     positions: dict[str, int] = {}
     start = 1
@@ -115,6 +122,11 @@ def _plain_positions(tokenizer: Any, prompt: str, names: Sequence[str]) -> dict[
                 break
         else:
             raise UserError(f"object name {name!r} is not in the prompt {prompt!r}")
+        if positions[name] >= max_length - 1:  # the end token takes the last place
+            raise UserError(
+                f"the plain-word prompt is {len(ids)} tokens and the text encoder takes "
+                f"{max_length}: {name!r} falls past the limit; use shorter object names"
+            )
     return positions
 
 
@@ -183,7 +195,7 @@ class EditSession:
             self.prompt = scene.prompt
             for obj in scene.objects:
                 self.prompt = self.prompt.replace(obj.token, obj.name)
-            plain = _plain_positions(model.tokenizer, self.prompt, scene.names)
+            plain = _plain_positions(model.tokenizer, self.prompt, scene.names, model.max_length)
             self.positions = tuple(plain[n] for n in scene.names)
         ids = model.tokenizer(self.prompt, truncation=True, max_length=model.max_length).input_ids
         self.last = len(ids) - 1  # the end token

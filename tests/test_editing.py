@@ -150,6 +150,19 @@ def test_plain_words_point_at_each_objects_last_word(model: Any) -> None:
     assert "<" not in session.prompt
 
 
+def test_plain_words_past_the_token_limit_are_one_user_error(model: Any) -> None:
+    from layoutedit.scene import scene_from_arrays
+    from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
+
+    base = shapes_scene()
+    long_names = ["striped red heart " * 3 + "one", "dotted blue star " * 3 + "two"]
+    scene = scene_from_arrays(
+        base.image, base.labels, long_names, MASK_PALETTE[:2], MASK_BACKGROUND
+    )
+    with pytest.raises(UserError, match="falls past the limit"):
+        EditSession(model, scene, fast_config(), get_backend("cpu"))
+
+
 def test_user_errors(tiny_model_dir: Path, model: Any) -> None:
     scene = shapes_scene()
     with pytest.raises(UserError, match="no concept given"):

@@ -163,6 +163,8 @@ def test_cache_dir_that_is_a_file(scene: Path, tmp_path: Path, command: list[str
     for cache_dir in (not_a_folder, not_a_folder / "below"):
         assert_one_line_error(invoke("--cache-dir", str(cache_dir), *args), "is a file")
     assert not_a_folder.read_text() == "x"
+    from_env = runner.invoke(app, args, env={"LAYOUTEDIT_CACHE_DIR": str(not_a_folder)})
+    assert_one_line_error(from_env, "is a file", "$LAYOUTEDIT_CACHE_DIR")
 
 
 # --- label maps ---------------------------------------------------------------------------

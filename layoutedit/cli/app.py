@@ -161,9 +161,10 @@ def main_callback(
     """Global options go before or after the command: `layoutedit --json inspect SCENE`."""
     from layoutedit.logs import configure_library_logging
 
+    source = "--cache-dir" if cache_dir is not None else "$LAYOUTEDIT_CACHE_DIR or --cache-dir"
     cache_dir = cache_dir or default_cache_dir()
     try:
-        check_cache_dir(cache_dir)
+        check_cache_dir(cache_dir, source)
         check_backend_name(backend)
     except UserError as exc:
         print_user_error(exc)

@@ -224,14 +224,17 @@ def scene_notes(app: AppState, scene: Any, model: Any) -> None:
 # --- global options -------------------------------------------------------------------------
 
 
-def check_cache_dir(path: Path) -> None:
-    """UserError unless `path` is a folder or can become one (no file in its way)."""
+def check_cache_dir(path: Path, source: str = "--cache-dir") -> None:
+    """UserError unless `path` is a folder or can become one (no file in its way).
+
+    `source` names where the path came from (`--cache-dir` or `$LAYOUTEDIT_CACHE_DIR`).
+    """
     for part in (path, *path.parents):
         if part.is_dir():
             return
         if part.exists() or part.is_symlink():
             what = "is a file" if part == path else f"lies under {part}, which is a file"
-            raise UserError(f"cache folder {what}; give a folder with --cache-dir", path=path)
+            raise UserError(f"cache folder {what}; give a folder with {source}", path=path)
 
 
 def check_backend_name(name: str) -> None:

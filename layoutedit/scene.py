@@ -367,6 +367,13 @@ def load_scene(
         )
     for path, what in ((labels, "label map"), (image, "image"), (mask, "mask")):
         if not path.exists() and not path.is_symlink():
+            others = sorted(path.parent.glob("image.*")) if what == "image" and folder else []
+            if others:
+                raise UserError(
+                    f"{others[0].name} is not a supported image file; save it as one of "
+                    f"{', '.join('image' + s for s in IMAGE_SUFFIXES)}",
+                    path=folder,
+                )
             hint = f" ({_FOLDER_HINT})" if folder is not None else ""
             raise UserError(f"{what} not found{hint}", path=path)
         check_file(path, what)

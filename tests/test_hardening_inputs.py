@@ -246,6 +246,12 @@ def test_two_images_in_a_scene_folder_warn(scene: Path) -> None:
     assert single.warnings == ()  # naming the image with --image is not ambiguous
 
 
+def test_an_unsupported_image_suffix_is_named(scene: Path) -> None:
+    # Used to say "image not found" beside image.gif.
+    (scene / "image.png").rename(scene / "image.gif")
+    assert_one_line_error(invoke("inspect", str(scene)), "image.gif is not a supported", ".webp")
+
+
 def test_long_prompt_warns_with_count_and_limit(
     scene: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

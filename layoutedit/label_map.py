@@ -35,6 +35,12 @@ def _colour(value: object) -> RGB | None:
     return (out[0], out[1], out[2])
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_label_map(
     data: object, options: SceneOptions, path: Path | None = None
 ) -> tuple[list[str], list[RGB], RGB]:
@@ -59,7 +65,8 @@ def parse_label_map(
         colour = _colour(value)
         if colour is None:
             raise UserError(
-                f"label {name!r} must be [r, g, b] with integers 0-255, got {value!r}", path=path
+                f"label {_short(name)} must be [r, g, b] with integers 0-255, got {_short(value)}",
+                path=path,
             )
         if name == BACKGROUND:
             background = colour

@@ -194,6 +194,15 @@ def test_label_map_numbers_json_cannot_hold(
     assert "semantic_dict.json" in line
 
 
+def test_a_huge_label_value_is_shown_short(tmp_path: Path) -> None:
+    folder = write_scene(tmp_path / "scene")
+    (folder / "semantic_dict.json").write_text(
+        json.dumps({"cat": [[[[list(range(500))]]]], "background": [1, 1, 1]})
+    )
+    line = assert_one_line_error(invoke("inspect", str(folder)), "'cat' must be [r, g, b]")
+    assert "..." in line and len(line) < 300
+
+
 # --- images and scene folders -------------------------------------------------------------
 
 

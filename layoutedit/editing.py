@@ -41,7 +41,7 @@ from layoutedit.guidance import total_loss
 from layoutedit.inversion import Inversion, invert
 from layoutedit.layout_ops import blend_mask, estimate_placements, region_masks, square_pad, unpad
 from layoutedit.low_memory import prepare_editing
-from layoutedit.paste import paste_edit
+from layoutedit.paste import grow, paste_edit, rim_width
 from layoutedit.prompts import token_positions
 from layoutedit.ranking import LayoutScorer
 from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
@@ -347,13 +347,16 @@ class EditSession:
             masks = self.scene.object_masks()
             images = [match_colours(i, self.scene.image, footprints, masks) for i in images]
         if cfg.background_composite:
-            # Objects sit on their pasted footprints, else anywhere in their regions.
+            # Objects sit on their pasted footprints, else anywhere in their regions; the
+            # source objects' anti-aliased rims are not background to keep either (they
+            # would leave an outline where an object was).
             occupied = (
                 footprints.any(axis=0)
                 if footprints is not None
                 else layout.labels != self.scene.background_index
             )
-            keep = (self.scene.labels == self.scene.background_index) & ~occupied
+            objects = self.scene.labels != self.scene.background_index
+            keep = ~grow(objects, rim_width(objects.shape)) & ~occupied
             alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
             images = [composite(i, self.scene.image, alpha) for i in images]
         return images

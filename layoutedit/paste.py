@@ -19,7 +19,7 @@ import numpy as np
 
 from layoutedit.layout_ops import Placement
 
-__all__ = ["Placement", "background_mean", "fill_holes", "paste_edit"]
+__all__ = ["Placement", "background_mean", "fill_holes", "grow", "paste_edit", "rim_width"]
 
 
 def _bilinear(array: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -52,7 +52,8 @@ def paste_edit(
         masks: (K, H, W) bool visible source pixels of each object (drawing order).
         placements: K placements (source centre, target centre in px, scale).
         fill_colour: RGB that fills the holes (the background's mean colour), or None to
-            fill them smoothly from the pixels around them (`fill_holes`).
+            fill them, and the anti-aliased rim around them, smoothly from the pixels
+            around them (`fill_holes`).
 
     Returns:
         (H, W, 3) uint8 edited image, and (K, H, W) bool where each object was pasted
@@ -60,7 +61,9 @@ def paste_edit(
     """
     holes = np.asarray(masks.any(axis=0), dtype=bool)
     if fill_colour is None:
-        out = fill_holes(image, holes).astype(np.float64)
+        # The anti-aliased rim just outside each mask still carries the object's colour: fill
+        # it too, or a faint outline of the object stays where it was.
+        out = fill_holes(image, grow(holes, rim_width(holes.shape))).astype(np.float64)
     else:
         out = image.astype(np.float64).copy()
         out[holes] = np.asarray(fill_colour, dtype=np.float64)
@@ -85,6 +88,22 @@ def paste_edit(
 def background_mean(image: np.ndarray, labels: np.ndarray, background_index: int) -> np.ndarray:
     """(3,) float64 mean RGB of the background pixels of a source."""
     return image[labels == background_index].astype(np.float64).mean(axis=0)
+
+
+def rim_width(shape: tuple[int, ...]) -> int:
+    """Pixels of an object's anti-aliased rim: 1 at 64 px, growing with the image."""
+    return max(1, round(max(shape[:2]) / 64))
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool `mask` grown by `radius` pixels (a square neighbourhood)."""
+    padded = np.pad(mask, radius)
+    h, w = mask.shape
+    out = np.zeros_like(mask, dtype=bool)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= padded[dy : dy + h, dx : dx + w]
+    return out
 
 
 _RELAX_STEPS = 8

@@ -11,6 +11,7 @@ from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
 from layoutedit.editing import EditSession
+from layoutedit.paste import grow
 
 SHIFT = 4  # px right: every object of the scene stays whole in frame
 
@@ -40,13 +41,15 @@ def test_composite_keeps_the_source_away_from_the_pasted_objects(model: Any) -> 
     layout = moved_layout(scene, shift=SHIFT)
     cfg = fast_config(init="paste", background_composite=True, composite_feather=0.0)
     image = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout).best().image
-    background = scene.labels == scene.background_index
+    objects = scene.labels != scene.background_index
     same = np.all(image == scene.image, axis=-1)
-    # Every background pixel that no object was pasted onto comes back exactly; with a random
-    # model the objects' pixels do not.
-    moved = np.roll(scene.labels != scene.background_index, SHIFT, axis=1)
-    assert same[background & ~moved].all()
+    # Every background pixel away from the source objects' rims and from the pasted objects
+    # comes back exactly; the rims and, with a random model, the objects' pixels do not.
+    moved = np.roll(objects, SHIFT, axis=1)
+    assert same[~grow(objects, 1) & ~moved].all()
     assert not same[moved].all()
+    rim = grow(objects, 1) & ~objects & ~moved
+    assert not same[rim].all()
 
 
 def test_colour_matching_pulls_each_object_to_its_source_colour(model: Any) -> None:

@@ -261,7 +261,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Round 5: starting from the objects pasted into their regions instead of noise (layout
     # IoU 0.28 -> 0.52), strength 0.4 (0.63), layout ranking and the placeholder attention
     # loss. Round 6, over those: colour matching (colour error 30.9 -> 8.5) and guidance on
-    # every step that runs (layout IoU +0.02, interval above zero).
+    # every step that runs (layout IoU +0.02, interval above zero). Round 7: a hard composite
+    # edge (background PSNR 27.9 -> 48.0 dB; a 1 px feather 31.6).
     "shapes-tiny": {
         "scene": {"prompt_template": "{objects}"},
         "learn": {
@@ -281,6 +282,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "max_refinement_steps": 10,
             "blend_steps": 20,
             "background_composite": True,
+            "composite_feather": 0.0,
             "colour_match": True,
             "rank_by": "layout",
             "seeds": (0, 8, 88),

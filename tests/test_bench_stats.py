@@ -29,9 +29,11 @@ def test_paired_difference_sees_a_small_constant_shift_that_unpaired_noise_hides
     assert not noise.excludes_zero
 
 
-def test_nan_values_are_dropped_and_all_nan_gives_nan() -> None:
-    assert bootstrap_mean([1.0, float("nan"), 3.0]).mean == 2.0
+def test_nan_values_are_dropped_and_too_few_values_give_no_interval() -> None:
+    assert bootstrap_mean([1.0, float("nan"), 3.0, 1.0, 3.0, 2.0]).mean == 2.0
     assert np.isnan(bootstrap_mean([float("nan")]).mean)
+    single = paired_difference([0.9], [0.1])  # one edit: no evidence either way
+    assert single.mean == 0.8 and np.isnan(single.low) and not single.excludes_zero
 
 
 def _scores(layout_iou: float, colour_error: float) -> Scores:

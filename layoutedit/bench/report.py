@@ -125,9 +125,14 @@ def comparison_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
                 continue
             c = found[0]
             mark = "*" if c.full_better else ("-" if c.real else "")
-            cells.append(f"{c.difference:+.3g} [{c.low:+.3g}, {c.high:+.3g}]{mark}")
+            bounds = "[too few edits]" if math.isnan(c.low) else f"[{c.low:+.3g}, {c.high:+.3g}]"
+            cells.append(f"{c.difference:+.3g} {bounds}{mark}")
         body.append(cells)
     return header, body
+
+
+def _interval_text(low: float, high: float) -> str:
+    return "-" if math.isnan(low) else f"[{low:.3g}, {high:.3g}]"
 
 
 def interval_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
@@ -136,10 +141,7 @@ def interval_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
     body = [
         [
             r.name,
-            *(
-                f"[{r.intervals[m][0]:.3g}, {r.intervals[m][1]:.3g}]" if m in r.intervals else ""
-                for m in METRIC_NAMES
-            ),
+            *(_interval_text(*r.intervals[m]) if m in r.intervals else "" for m in METRIC_NAMES),
         ]
         for r in result.rows
     ]

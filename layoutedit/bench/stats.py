@@ -16,6 +16,9 @@ import numpy as np
 
 RESAMPLES = 2000
 LEVEL = 0.95
+MIN_SAMPLES = 5
+"""Fewer values than this give no interval (NaN bounds): resampling one or two edits says
+nothing about noise, and would mark every difference as real."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,15 @@ def bootstrap_mean(
     """Mean of `values` (NaNs dropped) with its percentile-bootstrap interval.
 
     Returns:
-        An `Interval`; all NaN when no value is finite, a zero-width one for a single value.
+        An `Interval`; all NaN when no value is finite, NaN bounds for fewer than
+        `MIN_SAMPLES` values.
     """
     data = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    nan = float("nan")
     if data.size == 0:
-        nan = float("nan")
         return Interval(nan, nan, nan)
+    if data.size < MIN_SAMPLES:
+        return Interval(float(data.mean()), nan, nan)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, data.size, size=(resamples, data.size))
     means = data[picks].mean(axis=1)

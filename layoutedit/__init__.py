@@ -1,7 +1,7 @@
 """layoutedit: rearrange the objects of one existing photo with a diffusion model.
 
 The Python API is `Editor` (`layoutedit.editor`); the layout operations are in
-`layoutedit.layout_edits`. They are imported on first use, so `import layoutedit` (and the
+`layoutedit.scenes.layout_edits`. They are imported on first use, so `import layoutedit` (and the
 CLI's model-free commands) stay fast.
 """
 
@@ -13,19 +13,19 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from layoutedit.editor import Cancelled, ConceptMissing, Editor, EditOutcome
-    from layoutedit.layout_edits import Box, Move, Operation, Scale, Swap, ToFront
+    from layoutedit.scenes.layout_edits import Box, Move, Operation, Scale, Swap, ToFront
 
 _LAZY = {
     "Editor": "layoutedit.editor",
     "EditOutcome": "layoutedit.editor",
     "Cancelled": "layoutedit.editor",
     "ConceptMissing": "layoutedit.editor",
-    "Move": "layoutedit.layout_edits",
-    "Scale": "layoutedit.layout_edits",
-    "Swap": "layoutedit.layout_edits",
-    "Box": "layoutedit.layout_edits",
-    "ToFront": "layoutedit.layout_edits",
-    "Operation": "layoutedit.layout_edits",
+    "Move": "layoutedit.scenes.layout_edits",
+    "Scale": "layoutedit.scenes.layout_edits",
+    "Swap": "layoutedit.scenes.layout_edits",
+    "Box": "layoutedit.scenes.layout_edits",
+    "ToFront": "layoutedit.scenes.layout_edits",
+    "Operation": "layoutedit.scenes.layout_edits",
 }
 
 __all__ = [

@@ -38,20 +38,20 @@ import numpy as np
 import torch
 
 from layoutedit.config import Settings, resolve_settings
-from layoutedit.edit_outcome import EditOutcome
-from layoutedit.editing import EditResult
+from layoutedit.editing.edit_outcome import EditOutcome
+from layoutedit.editing.session import EditResult
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import Operation, operations_layout, parse_step
-from layoutedit.scene import Layout, Scene, layout_from_labels, load_layout, load_scene
+from layoutedit.scenes.layout_edits import Operation, operations_layout, parse_step
+from layoutedit.scenes.scene import Layout, Scene, layout_from_labels, load_layout, load_scene
 
 if TYPE_CHECKING:
     from layoutedit.backend import Backend
-    from layoutedit.concept import Concept
-    from layoutedit.concept_store import ObtainedConcept
-    from layoutedit.editing import EditSession
-    from layoutedit.inversion import Inversion
-    from layoutedit.model_loading import LoadedModel
-    from layoutedit.training import ProgressHook
+    from layoutedit.editing.inversion import Inversion
+    from layoutedit.editing.session import EditSession
+    from layoutedit.learning.concept import Concept
+    from layoutedit.learning.concept_store import ObtainedConcept
+    from layoutedit.learning.training import ProgressHook
+    from layoutedit.loading.model_loading import LoadedModel
 
 __all__ = ["Cancelled", "ConceptMissing", "EditOutcome", "EditProgress", "Editor", "LayoutSpec"]
 
@@ -103,16 +103,16 @@ class _Pristine:
     (fp32, CPU)."""
 
     def __init__(self, model: LoadedModel) -> None:
-        from layoutedit.finetune import kv_parameters
-        from layoutedit.tokens import embedding_table
+        from layoutedit.learning.finetune import kv_parameters
+        from layoutedit.learning.tokens import embedding_table
 
         self.kv = {n: p.detach().float().cpu().clone() for n, p in kv_parameters(model).items()}
         self.rows = embedding_table(model).weight.detach().float().cpu().clone()  # (V, D)
 
     def restore(self, model: LoadedModel) -> None:
         """Put the base weights back (rows added for placeholders since are left alone)."""
-        from layoutedit.finetune import kv_parameters
-        from layoutedit.tokens import embedding_table
+        from layoutedit.learning.finetune import kv_parameters
+        from layoutedit.learning.tokens import embedding_table
 
         with torch.no_grad():
             for name, param in kv_parameters(model).items():
@@ -139,7 +139,7 @@ class Editor:
         cache_dir: the concept cache; default `$LAYOUTEDIT_CACHE_DIR` or the user cache.
         preset, config: settings as `--preset` / `--config` (ignored when `settings` given).
         settings: resolved settings to use as they are.
-        allow_pickle, model_config: as for `layoutedit.model_loading.load_model`.
+        allow_pickle, model_config: as for `layoutedit.loading.model_loading.load_model`.
         report: receives one-line notices (cache repairs, a lock wait); default: logging.
     """
 
@@ -156,7 +156,7 @@ class Editor:
         model_config: Path | None = None,
         report: Callable[[str], None] | None = None,
     ) -> None:
-        from layoutedit.fingerprint import default_cache_dir
+        from layoutedit.loading.fingerprint import default_cache_dir
 
         self.model_spec = model
         self.backend_name = backend
@@ -192,7 +192,7 @@ class Editor:
     def model(self) -> LoadedModel:
         """The model, loaded in fp32 on the backend's device on first use."""
         if self._model is None:
-            from layoutedit.model_loading import load_model
+            from layoutedit.loading.model_loading import load_model
 
             self._model = load_model(
                 self.model_spec,
@@ -262,7 +262,7 @@ class Editor:
         learn = self.settings.learn.model_dump_json()
         memo = self._keys.get(scene)
         if memo is None or memo[0] != learn:
-            from layoutedit.concept_store import scene_learn_key
+            from layoutedit.learning.concept_store import scene_learn_key
 
             memo = (learn, scene_learn_key(self.model, scene, self.settings.learn))
             self._keys[scene] = memo
@@ -276,7 +276,7 @@ class Editor:
 
     def cached_concept(self, scene: Scene) -> Concept | None:
         """The scene's concept if it was learned before (memory or cache), else None."""
-        from layoutedit.concept_store import cached_concept
+        from layoutedit.learning.concept_store import cached_concept
         from layoutedit_cache import ConceptCache
 
         key = self.learn_key(scene)
@@ -297,7 +297,7 @@ class Editor:
         on_wait: Callable[[], None] | None = None,
     ) -> ObtainedConcept:
         """`learn` with the cache key and whether the concept was cached."""
-        from layoutedit.concept_store import ObtainedConcept, obtain_concept
+        from layoutedit.learning.concept_store import ObtainedConcept, obtain_concept
         from layoutedit_cache import ConceptCache
 
         with self._lock:
@@ -339,7 +339,7 @@ class Editor:
 
         Args:
             scene: the scene.
-            spec: a `Layout`; a layout image path; operations (`layoutedit.layout_edits`
+            spec: a `Layout`; a layout image path; operations (`layoutedit.scenes.layout_edits`
                 objects or strings such as `"move cat=+40,-10"`) applied to `base`; or an
                 (H, W) label grid in the scene's coding.
             base: what operations start from; default the source's masks.
@@ -370,13 +370,13 @@ class Editor:
         learn_progress: ProgressHook | None,
     ) -> tuple[Concept | None, str, str | None]:
         """(concept, the key its inversion is cached under, the id `edit.json` records)."""
-        from layoutedit.inversion_cache import file_digest, scene_concept_key
+        from layoutedit.editing.inversion_cache import file_digest, scene_concept_key
 
         fingerprint = self.model.fingerprint
         if not self.settings.edit.use_concept:
             return None, scene_concept_key(fingerprint, scene, {"concept": "none"}), None
         if isinstance(given, (str, Path)):
-            from layoutedit.concept import TENSORS_FILE, Concept
+            from layoutedit.learning.concept import TENSORS_FILE, Concept
 
             folder = Path(given)
             loaded = Concept.load(folder)  # first: a bad folder is a UserError
@@ -399,8 +399,8 @@ class Editor:
     ) -> tuple[EditSession, bool]:
         """The prepared session of (scene, concept, settings), made now unless it is the one
         used last; its inversion comes from memory, the cache, or is computed and stored."""
-        from layoutedit.editing import EditSession
-        from layoutedit.inversion_cache import cached_inversion, session_inversion_key
+        from layoutedit.editing.inversion_cache import cached_inversion, session_inversion_key
+        from layoutedit.editing.session import EditSession
         from layoutedit_cache import ConceptCache
 
         cfg = self.settings.edit

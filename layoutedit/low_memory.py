@@ -25,7 +25,7 @@ import torch
 
 if TYPE_CHECKING:
     from layoutedit.config import EditConfig, LearnConfig
-    from layoutedit.model_loading import LoadedModel
+    from layoutedit.loading.model_loading import LoadedModel
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -39,8 +39,8 @@ def frozen_dtype(cfg: LearnConfig) -> torch.dtype | None:
 
 def trained_parameters(model: LoadedModel) -> list[torch.Tensor]:
     """What learning trains: the embedding table and every attn2 to_k/to_v parameter."""
-    from layoutedit.finetune import kv_parameters
-    from layoutedit.tokens import embedding_table
+    from layoutedit.learning.finetune import kv_parameters
+    from layoutedit.learning.tokens import embedding_table
 
     return [embedding_table(model).weight, *kv_parameters(model).values()]
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from layoutedit.config import EditConfig
-from layoutedit.scene import Layout, Scene, layout_from_labels, scene_from_arrays
+from layoutedit.scenes.scene import Layout, Scene, layout_from_labels, scene_from_arrays
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE, sample_scene
 
 
@@ -44,14 +44,14 @@ def fast_config(**changes: object) -> EditConfig:
 
 def load_tiny(model_dir: Path):  # type: ignore[no-untyped-def]
     """A fresh copy of the tiny model (edits mutate processors and may apply a concept)."""
-    from layoutedit.model_loading import load_model
+    from layoutedit.loading.model_loading import load_model
 
     return load_model(str(model_dir))
 
 
 def hand_concept(model, scene: Scene):  # type: ignore[no-untyped-def]
     """A concept with random rows for the scene's placeholders (no learning needed)."""
-    from layoutedit.concept import Concept
+    from layoutedit.learning.concept import Concept
 
     width = model.text_encoder.get_input_embeddings().weight.shape[1]
     gen = torch.Generator().manual_seed(0)

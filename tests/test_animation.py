@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from layoutedit.animation import flicker, in_between
 from layoutedit.cli.app import app
-from layoutedit.layout_edits import Move, ObjectState, Scale, apply_operations, centroid
+from layoutedit.editing.animation import flicker, in_between
+from layoutedit.scenes.layout_edits import Move, ObjectState, Scale, apply_operations, centroid
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 NAMES = ("cat", "pot")

@@ -13,7 +13,7 @@ from layoutedit.bench.cases import (
     make_cases,
     rough_region,
 )
-from layoutedit.paste import background_mean, paste_edit
+from layoutedit.editing.paste import background_mean, paste_edit
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE
 from layoutedit.shapes.world import moved, shape_coverage
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import layoutedit
-from layoutedit.model_loading import load_model
+from layoutedit.loading.model_loading import load_model
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
 from layoutedit.shapes.evaluate import colour_name_map, true_image_attention_share
 from layoutedit.shapes.world import COLOUR_NAMES, sample_scene

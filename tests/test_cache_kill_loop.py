@@ -38,10 +38,10 @@ ARGS = ["--preset", "fast", "--ti-steps", "20", "--ft-steps", "20", "--checkpoin
 def _references(model_dir: Path, scene_dir: Path, root: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Cache key -> concept tensors of an uninterrupted learn, for every seed."""
     from layoutedit.backend import get_backend
-    from layoutedit.concept_store import obtain_concept, scene_learn_key
     from layoutedit.config import resolve_settings
-    from layoutedit.model_loading import load_model
-    from layoutedit.scene import load_scene
+    from layoutedit.learning.concept_store import obtain_concept, scene_learn_key
+    from layoutedit.loading.model_loading import load_model
+    from layoutedit.scenes.scene import load_scene
 
     out = {}
     for seed in SEEDS:
@@ -71,7 +71,7 @@ def _fresh(cache_dir: Path, since: float) -> bool:
 def _served(cache_dir: Path, refs: dict[str, dict[str, torch.Tensor]]) -> tuple[int, int]:
     """(entries served, of them bad): every key in the index through `get`, compared with
     its reference."""
-    from layoutedit.concept_store import concept_from_entry
+    from layoutedit.learning.concept_store import concept_from_entry
 
     served = bad = 0
     with ConceptCache(cache_dir, report=lambda line: None) as cache:

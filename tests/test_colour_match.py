@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from layoutedit.colour_match import (
+from layoutedit.scenes.colour_match import (
     close_pairs,
     colour_distance,
     dilate,

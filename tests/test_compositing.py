@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from layoutedit.compositing import composite, keep_alpha, match_colours
+from layoutedit.editing.compositing import composite, keep_alpha, match_colours
 
 
 def _labels() -> tuple[np.ndarray, np.ndarray]:

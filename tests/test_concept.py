@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from layoutedit.concept import Concept, apply_concept, export_diffusers
 from layoutedit.errors import UserError
-from layoutedit.finetune import kv_parameters
-from layoutedit.model_loading import LoadedModel, load_model
+from layoutedit.learning.concept import Concept, apply_concept, export_diffusers
+from layoutedit.learning.finetune import kv_parameters
+from layoutedit.loading.model_loading import LoadedModel, load_model
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
 

@@ -10,7 +10,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from layoutedit.backend import Backend, get_backend, list_backends
-from layoutedit.model_loading import load_model
+from layoutedit.loading.model_loading import load_model
 from layoutedit_cpu import CpuBackend
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
@@ -28,7 +28,7 @@ def test_registered_and_usable() -> None:
 
 
 def test_install_attention(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from layoutedit.attention import RecordingAttnProcessor
+    from layoutedit.editing.attention import RecordingAttnProcessor
 
     model = load_model(str(tiny_model_dir), cache_dir=tmp_path)
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -10,10 +10,10 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 from typer.testing import CliRunner
 
-from layoutedit.attention import RecordingAttnProcessor
 from layoutedit.backend import get_backend, list_backends
 from layoutedit.cli.app import app
-from layoutedit.editing import edit
+from layoutedit.editing.attention import RecordingAttnProcessor
+from layoutedit.editing.session import edit
 
 # Same seed and edit on both backends: SDPA and the batched CFG call change only the order
 # of floating-point sums, so the 8-bit images may differ by rounding at a few pixels.

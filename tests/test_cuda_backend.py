@@ -11,8 +11,12 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
-from layoutedit.attention import AttentionStore, RecordingAttnProcessor, cross_attention_sides
 from layoutedit.backend import list_backends
+from layoutedit.editing.attention import (
+    AttentionStore,
+    RecordingAttnProcessor,
+    cross_attention_sides,
+)
 from layoutedit.shapes.architecture import ModelSize, build_unet
 from layoutedit_cuda import CudaBackend
 from layoutedit_cuda.kernels import kernel_name, make_processor
@@ -68,7 +72,7 @@ def test_installs_fused_kernel_and_recorders_with_the_same_prediction() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_edit_on_the_gpu(tiny_model_dir: Path) -> None:
-    from layoutedit.editing import EditSession
+    from layoutedit.editing.session import EditSession
 
     backend = CudaBackend()
     model = load_tiny(tiny_model_dir)

@@ -18,9 +18,9 @@ from edit_support import (
 )
 
 from layoutedit.backend import get_backend, register_backend, unregister_backend
-from layoutedit.editing import EditSession, edit
+from layoutedit.editing.session import EditSession, edit
 from layoutedit.errors import UserError
-from layoutedit.layout_ops import blend_mask
+from layoutedit.scenes.layout_ops import blend_mask
 from layoutedit_cpu import CpuBackend
 
 
@@ -151,7 +151,7 @@ def test_plain_words_point_at_each_objects_last_word(model: Any) -> None:
 
 
 def test_plain_words_past_the_token_limit_are_one_user_error(model: Any) -> None:
-    from layoutedit.scene import scene_from_arrays
+    from layoutedit.scenes.scene import scene_from_arrays
     from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
     base = shapes_scene()

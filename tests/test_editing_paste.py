@@ -10,8 +10,8 @@ import pytest
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
-from layoutedit.editing import EditSession
-from layoutedit.paste import grow
+from layoutedit.editing.paste import grow
+from layoutedit.editing.session import EditSession
 
 SHIFT = 4  # px right: every object of the scene stays whole in frame
 

@@ -144,8 +144,8 @@ def test_cancel_stops_learning_and_editing(tiny_model_dir: Path, tmp_path: Path)
 
 def test_layout_forms_and_user_mistakes(tiny_model_dir: Path, tmp_path: Path) -> None:
     from layoutedit.errors import UserError
-    from layoutedit.layout_edits import Move
-    from layoutedit.scene import layout_from_labels
+    from layoutedit.scenes.layout_edits import Move
+    from layoutedit.scenes.scene import layout_from_labels
 
     editor = _tiny_editor(tiny_model_dir, tmp_path / "cache")
     scene = editor.scene(_scene_dir(tmp_path / "a", 5))

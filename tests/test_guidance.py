@@ -12,8 +12,7 @@ from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
 from layoutedit.counting import UNetCounter
-from layoutedit.editing import EditSession
-from layoutedit.guidance import (
+from layoutedit.editing.guidance import (
     guidance_active,
     object_losses,
     refinement_target,
@@ -21,6 +20,7 @@ from layoutedit.guidance import (
     text_attention,
     total_loss,
 )
+from layoutedit.editing.session import EditSession
 
 
 def _maps(res: int, tokens: int, hot: dict[int, tuple[slice, slice]]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from layoutedit.cli.app import app, hoist_global_options
 from layoutedit.cli.common import DEFAULT_MODEL, AppState, scene_notes, thread_share
-from layoutedit.scene import load_scene
+from layoutedit.scenes.scene import load_scene
 
 runner = CliRunner()
 

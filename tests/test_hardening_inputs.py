@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from layoutedit.cli.app import app
-from layoutedit.scene import load_scene, prompt_length_warning
+from layoutedit.scenes.scene import load_scene, prompt_length_warning
 from layoutedit_cache import ConceptCache
 
 K1 = "3fa9" + "1" * 60

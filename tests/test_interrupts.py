@@ -120,10 +120,10 @@ def _learn_in_process(
 ) -> tuple[dict[str, torch.Tensor], list[tuple[str, int, int]]]:
     """Learn the scene as `learn` would with LEARN's settings; (concept tensors, stages)."""
     from layoutedit.backend import get_backend
-    from layoutedit.concept_store import obtain_concept
     from layoutedit.config import resolve_settings
-    from layoutedit.model_loading import load_model
-    from layoutedit.scene import load_scene
+    from layoutedit.learning.concept_store import obtain_concept
+    from layoutedit.loading.model_loading import load_model
+    from layoutedit.scenes.scene import load_scene
 
     overrides = {"learn": {"ti_steps": 40, "ft_steps": 40, "checkpoint_every": 4}}
     settings = resolve_settings("fast", None, overrides, model=str(model_dir))

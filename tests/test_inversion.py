@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from layoutedit.counting import UNetCounter
-from layoutedit.denoising import UNetRunner, cfg_prediction, scheduler_pair
-from layoutedit.inversion import Inversion, invert
-from layoutedit.sampling import sample
+from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
+from layoutedit.editing.inversion import Inversion, invert
+from layoutedit.editing.sampling import sample
 from layoutedit.shapes.architecture import build_scheduler
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import (
+from layoutedit.scenes.layout_edits import (
     Box,
     Move,
     Scale,

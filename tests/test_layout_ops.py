@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layoutedit.layout_ops import (
+from layoutedit.scenes.layout_ops import (
     PadBox,
     blend_mask,
     object_moves,
@@ -17,7 +17,7 @@ from layoutedit.layout_ops import (
     square_pad,
     unpad,
 )
-from layoutedit.scene import layout_from_labels, scene_from_arrays
+from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
 
 PALETTE = [(255, 0, 0), (0, 255, 0)]
 BG = (255, 255, 255)

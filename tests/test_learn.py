@@ -9,19 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-from layoutedit.checkpoints import CheckpointDir, RunTotals
-from layoutedit.concept import Concept, apply_concept
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
-from layoutedit.finetune import kv_parameters, run_finetune
-from layoutedit.learn import EXTRA_TOKENS, concept_prompt, learn_concept, prepare_data
-from layoutedit.model_loading import LoadedModel, load_model
-from layoutedit.prior import generated_prior, load_prior_folder
-from layoutedit.scene import Scene, load_scene
+from layoutedit.learning.checkpoints import CheckpointDir, RunTotals
+from layoutedit.learning.concept import Concept, apply_concept
+from layoutedit.learning.finetune import kv_parameters, run_finetune
+from layoutedit.learning.learn import EXTRA_TOKENS, concept_prompt, learn_concept, prepare_data
+from layoutedit.learning.prior import generated_prior, load_prior_folder
+from layoutedit.learning.textual_inversion import run_textual_inversion
+from layoutedit.learning.tokens import add_placeholders, embedding_table
+from layoutedit.learning.training import NoProgress, masked_mse
+from layoutedit.loading.model_loading import LoadedModel, load_model
+from layoutedit.scenes.scene import Scene, load_scene
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-from layoutedit.textual_inversion import run_textual_inversion
-from layoutedit.tokens import add_placeholders, embedding_table
-from layoutedit.training import NoProgress, masked_mse
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layoutedit.cli.app import app
-from layoutedit.concept import Concept
+from layoutedit.learning.concept import Concept
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from layoutedit.config import LearnConfig
-from layoutedit.guidance import object_losses
-from layoutedit.learn import learn_concept
-from layoutedit.model_loading import load_model
-from layoutedit.scene import load_scene
+from layoutedit.editing.guidance import object_losses
+from layoutedit.learning.learn import learn_concept
+from layoutedit.learning.training import placeholder_attention_loss
+from layoutedit.loading.model_loading import load_model
+from layoutedit.scenes.scene import load_scene
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-from layoutedit.training import placeholder_attention_loss
 
 TINY = LearnConfig(ti_steps=2, ti_batch_size=1, ft_steps=2, ft_batch_size=1, checkpoint_every=0)
 

@@ -17,7 +17,7 @@ from layoutedit.masking import colour_masks
 from layoutedit.masking.clipseg import masks_from_scores
 from layoutedit.masking.morphology import close, fill_holes, label_components, largest_component
 from layoutedit.masking.naming import assign_names, parse_objects
-from layoutedit.scene import load_scene
+from layoutedit.scenes.scene import load_scene
 from layoutedit.shapes.world import sample_scene
 
 runner = CliRunner()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from layoutedit import model_loading
 from layoutedit.errors import UserError
-from layoutedit.fingerprint import MEMO_FILE
-from layoutedit.model_loading import LoadedModel, load_model
-from layoutedit.single_file import export_single_file
+from layoutedit.loading import model_loading
+from layoutedit.loading.fingerprint import MEMO_FILE
+from layoutedit.loading.model_loading import LoadedModel, load_model
+from layoutedit.loading.single_file import export_single_file
 
 # Tiny ops: one intra-op thread is much faster on a busy 2-core machine.
 

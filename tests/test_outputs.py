@@ -10,10 +10,10 @@ import pytest
 from edit_support import moved_layout, shapes_scene
 from PIL import Image
 
-from layoutedit.editing import Candidate, EditResult
+from layoutedit.editing.outputs import RESULT_FILE, SHEET_FILE, colour_labels, seed_file, write_edit
+from layoutedit.editing.session import Candidate, EditResult
 from layoutedit.errors import UserError
-from layoutedit.outputs import RESULT_FILE, SHEET_FILE, colour_labels, seed_file, write_edit
-from layoutedit.scene import Scene
+from layoutedit.scenes.scene import Scene
 
 
 def _result(scene: Scene, losses: dict[int, float]) -> EditResult:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from layoutedit.bench.cases import make_cases
-from layoutedit.layout_ops import Placement, estimate_placements, warp_mask
-from layoutedit.paste import fill_holes
+from layoutedit.editing.paste import fill_holes
+from layoutedit.scenes.layout_ops import Placement, estimate_placements, warp_mask
 
 
 def test_fill_holes_continues_a_gradient_through_a_hole() -> None:

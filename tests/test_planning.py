@@ -143,7 +143,7 @@ def test_planned_unet_evaluations_bracket_a_real_edit(tiny_model_dir: Path) -> N
     from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
     from layoutedit.backend import get_backend
-    from layoutedit.editing import edit
+    from layoutedit.editing.session import edit
     from layoutedit.planning.totals import edit_total
 
     cfg = fast_config(seeds=(0, 8))

@@ -8,9 +8,9 @@ import numpy as np
 from edit_support import shapes_scene
 from PIL import Image
 
-from layoutedit.concept_store import learn_key_config
 from layoutedit.config import LearnConfig
-from layoutedit.prior import prior_folder_digest
+from layoutedit.learning.concept_store import learn_key_config
+from layoutedit.learning.prior import prior_folder_digest
 
 
 def _prior_folder(folder: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 from transformers import CLIPTokenizer
 
 from layoutedit.errors import UserError
-from layoutedit.prompts import join_objects, placeholder_token, scene_prompt, token_positions
+from layoutedit.scenes.prompts import join_objects, placeholder_token, scene_prompt, token_positions
 from layoutedit.shapes.tokenizer import write_tokenizer
 
 TEMPLATE = "a high quality picture of {objects}"

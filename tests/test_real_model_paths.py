@@ -12,15 +12,15 @@ from edit_support import fast_config, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
 from layoutedit.config import LearnConfig
-from layoutedit.denoising import scheduler_pair
-from layoutedit.editing import edit
-from layoutedit.finetune import kv_parameters
-from layoutedit.learn import learn_concept
+from layoutedit.editing.denoising import scheduler_pair
+from layoutedit.editing.session import edit
+from layoutedit.learning.finetune import kv_parameters
+from layoutedit.learning.learn import learn_concept
+from layoutedit.learning.tokens import embedding_table
+from layoutedit.learning.training import noisy_batch, training_scheduler
+from layoutedit.loading.model_loading import load_model
 from layoutedit.low_memory import frozen_dtype, store_frozen
-from layoutedit.model_loading import load_model
 from layoutedit.shapes.architecture import TEST_TINY, build_pipeline_folder
-from layoutedit.tokens import embedding_table
-from layoutedit.training import noisy_batch, training_scheduler
 
 TINY_LEARN = LearnConfig(
     ti_steps=2, ti_batch_size=1, ti_joint=True, ft_steps=2, ft_batch_size=1, checkpoint_every=0
@@ -114,7 +114,7 @@ def test_learn_low_memory_flag_reaches_the_concept(tiny_model_dir: Path, tmp_pat
     from typer.testing import CliRunner
 
     from layoutedit.cli.app import app
-    from layoutedit.concept import Concept
+    from layoutedit.learning.concept import Concept
     from layoutedit.low_memory import learn_overrides
     from layoutedit.shapes.world import sample_scene, write_scene_folder
 

@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from layoutedit.cli.app import app
-from layoutedit.edit_script import load_script
+from layoutedit.editing.edit_script import load_script
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import Move, apply_operations
+from layoutedit.scenes.layout_edits import Move, apply_operations
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 SETTINGS = """

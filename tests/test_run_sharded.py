@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from layoutedit.editing.sharding import Shard, current_shard
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-from layoutedit.sharding import Shard, current_shard
 
 SETTINGS = """
 [learn]

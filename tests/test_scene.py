@@ -12,9 +12,9 @@ from PIL import Image
 
 from layoutedit.config import SceneOptions
 from layoutedit.errors import UserError
-from layoutedit.label_map import parse_label_map
-from layoutedit.layout_ops import object_moves
-from layoutedit.scene import (
+from layoutedit.scenes.label_map import parse_label_map
+from layoutedit.scenes.layout_ops import object_moves
+from layoutedit.scenes.scene import (
     layout_from_labels,
     load_layout,
     load_scene,

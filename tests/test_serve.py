@@ -234,7 +234,7 @@ def test_jobs_run_one_at_a_time() -> None:
 
 
 def test_two_sessions_do_not_share_state(tmp_path: Path) -> None:
-    from layoutedit.scene import load_scene
+    from layoutedit.scenes.scene import load_scene
 
     write_scene_folder(sample_scene(0, 2), tmp_path / "a")
     write_scene_folder(sample_scene(1, 2), tmp_path / "b")

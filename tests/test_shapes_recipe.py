@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from layoutedit.model_loading import load_model
+from layoutedit.loading.model_loading import load_model
 from layoutedit.shapes.train import main
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from transformers import CLIPTokenizer
 
-from layoutedit.scene import load_scene
+from layoutedit.scenes.scene import load_scene
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.world import (
     COLOUR_NAMES,

@@ -101,10 +101,10 @@ def compare_backends(
         warm_up: run a one-step learn and edit on every backend first, untimed.
     """
     from layoutedit.backend import get_backend
-    from layoutedit.editing import EditSession
-    from layoutedit.learn import learn_concept
-    from layoutedit.model_loading import load_model
-    from layoutedit.scene import layout_from_labels, scene_from_arrays
+    from layoutedit.editing.session import EditSession
+    from layoutedit.learning.learn import learn_concept
+    from layoutedit.loading.model_loading import load_model
+    from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
     from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
     by_scene: dict[int, list[Any]] = {}

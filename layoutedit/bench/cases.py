@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from layoutedit.bench.morphology import dilate, disk
-from layoutedit.layout_ops import Placement
+from layoutedit.scenes.layout_ops import Placement
 from layoutedit.shapes.world import (
     ShapeSpec,
     WorldScene,

@@ -1,6 +1,6 @@
 """The diffusion variants' runtime: library calls (never the CLI), one scene at a time.
 
-Per scene: the concept is learned once (`layoutedit.learn.learn_concept`, timed here, not
+Per scene: the concept is learned once (`layoutedit.learning.learn.learn_concept`, timed here, not
 taken from the cache, so `learn s` is a real cost) and given to every variant that uses
 one; each (scene, variant) edits a freshly loaded model, because applying a concept changes
 the model in place. The source's DDIM inversion depends only on the scene, the concept and
@@ -26,10 +26,10 @@ from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
 if TYPE_CHECKING:
     from layoutedit.backend import Backend
-    from layoutedit.concept import Concept
-    from layoutedit.inversion import Inversion
-    from layoutedit.model_loading import LoadedModel
-    from layoutedit.scene import Scene
+    from layoutedit.editing.inversion import Inversion
+    from layoutedit.learning.concept import Concept
+    from layoutedit.loading.model_loading import LoadedModel
+    from layoutedit.scenes.scene import Scene
 
 Say = Callable[[str], None]
 
@@ -107,7 +107,7 @@ class DiffusionRuntime:
 
     def load_model(self, dtype: Any = None) -> LoadedModel:
         """A fresh copy of the base model on the backend's device."""
-        from layoutedit.model_loading import load_model
+        from layoutedit.loading.model_loading import load_model
 
         kwargs: dict[str, Any] = {"device": self.backend.device, "cache_dir": self.cache_dir}
         if dtype is not None:
@@ -117,7 +117,7 @@ class DiffusionRuntime:
     def scene(self, case: Case, options: SceneOptions | None = None) -> Scene:
         """The case's source as a library `Scene` (label colours of written scene folders),
         parsed with `options` (default: `settings.scene`)."""
-        from layoutedit.scene import scene_from_arrays
+        from layoutedit.scenes.scene import scene_from_arrays
 
         k = case.n_objects
         return scene_from_arrays(
@@ -152,7 +152,7 @@ class DiffusionRuntime:
     ) -> _Learned:
         """The scene's concept for `config` (default: `settings.learn`) and scene `options`
         (default: `settings.scene`), learned on first use (fp32 weights, as training needs)."""
-        from layoutedit.learn import learn_concept
+        from layoutedit.learning.learn import learn_concept
 
         config = config if config is not None else self.settings.learn
         options = options if options is not None else self.settings.scene
@@ -176,9 +176,9 @@ class DiffusionRuntime:
 
     def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
         """Edit every case of one scene with the variant `spec`."""
-        from layoutedit.concept_check import source_attention_shares
-        from layoutedit.editing import EditSession
-        from layoutedit.scene import layout_from_labels
+        from layoutedit.editing.session import EditSession
+        from layoutedit.learning.concept_check import source_attention_shares
+        from layoutedit.scenes.scene import layout_from_labels
 
         learn_cfg, options = self.learn_config(spec), self.scene_options(spec)
         learned = self.learned(cases, learn_cfg, options) if spec.uses_concept else None

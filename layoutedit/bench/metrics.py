@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.layout_ops import resize_nearest
+from layoutedit.scenes.layout_ops import resize_nearest
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical pixels (MSE 0), so that results stay finite numbers in JSON."""

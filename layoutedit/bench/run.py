@@ -33,7 +33,7 @@ from layoutedit.bench.scoring import (
 )
 from layoutedit.bench.stats import Interval, bootstrap_mean, paired_difference
 from layoutedit.bench.variants import Variant
-from layoutedit.paste import background_mean, paste_edit
+from layoutedit.editing.paste import background_mean, paste_edit
 
 SEGMENTER_MIN_IOU = 0.9
 """The segmenter must find the objects of a source and of a paste rendering this well."""
@@ -64,7 +64,7 @@ class VariantRow:
     """Per metric, the 95 % bootstrap interval of the mean over edits."""
     attention_share: float | None = None
     """Mean over scenes and objects of the token's attention share on its source object
-    (`layoutedit.concept_check`); None without a model."""
+    (`layoutedit.learning.concept_check`); None without a model."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from layoutedit.bench.cases import Case, identity_case
+from layoutedit.editing.paste import background_mean, paste_edit
 from layoutedit.errors import UserError
-from layoutedit.paste import background_mean, paste_edit
 
 if TYPE_CHECKING:
     from layoutedit.bench.diffusion import DiffusionRuntime
@@ -48,7 +48,7 @@ class SceneOutput:
     learn_unet_evaluations: int = 0
     attention_shares: list[float] | None = None
     """Per object, the share of its token's attention on its source mask before any edit
-    (`layoutedit.concept_check`); None for variants without a model."""
+    (`layoutedit.learning.concept_check`); None for variants without a model."""
 
 
 class Variant(Protocol):

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from layoutedit.errors import UserError
-from layoutedit.fingerprint import default_cache_dir
+from layoutedit.loading.fingerprint import default_cache_dir
 
 # soft_wrap: a long line (an output path, an error naming a file) is never broken in two,
 # also when stdout is a pipe and Rich assumes 80 columns; tables still fit the width.
@@ -45,7 +45,7 @@ ConfigOption = Annotated[
 ]
 
 # The scene inputs of learn, edit and inspect: a folder, or its files one by one (which
-# override the folder's). `layoutedit.scene.load_scene` checks what was given.
+# override the folder's). `layoutedit.scenes.scene.load_scene` checks what was given.
 SceneArgument = Annotated[
     Path | None,
     typer.Argument(
@@ -197,9 +197,10 @@ def scene_notes(app: AppState, scene: Any, model: Any) -> None:
     text encoder, and a note when the embedded shapes model is asked to learn a photo.
 
     Args:
-        scene: a `layoutedit.scene.Scene`; model: a `layoutedit.model_loading.LoadedModel`.
+        scene: a `layoutedit.scenes.scene.Scene`;
+        model: a `layoutedit.loading.model_loading.LoadedModel`.
     """
-    from layoutedit.scene import prompt_length_warning
+    from layoutedit.scenes.scene import prompt_length_warning
 
     for line in scene.warnings:
         warn(line)

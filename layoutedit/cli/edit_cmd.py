@@ -31,10 +31,10 @@ from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
     from layoutedit.config import SceneOptions, Settings
+    from layoutedit.editing.sharding import Shard
     from layoutedit.editor import Editor
-    from layoutedit.layout_edits import Operation
-    from layoutedit.scene import Layout, Scene
-    from layoutedit.sharding import Shard
+    from layoutedit.scenes.layout_edits import Operation
+    from layoutedit.scenes.scene import Layout, Scene
 
 HELP = """Move a scene's objects to target layouts; writes one PNG per seed, sheet.png, edit.json.
 
@@ -134,7 +134,7 @@ def default_out_root(scene_dir: Path | None, image: Path | None) -> Path:
 def check_concept_folder(concept_dir: Path | None, use_concept: bool) -> None:
     """Read `--concept DIR` before the model loads, so a bad folder fails fast."""
     if use_concept and concept_dir is not None:
-        from layoutedit.concept import Concept
+        from layoutedit.learning.concept import Concept
 
         Concept.load(concept_dir)
 
@@ -184,8 +184,8 @@ def plan_targets(
     """(output stem, layout) of every target: the operations on the source's masks when no
     --layout is given, else each --layout (file or folder) with the operations on top.
     Model-free, so that bad layouts and operations fail before the model loads."""
-    from layoutedit.layout_edits import operations_layout
-    from layoutedit.scene import load_layout
+    from layoutedit.scenes.layout_edits import operations_layout
+    from layoutedit.scenes.scene import load_layout
 
     if operations and not layouts:
         return [(OPERATIONS_STEM, operations_layout(scene, operations))]
@@ -225,7 +225,7 @@ def run_edit(
     the layouts (every N-th); the files are those a single process writes.
     """
     from layoutedit.config import resolve_settings
-    from layoutedit.scene import load_scene
+    from layoutedit.scenes.scene import load_scene
 
     settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit
@@ -308,7 +308,7 @@ ToFrontOption = Annotated[
     list[str] | None,
     typer.Option("--to-front", metavar="NAME", help="Draw an object over the others."),
 ]
-"""The layout-operation flags of edit and inspect (`layoutedit.layout_edits`)."""
+"""The layout-operation flags of edit and inspect (`layoutedit.scenes.layout_edits`)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -370,9 +370,9 @@ def register(app: typer.Typer) -> None:
         preset: PresetOption = None,
         config: ConfigOption = None,
     ) -> None:
-        from layoutedit.layout_edits import parse_flags
+        from layoutedit.editing.sharding import claim_shard
         from layoutedit.logs import configure_library_logging
-        from layoutedit.sharding import claim_shard
+        from layoutedit.scenes.layout_edits import parse_flags
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)

@@ -25,11 +25,11 @@ from layoutedit.cli.common import (
 from layoutedit.cli.edit_cmd import BoxOption, MoveOption, ScaleOption, SwapOption, ToFrontOption
 from layoutedit.config import SceneOptions, resolve_settings
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import operations_layout, parse_flags
-from layoutedit.layout_ops import ObjectMove, object_moves
 from layoutedit.planning.archs import SUPPORTED_FAMILIES
-from layoutedit.prompts import token_positions
-from layoutedit.scene import Layout, Scene, load_layout, load_scene, prompt_length_warning
+from layoutedit.scenes.layout_edits import operations_layout, parse_flags
+from layoutedit.scenes.layout_ops import ObjectMove, object_moves
+from layoutedit.scenes.prompts import token_positions
+from layoutedit.scenes.scene import Layout, Scene, load_layout, load_scene, prompt_length_warning
 
 HELP = """Show a scene's objects, colours, areas and prompt; with --layout, how each object moves.
 

@@ -202,14 +202,14 @@ def run_learn(
     """The command's work: settings -> scene -> an `Editor` learns (or finds) the concept ->
     report."""
     from layoutedit.config import resolve_settings
-    from layoutedit.scene import check_latent, load_scene
+    from layoutedit.scenes.scene import check_latent, load_scene
 
     began = time.perf_counter()
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
     # Options and scene files are checked before the model stack is imported (seconds).
     scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
-    from layoutedit.concept import export_diffusers
     from layoutedit.editor import Editor
+    from layoutedit.learning.concept import export_diffusers
 
     editor = Editor(
         model=app_state.model,

@@ -10,10 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from layoutedit.cli.common import console, state, user_errors
-from layoutedit.image_io import read_rgb
 from layoutedit.masking import MaskMethod, mask_scene
 from layoutedit.masking.clipseg import DEFAULT_SEGMENTER, DEFAULT_THRESHOLD
 from layoutedit.masking.naming import parse_objects
+from layoutedit.scenes.image_io import read_rgb
 
 HELP = (
     "Make mask.png and semantic_dict.json for IMAGE: OUT becomes a scene folder that learn, "

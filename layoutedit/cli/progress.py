@@ -46,7 +46,7 @@ def progress_bar(detail: str, *, transient: bool, show: bool = True) -> Progress
 
 
 class RichProgress:
-    """A learning `ProgressHook` (`layoutedit.training`): a bar per stage with the loss."""
+    """A learning `ProgressHook` (`layoutedit.learning.training`): a bar per stage with the loss."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress

@@ -67,9 +67,14 @@ def register(app: typer.Typer) -> None:
 
         from layoutedit.cli.edit_cmd import make_editor
         from layoutedit.cli.progress import learning_progress
-        from layoutedit.edit_script import ScriptStep, load_script, run_animation, run_script
+        from layoutedit.editing.edit_script import (
+            ScriptStep,
+            load_script,
+            run_animation,
+            run_script,
+        )
+        from layoutedit.editing.sharding import claim_shard
         from layoutedit.logs import configure_library_logging
-        from layoutedit.sharding import claim_shard
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)

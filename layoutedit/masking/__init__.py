@@ -3,7 +3,7 @@
 Two methods: `colours` (k-means colour clusters, no model; for flat-coloured scenes such as
 the shapes world, see `colour_clusters`) and `clipseg` (a CLIPSeg model reads the names,
 see `clipseg`). Either way `write_mask_scene` writes image.png, mask.png and
-semantic_dict.json, read back by `layoutedit.scene.load_scene`.
+semantic_dict.json, read back by `layoutedit.scenes.scene.load_scene`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from layoutedit.masking.clipseg import DEFAULT_THRESHOLD, clipseg_masks, load_se
 from layoutedit.masking.colour_clusters import colour_regions
 from layoutedit.masking.naming import assign_names
 from layoutedit.masking.scene_writer import write_mask_scene
-from layoutedit.scene import Scene
+from layoutedit.scenes.scene import Scene
 
 
 class MaskMethod(str, Enum):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from layoutedit.errors import UserError
-from layoutedit.label_map import BACKGROUND
+from layoutedit.scenes.label_map import BACKGROUND
 from layoutedit.shapes.world import COLOUR_NAMES
 
 MAX_OBJECTS = 8  # label-map colours and the exhaustive assignment below stay small

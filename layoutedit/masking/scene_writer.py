@@ -1,6 +1,6 @@
 """Masks + names -> an ordinary scene folder (image.png, mask.png, semantic_dict.json).
 
-The folder is checked by reading it back with `layoutedit.scene.load_scene`, so what `mask`
+The folder is checked by reading it back with `layoutedit.scenes.scene.load_scene`, so what `mask`
 writes is exactly what `learn`, `edit` and `inspect` accept. A new folder appears whole or
 not at all; in an existing folder (with `overwrite`) the three files are replaced one by one.
 """
@@ -14,8 +14,8 @@ import numpy as np
 
 from layoutedit.atomic import atomic_folder, write_json_atomic, write_png_atomic
 from layoutedit.errors import UserError
-from layoutedit.label_map import BACKGROUND
-from layoutedit.scene import LABELS_NAME, MASK_NAME, Scene, load_scene
+from layoutedit.scenes.label_map import BACKGROUND
+from layoutedit.scenes.scene import LABELS_NAME, MASK_NAME, Scene, load_scene
 
 # Label-map colours: pairwise at least 190 apart in RGB (the scene loader needs 2 x its
 # colour tolerance, 80 by default). The first three are the shapes world's palette.

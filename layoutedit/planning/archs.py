@@ -118,7 +118,7 @@ def load_arch(spec: str) -> ArchSpec:
     if spec in KNOWN:
         return _from_json(spec, CONFIG_DIR / f"{spec}.json")
     if spec.startswith("builtin:"):
-        from layoutedit.model_loading import resolve_model_path
+        from layoutedit.loading.model_loading import resolve_model_path
 
         return _from_folder(spec, resolve_model_path(spec))
     path = Path(spec).expanduser()

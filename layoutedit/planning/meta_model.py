@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from layoutedit.model_loading import LoadedModel
+from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.planning.archs import ArchSpec
 
 

@@ -24,18 +24,24 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from layoutedit.attention import AttentionStore, choose_attention_res, cross_attention_sides
 from layoutedit.config import EditConfig, LearnConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.denoising import UNetRunner, cfg_prediction, scheduler_pair
-from layoutedit.finetune import kv_parameters
-from layoutedit.guidance import text_attention
+from layoutedit.editing.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
+from layoutedit.editing.guidance import text_attention
+from layoutedit.editing.sampling import AttentionGuide
+from layoutedit.learning.finetune import kv_parameters
+from layoutedit.learning.training import (
+    masked_mse,
+    noisy_batch,
+    scaled_lr,
+    trainable,
+    training_scheduler,
+)
 from layoutedit.planning.fused import use_fused_model
 from layoutedit.planning.meta_model import PlanModel
 from layoutedit.planning.rss import peak_rss, reset_peak_rss
 from layoutedit.planning.tracker import CATEGORIES, AutocastEmulation, MemoryTracker
-from layoutedit.sampling import AttentionGuide
-from layoutedit.training import masked_mse, noisy_batch, scaled_lr, trainable, training_scheduler
 
 
 @dataclass

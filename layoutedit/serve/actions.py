@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from layoutedit.errors import UserError
-from layoutedit.label_map import BACKGROUND
+from layoutedit.scenes.label_map import BACKGROUND
 from layoutedit.serve.boxes import ObjectBox, labels_from_painting
 from layoutedit.serve.jobs import JobGate
 from layoutedit.serve.safety import is_scene_folder, resolve_under
@@ -106,7 +106,7 @@ def object_index(state: SessionState, name: str) -> int:
 
 def rename(ctx: ServeContext, state: SessionState, old: str, new: str) -> dict[str, Any]:
     """Rename an object (its token and so its concept change: learn again after)."""
-    from layoutedit.scene import scene_from_arrays
+    from layoutedit.scenes.scene import scene_from_arrays
 
     k = object_index(state, old)
     scene = state.scene
@@ -198,7 +198,7 @@ def set_box(state: SessionState, name: str, cx: float, cy: float, scale: float) 
 
 def use_painting(state: SessionState, painted: np.ndarray) -> dict[str, Any]:
     """Take a painted map (the layout preview painted in the objects' colours) as the target."""
-    from layoutedit.scene import layout_from_labels
+    from layoutedit.scenes.scene import layout_from_labels
 
     if state.scene is None:
         raise UserError("open a scene or upload a photo first")

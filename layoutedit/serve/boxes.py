@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import Box, Operation, apply_operations
+from layoutedit.scenes.layout_edits import Box, Operation, apply_operations
 
 _SAME = 1e-3  # box changes smaller than this (fractions) are no change
 

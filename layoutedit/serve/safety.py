@@ -12,7 +12,7 @@ import ipaddress
 from pathlib import Path
 
 from layoutedit.errors import UserError
-from layoutedit.scene import LABELS_NAME, MASK_NAME
+from layoutedit.scenes.scene import LABELS_NAME, MASK_NAME
 
 MAX_SCENES_LISTED = 200
 _MAX_DEPTH = 3  # folders below the root searched for scenes

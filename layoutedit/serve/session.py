@@ -20,9 +20,9 @@ from layoutedit.atomic import write_atomic, write_png_atomic
 from layoutedit.serve.boxes import ObjectBox, boxes_of, layout_from_boxes
 
 if TYPE_CHECKING:
-    from layoutedit.editing import Candidate
+    from layoutedit.editing.session import Candidate
     from layoutedit.editor import EditOutcome
-    from layoutedit.scene import Scene
+    from layoutedit.scenes.scene import Scene
 
 GIF_SIDE = 256  # frames of the history GIF are enlarged (nearest) to at least this side
 GIF_FRAME_MS = 800

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from layoutedit.errors import UserError
-from layoutedit.image_io import to_rgb_array
+from layoutedit.scenes.image_io import to_rgb_array
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB
 MAX_UPLOAD_PIXELS = 4096 * 4096  # 16.8 megapixels

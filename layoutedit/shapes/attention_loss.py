@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from layoutedit.attention_supervision import (
+from layoutedit.learning.attention_supervision import (
     LayerProbabilities,
     attach_recorders,
     mask_attention_loss,

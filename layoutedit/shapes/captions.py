@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from layoutedit.prompts import join_objects
+from layoutedit.scenes.prompts import join_objects
 
 PICTURE_PREFIX = "a high quality picture of "
 PHOTO_PREFIX = "a photo of "

@@ -136,7 +136,11 @@ def attention_shares(
     The generated latents (B, 4, h, w) are re-noised at `timesteps`; one conditional UNet
     pass each records the `res` x `res` cross-attention maps (mean over layers and heads).
     """
-    from layoutedit.attention import AttentionStore, cross_attention_sides, install_processors
+    from layoutedit.editing.attention import (
+        AttentionStore,
+        cross_attention_sides,
+        install_processors,
+    )
 
     unet = pipe.unet
     sides = cross_attention_sides(unet, latents.shape[-1])

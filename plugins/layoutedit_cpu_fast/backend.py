@@ -69,7 +69,7 @@ class CpuFastBackend:
             record_layers: keys of `unet.attn_processors` (ending in `.processor`) or module
                 names without it.
         """
-        from layoutedit.attention import install_processors
+        from layoutedit.editing.attention import install_processors
 
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]
         install_processors(unet, wanted, make_default=_sdpa, make_idle=_sdpa)

@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-from layoutedit.attention import AttentionStore, run_until_collected
 from layoutedit.counting import UNetCounter
-from layoutedit.denoising import NoisePredictor, cfg_prediction
-from layoutedit.guidance import (
+from layoutedit.editing.attention import AttentionStore, run_until_collected
+from layoutedit.editing.denoising import NoisePredictor, cfg_prediction
+from layoutedit.editing.guidance import (
     guidance_active,
     object_losses,
     refinement_target,
     step_sizes,
     total_loss,
 )
-from layoutedit.inversion import Inversion
+from layoutedit.editing.inversion import Inversion
 
 
 @dataclass

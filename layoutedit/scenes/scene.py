@@ -10,7 +10,7 @@ A scene is a folder holding
 
 or the same three files named one by one. Pixels take the nearest label colour within
 `SceneOptions.colour_tolerance` (RGB distance), so anti-aliased, resized and JPEG-saved masks
-work; see `layoutedit.colour_match`.
+work; see `layoutedit.scenes.colour_match`.
 
 Label coding: `labels[y, x] = i` for object `i` (label-map order, background excluded), and
 `K = len(objects)` for the background. Arrays stay at the source image's size; the model
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from layoutedit.colour_match import RGB, format_colours, match_colours
 from layoutedit.config import SceneOptions
 from layoutedit.errors import UserError
-from layoutedit.image_io import check_file, read_json, read_rgb
-from layoutedit.label_map import BACKGROUND, parse_label_map
-from layoutedit.layout_ops import resize_labels, resize_nearest
-from layoutedit.prompts import placeholder_token, scene_prompt
+from layoutedit.scenes.colour_match import RGB, format_colours, match_colours
+from layoutedit.scenes.image_io import check_file, read_json, read_rgb
+from layoutedit.scenes.label_map import BACKGROUND, parse_label_map
+from layoutedit.scenes.layout_ops import resize_labels, resize_nearest
+from layoutedit.scenes.prompts import placeholder_token, scene_prompt
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MASK_NAME = "mask.png"

@@ -24,21 +24,21 @@ import torch
 
 from layoutedit import __version__
 from layoutedit.backend import Backend
-from layoutedit.checkpoints import CheckpointDir, RunTotals
-from layoutedit.concept import Concept
-from layoutedit.concept_check import source_attention_shares
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
-from layoutedit.finetune import kv_parameters, run_finetune
-from layoutedit.layout_ops import region_masks, square_pad
+from layoutedit.learning.checkpoints import CheckpointDir, RunTotals
+from layoutedit.learning.concept import Concept
+from layoutedit.learning.concept_check import source_attention_shares
+from layoutedit.learning.finetune import kv_parameters, run_finetune
+from layoutedit.learning.prior import PriorSet, generated_prior, load_prior_folder
+from layoutedit.learning.textual_inversion import LearnData, run_textual_inversion
+from layoutedit.learning.tokens import add_placeholders, get_rows
+from layoutedit.learning.training import NoProgress, ProgressHook
+from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.low_memory import prepare_learning
-from layoutedit.model_loading import LoadedModel
-from layoutedit.prior import PriorSet, generated_prior, load_prior_folder
-from layoutedit.prompts import token_positions
-from layoutedit.scene import Scene
-from layoutedit.textual_inversion import LearnData, run_textual_inversion
-from layoutedit.tokens import add_placeholders, get_rows
-from layoutedit.training import NoProgress, ProgressHook
+from layoutedit.scenes.layout_ops import region_masks, square_pad
+from layoutedit.scenes.prompts import token_positions
+from layoutedit.scenes.scene import Scene
 
 EXTRA_TOKENS = ("<new0>", "<new1>")
 
@@ -70,7 +70,7 @@ def prepare_data(model: LoadedModel, scene: Scene, token_ids: dict[str, int]) ->
 def _template(scene: Scene) -> str:
     # The scene prompt is the template with the joined placeholders; recover the template so
     # per-object prompts use exactly the user's wording.
-    from layoutedit.prompts import OBJECTS_FIELD, join_objects
+    from layoutedit.scenes.prompts import OBJECTS_FIELD, join_objects
 
     joined = join_objects(scene.tokens)
     if joined not in scene.prompt:

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from layoutedit.config import Settings, read_toml, resolve_settings
+from layoutedit.editing.sharding import Shard
 from layoutedit.errors import UserError
-from layoutedit.layout_edits import (
+from layoutedit.scenes.layout_edits import (
     FLAG_ORDER,
     ObjectState,
     Operation,
@@ -53,13 +54,12 @@ from layoutedit.layout_edits import (
     parse_operation,
     parse_step,
 )
-from layoutedit.scene import Layout, Scene, load_layout, load_scene
-from layoutedit.sharding import Shard
+from layoutedit.scenes.scene import Layout, Scene, load_layout, load_scene
 
 if TYPE_CHECKING:
-    from layoutedit.concept_store import ObtainedConcept
     from layoutedit.editor import Editor, EditOutcome
-    from layoutedit.training import ProgressHook
+    from layoutedit.learning.concept_store import ObtainedConcept
+    from layoutedit.learning.training import ProgressHook
 
 SUMMARY_FILE = "summary.json"
 SHEET_FILE = "sheet.png"
@@ -234,7 +234,7 @@ def sequence_sheet(
     every step's best edit."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from layoutedit.outputs import colour_labels
+    from layoutedit.editing.outputs import colour_labels
 
     tile, caption, gap = 160, 16, 6
 
@@ -306,14 +306,14 @@ def run_script(
         editor: the editor (its model, concepts and inversions are reused).
         learn_progress: progress of learning the scene (when it is not cached).
         on_step: called after each step this process runs, with the step and its record.
-        shard: this process's share of the steps (`layoutedit.sharding`); default all.
+        shard: this process's share of the steps (`layoutedit.editing.sharding`); default all.
 
     Returns:
         The summary (also written to `summary.json`); on a process other than rank 0, only
         its own step records (`partial: True`).
     """
     from layoutedit.atomic import write_json_atomic, write_png_atomic
-    from layoutedit.outputs import seed_file
+    from layoutedit.editing.outputs import seed_file
 
     shard = shard or Shard()
     began = time.perf_counter()
@@ -362,14 +362,14 @@ def run_animation(
 
     Writes `OUT/animation/frame-001.png ...`, `animation.gif` (and `.mp4` with
     imageio-ffmpeg), `sheet.png` (the steps' keyframes) and `summary.json` with the flicker
-    figures (`layoutedit.animation.flicker`).
+    figures (`layoutedit.editing.animation.flicker`).
 
     Args:
         script, editor, learn_progress, shard: as for `run_script` (a shard splits frames).
         on_frame: called after each frame with (frame number, frame count, its record).
     """
-    from layoutedit.animation import flicker, frame_file, in_between, write_animation
     from layoutedit.atomic import write_json_atomic, write_png_atomic
+    from layoutedit.editing.animation import flicker, frame_file, in_between, write_animation
 
     shard = shard or Shard()
     began = time.perf_counter()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from layoutedit.checkpoints import (
+from layoutedit.config import LearnConfig
+from layoutedit.learning.checkpoints import (
     Checkpoint,
     CheckpointDir,
     RunTotals,
@@ -22,13 +23,10 @@ from layoutedit.checkpoints import (
     set_adam_state,
     stage_checkpoint,
 )
-from layoutedit.config import LearnConfig
-from layoutedit.model_loading import LoadedModel
-from layoutedit.prior import PriorSet
-from layoutedit.prompts import token_positions
-from layoutedit.textual_inversion import LearnData, stage_seed
-from layoutedit.tokens import embedding_table
-from layoutedit.training import (
+from layoutedit.learning.prior import PriorSet
+from layoutedit.learning.textual_inversion import LearnData, stage_seed
+from layoutedit.learning.tokens import embedding_table
+from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
@@ -37,6 +35,8 @@ from layoutedit.training import (
     run_stage,
     scaled_lr,
 )
+from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.scenes.prompts import token_positions
 
 STAGE = "ft"
 _ADAM_TABLE = "adam.table."  # checkpoint name prefix of the extra-token rows' moments

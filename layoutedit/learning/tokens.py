@@ -15,7 +15,7 @@ import torch
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
-    from layoutedit.model_loading import LoadedModel
+    from layoutedit.loading.model_loading import LoadedModel
 
 
 def embedding_table(model: LoadedModel) -> torch.nn.Embedding:

@@ -7,7 +7,8 @@ whose state is saved in every checkpoint, so a resumed run draws exactly what an
 uninterrupted run would have drawn.
 
 `run_stage` is the optimiser-step loop of both stages (`textual_inversion`, `finetune`); each
-stage gives it its micro-batch loss, and saves and resumes through `layoutedit.checkpoints`.
+stage gives it its micro-batch loss, and saves and resumes through
+`layoutedit.learning.checkpoints`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any, Protocol
 import torch
 from diffusers import DDPMScheduler
 
-from layoutedit.attention_supervision import (
+from layoutedit.learning.attention_supervision import (
     LayerProbabilities,
     mask_attention_loss,
     recording_attention,
 )
-from layoutedit.checkpoints import Checkpoint, CheckpointDir, RunTotals
-from layoutedit.model_loading import LoadedModel
+from layoutedit.learning.checkpoints import Checkpoint, CheckpointDir, RunTotals
+from layoutedit.loading.model_loading import LoadedModel
 
 
 class ProgressHook(Protocol):

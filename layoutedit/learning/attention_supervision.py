@@ -5,7 +5,7 @@ a target region, which only works when that map sits on the object in the first 
 trainings add the guidance objective itself as a loss, with exact masks:
 
 - the embedded model's recipe (`layoutedit.shapes.train`): every word of an object's phrase;
-- the learning stage (`layoutedit.textual_inversion`, `layoutedit.finetune`): every object's
+- the learning stage (`textual_inversion`, `finetune` in `layoutedit.learning`): every object's
   placeholder, Break-A-Scene's answer to concept bleeding (one placeholder drawing another's
   object). Without it a placeholder learned on a small model attends to a neighbour's object
   as readily as to its own, and guidance then moves the wrong thing.
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layoutedit.attention import AttentionStore, cross_attention_sides, install_processors
+from layoutedit.editing.attention import AttentionStore, cross_attention_sides, install_processors
 
 
 class LayerProbabilities(AttentionStore):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.layout_ops import Placement
+from layoutedit.scenes.layout_ops import Placement
 
 __all__ = ["Placement", "background_mean", "fill_holes", "grow", "paste_edit", "rim_width"]
 

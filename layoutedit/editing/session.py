@@ -31,26 +31,38 @@ import numpy as np
 import torch
 from PIL import Image
 
-from layoutedit.attention import AttentionStore, choose_attention_res, cross_attention_sides
-from layoutedit.compositing import composite, keep_alpha, match_colours
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.denoising import UNetRunner, scheduler_pair
+from layoutedit.editing.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.editing.compositing import composite, keep_alpha, match_colours
+from layoutedit.editing.denoising import UNetRunner, scheduler_pair
+from layoutedit.editing.guidance import total_loss
+from layoutedit.editing.inversion import Inversion, invert
+from layoutedit.editing.paste import grow, paste_edit, rim_width
+from layoutedit.editing.ranking import LayoutScorer
+from layoutedit.editing.sampling import (
+    AttentionGuide,
+    BackgroundBlend,
+    SamplingStats,
+    StepHook,
+    sample,
+)
 from layoutedit.errors import UserError
-from layoutedit.guidance import total_loss
-from layoutedit.inversion import Inversion, invert
-from layoutedit.layout_ops import blend_mask, estimate_placements, region_masks, square_pad, unpad
 from layoutedit.low_memory import prepare_editing
-from layoutedit.paste import grow, paste_edit, rim_width
-from layoutedit.prompts import token_positions
-from layoutedit.ranking import LayoutScorer
-from layoutedit.sampling import AttentionGuide, BackgroundBlend, SamplingStats, StepHook, sample
+from layoutedit.scenes.layout_ops import (
+    blend_mask,
+    estimate_placements,
+    region_masks,
+    square_pad,
+    unpad,
+)
+from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
     from layoutedit.backend import Backend
-    from layoutedit.concept import Concept
-    from layoutedit.model_loading import LoadedModel
-    from layoutedit.scene import Layout, Scene
+    from layoutedit.learning.concept import Concept
+    from layoutedit.loading.model_loading import LoadedModel
+    from layoutedit.scenes.scene import Layout, Scene
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total): called as work advances (the CLI draws a bar)."""
@@ -185,7 +197,7 @@ class EditSession:
         prepare_editing(model, config)  # config.low_memory: VAE slicing
         # 2. prompt and token positions (from the tokenized prompt, never typed in)
         if config.use_concept and concept is not None:
-            from layoutedit.concept import apply_concept
+            from layoutedit.learning.concept import apply_concept
 
             apply_concept(model, concept)
             self.prompt = concept.prompt

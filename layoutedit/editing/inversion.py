@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.schedulers.scheduling_ddim_inverse import DDIMInverseScheduler
 
-from layoutedit.denoising import NoisePredictor
+from layoutedit.editing.denoising import NoisePredictor
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Pure numpy, no model. An operation changes the *current state* of the objects (the source's
 masks, or the previous step's layout) and the state is drawn into a label grid in the scene's
-coding (`layoutedit.scene`: value `i < K` is object `i`, `K` the background).
+coding (`layoutedit.scenes.scene`: value `i < K` is object `i`, `K` the background).
 
     move     cat=+40,-10          shift by pixels (x right, y down), or by fractions of the
              cat=+0.1,-0.05       image's width and height (every number in [-1, 1] with a
@@ -31,7 +31,7 @@ import numpy as np
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
-    from layoutedit.scene import Layout, Scene
+    from layoutedit.scenes.scene import Layout, Scene
 
 MIN_IN_FRAME = 0.8
 """Share of an object's (transformed) area that must stay inside the image."""
@@ -389,7 +389,7 @@ def operations_layout(
 ) -> Layout:
     """The layout that `operations` (objects, or strings such as `"move cat=+40,-10"`) make
     from `base` (default: the source's masks). The Layout keeps `base`'s path."""
-    from layoutedit.scene import Layout
+    from layoutedit.scenes.scene import Layout
 
     ops = [parse_step(op) if isinstance(op, str) else op for op in operations]
     start = base.labels if base is not None else scene.labels

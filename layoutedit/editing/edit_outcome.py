@@ -1,6 +1,6 @@
 """`EditOutcome`: what `Editor.edit` returns, an `EditResult` that can save itself.
 
-`save(folder)` writes what `layoutedit edit` writes for one layout (`layoutedit.outputs`:
+`save(folder)` writes what `layoutedit edit` writes for one layout (`layoutedit.editing.outputs`:
 seed PNGs, sheet.png, edit.json) plus, for a layout made by operations or from a label
 grid, the layout map `layout.png` in the scene's colours, so that it can be seen and reused.
 """
@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from layoutedit.editing import EditResult
-from layoutedit.scene import Scene
+from layoutedit.editing.session import EditResult
+from layoutedit.scenes.scene import Scene
 
 LAYOUT_FILE = "layout.png"
 
@@ -69,7 +69,13 @@ class EditOutcome(EditResult):
             own file), `best` and `seed-N` per kept seed.
         """
         from layoutedit.atomic import write_png_atomic
-        from layoutedit.outputs import RESULT_FILE, SHEET_FILE, colour_labels, seed_file, write_edit
+        from layoutedit.editing.outputs import (
+            RESULT_FILE,
+            SHEET_FILE,
+            colour_labels,
+            seed_file,
+            write_edit,
+        )
 
         if self.scene is None:
             raise ValueError("this result has no scene to save against")

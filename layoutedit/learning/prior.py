@@ -29,8 +29,8 @@ from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.config import LearnConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.errors import UserError
-from layoutedit.image_io import read_rgb
-from layoutedit.model_loading import LoadedModel
+from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.scenes.image_io import read_rgb
 
 _ENCODE_BATCH = 4
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from layoutedit.colour_match import RGB, close_pairs
 from layoutedit.config import SceneOptions
 from layoutedit.errors import UserError
-from layoutedit.prompts import placeholder_token
+from layoutedit.scenes.colour_match import RGB, close_pairs
+from layoutedit.scenes.prompts import placeholder_token
 
 BACKGROUND = "background"
 

@@ -1,6 +1,6 @@
 """Pure-numpy geometry on images and label grids: square padding, nearest resizing, region masks.
 
-Label grids use the coding of `layoutedit.scene`: value `i < K` is object `i`, value `K` is
+Label grids use the coding of `layoutedit.scenes.scene`: value `i < K` is object `i`, value `K` is
 the background (K = number of objects).
 
 Non-square images: the model works on squares, so an image is padded to a square of side
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from layoutedit.scene import Layout, Scene
+    from layoutedit.scenes.scene import Layout, Scene
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from layoutedit.attention import (
+from layoutedit.editing.attention import (
     AttentionStore,
     choose_attention_res,
     cross_attention_sides,
     install_processors,
 )
-from layoutedit.layout_ops import region_masks, square_pad
+from layoutedit.scenes.layout_ops import region_masks, square_pad
 
 if TYPE_CHECKING:
-    from layoutedit.model_loading import LoadedModel
-    from layoutedit.scene import Scene
+    from layoutedit.loading.model_loading import LoadedModel
+    from layoutedit.scenes.scene import Scene
 
 CHECK_TIMESTEPS = (250, 500, 750)
 """Noise levels the shares are averaged over (of 1000 training timesteps)."""
@@ -58,7 +58,7 @@ def source_attention_shares(
     Returns:
         K shares in [0, 1]. The UNet's attention processors are restored afterwards.
     """
-    from layoutedit.training import training_scheduler  # torch-heavy; only here
+    from layoutedit.learning.training import training_scheduler  # torch-heavy; only here
 
     sides = cross_attention_sides(model.unet, model.latent_size)
     res = choose_attention_res(sides, model.latent_size, attention_res)

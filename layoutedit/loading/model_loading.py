@@ -27,10 +27,10 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from layoutedit.errors import UserError
-from layoutedit.fingerprint import model_fingerprint
+from layoutedit.loading.fingerprint import model_fingerprint
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_ROOT = Path(__file__).resolve().parent / "models"
+BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "models"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 COMPONENTS = ("unet", "vae", "text_encoder")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -123,7 +123,7 @@ class LoadedModel:
         """Every cross-attention (`attn2`) layer with its head count and query-grid side."""
         from diffusers.models.attention_processor import Attention
 
-        from layoutedit.attention import cross_attention_sides
+        from layoutedit.editing.attention import cross_attention_sides
 
         sides = cross_attention_sides(self.unet, self.latent_size)
         return [
@@ -339,7 +339,7 @@ def load_model(
     """
     path = resolve_model_path(spec, allow_pickle=allow_pickle)
     if path.is_file():
-        from layoutedit.single_file import load_single_file
+        from layoutedit.loading.single_file import load_single_file
 
         parts, files, config = load_single_file(
             path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from layoutedit.checkpoints import (
+from layoutedit.config import LearnConfig
+from layoutedit.learning.checkpoints import (
     Checkpoint,
     CheckpointDir,
     RunTotals,
@@ -26,11 +27,8 @@ from layoutedit.checkpoints import (
     rows_state,
     stage_checkpoint,
 )
-from layoutedit.config import LearnConfig
-from layoutedit.model_loading import LoadedModel
-from layoutedit.prompts import scene_prompt, token_positions
-from layoutedit.tokens import embedding_table
-from layoutedit.training import (
+from layoutedit.learning.tokens import embedding_table
+from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
@@ -40,6 +38,8 @@ from layoutedit.training import (
     run_stage,
     scaled_lr,
 )
+from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.scenes.prompts import scene_prompt, token_positions
 
 _ADAM = "adam."  # checkpoint name prefix of the placeholder rows' optimiser moments
 

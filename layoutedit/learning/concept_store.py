@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from layoutedit.backend import Backend
-from layoutedit.checkpoints import CheckpointDir
-from layoutedit.concept import Concept
 from layoutedit.config import LearnConfig
-from layoutedit.learn import learn_concept
-from layoutedit.model_loading import LoadedModel
-from layoutedit.prior import prior_folder_digest
-from layoutedit.scene import Scene
-from layoutedit.training import ProgressHook
+from layoutedit.learning.checkpoints import CheckpointDir
+from layoutedit.learning.concept import Concept
+from layoutedit.learning.learn import learn_concept
+from layoutedit.learning.prior import prior_folder_digest
+from layoutedit.learning.training import ProgressHook
+from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.scenes.scene import Scene
 
 KIND = "concept"
 ARTIFACT = "concept"
@@ -108,7 +108,7 @@ def obtain_concept(
         force: learn again even when the cache has the concept.
         on_wait: called if another process holds the key's lock (it is learning this scene).
     """
-    from layoutedit.concept import apply_concept
+    from layoutedit.learning.concept import apply_concept
 
     key = scene_learn_key(model, scene, cfg)
     with cache.lock(key, on_wait=on_wait):

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from layoutedit.atomic import atomic_folder
 from layoutedit.errors import UserError
-from layoutedit.tokens import set_rows
+from layoutedit.learning.tokens import set_rows
 
 if TYPE_CHECKING:
-    from layoutedit.model_loading import LoadedModel
+    from layoutedit.loading.model_loading import LoadedModel
 
 CONCEPT_FORMAT = 1
 TENSORS_FILE = "concept.safetensors"

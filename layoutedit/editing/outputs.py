@@ -27,8 +27,8 @@ from layoutedit.atomic import atomic_folder
 from layoutedit.errors import UserError
 
 if TYPE_CHECKING:
-    from layoutedit.editing import Candidate, EditResult
-    from layoutedit.scene import Scene
+    from layoutedit.editing.session import Candidate, EditResult
+    from layoutedit.scenes.scene import Scene
 
 RESULT_FILE = "edit.json"
 SHEET_FILE = "sheet.png"

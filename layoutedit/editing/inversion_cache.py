@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layoutedit.inversion import Inversion
+from layoutedit.editing.inversion import Inversion
 
 if TYPE_CHECKING:
-    from layoutedit.editing import EditSession
-    from layoutedit.scene import Scene
+    from layoutedit.editing.session import EditSession
+    from layoutedit.scenes.scene import Scene
     from layoutedit_cache import ConceptCache
 
 ARTIFACT = "latents"

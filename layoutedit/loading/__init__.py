@@ -1,0 +1,1 @@
+"""Loading a model from any of its four forms, and its fingerprint."""

@@ -1,0 +1,1 @@
+"""Reading scenes and layouts, and layout maths (pure numpy and PIL)."""

@@ -116,8 +116,9 @@ def test_scores_rank_paste_above_doing_nothing() -> None:
     paste, unchanged = (r.metrics for r in result.rows)
     assert paste["layout_iou"] > unchanged["layout_iou"] + 0.1
     assert paste["in_region"] > unchanged["in_region"]
-    # Returning the source leaves the shared background exactly as it was.
-    assert unchanged["background_psnr"] == PSNR_CAP_DB
+    # Returning the source keeps the shared background, except the faint anti-aliased rims
+    # the moved objects leave where they were (the truth has none): high, not perfect.
+    assert 25.0 < unchanged["background_psnr"] < PSNR_CAP_DB
     assert unchanged["shape_iou"] > 0.9 and unchanged["colour_error"] < 5
     assert [len(v) for v in result.outputs.values()] == [len(cases)] * 2
     assert all(isinstance(img, np.ndarray) for img in result.outputs["paste"].values())

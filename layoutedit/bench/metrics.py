@@ -133,6 +133,9 @@ def background_psnr(
     background_index: int,
 ) -> float:
     """PSNR of `output` against `source` over pixels that are background in both the source
-    labels and the (exact) target labels, (H, W) int grids with `background_index` = K."""
+    labels and the (exact) target labels, (H, W) int grids with `background_index` = K.
+
+    The bench passes the target image (the truth) as `source`: the same background, but
+    without the moved objects' old anti-aliased rims, which the source image still holds."""
     keep = (source_labels == background_index) & (target_labels == background_index)
     return psnr(output, source, keep)

@@ -74,8 +74,10 @@ def score(case: Case, output: np.ndarray, model: ColourModel | None = None) -> S
         in_region=in_region_share(found, case.region_masks),
         colour_error=colour_error(output, found, case.source_colours(), fallback=target),
         shape_iou=float(np.mean(shapes)),
+        # Against the target image: its background is the source's, except that an object
+        # that moved leaves no anti-aliased outline where it was (the source still has one).
         background_psnr=background_psnr(
-            output, case.source.image, case.source_labels, case.target_labels, case.n_objects
+            output, case.truth.image, case.source_labels, case.target_labels, case.n_objects
         ),
     )
 

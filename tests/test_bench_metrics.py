@@ -18,7 +18,7 @@ from layoutedit.bench.metrics import (
     psnr,
     shape_iou,
 )
-from layoutedit.bench.morphology import (
+from layoutedit.scenes.morphology import (
     components,
     dilate,
     disk,

@@ -8,8 +8,8 @@ import pytest
 
 from layoutedit.bench.cases import make_cases
 from layoutedit.bench.metrics import iou
-from layoutedit.bench.segment import fit_colour_model, kmeans, segment
 from layoutedit.editing.paste import background_mean, paste_edit
+from layoutedit.scenes.colour_segment import fit_colour_model, kmeans, segment
 from layoutedit.shapes.world import sample_scene
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from layoutedit.bench.morphology import dilate, disk
 from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.morphology import dilate, disk
 from layoutedit.shapes.world import (
     ShapeSpec,
     WorldScene,

@@ -10,20 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from layoutedit.scenes.layout_ops import iou as iou  # re-exported: the bench scores with it
 from layoutedit.scenes.layout_ops import resize_nearest
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical pixels (MSE 0), so that results stay finite numbers in JSON."""
 SHAPE_SIDE = 32
 """Side, in pixels, that both masks are resized to for the shape IoU."""
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two same-shape bool masks; two empty masks score 1."""
-    union = int(np.logical_or(a, b).sum())
-    if union == 0:
-        return 1.0
-    return int(np.logical_and(a, b).sum()) / union
 
 
 def layout_iou(found: np.ndarray, target: np.ndarray) -> float:

@@ -20,8 +20,8 @@ from layoutedit.bench.metrics import (
     layout_iou,
     shape_iou,
 )
-from layoutedit.bench.morphology import largest_component
-from layoutedit.bench.segment import ColourModel, fit_colour_model, segment
+from layoutedit.scenes.colour_segment import ColourModel, fit_colour_model, segment
+from layoutedit.scenes.morphology import largest_component
 
 METRICS: tuple[str, ...] = (
     "layout_iou",

@@ -187,6 +187,14 @@ def object_moves(scene: Scene, layout: Layout) -> list[ObjectMove]:
     return moves
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two same-shape bool masks; two empty masks score 1."""
+    union = int(np.logical_or(a, b).sum())
+    if union == 0:
+        return 1.0
+    return int(np.logical_and(a, b).sum()) / union
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where one object goes: its source centre, its target centre (px) and its scale."""

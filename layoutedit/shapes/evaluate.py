@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from layoutedit.bench.cases import exact_mask
-from layoutedit.bench.morphology import largest_component
+from layoutedit.scenes.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
 from layoutedit.shapes.world import (
     _BACKGROUND_MEAN,

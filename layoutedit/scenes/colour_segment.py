@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from layoutedit.bench.morphology import disk, erode, fill_small_holes, remove_small
+from layoutedit.scenes.morphology import disk, erode, fill_small_holes, remove_small
 
 
 @dataclass(frozen=True)

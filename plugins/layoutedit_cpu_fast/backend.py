@@ -15,11 +15,12 @@ units and moves the images further from the reference's, so it is off.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
+
+from layoutedit_cpu import CpuBackend
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
@@ -31,8 +32,9 @@ def _sdpa() -> object:
     return AttnProcessor2_0()
 
 
-class CpuFastBackend:
-    """The CPU with fused attention and batched classifier-free guidance."""
+class CpuFastBackend(CpuBackend):
+    """The CPU with fused attention and batched classifier-free guidance (device, dtype and
+    the absent autocast are the reference's)."""
 
     name: ClassVar[str] = "cpu-fast"
     description: ClassVar[str] = "CPU: fused SDPA attention, batched CFG, fp32."
@@ -45,16 +47,6 @@ class CpuFastBackend:
         if not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
             return "needs PyTorch 2.0 or later (scaled_dot_product_attention)"
         return None
-
-    @property
-    def device(self) -> torch.device:
-        """The CPU."""
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """fp32 weights."""
-        return torch.float32
 
     @property
     def batch_cfg(self) -> bool:
@@ -75,7 +67,3 @@ class CpuFastBackend:
         install_processors(unet, wanted, make_default=_sdpa, make_idle=_sdpa)
         # Here because the protocol has no other hook before the UNet runs; idempotent.
         cast(Any, unet).to(memory_format=torch.channels_last)
-
-    def autocast(self) -> contextlib.AbstractContextManager[None]:
-        """No autocast: fp32 throughout."""
-        return contextlib.nullcontext()

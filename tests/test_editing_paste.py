@@ -68,3 +68,13 @@ def test_colour_matching_pulls_each_object_to_its_source_colour(model: Any) -> N
             ]
         )
     assert errors[True] < 15.0 and errors[True] < errors[False] / 4
+
+
+def test_an_object_that_stays_keeps_its_rim(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=0)  # nothing moves
+    cfg = fast_config(init="paste", background_composite=True, composite_feather=0.0)
+    image = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout).best().image
+    objects = scene.labels != scene.background_index
+    same = np.all(image == scene.image, axis=-1)
+    assert same[~objects].all()  # the whole background, rims included, is the source's

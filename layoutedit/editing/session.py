@@ -359,16 +359,17 @@ class EditSession:
             masks = self.scene.object_masks()
             images = [match_colours(i, self.scene.image, footprints, masks) for i in images]
         if cfg.background_composite:
-            # Objects sit on their pasted footprints, else anywhere in their regions; the
-            # source objects' anti-aliased rims are not background to keep either (they
-            # would leave an outline where an object was).
-            occupied = (
-                footprints.any(axis=0)
-                if footprints is not None
-                else layout.labels != self.scene.background_index
-            )
+            # Objects sit on their pasted footprints, else anywhere in their regions. Where
+            # an object left, its anti-aliased rim is not background to keep either (it
+            # would leave an outline); an object that stayed keeps its rim.
             objects = self.scene.labels != self.scene.background_index
-            keep = ~grow(objects, rim_width(objects.shape)) & ~occupied
+            if footprints is not None:
+                occupied = footprints.any(axis=0)
+                vacated = objects & ~occupied
+            else:
+                occupied = layout.labels != self.scene.background_index
+                vacated = objects
+            keep = ~objects & ~grow(vacated, rim_width(objects.shape)) & ~occupied
             alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
             images = [composite(i, self.scene.image, alpha) for i in images]
         return images

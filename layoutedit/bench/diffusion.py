@@ -195,8 +195,16 @@ class DiffusionRuntime:
             self.backend,
             concept=learned.concept if learned is not None else None,
         )
-        shares = source_attention_shares(
-            model, scene, session.prompt, session.positions, attention_res=session.res
+        # A concept measured its placeholders when it was learned; plain words are measured here.
+        stored = (
+            learned.concept.meta.get("attention_shares") if learned and cfg.use_concept else None
+        )
+        shares = (
+            [stored[name] for name in scene.names]
+            if stored
+            else source_attention_shares(
+                model, scene, session.prompt, session.positions, attention_res=session.res
+            )
         )
         inv_key = (seed, _settings_key(learn_cfg, options), cfg.steps)
         shared = self._inverted.get(inv_key) if spec.uses_concept else None

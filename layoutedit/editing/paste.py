@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.morphology import dilate
 
 __all__ = ["Placement", "background_mean", "fill_holes", "grow", "paste_edit", "rim_width"]
 
@@ -97,13 +98,7 @@ def rim_width(shape: tuple[int, ...]) -> int:
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:
     """(H, W) bool `mask` grown by `radius` pixels (a square neighbourhood)."""
-    padded = np.pad(mask, radius)
-    h, w = mask.shape
-    out = np.zeros_like(mask, dtype=bool)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            out |= padded[dy : dy + h, dx : dx + w]
-    return out
+    return dilate(mask, np.ones((2 * radius + 1, 2 * radius + 1), dtype=bool))
 
 
 _RELAX_STEPS = 8

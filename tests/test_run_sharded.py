@@ -4,15 +4,11 @@ run (steps and animation frames split between the processes)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch_support import launch
 from PIL import Image
 
 from layoutedit.editing.sharding import Shard, current_shard
@@ -54,50 +50,8 @@ def test_shard_takes_every_nth_item(monkeypatch: pytest.MonkeyPatch) -> None:
         current_shard()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _layoutedit(model: Path, cache: Path, *args: str, processes: int) -> None:
-    base = [
-        "-m",
-        "layoutedit",
-        "--model",
-        str(model),
-        "--backend",
-        "cpu",
-        "--cache-dir",
-        str(cache),
-    ]
-    if processes == 1:
-        command = [sys.executable, *base, *args]
-    else:
-        accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-        if accelerate is None:
-            pytest.skip("accelerate's launcher is not installed")
-        command = [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--num_cpu_threads_per_process",
-            "1",
-            "--main_process_port",
-            str(_free_port()),
-            *base,
-            *args,
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = launch(model, cache, *args, processes=processes)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

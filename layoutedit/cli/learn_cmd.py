@@ -23,6 +23,8 @@ from layoutedit.cli.common import (
     user_errors,
 )
 from layoutedit.cli.progress import learning_progress
+from layoutedit.editing.sharding import Shard, claim_shard
+from layoutedit.errors import UserError
 from layoutedit.planning.archs import SUPPORTED_FAMILIES
 
 HELP = """Learn the objects of one scene: masked textual inversion of every object, then the
@@ -157,6 +159,13 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         configure_library_logging(app_state.verbose)
+        # Under `accelerate launch` / `torchrun` the launcher's rank variables are taken out
+        # before anything builds an `Accelerator` (see `claim_shard`): learning one scene is
+        # not split, so rank 0 learns as a single process and the others leave.
+        try:
+            shard = claim_shard()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         run_learn(
             app_state,
             scene_dir=scene_dir,
@@ -181,6 +190,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             allow_pickle=allow_pickle,
             model_config=model_config,
+            shard=shard,
         )
 
 
@@ -198,9 +208,16 @@ def run_learn(
     force: bool,
     allow_pickle: bool,
     model_config: Path | None,
+    shard: Shard = Shard(),
 ) -> None:
     """The command's work: settings -> scene -> an `Editor` learns (or finds) the concept ->
-    report."""
+    report.
+
+    With several processes (`shard.world` > 1) only rank 0 learns, writes `--out` and
+    reports; every other rank checks the options and the scene (so bad input fails in each
+    process alike), prints one line on stderr and returns. Waiting for rank 0 instead would
+    only hold the launcher's slot: it ends when every process has ended anyway.
+    """
     from layoutedit.config import resolve_settings
     from layoutedit.scenes.scene import check_latent, load_scene
 
@@ -208,6 +225,14 @@ def run_learn(
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
     # Options and scene files are checked before the model stack is imported (seconds).
     scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
+    if not shard.is_main:
+        if not app_state.quiet:
+            err_console.print(
+                f"process {shard.rank} of {shard.world}: learning is not split between "
+                "processes; process 0 learns the scene",
+                highlight=False,
+            )
+        return
     from layoutedit.editor import Editor
     from layoutedit.learning.concept import export_diffusers
 

@@ -57,6 +57,8 @@ _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
 def claim_shard() -> Shard:
     """`current_shard()`, then the launcher's rank variables taken out of `os.environ`.
 
+    Called by `run`, `edit` and `learn` before anything builds an `Accelerator`.
+
     Why: learning builds an `accelerate.Accelerator`, which joins a process group whenever
     it sees `WORLD_SIZE` > 1, and joining blocks until every process joins. One process
     learns while the others wait on the cache's lock for its result, so they would never

@@ -104,21 +104,23 @@ class _Pristine:
 
     def __init__(self, model: LoadedModel) -> None:
         from layoutedit.learning.finetune import kv_parameters
-        from layoutedit.learning.tokens import embedding_table
+        from layoutedit.learning.tokens import embedding_tables
 
         self.kv = {n: p.detach().float().cpu().clone() for n, p in kv_parameters(model).items()}
-        self.rows = embedding_table(model).weight.detach().float().cpu().clone()  # (V, D)
+        # (V_e, D_e) per text encoder (two for SDXL)
+        self.rows = [t.weight.detach().float().cpu().clone() for t in embedding_tables(model)]
 
     def restore(self, model: LoadedModel) -> None:
         """Put the base weights back (rows added for placeholders since are left alone)."""
         from layoutedit.learning.finetune import kv_parameters
-        from layoutedit.learning.tokens import embedding_table
+        from layoutedit.learning.tokens import embedding_tables
 
         with torch.no_grad():
             for name, param in kv_parameters(model).items():
                 param.copy_(self.kv[name].to(device=param.device, dtype=param.dtype))
-            weight = embedding_table(model).weight
-            weight[: len(self.rows)] = self.rows.to(device=weight.device, dtype=weight.dtype)
+            for table, rows in zip(embedding_tables(model), self.rows, strict=True):
+                weight = table.weight
+                weight[: len(rows)] = rows.to(device=weight.device, dtype=weight.dtype)
 
 
 def _tensor_digest(concept: Concept) -> str:
@@ -214,7 +216,7 @@ class Editor:
             model = self.model
         assert self._pristine is not None
         self._pristine.restore(model)
-        for module in (model.unet, model.vae, model.text_encoder):
+        for module in model.modules:
             if module.dtype != dtype:
                 module.to(dtype)
         self._session, self._session_ident = None, None

@@ -5,7 +5,7 @@ Learning (`LearnConfig.low_memory`):
   recompute the rest (about a third more compute, most activations gone);
 - on CUDA with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as
   well (autocast casts them to it anyway), while the trained parameters (the text encoder's
-  embedding table, attn2 to_k/to_v) stay fp32 for the optimiser.
+  embedding tables, attn2 to_k/to_v) stay fp32 for the optimiser.
 
 Editing (`EditConfig.low_memory`):
 - VAE slicing: decoding a batch one image at a time.
@@ -38,17 +38,18 @@ def frozen_dtype(cfg: LearnConfig) -> torch.dtype | None:
 
 
 def trained_parameters(model: LoadedModel) -> list[torch.Tensor]:
-    """What learning trains: the embedding table and every attn2 to_k/to_v parameter."""
+    """What learning trains: every text encoder's embedding table and every attn2
+    to_k/to_v parameter."""
     from layoutedit.learning.finetune import kv_parameters
-    from layoutedit.learning.tokens import embedding_table
+    from layoutedit.learning.tokens import embedding_tables
 
-    return [embedding_table(model).weight, *kv_parameters(model).values()]
+    tables = [table.weight for table in embedding_tables(model)]
+    return [*tables, *kv_parameters(model).values()]
 
 
 def store_frozen(model: LoadedModel, dtype: torch.dtype) -> None:
     """Cast every weight to `dtype`, then the trained parameters back to fp32 (in place)."""
-    modules: tuple[Any, ...] = (model.unet, model.vae, model.text_encoder)
-    for module in modules:
+    for module in model.modules:
         module.to(dtype=dtype)
     for param in trained_parameters(model):
         param.data = param.data.float()

@@ -1,4 +1,5 @@
-"""Paths real models take: v-prediction (SD 2.x) end to end, and the low-memory setting."""
+"""Paths real models take: v-prediction (SD 2.x) end to end, and the low-memory setting
+(SDXL: tests/test_sdxl.py)."""
 
 from __future__ import annotations
 
@@ -143,14 +144,3 @@ def test_low_memory_learning_on_the_gpu(tiny_model_dir: Path) -> None:
     after = result.concept.kv_weights
     assert any(not torch.equal(before[k].cpu(), v) for k, v in after.items())
     assert all(torch.isfinite(v).all() for v in after.values())
-
-
-def test_an_sdxl_folder_is_refused_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    from layoutedit.errors import UserError
-
-    folder = shutil.copytree(tiny_model_dir, tmp_path / "sdxl")
-    shutil.copytree(folder / "text_encoder", folder / "text_encoder_2")
-    with pytest.raises(UserError, match="SDXL models are not supported yet"):
-        load_model(str(folder))

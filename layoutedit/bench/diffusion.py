@@ -94,13 +94,13 @@ class DiffusionRuntime:
         import torch
 
         side = model.latent_size
-        emb = model.encode_prompts(["a picture", ""]).float()  # (2, L, D)
+        texts = model.encode_text(["a picture", ""]).float()  # (2, L, D) (+ SDXL's extras)
         for batch in (1, 2):
             z = torch.randn(
                 batch, model.unet.config.in_channels, side, side, device=self.backend.device
             ).requires_grad_(True)
             t = torch.full((batch,), 500, device=self.backend.device)
-            model.unet(z, t, encoder_hidden_states=emb[:batch]).sample.sum().backward()
+            model.unet(z, t, **texts[:batch].unet_kwargs()).sample.sum().backward()
         with torch.no_grad():
             image = np.zeros((model.image_size, model.image_size, 3), dtype=np.uint8)
             model.decode_latents(model.encode_image(image))

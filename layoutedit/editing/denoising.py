@@ -1,7 +1,9 @@
 """The UNet call and the DDIM schedulers that inversion and editing share.
 
 `UNetRunner` is the one place a UNet is called during an edit: it applies the backend's
-dtype and autocast and counts evaluations (a batch of N samples is N forwards). Anything with
+dtype and autocast, hands the text conditioning to the UNet in its family's form
+(`TextConditioning.unet_kwargs`: SDXL's pooled embeddings and time ids too) and counts
+evaluations (a batch of N samples is N forwards). Anything with
 the same call signature (`NoisePredictor`) can stand in for it, which is how the tests check
 the inversion maths exactly with a stub whose prediction is known.
 
@@ -20,6 +22,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddim_inverse import DDIMInverseScheduler
 
 from layoutedit.counting import UNetCounter
+from layoutedit.loading.conditioning import Conditioning, as_conditioning, cat_conditioning
 
 # DDIMInverseScheduler supports only these; "linspace" configs fall back to "leading".
 _INVERTIBLE_SPACINGS = ("leading", "trailing")
@@ -29,10 +32,11 @@ class NoisePredictor(Protocol):
     """What sampling and inversion call: the model's prediction for a batch of latents."""
 
     def __call__(
-        self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor
+        self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: Conditioning
     ) -> torch.Tensor:
-        """latents (B, C, h, w), timestep (scalar int), embeddings (B, L, D) -> (B, C, h, w)
-        fp32 model output (noise, or v for v-prediction models)."""
+        """latents (B, C, h, w), timestep (scalar int), embeddings (B, L, D) or a
+        `TextConditioning` of B rows -> (B, C, h, w) fp32 model output (noise, or v for
+        v-prediction models)."""
         ...
 
 
@@ -59,16 +63,13 @@ class UNetRunner:
         self.counter = counter if counter is not None else UNetCounter()
 
     def __call__(
-        self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor
+        self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: Conditioning
     ) -> torch.Tensor:
         # Counted before the call: a guidance pass that stops early still costs its forward.
         self.counter.add(forward=int(latents.shape[0]))
+        text = as_conditioning(embeddings).to(self.dtype)
         with self.autocast():
-            out = self.unet(
-                latents.to(self.dtype),
-                timestep,
-                encoder_hidden_states=embeddings.to(self.dtype),
-            ).sample
+            out = self.unet(latents.to(self.dtype), timestep, **text.unet_kwargs()).sample
         return out.float()
 
 
@@ -104,8 +105,8 @@ def cfg_prediction(
     predict: NoisePredictor,
     latents: torch.Tensor,
     timestep: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     *,
     batch: bool,
@@ -117,7 +118,7 @@ def cfg_prediction(
         predict: the noise predictor.
         latents: (1, C, h, w).
         timestep: scalar timestep.
-        cond, uncond: (1, L, D) prompt and empty-prompt embeddings.
+        cond, uncond: (1, L, D) prompt and empty-prompt embeddings (or conditionings).
         guidance_scale: g; with g == 1 only the conditional prediction is computed.
         batch: run both predictions as one batch of 2 (faster on a GPU).
         cond_context: entered around the call that computes the conditional prediction
@@ -133,7 +134,8 @@ def cfg_prediction(
         return e_c, e_c
     if batch:
         with cond_context():
-            both = predict(torch.cat([latents, latents]), timestep, torch.cat([uncond, cond]))
+            texts = cat_conditioning([uncond, cond])
+            both = predict(torch.cat([latents, latents]), timestep, texts)
         e_u, e_c = both.chunk(2)
     else:
         e_u = predict(latents, timestep, uncond)

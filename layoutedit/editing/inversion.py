@@ -15,6 +15,7 @@ import torch
 from diffusers.schedulers.scheduling_ddim_inverse import DDIMInverseScheduler
 
 from layoutedit.editing.denoising import NoisePredictor
+from layoutedit.loading.conditioning import Conditioning
 
 
 @dataclass
@@ -66,7 +67,7 @@ def invert(
     predict: NoisePredictor,
     inverter: DDIMInverseScheduler,
     source: torch.Tensor,
-    cond: torch.Tensor,
+    cond: Conditioning,
 ) -> Inversion:
     """DDIM-invert `source` with the conditional prediction only.
 
@@ -75,7 +76,7 @@ def invert(
         inverter: a `DDIMInverseScheduler` with `set_timesteps(N)` done (see
             `denoising.scheduler_pair`).
         source: (1, C, h, w) clean latent z0 (VAE mean x scaling factor).
-        cond: (1, L, D) embeddings of the scene prompt.
+        cond: (1, L, D) embeddings of the scene prompt (or its `TextConditioning`).
 
     Returns:
         The latents after each inverse step, reordered to match the sampling timesteps.

@@ -37,6 +37,7 @@ from layoutedit.editing.guidance import (
     total_loss,
 )
 from layoutedit.editing.inversion import Inversion
+from layoutedit.loading.conditioning import Conditioning
 
 
 @dataclass
@@ -81,7 +82,7 @@ class AttentionGuide:
         predict: NoisePredictor,
         latents: torch.Tensor,
         timestep: torch.Tensor,
-        cond: torch.Tensor,
+        cond: Conditioning,
         counter: UNetCounter,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One gradient pass: (K,) losses and d(mean + max)/d latents, (1, C, h, w)."""
@@ -99,7 +100,7 @@ class AttentionGuide:
         latents: torch.Tensor,
         step: int,
         timestep: torch.Tensor,
-        cond: torch.Tensor,
+        cond: Conditioning,
         counter: UNetCounter,
         stats: SamplingStats,
     ) -> torch.Tensor:
@@ -173,8 +174,8 @@ def sample(
     predict: NoisePredictor,
     sampler: DDIMScheduler,
     start: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     *,
     batch_cfg: bool = False,
@@ -193,7 +194,8 @@ def sample(
         sampler: `DDIMScheduler` with `set_timesteps(N)` done.
         start: (1, C, h, w) z_T (seeded Gaussian noise; the inversion's last latent to
             reconstruct the source).
-        cond, uncond: (1, L, D) prompt and empty-prompt embeddings.
+        cond, uncond: (1, L, D) prompt and empty-prompt embeddings, or their
+            `TextConditioning` (SDXL: with pooled embeddings and time ids).
         guidance_scale: classifier-free guidance scale g.
         batch_cfg: one UNet call of batch 2 for the two predictions.
         guide: attention guidance and final-loss measurement; None for neither.

@@ -190,7 +190,7 @@ class EditSession:
                 f"the concept was learned for {', '.join(concept.tokens)}, "
                 f"but the scene has {', '.join(scene.tokens)}"
             )
-        for module in (model.unet, model.vae, model.text_encoder):
+        for module in model.modules:
             # Gradients flow to the latent only (learning may have left weights trainable).
             module.requires_grad_(False)
             module.eval()
@@ -225,10 +225,10 @@ class EditSession:
             raise RuntimeError(
                 f"backend {backend.name!r} did not install RecordingAttnProcessor on {wanted}"
             )
-        # 4. encode prompts: (1, L, D) each
+        # 4. encode prompts: (1, L, D) each (SDXL: with its pooled embeddings and time ids)
         with torch.no_grad():
-            embeddings = model.encode_prompts([self.prompt, ""]).float()
-        self.cond, self.uncond = embeddings[:1], embeddings[1:]
+            texts = model.encode_text([self.prompt, ""]).float()
+        self.cond, self.uncond = texts[:1], texts[1:]
         self.sampler, inverter = scheduler_pair(model.scheduler_config, config.steps)
         self.timings: dict[str, float] = {}
         # 5. encode the source, padded to a square for the model

@@ -2,8 +2,9 @@
 
 A concept is the learned embedding row of each placeholder token and of the two extra tokens,
 the fine-tuned cross-attention key/value weights of the UNet, the scene prompt and its
-metadata. On disk it is a folder with `concept.safetensors` (tensors `embeddings/<token>` and
-`kv/<unet state-dict key>`) and `concept.json` (everything else), written atomically.
+metadata. On disk it is a folder with `concept.safetensors` (tensors `embeddings/<token>`,
+on SDXL also `embeddings_2/<token>` for its second text encoder, and `kv/<unet state-dict
+key>`) and `concept.json` (everything else), written atomically.
 `export_diffusers` writes the same weights in the forms diffusers loads directly.
 """
 
@@ -29,6 +30,7 @@ CONCEPT_FORMAT = 1
 TENSORS_FILE = "concept.safetensors"
 META_FILE = "concept.json"
 EMB_PREFIX = "embeddings/"
+EMB2_PREFIX = "embeddings_2/"
 KV_PREFIX = "kv/"
 CUSTOM_DIFFUSION_FILE = "pytorch_custom_diffusion_weights.safetensors"
 
@@ -44,7 +46,10 @@ class Concept:
         kv_weights: UNet state-dict key (`...attn2.to_k.weight` / `...attn2.to_v.weight`) ->
             fine-tuned weight (out, in), fp32.
         prompt: scene prompt with every placeholder and the extra tokens.
-        meta: names, model fingerprint, learn config, UNet evaluations, timings, positions.
+        meta: names, model fingerprint and family, learn config, UNet evaluations, timings,
+            positions.
+        embeddings_2: token -> (D2,) fp32 row of the second text encoder (SDXL); empty for
+            a model with one text encoder.
     """
 
     tokens: tuple[str, ...]
@@ -53,6 +58,7 @@ class Concept:
     kv_weights: dict[str, torch.Tensor]
     prompt: str
     meta: dict[str, Any] = field(default_factory=dict)
+    embeddings_2: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def all_tokens(self) -> tuple[str, ...]:
@@ -60,8 +66,10 @@ class Concept:
         return (*self.tokens, *self.extra_tokens)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor under its file key (`embeddings/<token>`, `kv/<key>`), contiguous."""
+        """Every tensor under its file key (`embeddings/<token>`, `embeddings_2/<token>`,
+        `kv/<key>`), contiguous."""
         out = {f"{EMB_PREFIX}{t}": v.contiguous() for t, v in self.embeddings.items()}
+        out.update({f"{EMB2_PREFIX}{t}": v.contiguous() for t, v in self.embeddings_2.items()})
         out.update({f"{KV_PREFIX}{k}": v.contiguous() for k, v in self.kv_weights.items()})
         return out
 
@@ -94,6 +102,7 @@ class Concept:
         embeddings = {
             k[len(EMB_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMB_PREFIX)
         }
+        second = {k[len(EMB2_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMB2_PREFIX)}
         kv = {k[len(KV_PREFIX) :]: v for k, v in tensors.items() if k.startswith(KV_PREFIX)}
         concept = cls(
             tokens=tuple(header["tokens"]),
@@ -102,8 +111,11 @@ class Concept:
             kv_weights=kv,
             prompt=str(header["prompt"]),
             meta=dict(header.get("meta", {})),
+            embeddings_2=second,
         )
         missing = [t for t in concept.all_tokens if t not in embeddings]
+        if second:
+            missing += [f"{t} (second text encoder)" for t in concept.all_tokens if t not in second]
         if missing:
             raise UserError(f"concept has no embedding for {', '.join(missing)}")
         return concept
@@ -134,7 +146,8 @@ def apply_concept(model: LoadedModel, concept: Concept) -> None:
     Applying the same concept twice is harmless (rows and weights are overwritten).
 
     Raises:
-        UserError: the concept was learned on another base model.
+        UserError: the concept was learned on another base model, or on a model of another
+            family (rows for one text encoder while the model has two, or the reverse).
     """
     learned_on = concept.meta.get("model_fingerprint")
     if learned_on and learned_on != model.fingerprint:
@@ -142,7 +155,17 @@ def apply_concept(model: LoadedModel, concept: Concept) -> None:
             f"this concept was learned on another base model (fingerprint {learned_on[:12]}, "
             f"this model {model.fingerprint[:12]}); learn it again with this --model"
         )
-    set_rows(model, {t: concept.embeddings[t] for t in concept.all_tokens})
+    family = concept.meta.get("family")
+    encoders = len(model.text_encoders)
+    if (family and family != model.family) or (encoders > 1) != bool(concept.embeddings_2):
+        learned = family or ("sdxl" if concept.embeddings_2 else "a one-text-encoder model")
+        raise UserError(
+            f"this concept was learned on {learned}, this model is {model.family}; "
+            "learn it again with this --model"
+        )
+    rows = [concept.embeddings, concept.embeddings_2][:encoders]
+    for encoder, table in enumerate(rows):
+        set_rows(model, {t: table[t] for t in concept.all_tokens}, encoder)
     params = dict(model.unet.named_parameters())
     with torch.no_grad():
         for key, value in concept.kv_weights.items():
@@ -160,7 +183,10 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
     """Write the concept in forms diffusers loads directly.
 
     - one textual-inversion file per token, `{token: (D,) tensor}` (diffusers' own format):
-      `pipe.load_textual_inversion(folder / "learned_embeds-cat.safetensors")`;
+      `pipe.load_textual_inversion(folder / "learned_embeds-cat.safetensors")`; for SDXL
+      `{"clip_l": (1, D1), "clip_g": (1, D2)}`, the SDXL embedding format, loaded per encoder:
+      `pipe.load_textual_inversion(sd["clip_g"], token="<cat>", text_encoder=
+      pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)` and the same with `clip_l`;
     - `pytorch_custom_diffusion_weights.safetensors` with the K/V weights under Custom
       Diffusion processor names (`<layer>.processor.to_k_custom_diffusion.weight`), plus an
       empty entry for every other attention layer, which is how diffusers' loader knows the
@@ -179,7 +205,11 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
     with atomic_folder(folder) as tmp:
         for token in concept.all_tokens:
             row = concept.embeddings[token].float().contiguous()
-            save_file({token: row}, str(tmp / _token_file_name(token)), metadata={"format": "pt"})
+            rows = {token: row}
+            if concept.embeddings_2:
+                second = concept.embeddings_2[token].float().contiguous()
+                rows = {"clip_l": row[None], "clip_g": second[None]}
+            save_file(rows, str(tmp / _token_file_name(token)), metadata={"format": "pt"})
         cd: dict[str, torch.Tensor] = {}
         for name in unet_processor_names:
             layer = name.removesuffix(".processor")

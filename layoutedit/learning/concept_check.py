@@ -70,7 +70,7 @@ def source_attention_shares(
         square, _ = square_pad(scene.image, None)
         z0 = model.encode_image(square).float()  # (1, C, h, w)
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0)
-        cond = model.encode_prompts([prompt]).to(z0)  # (1, L, D)
+        cond = model.encode_text([prompt]).to(z0)  # (1, L, D) (+ SDXL's pooled, time ids)
         masks = torch.from_numpy(region_masks(scene.labels, len(scene.objects), res))
         index = torch.as_tensor(list(positions))
         scheduler = training_scheduler(model)
@@ -79,9 +79,8 @@ def source_attention_shares(
             step = torch.tensor([t], device=z0.device)
             z_t = scheduler.add_noise(z0, noise, step)
             with store.recording():
-                model.unet(
-                    z_t.to(model.unet.dtype), step, encoder_hidden_states=cond.to(model.unet.dtype)
-                )
+                dtype = model.unet.dtype
+                model.unet(z_t.to(dtype), step, **cond.to(dtype).unet_kwargs())
             maps = store.maps()[0].cpu()  # (res, res, T)
             per_object = maps[:, :, index].permute(2, 0, 1)  # (K, res, res)
             inside = (per_object * masks).sum(dim=(1, 2))

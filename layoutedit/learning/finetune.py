@@ -1,8 +1,8 @@
 """Stage 1 step 3: fine-tune the cross-attention keys/values and two extra tokens (method.md).
 
 Trained together: `attn2.to_k` and `attn2.to_v` of every cross-attention layer of the UNet,
-and the embedding rows of `<new0>` `<new1>`, which are appended to the prompt in which every
-object is its placeholder. Loss: plain MSE over the whole latent; with prior preservation,
+and the embedding rows of `<new0>` `<new1>` (in every text encoder's table), which are
+appended to the prompt in which every object is its placeholder. Loss: plain MSE over the whole latent; with prior preservation,
 plus `prior_weight` x the same loss on regularisation latents with their own captions (the
 batch is doubled: one UNet call on instance + prior samples).
 """
@@ -17,21 +17,18 @@ from layoutedit.learning.checkpoints import (
     CheckpointDir,
     RunTotals,
     adam_state,
-    load_rows_state,
     resume_from,
-    rows_state,
     set_adam_state,
     stage_checkpoint,
 )
 from layoutedit.learning.prior import PriorSet
 from layoutedit.learning.textual_inversion import LearnData, stage_seed
-from layoutedit.learning.tokens import embedding_table
 from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
+    TrainedRows,
     placeholder_attention_loss,
-    restore_rows,
     run_stage,
     scaled_lr,
 )
@@ -69,30 +66,30 @@ def run_finetune(
         data: the scene's latent.
         cfg: learning settings (ft_steps, ft_batch_size, ft_lr, prior_weight, ...).
         prompt: scene prompt with every placeholder and the extra tokens.
-        extra_ids: token ids of `<new0>`, `<new1>` (the only embedding rows that change).
+        extra_ids: first-tokenizer ids of `<new0>`, `<new1>` (the only embedding rows that
+            change, in every text encoder's table).
         prior: regularisation latents and captions, or None without prior preservation.
         ckpts, totals, progress: as in `run_textual_inversion`.
     """
     kv = kv_parameters(model)
     kv_names = sorted(kv)
     # Rows that learn here: the extra tokens, and with ft_train_tokens the placeholders too.
-    placeholder_ids = [data.token_ids[t] for t in data.tokens]
-    row_ids = extra_ids + (placeholder_ids if cfg.ft_train_tokens else [])
+    extra_tokens = list(model.tokenizer.convert_ids_to_tokens(extra_ids))
+    rows = TrainedRows.of(model, extra_tokens + (list(data.tokens) if cfg.ft_train_tokens else []))
+    row_ids = rows.ids[0]
     supervise = cfg.attention_loss_weight > 0
     found = token_positions(model.tokenizer, prompt, data.tokens)
     positions = [[found[t] for t in data.tokens]] * cfg.ft_batch_size
-    table = embedding_table(model).weight
-    original = table.detach().clone()
     params: list[torch.Tensor] = [kv[n] for n in kv_names]
     batch, accum = cfg.ft_batch_size, cfg.gradient_accumulation
     generator = torch.Generator().manual_seed(stage_seed(cfg.seed, STAGE))
     optimizer = torch.optim.AdamW(
-        [*params, table], lr=scaled_lr(cfg.ft_lr, batch, accum, cfg.scale_lr)
+        [*params, *rows.tables], lr=scaled_lr(cfg.ft_lr, batch, accum, cfg.scale_lr)
     )
     start = 0
     resumed = ckpts.load(STAGE)
-    if resumed is not None and _fits(resumed, kv, row_ids):
-        _load_kv(resumed, kv, table, row_ids, optimizer)
+    if resumed is not None and _fits(resumed, kv, row_ids) and rows.fits(resumed.tensors):
+        _load_kv(resumed, kv, rows, optimizer)
         start = resume_from(resumed, generator, totals)
 
     def micro_batch(index: int, predict: Predictor) -> tuple[torch.Tensor, int]:
@@ -114,7 +111,7 @@ def run_finetune(
         return loss, len(texts)
 
     def checkpoint(step: int) -> Checkpoint:
-        tensors = rows_state(table, row_ids, optimizer, _ADAM_TABLE)
+        tensors = rows.state(optimizer, _ADAM_TABLE)
         for name, param in kv.items():
             tensors[f"kv.{name}"] = param.detach()
             for key, value in adam_state(optimizer, param).items():
@@ -134,11 +131,11 @@ def run_finetune(
         model,
         spec,
         optimizer=optimizer,
-        params=[*params, table],
+        params=[*params, *rows.tables],
         accumulate_on=model.unet,
         start=start,
         micro_batch=micro_batch,
-        after_step=lambda: restore_rows(table, original, row_ids),
+        after_step=rows.restore,
         checkpoint=checkpoint,
         ckpts=ckpts,
         totals=totals,
@@ -154,11 +151,10 @@ def _fits(ckpt: Checkpoint, kv: dict[str, torch.nn.Parameter], extra_ids: list[i
 def _load_kv(
     ckpt: Checkpoint,
     kv: dict[str, torch.nn.Parameter],
-    table: torch.Tensor,
-    extra_ids: list[int],
+    rows: TrainedRows,
     optimizer: torch.optim.Optimizer,
 ) -> None:
-    load_rows_state(ckpt.tensors, table, extra_ids, optimizer, _ADAM_TABLE)
+    rows.load_state(ckpt.tensors, optimizer, _ADAM_TABLE)
     with torch.no_grad():
         for name, param in kv.items():
             param.copy_(ckpt.tensors[f"kv.{name}"])

@@ -95,11 +95,19 @@ def run_id(model: LoadedModel, scene: Scene, cfg: LearnConfig) -> str:
 
 
 def _check_prompts(model: LoadedModel, data: LearnData, prompt: str, cfg: LearnConfig) -> None:
-    """Every prompt learning uses must keep its placeholders within the token limit."""
-    token_positions(model.tokenizer, prompt, [*data.tokens, *EXTRA_TOKENS])
+    """Every prompt learning uses must keep its placeholders within the token limit, at the
+    same positions in every tokenizer (SDXL's encoders are read side by side per position,
+    and the guidance finds a placeholder's map by its first-tokenizer position)."""
+    checks = [(prompt, [*data.tokens, *EXTRA_TOKENS])]
     for k, token in enumerate(data.tokens):
-        for text in data.object_prompts(k, cfg.ti_single_template):
-            token_positions(model.tokenizer, text, [token])
+        checks += [(text, [token]) for text in data.object_prompts(k, cfg.ti_single_template)]
+    for text, tokens in checks:
+        found = [token_positions(tokenizer, text, tokens) for tokenizer in model.tokenizers]
+        if any(other != found[0] for other in found[1:]):
+            raise UserError(
+                f"the model's two tokenizers split {text!r} differently; its placeholders "
+                "would sit at different positions in the two text encoders"
+            )
 
 
 def _prior(
@@ -210,6 +218,7 @@ def learn_concept(
         },
         "model_fingerprint": model.fingerprint,
         "model": model.spec,
+        "family": model.family,
         "learn_config": cfg.model_dump(mode="json"),
         "image_size": model.image_size,
         "latent_size": model.latent_size,
@@ -222,6 +231,8 @@ def learn_concept(
         tokens=tuple(scene.tokens),
         extra_tokens=EXTRA_TOKENS,
         embeddings=get_rows(model, all_tokens),
+        # SDXL: the same tokens' rows of the second text encoder (empty for one encoder)
+        embeddings_2=get_rows(model, all_tokens, 1) if len(model.text_encoders) > 1 else {},
         kv_weights={
             name: p.detach().float().cpu().clone() for name, p in kv_parameters(model).items()
         },

@@ -29,6 +29,7 @@ from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.config import LearnConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.errors import UserError
+from layoutedit.loading.conditioning import TextConditioning
 from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.scenes.image_io import read_rgb
 
@@ -151,21 +152,23 @@ def generate_latents(
     device, dtype = model.device, model.dtype
     shape = (count, model.latent_channels, model.latent_size, model.latent_size)
     noise = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
-    cond_all = model.encode_prompts([prompt]).to(dtype)  # (1, L, D)
-    uncond_all = model.encode_prompts([""]).to(dtype)
+    cond_all = model.encode_text([prompt]).to(dtype)  # (1, L, D) (+ SDXL's pooled, time ids)
+    uncond_all = model.encode_text([""]).to(dtype)
     out = []
     for first in range(0, count, batch_size):
         latents = noise[first : first + batch_size].to(device, dtype)
         n = latents.shape[0]
-        cond, uncond = cond_all.expand(n, -1, -1), uncond_all.expand(n, -1, -1)
+        cond, uncond = cond_all.expand(n), uncond_all.expand(n)
+        both_texts = TextConditioning.cat([uncond, cond])
         for t in scheduler.timesteps:
             with autocast():
                 if batch_cfg:
-                    both = model.unet(torch.cat([latents, latents]), t, torch.cat([uncond, cond]))
+                    pair = torch.cat([latents, latents])
+                    both = model.unet(pair, t, **both_texts.unet_kwargs())
                     e_u, e_c = both.sample.float().chunk(2)
                 else:
-                    e_u = model.unet(latents, t, uncond).sample.float()
-                    e_c = model.unet(latents, t, cond).sample.float()
+                    e_u = model.unet(latents, t, **uncond.unet_kwargs()).sample.float()
+                    e_c = model.unet(latents, t, **cond.unet_kwargs()).sample.float()
             if counter is not None:
                 counter.add(forward=2 * n)
             guided = e_u + guidance_scale * (e_c - e_u)

@@ -1,6 +1,7 @@
 """Stage 1 step 2: masked textual inversion of the scene's objects (method.md).
 
-Only the placeholder rows of the text encoder's embedding table learn. For object k, a
+Only the placeholder rows of the text encoder's embedding table learn (of both tables on
+SDXL, which has two text encoders). For object k, a
 sample's text is, at random, the scene prompt with only `w_k` replaced by `<w_k>` or
 `a photo of a <w_k>`; the loss is the MSE between the UNet's prediction and its target over
 the latent elements inside object k's mask only. After every optimiser step all other rows
@@ -22,19 +23,16 @@ from layoutedit.learning.checkpoints import (
     Checkpoint,
     CheckpointDir,
     RunTotals,
-    load_rows_state,
     resume_from,
-    rows_state,
     stage_checkpoint,
 )
-from layoutedit.learning.tokens import embedding_table
 from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
+    TrainedRows,
     masked_mse,
     placeholder_attention_loss,
-    restore_rows,
     run_stage,
     scaled_lr,
 )
@@ -90,7 +88,7 @@ def run_textual_inversion(
     totals: RunTotals,
     progress: ProgressHook,
 ) -> None:
-    """Train the placeholder rows of `object_ids` (in place in `model`'s text encoder).
+    """Train the placeholder rows of `object_ids` (in place in `model`'s text encoders).
 
     Args:
         model: the base model with the placeholders already added.
@@ -102,16 +100,17 @@ def run_textual_inversion(
         totals: UNet evaluations and seconds, updated in place.
         progress: receives the stage start and each step's loss.
     """
-    table = embedding_table(model).weight  # (V, D)
-    keep = [data.token_ids[data.tokens[k]] for k in object_ids]
-    original = table.detach().clone()  # rows as they are now; everything but `keep` stays
+    # Rows as they are now: everything but the placeholders of `object_ids` stays.
+    rows = TrainedRows.of(model, [data.tokens[k] for k in object_ids])
+    keep = rows.ids[0]
     batch, accum = cfg.ti_batch_size, cfg.gradient_accumulation
     generator = torch.Generator().manual_seed(stage_seed(cfg.seed, stage))
-    optimizer = torch.optim.AdamW([table], lr=scaled_lr(cfg.ti_lr, batch, accum, cfg.scale_lr))
+    lr = scaled_lr(cfg.ti_lr, batch, accum, cfg.scale_lr)
+    optimizer = torch.optim.AdamW(rows.tables, lr=lr)
     start = 0
     resumed = ckpts.load(stage)
-    if resumed is not None and resumed.extra.get("ids") == keep:
-        load_rows_state(resumed.tensors, table, keep, optimizer, _ADAM)
+    if resumed is not None and resumed.extra.get("ids") == keep and rows.fits(resumed.tensors):
+        rows.load_state(resumed.tensors, optimizer, _ADAM)
         start = resume_from(resumed, generator, totals)
     # else: nothing saved, or another vocabulary layout: start the stage again
     prompts = [data.object_prompts(k, cfg.ti_single_template) for k in range(len(data.names))]
@@ -136,7 +135,7 @@ def run_textual_inversion(
         return loss, batch
 
     def checkpoint(step: int) -> Checkpoint:
-        tensors = rows_state(table, keep, optimizer, _ADAM)
+        tensors = rows.state(optimizer, _ADAM)
         return stage_checkpoint(stage, step, tensors, keep, generator, totals)
 
     spec = StageSpec(
@@ -152,11 +151,11 @@ def run_textual_inversion(
         model,
         spec,
         optimizer=optimizer,
-        params=[table],
+        params=rows.tables,
         accumulate_on=model.text_encoder,
         start=start,
         micro_batch=micro_batch,
-        after_step=lambda: restore_rows(table, original, keep),
+        after_step=rows.restore,
         checkpoint=checkpoint,
         ckpts=ckpts,
         totals=totals,

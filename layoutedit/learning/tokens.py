@@ -1,14 +1,18 @@
-"""Placeholder tokens: adding them to the tokenizer and rows for them to the text encoder.
+"""Placeholder tokens: adding them to the tokenizers and rows for them to the text encoders.
 
 A placeholder such as `<red_circle>` becomes one new tokenizer entry and one new row of the
 text encoder's input embedding table (method.md Stage 1 step 1). Its row starts as the mean
 of the rows of the words it stands for, so learning starts from the plain name.
+
+A model with two text encoders (SDXL) gets each placeholder in both tokenizers and a row in
+both tables; `encoder` picks the table (0: the first encoder, 1: `text_encoder_2`). Token ids
+are the first tokenizer's unless asked per encoder (`encoder_token_ids`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,73 +22,106 @@ if TYPE_CHECKING:
     from layoutedit.loading.model_loading import LoadedModel
 
 
-def embedding_table(model: LoadedModel) -> torch.nn.Embedding:
-    """The text encoder's input token embedding (rows: vocabulary, columns: D)."""
-    table = model.text_encoder.get_input_embeddings()
+def embedding_table(model: LoadedModel, encoder: int = 0) -> torch.nn.Embedding:
+    """A text encoder's input token embedding (rows: vocabulary, columns: D)."""
+    table = model.text_encoders[encoder].get_input_embeddings()
     assert isinstance(table, torch.nn.Embedding)
     return table
 
 
-def token_id(model: LoadedModel, token: str) -> int | None:
-    """Id of `token` if it is one entry of the tokenizer's vocabulary, else None."""
-    tid = model.tokenizer.convert_tokens_to_ids(token)
+def embedding_tables(model: LoadedModel) -> list[torch.nn.Embedding]:
+    """Every text encoder's input token embedding, in `model.text_encoders` order."""
+    return [embedding_table(model, i) for i in range(len(model.text_encoders))]
+
+
+def _tokenizer_id(tokenizer: Any, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
     if (
         not isinstance(tid, int)
         or tid is None
-        or (tid == model.tokenizer.unk_token_id and token != model.tokenizer.unk_token)
+        or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token)
     ):
         return None
     return int(tid)
 
 
+def token_id(model: LoadedModel, token: str, encoder: int = 0) -> int | None:
+    """Id of `token` if it is one entry of the encoder's tokenizer vocabulary, else None."""
+    return _tokenizer_id(model.tokenizers[encoder], token)
+
+
+def encoder_token_ids(model: LoadedModel, tokens: Sequence[str]) -> list[list[int]]:
+    """Per text encoder, the ids of `tokens` in its tokenizer (all must be there)."""
+    out = []
+    for encoder in range(len(model.text_encoders)):
+        ids = [token_id(model, t, encoder) for t in tokens]
+        missing = [t for t, i in zip(tokens, ids, strict=True) if i is None]
+        if missing:
+            raise ValueError(f"{missing[0]} is not in tokenizer {encoder + 1}")
+        out.append([int(i) for i in ids if i is not None])
+    return out
+
+
 def _ensure_tokens(model: LoadedModel, tokens: list[str]) -> dict[str, int]:
-    """Add the tokens that are missing; grow the embedding table to the tokenizer's size."""
-    missing = [t for t in tokens if token_id(model, t) is None]
-    if missing:
-        model.tokenizer.add_tokens(missing)
-    table = embedding_table(model)
-    if len(model.tokenizer) > table.num_embeddings:
-        # New rows are overwritten at once, so skip transformers' covariance-based init.
-        model.text_encoder.resize_token_embeddings(len(model.tokenizer), mean_resizing=False)
-    ids = {}
-    for token in tokens:
-        tid = token_id(model, token)
-        if tid is None:  # the tokenizer would not take it as one entry
-            raise UserError(f"cannot add {token!r} as a single token to this tokenizer")
-        ids[token] = tid
-    return ids
+    """Add the missing tokens to every tokenizer; grow each embedding table to match.
+
+    Returns:
+        token -> id in the first tokenizer.
+    """
+    for encoder, (tokenizer, text_encoder) in enumerate(
+        zip(model.tokenizers, model.text_encoders, strict=True)
+    ):
+        missing = [t for t in tokens if token_id(model, t, encoder) is None]
+        if missing:
+            tokenizer.add_tokens(missing)
+        if len(tokenizer) > embedding_table(model, encoder).num_embeddings:
+            # New rows are overwritten at once, so skip transformers' covariance-based init.
+            text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        for token in tokens:
+            if token_id(model, token, encoder) is None:  # not taken as one entry
+                raise UserError(f"cannot add {token!r} as a single token to this tokenizer")
+    return {token: int(token_id(model, token) or 0) for token in tokens}
 
 
-def init_row(model: LoadedModel, text: str) -> torch.Tensor:
+def init_row(model: LoadedModel, text: str, encoder: int = 0) -> torch.Tensor:
     """(D,) mean embedding row of the tokens of `text` (no start/end tokens)."""
-    ids = model.tokenizer(text, add_special_tokens=False).input_ids
+    ids = model.tokenizers[encoder](text, add_special_tokens=False).input_ids
     if not ids:
         raise UserError(f"cannot initialise a token from {text!r}: it has no tokens")
-    table = embedding_table(model).weight
+    table = embedding_table(model, encoder).weight
     return table[torch.tensor(ids, device=table.device)].detach().float().mean(dim=0)
 
 
 def add_placeholders(model: LoadedModel, inits: Mapping[str, str]) -> dict[str, int]:
-    """Add placeholder tokens, each initialised from the words of `inits[token]`.
+    """Add placeholder tokens, each initialised from the words of `inits[token]`, to every
+    tokenizer and text encoder.
 
     Args:
-        model: the model whose tokenizer and text encoder grow (in place).
+        model: the model whose tokenizers and text encoders grow (in place).
         inits: placeholder -> initialising text, e.g. {"<red_circle>": "red circle"}.
 
     Returns:
-        placeholder -> its token id.
+        placeholder -> its token id in the first tokenizer.
     """
-    # Rows come from the table before it grows, so a placeholder never starts from another.
-    rows = {token: init_row(model, text) for token, text in inits.items()}
+    # Rows come from the tables before they grow, so a placeholder never starts from another.
+    rows = [
+        {token: init_row(model, text, encoder) for token, text in inits.items()}
+        for encoder in range(len(model.text_encoders))
+    ]
     ids = _ensure_tokens(model, list(inits))
-    set_rows(model, rows)
+    for encoder, encoder_rows in enumerate(rows):
+        set_rows(model, encoder_rows, encoder)
     return ids
 
 
-def set_rows(model: LoadedModel, rows: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Write embedding rows for tokens, adding tokens that are missing. Returns their ids."""
-    ids = _ensure_tokens(model, list(rows))
-    weight = embedding_table(model).weight
+def set_rows(
+    model: LoadedModel, rows: Mapping[str, torch.Tensor], encoder: int = 0
+) -> dict[str, int]:
+    """Write one encoder's embedding rows for tokens, adding tokens that are missing (to
+    every tokenizer). Returns their ids in that encoder's tokenizer."""
+    _ensure_tokens(model, list(rows))
+    weight = embedding_table(model, encoder).weight
+    ids = {token: int(token_id(model, token, encoder) or 0) for token in rows}
     with torch.no_grad():
         for token, row in rows.items():
             if row.shape != weight.shape[1:]:
@@ -96,12 +133,12 @@ def set_rows(model: LoadedModel, rows: Mapping[str, torch.Tensor]) -> dict[str, 
     return ids
 
 
-def get_rows(model: LoadedModel, tokens: list[str]) -> dict[str, torch.Tensor]:
-    """Current (D,) fp32 CPU embedding row of each token."""
-    weight = embedding_table(model).weight
+def get_rows(model: LoadedModel, tokens: list[str], encoder: int = 0) -> dict[str, torch.Tensor]:
+    """Current (D,) fp32 CPU embedding row of each token in one encoder's table."""
+    weight = embedding_table(model, encoder).weight
     out = {}
     for token in tokens:
-        tid = token_id(model, token)
+        tid = token_id(model, token, encoder)
         if tid is None:
             raise ValueError(f"{token} is not in the tokenizer")
         out[token] = weight[tid].detach().float().cpu().clone()

@@ -27,7 +27,14 @@ from layoutedit.learning.attention_supervision import (
     mask_attention_loss,
     recording_attention,
 )
-from layoutedit.learning.checkpoints import Checkpoint, CheckpointDir, RunTotals
+from layoutedit.learning.checkpoints import (
+    Checkpoint,
+    CheckpointDir,
+    RunTotals,
+    load_rows_state,
+    rows_state,
+)
+from layoutedit.learning.tokens import embedding_tables, encoder_token_ids
 from layoutedit.loading.model_loading import LoadedModel
 
 
@@ -123,6 +130,62 @@ def restore_rows(weight: torch.Tensor, original: torch.Tensor, keep_ids: Sequenc
         weight[frozen] = original[frozen].to(weight.dtype)
 
 
+@dataclass
+class TrainedRows:
+    """The embedding rows a stage trains, in every text encoder's table (two for SDXL).
+
+    The optimiser steps whole tables; `restore` puts every other row back after each step.
+
+    Attributes:
+        tables: per encoder, the (V_e, D_e) embedding weight.
+        ids: per encoder, the rows that learn (the same tokens in each tokenizer).
+        originals: per encoder, a copy of the table as it was when the stage began.
+    """
+
+    tables: list[torch.nn.Parameter]
+    ids: list[list[int]]
+    originals: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, model: LoadedModel, tokens: Sequence[str]) -> TrainedRows:
+        """The rows of `tokens` in every table of `model`, as they are now."""
+        tables = [table.weight for table in embedding_tables(model)]
+        originals = [table.detach().clone() for table in tables]
+        return cls(tables, encoder_token_ids(model, tokens), originals)
+
+    def restore(self) -> None:
+        """Every row but the trained ones back to its original value (in place)."""
+        for table, original, ids in zip(self.tables, self.originals, self.ids, strict=True):
+            restore_rows(table, original, ids)
+
+    @staticmethod
+    def _tag(encoder: int) -> str:
+        # The first table's tensors keep the names of single-encoder checkpoints.
+        return "" if encoder == 0 else f"enc{encoder + 1}."
+
+    def state(self, optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+        """Checkpoint tensors of the trained rows and their moments (`rows_state`) of each
+        table; the second table's under `enc2.`."""
+        out: dict[str, torch.Tensor] = {}
+        for e, (table, ids) in enumerate(zip(self.tables, self.ids, strict=True)):
+            tag = self._tag(e)
+            out.update({tag + k: v for k, v in rows_state(table, ids, optimizer, prefix).items()})
+        return out
+
+    def fits(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """Whether checkpoint tensors hold rows for every table."""
+        return all(f"{self._tag(e)}rows" in tensors for e in range(len(self.tables)))
+
+    def load_state(
+        self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, prefix: str
+    ) -> None:
+        """Put rows and moments saved by `state` back into every table."""
+        for e, (table, ids) in enumerate(zip(self.tables, self.ids, strict=True)):
+            tag = self._tag(e)
+            mine = {k[len(tag) :]: v for k, v in tensors.items() if k.startswith(tag)}
+            load_rows_state(mine, table, ids, optimizer, prefix)
+
+
 def make_accelerator(mixed_precision: str, accumulation: int, device: torch.device) -> Any:
     """An `accelerate.Accelerator` for one stage: precision and gradient accumulation.
 
@@ -206,8 +269,8 @@ class Predictor:
         if self.recorder is not None:
             self.recorder.reset()
         with self.accelerator.autocast():
-            embeddings = self.model.encode_prompts(list(texts))  # (B, L, D)
-            pred = self.model.unet(z_t, t, encoder_hidden_states=embeddings).sample
+            cond = self.model.encode_text(list(texts))  # (B, L, D) (+ SDXL's pooled, time ids)
+            pred = self.model.unet(z_t, t, **cond.unet_kwargs()).sample
         return pred, target
 
 

@@ -2,14 +2,16 @@
 
 `--model` may be:
 - `builtin:NAME` - a model shipped in the package (`layoutedit/models/NAME`);
-- a local diffusers folder in the Stable Diffusion layout (`model_index.json`, `unet/`, ...);
+- a local diffusers folder in the Stable Diffusion layout (`model_index.json`, `unet/`, ...),
+  SDXL's too (`text_encoder_2/`, `tokenizer_2/`);
 - a Hugging Face repo id, read from the local Hugging Face cache only (never downloaded);
 - a single `.safetensors` file: our own single-file layout (`export_single_file`) or an
   original Stable Diffusion checkpoint with a diffusers config folder (`model_config`).
 
 Pickle files (`.ckpt`, `.bin`, `.pt`, `.pth`) can run code when loaded, so they are refused
 unless `allow_pickle=True`. Head counts, token length and latent size are read from the
-loaded model, never assumed.
+loaded model, never assumed. The family (`sd1`, `sd2`, `sdxl`) decides how prompts become
+UNet inputs (`layoutedit.loading.conditioning`); nothing else asks for it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,22 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from layoutedit.errors import UserError
+from layoutedit.loading.conditioning import (
+    ClipPromptEncoder,
+    PromptEncoder,
+    SdxlPromptEncoder,
+    TextConditioning,
+)
 from layoutedit.loading.fingerprint import model_fingerprint
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "models"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 COMPONENTS = ("unet", "vae", "text_encoder")
+SDXL_COMPONENTS = ("text_encoder_2",)  # besides COMPONENTS, with `tokenizer_2/`
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -55,7 +64,7 @@ class LoadedModel:
     """A Stable-Diffusion-layout model ready for the method.
 
     Components keep their Hugging Face types; the properties read every shape the method
-    needs from them.
+    needs from them. SDXL models also have `tokenizer_2` / `text_encoder_2`.
     """
 
     spec: str
@@ -69,6 +78,49 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    tokenizer_2: Any = None  # CLIPTokenizer (SDXL only)
+    text_encoder_2: Any = None  # CLIPTextModelWithProjection (SDXL only)
+    zero_empty_prompt: bool = True
+    """SDXL: the unconditional input is zeros (`force_zeros_for_empty_prompt`)."""
+
+    @property
+    def family(self) -> str:
+        """`sdxl` (two text encoders), `sd2` (1024-wide text or v-prediction) or `sd1`."""
+        from layoutedit.planning.archs import family_of
+
+        return family_of(dict(self.unet.config), len(self.text_encoders), self.prediction_type)
+
+    @property
+    def text_encoders(self) -> tuple[Any, ...]:
+        """Every text encoder, first one first (two for SDXL)."""
+        if self.text_encoder_2 is None:
+            return (self.text_encoder,)
+        return (self.text_encoder, self.text_encoder_2)
+
+    @property
+    def tokenizers(self) -> tuple[Any, ...]:
+        """The tokenizer of each text encoder, in `text_encoders` order."""
+        if self.text_encoder_2 is None:
+            return (self.tokenizer,)
+        return (self.tokenizer, self.tokenizer_2)
+
+    @property
+    def modules(self) -> tuple[Any, ...]:
+        """Every weight-holding component: UNet, VAE and the text encoders."""
+        return (self.unet, self.vae, *self.text_encoders)
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        """How this model's family turns prompts into UNet inputs."""
+        if self.text_encoder_2 is None:
+            return ClipPromptEncoder(self.tokenizer, self.text_encoder, self.max_length)
+        return SdxlPromptEncoder(
+            (self.tokenizer, self.tokenizer_2),
+            (self.text_encoder, self.text_encoder_2),
+            self.max_length,
+            self.image_size,
+            self.zero_empty_prompt,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -108,10 +160,15 @@ class LoadedModel:
 
     @property
     def max_length(self) -> int:
-        """Tokens the text encoder reads: the smaller of the tokenizer's and the encoder's."""
-        positions = int(self.text_encoder.config.max_position_embeddings)
-        tok = int(getattr(self.tokenizer, "model_max_length", positions) or positions)
-        return min(tok, positions)
+        """Tokens the text encoders read: the smallest of the tokenizers' and the encoders'."""
+        limits = []
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+            positions = int(encoder.config.max_position_embeddings)
+            limits += [
+                positions,
+                int(getattr(tokenizer, "model_max_length", positions) or positions),
+            ]
+        return min(limits)
 
     @property
     def prediction_type(self) -> str:
@@ -148,13 +205,19 @@ class LoadedModel:
         )
         return batch.input_ids.to(self.text_encoder.device)
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Text-encoder hidden states (B, L, D) of the prompts (L = `max_length`).
+    def encode_text(self, prompts: list[str]) -> TextConditioning:
+        """Everything the UNet reads of the prompts (`TextConditioning`; L = `max_length`).
 
         Runs with gradients enabled when the caller has them on (textual inversion needs
-        them); wrap in `torch.no_grad()` for inference.
+        them); wrap in `torch.no_grad()` for inference. Call the UNet with
+        `unet(z, t, **cond.unet_kwargs())`.
         """
-        return self.text_encoder(self.token_ids(prompts))[0]
+        return self.prompt_encoder.encode(prompts)
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """The (B, L, D) embeddings cross-attention reads (SDXL: both encoders' side by side;
+        its UNet needs `encode_text`'s pooled embeddings and time ids as well)."""
+        return self.encode_text(prompts).embeddings
 
     def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 square image -> (1, 3, S, S) in [-1, 1], S = `image_size`."""
@@ -267,17 +330,52 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
     raise UserError("no weight files (.safetensors) in this model component", path=folder)
 
 
+def is_sdxl_folder(folder: Path) -> bool:
+    """Whether a diffusers folder holds an SDXL model: a second text encoder, or a UNet that
+    takes text and time embeddings (`addition_embed_type: text_time`)."""
+    import json
+
+    if (folder / "text_encoder_2").is_dir():
+        return True
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return False  # the loader reports unreadable configs itself
+    return unet.get("addition_embed_type") == "text_time"
+
+
+def forces_zero_empty_prompt(folder: Path) -> bool:
+    """`force_zeros_for_empty_prompt` of the folder's `model_index.json` (diffusers' SDXL
+    default, true, when the file or the key is missing)."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return bool(index.get("force_zeros_for_empty_prompt", True))
+
+
 def _load_folder(
     folder: Path, *, allow_pickle: bool, dtype: torch.dtype
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load the components of a diffusers folder; return them and the files they came from."""
+    sdxl = is_sdxl_folder(folder)
+    components = (*COMPONENTS, *SDXL_COMPONENTS) if sdxl else COMPONENTS
+    tokenizers = ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",)
+    if sdxl and not (folder / "text_encoder" / "config.json").exists():
+        raise UserError(
+            "SDXL refiner models (one text encoder, aesthetic-score time ids) are not "
+            "supported; use an SDXL base model",
+            path=folder,
+        )
     files: dict[str, Path] = {}
-    for comp in COMPONENTS:
+    for comp in components:
         if not (folder / comp / "config.json").exists():
             raise UserError(f"model folder has no {comp}/config.json", path=folder)
         for weight in _weight_files(folder / comp, allow_pickle):
             files[f"{comp}/{weight.name}"] = weight
-    for sub in ("tokenizer", "scheduler", *COMPONENTS):
+    for sub in (*tokenizers, "scheduler", *components):
         for cfg in sorted((folder / sub).glob("*.json")) + sorted((folder / sub).glob("*.txt")):
             files[f"{sub}/{cfg.name}"] = cfg
     safe = not allow_pickle or any(k.endswith(".safetensors") for k in files)
@@ -297,6 +395,17 @@ def _load_folder(
                 folder / "unet", local_files_only=True, use_safetensors=safe, torch_dtype=dtype
             ),
         }
+        if sdxl:
+            parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(
+                folder / "tokenizer_2", local_files_only=True
+            )
+            parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                folder / "text_encoder_2",
+                local_files_only=True,
+                use_safetensors=safe,
+                dtype=dtype,
+            )
+            parts["zero_empty_prompt"] = forces_zero_empty_prompt(folder)
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load the model: {exc}".splitlines()[0], path=folder) from None
     parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
@@ -345,11 +454,12 @@ def load_model(
             path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config
         )
     else:
-        from layoutedit.planning.archs import refuse_unsupported
-
-        refuse_unsupported(path)
         parts, files = _load_folder(path, allow_pickle=allow_pickle, dtype=dtype)
         config = {}
+    if parts.get("text_encoder_2") is not None:
+        # SD 1.x / 2.x fingerprints stay as they were; SDXL's name the family, so a concept
+        # or cache entry of one family can never be taken for the other's.
+        config = {**config, "family": "sdxl"}
     fingerprint = model_fingerprint(files, config, cache_dir)
     model = LoadedModel(
         spec=spec,
@@ -360,9 +470,17 @@ def load_model(
         unet=parts["unet"],
         scheduler_config=parts["scheduler_config"],
         fingerprint=fingerprint,
+        tokenizer_2=parts.get("tokenizer_2"),
+        text_encoder_2=parts.get("text_encoder_2"),
+        zero_empty_prompt=bool(parts.get("zero_empty_prompt", True)),
     )
-    modules: tuple[Any, ...] = (model.text_encoder, model.vae, model.unet)
-    for module in modules:
+    if model.family == "sdxl" and model.text_encoder_2 is None:
+        raise UserError(
+            "this UNet takes SDXL's pooled text embeddings and time ids, but the model has "
+            "no second text encoder (text_encoder_2/)",
+            path=path,
+        )
+    for module in model.modules:
         module.requires_grad_(False)
         module.eval()
         module.to(device)

@@ -3,12 +3,13 @@
 Our layout keeps a whole model in one safetensors file that loads without running code:
 tensors under the prefixes `unet.`, `vae.` and `text_encoder.`, and in the file's metadata
 (string -> string) the component configs as JSON, the scheduler config, and the tokenizer's
-text files. `export_single_file` writes one from a diffusers folder.
+text files. An SDXL model adds `text_encoder_2.` tensors, its config, `tokenizer_2_files` and
+`force_zeros_for_empty_prompt`. `export_single_file` writes one from a diffusers folder.
 
 Any other `.safetensors` (or, with `allow_pickle`, `.ckpt`) is taken as an original Stable
-Diffusion checkpoint and loaded by diffusers' `from_single_file`, offline: it needs a local
-diffusers config folder (`--model-config`) or the matching configs already in the local
-Hugging Face cache.
+Diffusion checkpoint (SD 1.x, 2.x or SDXL) and loaded by diffusers' `from_single_file`,
+offline: it needs a local diffusers config folder (`--model-config`) or the matching configs
+already in the local Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.errors import UserError
@@ -31,6 +32,7 @@ from layoutedit.errors import UserError
 FORMAT_KEY = "layoutedit_format"
 FORMAT = "single-file/1"
 COMPONENTS = ("unet", "vae", "text_encoder")
+SDXL_COMPONENTS = ("text_encoder_2",)
 
 
 def export_single_file(model_dir: Path, file: Path) -> Path:
@@ -39,9 +41,12 @@ def export_single_file(model_dir: Path, file: Path) -> Path:
     Only `.safetensors` weights are read (no pickle). The file is written to a temporary
     name and renamed, so an interrupted export leaves nothing.
     """
+    from layoutedit.loading.model_loading import forces_zero_empty_prompt, is_sdxl_folder
+
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {FORMAT_KEY: FORMAT}
-    for comp in COMPONENTS:
+    sdxl = is_sdxl_folder(model_dir)
+    for comp in (*COMPONENTS, *SDXL_COMPONENTS) if sdxl else COMPONENTS:
         weights = sorted(p for p in (model_dir / comp).glob("*.safetensors") if "." not in p.stem)
         if not weights:
             raise UserError(f"no .safetensors weights in {comp}/", path=model_dir)
@@ -50,12 +55,15 @@ def export_single_file(model_dir: Path, file: Path) -> Path:
                 tensors[f"{comp}.{key}"] = value.contiguous()
         metadata[f"{comp}_config"] = (model_dir / comp / "config.json").read_text()
     metadata["scheduler_config"] = (model_dir / "scheduler" / "scheduler_config.json").read_text()
-    tok_files = {
-        p.name: p.read_text(encoding="utf-8")
-        for p in sorted((model_dir / "tokenizer").iterdir())
-        if p.suffix in (".json", ".txt")
-    }
-    metadata["tokenizer_files"] = json.dumps(tok_files)
+    for tok in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
+        tok_files = {
+            p.name: p.read_text(encoding="utf-8")
+            for p in sorted((model_dir / tok).iterdir())
+            if p.suffix in (".json", ".txt")
+        }
+        metadata[f"{tok}_files"] = json.dumps(tok_files)
+    if sdxl:
+        metadata["force_zeros_for_empty_prompt"] = json.dumps(forces_zero_empty_prompt(model_dir))
     return write_safetensors_atomic(file, tensors, metadata)
 
 
@@ -69,7 +77,10 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def _load_ours(path: Path, meta: dict[str, str], dtype: torch.dtype) -> dict[str, Any]:
     state = load_file(str(path))
-    by_comp: dict[str, dict[str, torch.Tensor]] = {c: {} for c in COMPONENTS}
+    sdxl = "text_encoder_2_config" in meta
+    by_comp: dict[str, dict[str, torch.Tensor]] = {
+        c: {} for c in ((*COMPONENTS, *SDXL_COMPONENTS) if sdxl else COMPONENTS)
+    }
     for key, value in state.items():
         comp, _, rest = key.partition(".")
         if comp in by_comp:
@@ -83,6 +94,12 @@ def _load_ours(path: Path, meta: dict[str, str], dtype: torch.dtype) -> dict[str
         ("vae", vae),
         ("text_encoder", text_encoder),
     )
+    parts: dict[str, Any] = {}
+    if sdxl:
+        config_2 = CLIPTextConfig.from_dict(json.loads(meta["text_encoder_2_config"]))
+        parts["text_encoder_2"] = CLIPTextModelWithProjection(config_2)
+        parts["zero_empty_prompt"] = bool(json.loads(meta["force_zeros_for_empty_prompt"]))
+        modules += (("text_encoder_2", parts["text_encoder_2"]),)
     for comp, module in modules:
         missing, unexpected = module.load_state_dict(by_comp[comp], strict=False)
         # Buffers such as position_ids may or may not be saved; weights must all be there.
@@ -95,12 +112,13 @@ def _load_ours(path: Path, meta: dict[str, str], dtype: torch.dtype) -> dict[str
             )
         if dtype != torch.float32:
             module.to(dtype)
-    with tempfile.TemporaryDirectory(prefix="layoutedit-tok-") as tmp:
-        for name, text in json.loads(meta["tokenizer_files"]).items():
-            (Path(tmp) / name).write_text(text, encoding="utf-8")
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, local_files_only=True)
+    for tok in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
+        with tempfile.TemporaryDirectory(prefix="layoutedit-tok-") as tmp:
+            for name, text in json.loads(meta[f"{tok}_files"]).items():
+                (Path(tmp) / name).write_text(text, encoding="utf-8")
+            parts[tok] = CLIPTokenizer.from_pretrained(tmp, local_files_only=True)
     return {
-        "tokenizer": tokenizer,
+        **parts,
         "text_encoder": text_encoder,
         "vae": vae,
         "unet": unet,
@@ -154,7 +172,7 @@ def _cached_config(path: Path) -> Path:
 
 
 def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) -> dict[str, Any]:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if model_config is not None and not (model_config / "model_index.json").exists():
         raise UserError(
@@ -162,26 +180,36 @@ def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) ->
         )
     if model_config is None:
         model_config = _cached_config(path)
+    from layoutedit.loading.model_loading import forces_zero_empty_prompt, is_sdxl_folder
+
+    sdxl = is_sdxl_folder(model_config)
+    # SD 1.x / 2.x pipelines take safety-checker arguments; SDXL's has none.
+    options = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
+    pipeline: Any = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
+        pipe = pipeline.from_single_file(
             str(path),
             config=str(model_config),
             local_files_only=True,
             torch_dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
+            **options,
         )
     except Exception as exc:  # diffusers raises many types for a missing offline config
         hint = f"could not load it with the config in {model_config}"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{hint} ({first[:200]})", path=path) from None
-    return {
+    parts: dict[str, Any] = {
         "tokenizer": pipe.tokenizer,
         "text_encoder": pipe.text_encoder,
         "vae": pipe.vae,
         "unet": pipe.unet,
         "scheduler_config": dict(pipe.scheduler.config),
     }
+    if sdxl:
+        parts["tokenizer_2"] = pipe.tokenizer_2
+        parts["text_encoder_2"] = pipe.text_encoder_2
+        parts["zero_empty_prompt"] = forces_zero_empty_prompt(model_config)
+    return parts
 
 
 def load_single_file(
@@ -190,7 +218,8 @@ def load_single_file(
     """Load a single-file model.
 
     Returns:
-        The components (tokenizer, text_encoder, vae, unet, scheduler_config), the files
+        The components (tokenizer, text_encoder, vae, unet, scheduler_config; SDXL also
+        tokenizer_2, text_encoder_2, zero_empty_prompt), the files
         the fingerprint covers (name -> path), and extra config for the fingerprint.
     """
     files = {path.name: path}

@@ -71,7 +71,9 @@ class ArchSpec:
         return str(self.scheduler.get("prediction_type", "epsilon"))
 
 
-def _family(unet: dict[str, Any], n_encoders: int, prediction: str) -> str:
+def family_of(unet: dict[str, Any], n_encoders: int, prediction: str) -> str:
+    """`sdxl` (two text encoders or text-and-time embeddings), `sd2` (1024-wide text or
+    v-prediction) or `sd1`, from the UNet config, the encoder count and the prediction."""
     if n_encoders > 1 or unet.get("addition_embed_type") == "text_time":
         return "sdxl"
     if int(unet.get("cross_attention_dim", 768)) >= 1024 or prediction == "v_prediction":
@@ -97,7 +99,7 @@ def _from_folder(name: str, folder: Path) -> ArchSpec:
     prediction = str(scheduler.get("prediction_type", "epsilon"))
     return ArchSpec(
         name=name,
-        family=_family(unet, len(encoders), prediction),
+        family=family_of(unet, len(encoders), prediction),
         unet=unet,
         vae=_read_json(folder / "vae" / "config.json"),
         text_encoders=tuple(encoders),
@@ -142,7 +144,7 @@ def _from_json(name: str, path: Path) -> ArchSpec:
         prediction = str(scheduler.get("prediction_type", "epsilon"))
         return ArchSpec(
             name=name,
-            family=str(data.get("family") or _family(unet, len(encoders), prediction)),
+            family=str(data.get("family") or family_of(unet, len(encoders), prediction)),
             unet=unet,
             vae=dict(data["vae"]),
             text_encoders=encoders,
@@ -154,29 +156,7 @@ def _from_json(name: str, path: Path) -> ArchSpec:
 
 SUPPORTED_FAMILIES = (
     "Model families: Stable Diffusion 1.x and 2.x (epsilon or v-prediction, e.g. SD 1.5, "
-    "SD 2.1 at 768 px) and the embedded shapes-tiny. SDXL is not supported yet "
-    "(`layoutedit plan --arch sdxl` plans its cost)."
+    "SD 2.1 at 768 px), SDXL base (both text encoders learn the placeholders; pooled "
+    "embeddings and time ids are passed to its UNet) and the embedded shapes-tiny."
 )
 """What learning and editing support, for `learn --help` and `inspect --help`."""
-
-
-def refuse_unsupported(folder: Path) -> None:
-    """Stop early, in one line, on a model folder of a family learning and editing do not
-    support yet (SDXL: a second text encoder, pooled embeddings and time ids).
-
-    Raises:
-        UserError: the folder holds an SDXL model.
-    """
-    unet_config = folder / "unet" / "config.json"
-    sdxl = (folder / "text_encoder_2").is_dir()
-    if not sdxl and unet_config.exists():
-        try:
-            sdxl = json.loads(unet_config.read_text()).get("addition_embed_type") == "text_time"
-        except (OSError, ValueError):
-            return  # the loader reports unreadable configs itself
-    if sdxl:
-        raise UserError(
-            "SDXL models are not supported yet (only Stable Diffusion 1.x and 2.x); "
-            "`layoutedit plan --arch FOLDER` plans their memory and compute",
-            path=folder,
-        )

@@ -157,4 +157,8 @@ def _build(
 
 def from_loaded(model: LoadedModel) -> PlanModel:
     """A `PlanModel` over a model loaded from disk (measuring a real run the planner's way)."""
-    return PlanModel(model=model, text_encoders=[model.text_encoder], family="sd1")
+    plan = PlanModel(model=model, text_encoders=list(model.text_encoders), family=model.family)
+    if plan.family == "sdxl":  # the planner's calls pass embeddings only, as on the meta model
+        pooled = int(model.text_encoder_2.config.projection_dim)
+        plan.hooks.append(_sdxl_conditioning(model.unet, pooled))
+    return plan

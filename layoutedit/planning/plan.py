@@ -195,8 +195,8 @@ def make_plan(
     notes = []
     if arch.family == "sdxl":
         notes.append(
-            "SDXL is planned (both text encoders' tables train); learning and editing it "
-            "are not implemented yet"
+            "SDXL: both text encoders' embedding tables train, and every UNet call also "
+            "reads the pooled text embedding and time ids"
         )
     learn_phases = plan_learning(arch, settings.learn, instance, objects)
     edit_phases = plan_editing(arch, settings.edit, instance, objects)

@@ -8,7 +8,7 @@ embedded model and the test models are loaded by exactly the code that loads Sta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,97 @@ def build_pipeline_folder(
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@dataclass(frozen=True)
+class SdxlParts:
+    """What an SDXL-layout test model adds to a `ModelSize`: the second text encoder
+    (`CLIPTextModelWithProjection`) and the UNet's text-and-time embedding."""
+
+    text_width_2: int = 24
+    projection_dim: int = 12  # pooled text embedding width
+    time_embed_dim: int = 8  # per time id; the UNet reads 6 of them
+    transformer_layers: tuple[int, int, int] = (1, 1, 2)  # SDXL stacks several per block
+
+
+def build_sdxl_unet(size: ModelSize, parts: SdxlParts) -> Any:  # UNet2DConditionModel
+    """A UNet laid out like SDXL's: no cross-attention at the latent side, several
+    transformer layers per block, and text-and-time added embeddings."""
+    return UNet2DConditionModel(
+        sample_size=size.latent_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=size.unet_layers,
+        block_out_channels=size.unet_channels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=parts.transformer_layers,
+        cross_attention_dim=size.text_width + parts.text_width_2,  # both encoders side by side
+        attention_head_dim=size.heads,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=parts.time_embed_dim,
+        projection_class_embeddings_input_dim=6 * parts.time_embed_dim + parts.projection_dim,
+        norm_num_groups=8,
+    )
+
+
+def build_sdxl_pipeline_folder(
+    folder: Path,
+    size: ModelSize = TEST_TINY,
+    parts: SdxlParts = SdxlParts(),
+    *,
+    seed: int = 0,
+    words: Sequence[str] = VOCABULARY,
+) -> Path:
+    """Write a randomly initialised pipeline folder in the SDXL layout (two tokenizers and
+    text encoders, an Euler scheduler config as SDXL base ships)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    write_tokenizer(folder / "tokenizer", words, size.max_length)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    # SDXL's second tokenizer has the same vocabulary and pads with "!" instead of the end token.
+    tokenizer_2 = CLIPTokenizer.from_pretrained(folder / "tokenizer", pad_token="!")
+    width_2 = parts.text_width_2
+    config_2 = CLIPTextConfig(
+        vocab_size=len(tokenizer_2),
+        hidden_size=width_2,
+        intermediate_size=width_2 * 2,
+        num_hidden_layers=max(2, size.text_layers),
+        num_attention_heads=size.text_heads,
+        max_position_embeddings=size.max_length,
+        bos_token_id=tokenizer_2.bos_token_id,
+        eos_token_id=tokenizer_2.eos_token_id,
+        pad_token_id=tokenizer_2.pad_token_id,
+        projection_dim=parts.projection_dim,
+    )
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+    pipe: Any = StableDiffusionXLPipeline(
+        vae=build_vae(size),
+        # Two layers at least: SDXL reads the penultimate one's output.
+        text_encoder=build_text_encoder(
+            replace(size, text_layers=max(2, size.text_layers)), tokenizer
+        ),
+        text_encoder_2=CLIPTextModelWithProjection(config_2),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=build_sdxl_unet(size, parts),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder

@@ -218,3 +218,49 @@ def test_an_sdxl_unet_without_its_second_encoder_is_one_line(
     )
     with pytest.raises(UserError, match=r"text_encoder_2/config\.json"):
         load_model(str(folder))
+
+
+def test_sdxl_learning_options_resume_and_batched_guidance(sdxl_dir: Path, tmp_path: Path) -> None:
+    """Prior preservation (guided generation), the placeholder attention loss over SDXL's
+    grids, trained placeholder rows in the fine-tune, a resume from checkpoints that holds
+    both tables, and an edit with the unconditional and conditional passes in one batch."""
+    from edit_support import fast_config, moved_layout, shapes_scene
+
+    from layoutedit.backend import get_backend
+    from layoutedit.config import LearnConfig
+    from layoutedit.editing.session import edit
+    from layoutedit.learning.learn import learn_concept
+
+    cfg = LearnConfig(
+        ti_steps=2,
+        ti_batch_size=1,
+        ti_joint=True,
+        ft_steps=2,
+        ft_batch_size=1,
+        checkpoint_every=1,
+        attention_loss_weight=0.3,
+        ft_train_tokens=True,
+        prior_preservation=True,
+        prior_images=1,
+        prior_steps=2,
+    )
+    scene = shapes_scene()
+    first = learn_concept(
+        load_model(str(sdxl_dir)), scene, cfg, checkpoint_dir=tmp_path / "ck", prior_folder=tmp_path
+    ).concept
+    assert first.meta["prior"] == {"count": 2}
+    # Every stage's last checkpoint is there: a rerun resumes at the end of each, loading
+    # both tables' rows, and learns nothing new.
+    model = load_model(str(sdxl_dir))
+    again = learn_concept(model, scene, cfg, checkpoint_dir=tmp_path / "ck", prior_folder=tmp_path)
+    for token in first.all_tokens:
+        assert torch.equal(first.embeddings[token], again.concept.embeddings[token])
+        assert torch.equal(first.embeddings_2[token], again.concept.embeddings_2[token])
+    assert again.totals.counter.as_dict() == first.meta["unet_evals"]
+
+    backend = get_backend("cpu-fast")
+    assert backend.batch_cfg
+    config = fast_config(use_concept=True)
+    [out] = edit(model, scene, [moved_layout(scene)], config, backend, concept=first)
+    assert out.candidates[0].image.shape == scene.image.shape
+    assert np.isfinite(out.candidates[0].loss) and out.attention_res == 4

@@ -142,7 +142,7 @@ class TrainedRows:
         originals: per encoder, a copy of the table as it was when the stage began.
     """
 
-    tables: list[torch.nn.Parameter]
+    tables: list[torch.Tensor]
     ids: list[list[int]]
     originals: list[torch.Tensor]
 

@@ -321,5 +321,5 @@ def check_contract(result: Result, allowed: tuple[int, ...] = (0, 2)) -> None:
     if result.exit_code == 2:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
-        usage = "Usage:" in result.stderr  # Typer's own option-parsing message
-        assert usage or len(errors) == 1, result.stderr
+        # Typer's own option-parsing errors too (the root group makes them one line).
+        assert len(errors) == 1 and len(lines) == 1, result.stderr

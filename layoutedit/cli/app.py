@@ -3,13 +3,15 @@
 Global options may come before or after the command (`layoutedit --model M learn S` or
 `layoutedit learn S --model M`): `LayouteditGroup` moves them in front before parsing. It
 also runs every command with SIGTERM raised like Ctrl-C, so one place (`exit_interrupted`)
-turns an interrupt into one line and exit 130/143.
+turns an interrupt into one line and exit 130/143, and turns Click's usage errors (unknown
+option, missing argument, bad value) of every command into one line and exit 2, like every
+other error a user can cause (`usage_error_line`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -92,11 +94,58 @@ def hoist_global_options(args: list[str], group: TyperGroup) -> list[str]:
     return [*args[:i], *moved, args[i], *rest]
 
 
+def _usage_error_type() -> type[Exception]:
+    """Click's `UsageError` class, of the click that typer runs on.
+
+    Found through `typer.BadParameter` (a subclass) because typer >= 0.20 runs on a private
+    copy of click and older typer on click itself; this works with both.
+    """
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+USAGE_ERROR = _usage_error_type()
+
+
+def usage_error_line(exc: Exception, fallback_path: str = "layoutedit") -> str:
+    """A click usage error as one line: `layoutedit edit: no such option: --fooo (try ...)`.
+
+    Args:
+        exc: a click `UsageError` (its `format_message()` keeps click's suggestions).
+        fallback_path: the command path when the error carries no context (click raises
+            some option-parsing errors without one).
+    """
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else fallback_path
+    format_message = getattr(exc, "format_message", None)
+    text = format_message() if callable(format_message) else str(exc)
+    message = " ".join(str(text).split()).rstrip(".")  # one line whatever click wrapped
+    if len(message) > 1 and message[0].isupper() and message[1].islower():
+        message = message[0].lower() + message[1:]  # "No such option" -> "no such option"
+    return f"{path}: {message} (try '{path} --help')"
+
+
+def _is_help_request(exc: Exception) -> bool:
+    """True for click's `NoArgsIsHelpError`: a group called bare, whose "error" is its help.
+
+    Matched by name, as typer does, because click before 8.2 has no such class.
+    """
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 class LayouteditGroup(TyperGroup):
-    """The root command group: global options anywhere, interrupts handled in one place."""
+    """The root command group: global options anywhere; interrupts and usage errors handled
+    in one place.
+
+    Every command's options are parsed inside the root group's `parse_args` (its own) or
+    `invoke` (the sub-command's and sub-group's), so catching click's usage errors in these
+    two methods covers every command. `--help` is not an error and renders as typer draws it.
+    """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_options(list(args), self))
+        try:
+            return super().parse_args(ctx, hoist_global_options(list(args), self))
+        except USAGE_ERROR as exc:
+            self._exit_usage_error(exc, ctx)
 
     def invoke(self, ctx: Any) -> Any:
         with interrupt_signals():
@@ -105,6 +154,18 @@ class LayouteditGroup(TyperGroup):
             except KeyboardInterrupt as exc:
                 state = ctx.obj if isinstance(ctx.obj, AppState) else None
                 exit_interrupted(exc, state.cache_dir if state else None)
+            except USAGE_ERROR as exc:
+                self._exit_usage_error(exc, ctx)
+
+    @staticmethod
+    def _exit_usage_error(exc: Exception, ctx: Any) -> NoReturn:
+        """Print `exc` as one `error:` line on stderr and exit 2 (help requests re-raised)."""
+        if _is_help_request(exc):
+            raise exc
+        # Without a context of its own the error belongs to the sub-command being parsed.
+        fallback = " ".join(p for p in (ctx.command_path, ctx.invoked_subcommand) if p)
+        print_user_error(UserError(usage_error_line(exc, fallback)))
+        raise typer.Exit(2)
 
 
 app = typer.Typer(

@@ -15,8 +15,8 @@ from layoutedit.cli.app import app
 from layoutedit.errors import UserError
 from layoutedit.masking import colour_masks
 from layoutedit.masking.clipseg import masks_from_scores
-from layoutedit.masking.morphology import close, fill_holes, label_components, largest_component
 from layoutedit.masking.naming import assign_names, parse_objects
+from layoutedit.scenes.morphology import box, close, components, fill_holes, largest_component
 from layoutedit.scenes.scene import load_scene
 from layoutedit.shapes.world import sample_scene
 
@@ -35,10 +35,22 @@ def test_components_are_four_connected_and_sized() -> None:
     mask[1:3, 1:3] = True  # 4 px
     mask[3, 3] = True  # touches the square only diagonally: its own component
     mask[5:8, 0:8] = True  # 24 px
-    labels, sizes = label_components(mask)
+    labels, count = components(mask)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     assert sorted(sizes.tolist()) == [1, 4, 24]
     assert labels[1, 1] != labels[3, 3]
     assert largest_component(mask).sum() == 24
+
+
+def test_components_of_a_photo_sized_mask_are_numbered_in_scan_order() -> None:
+    # 200 one-pixel stripes of a 1000 x 1000 mask; a bridge on the left joins the first two.
+    mask = np.zeros((1000, 1000), dtype=bool)
+    mask[::5, :] = True
+    mask[1:5, :3] = True
+    labels, count = components(mask)
+    assert count == 199
+    assert labels[0, 0] == labels[5, 999] == 1  # the joined pair is the first component
+    assert labels[10, 500] == 2 and labels[995, 0] == 199  # then top to bottom
 
 
 def test_fill_holes_fills_enclosed_not_open_regions() -> None:
@@ -54,8 +66,8 @@ def test_fill_holes_fills_enclosed_not_open_regions() -> None:
 def test_close_bridges_a_one_pixel_stripe() -> None:
     stripes = np.ones((6, 9), dtype=bool)
     stripes[:, 4] = False
-    assert label_components(stripes)[1].size == 2
-    assert label_components(close(stripes, 1))[1].size == 1
+    assert components(stripes)[1] == 2
+    assert components(close(stripes, box(1)))[1] == 1
 
 
 # --- colour clusters -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from layoutedit.errors import UserError
-from layoutedit.masking.morphology import fill_holes, largest_component
+from layoutedit.scenes.morphology import fill_holes, largest_component
 
 DEFAULT_SEGMENTER = "CIDAS/clipseg-rd64-refined"
 DEFAULT_THRESHOLD = 0.4

@@ -29,17 +29,19 @@ import numpy as np
 from PIL import Image
 
 from layoutedit.errors import UserError
-from layoutedit.masking.morphology import (
+from layoutedit.scenes.morphology import (
+    box,
     close,
+    components,
     dilate,
     erode,
     fill_holes,
-    label_components,
     largest_component,
 )
 
 WORK_SIDE = 256  # long side (px) of the image the clusters are computed on
 _KMEANS_ITERATIONS = 40
+_RING = box(1)  # one pixel around, diagonals included: the border the clean-up works on
 _RIM_BORDER_SHARE = 0.6  # a rim cluster: at least this share of its pixels touch another cluster
 _MIN_BLEND_DISTANCE = 40.0  # RGB distance: colours closer than this are not blended
 _BACKGROUND_EDGE_FACTOR = 0.25  # edge share (vs. the frame ring's share) that marks background
@@ -169,8 +171,8 @@ def _refine_border(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
         the refined mask and (H, W) float64 scores: the object share of each pixel (1 inside,
         0 outside, the blend fraction on the border) for resolving overlaps.
     """
-    inner = erode(mask, 1)
-    outer = ~dilate(mask, 1)
+    inner = erode(mask, _RING)
+    outer = ~dilate(mask, _RING)
     score = inner.astype(np.float64)
     if not inner.any():
         return mask, mask.astype(np.float64)
@@ -178,7 +180,7 @@ def _refine_border(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     out = mask.copy()
     h, w = mask.shape
     r = _REFINE_RADIUS
-    for y, x in zip(*np.nonzero(dilate(mask, 1) & ~inner), strict=True):
+    for y, x in zip(*np.nonzero(dilate(mask, _RING) & ~inner), strict=True):
         y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
         window = image[y0:y1, x0:x1]
         near_in, near_out = inner[y0:y1, x0:x1], outer[y0:y1, x0:x1]
@@ -262,9 +264,9 @@ def colour_regions(image: np.ndarray, count: int, seed: int = 0) -> Regions:
     masks, scores = [], []
     for group in groups:
         # 5. one piece, holes filled unless they are background-coloured
-        region = largest_component(close(np.isin(assign, group), 1))
-        holes, sizes = label_components(fill_holes(region) & ~region)
-        for number in range(1, len(sizes) + 1):
+        region = largest_component(close(np.isin(assign, group), _RING))
+        holes, count_holes = components(fill_holes(region) & ~region)
+        for number in range(1, count_holes + 1):
             hole = holes == number
             if is_background[hole].mean() < 0.5:
                 region |= hole
@@ -277,7 +279,7 @@ def colour_regions(image: np.ndarray, count: int, seed: int = 0) -> Regions:
     stack &= np.arange(count)[:, None, None] == winner[None]
     colours = np.array(
         [
-            np.median(work_f[erode(m, 1)] if erode(m, 1).any() else work_f[m], axis=0)
+            np.median(work_f[erode(m, _RING)] if erode(m, _RING).any() else work_f[m], axis=0)
             if m.any()
             else np.zeros(3)
             for m in stack

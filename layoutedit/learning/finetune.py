@@ -2,9 +2,10 @@
 
 Trained together: `attn2.to_k` and `attn2.to_v` of every cross-attention layer of the UNet,
 and the embedding rows of `<new0>` `<new1>` (in every text encoder's table), which are
-appended to the prompt in which every object is its placeholder. Loss: plain MSE over the whole latent; with prior preservation,
-plus `prior_weight` x the same loss on regularisation latents with their own captions (the
-batch is doubled: one UNet call on instance + prior samples).
+appended to the prompt in which every object is its placeholder. Loss: plain MSE over the
+whole latent; with prior preservation, plus `prior_weight` x the same loss on regularisation
+latents with their own captions (the batch is doubled: one UNet call on instance + prior
+samples).
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import FAST_SETTINGS, run_cli
 from PIL import Image
-from typer.testing import CliRunner
 
-from layoutedit.cli.app import app
 from layoutedit.editing.animation import flicker, in_between
 from layoutedit.scenes.layout_edits import Move, ObjectState, Scale, apply_operations, centroid
 from layoutedit.shapes.world import sample_scene, write_scene_folder
@@ -58,31 +57,14 @@ def test_run_frames_writes_pngs_gif_and_flicker(tiny_model_dir: Path, tmp_path: 
     a, b = world.names
     script = tmp_path / "anim.toml"
     script.write_text(
-        f'scene = "scene"\nout = "anim"\nseeds = [8, 0]\nframes = 2\n'
-        "[learn]\nti_steps = 2\nti_batch_size = 1\nft_steps = 2\nft_batch_size = 1\n"
-        "checkpoint_every = 0\n"
-        "[edit]\nsteps = 3\nmax_iter_to_alter = 2\nrefinement = { 0 = 0.9 }\n"
-        "max_refinement_steps = 1\nblend_steps = 2\n"
+        f'scene = "scene"\nout = "anim"\nseeds = [8, 0]\nframes = 2\n{FAST_SETTINGS}'
         f'[[step]]\nmove = ["{a}=+4,0"]\n[[step]]\nscale = ["{b}=0.7"]\n'
     )
-    result = CliRunner().invoke(
-        app,
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--backend",
-            "cpu",
-            "--cache-dir",
-            str(tmp_path / "c"),
-            "--json",
-            "run",
-            str(script),
-            "--frames",
-            "3",
-        ],
+    code, stdout, err = run_cli(
+        tiny_model_dir, tmp_path / "c", "--json", "run", str(script), "--frames", "3"
     )
-    assert result.exit_code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    assert code == 0, err
+    summary = json.loads(stdout)
     folder = tmp_path / "anim" / "animation"
     assert [r["frame"] for r in summary["frames"]] == list(range(1, 7))  # --frames wins
     assert {r["seed"] for r in summary["frames"]} == {8}  # one seed for every frame

@@ -7,27 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import run_cli, write_fast_config
 from PIL import Image
-from typer.testing import CliRunner
 
-from layoutedit.cli.app import app
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-
-FAST = """
-[learn]
-ti_steps = 2
-ti_batch_size = 1
-ft_steps = 2
-ft_batch_size = 1
-checkpoint_every = 0
-
-[edit]
-steps = 3
-max_iter_to_alter = 2
-refinement = { 0 = 0.9 }
-max_refinement_steps = 1
-blend_steps = 2
-"""
 
 
 @pytest.fixture
@@ -43,28 +26,19 @@ def scene_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fast.toml"
-    path.write_text(FAST)
-    return path
-
-
-def _run(model: Path, cache: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(
-        app, ["--model", str(model), "--backend", "cpu", "--cache-dir", str(cache), *args]
-    )
-    return result.exit_code, result.stdout, result.stderr
+    return write_fast_config(tmp_path)
 
 
 def test_learn_then_edit_writes_every_file(
     tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir, cache, "learn", str(scene_dir), "--config", str(config_file)
     )
     assert code == 0, err
     out = tmp_path / "out"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir,
         cache,
         "--json",
@@ -103,7 +77,7 @@ def test_learn_then_edit_writes_every_file(
         assert "<" in record["prompt"]  # placeholders of the learned concept
 
     # A second edit reuses the cached inversion: no inversion UNet calls.
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir,
         cache,
         "edit",
@@ -137,7 +111,7 @@ def test_edit_without_concept_and_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir,
         tmp_path / "cache",
         "edit",
@@ -173,7 +147,7 @@ def test_edit_takes_the_scene_as_three_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cache = tmp_path / "cache"
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir, cache, "learn", str(scene_dir), "--config", str(config_file)
     )
     assert code == 0, err
@@ -190,7 +164,7 @@ def test_edit_takes_the_scene_as_three_files(
     work.mkdir()
     monkeypatch.chdir(work)
     # The files give the same scene as the folder: the concept learned above is found.
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir,
         cache,
         "edit",
@@ -213,14 +187,14 @@ def test_edit_takes_the_scene_as_three_files(
     assert stdout.startswith("layout2.png: best seed 0")
 
     # Without a learned concept, --no-learn names the learn command with the same files.
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir, tmp_path / "empty", "edit", *files, "-l", str(layout), "--no-learn"
     )
     assert code == 2 and f"layoutedit learn --image {scene_dir / 'image.png'}" in err
     # The files need layouts named, and all three files or a folder.
-    code, _, err = _run(tiny_model_dir, cache, "edit", *files, "--no-concept")
+    code, _, err = run_cli(tiny_model_dir, cache, "edit", *files, "--no-concept")
     assert code == 2 and "no target layouts" in err
-    code, _, err = _run(tiny_model_dir, cache, "edit", *files[:4], "-l", str(layout))
+    code, _, err = run_cli(tiny_model_dir, cache, "edit", *files[:4], "-l", str(layout))
     assert code == 2 and "--labels" in err
     assert "Traceback" not in err
 
@@ -229,13 +203,13 @@ def test_user_mistakes_exit_2(
     tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir, cache, "edit", str(scene_dir), "--config", str(config_file), "--no-learn"
     )
     assert code == 2 and "layoutedit learn" in err
-    code, _, err = _run(tiny_model_dir, cache, "edit", str(scene_dir), "--seeds", "0,x")
+    code, _, err = run_cli(tiny_model_dir, cache, "edit", str(scene_dir), "--seeds", "0,x")
     assert code == 2 and "--seeds" in err
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir,
         cache,
         "edit",
@@ -245,7 +219,7 @@ def test_user_mistakes_exit_2(
         str(tmp_path / "no.png"),
     )
     assert code == 2 and "layout not found" in err
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir,
         cache,
         "edit",

@@ -7,28 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import object_names, run_cli, write_fast_config
 from PIL import Image
-from typer.testing import CliRunner
 
-from layoutedit.cli.app import app
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-
-FAST = """
-[learn]
-ti_steps = 2
-ti_batch_size = 1
-ft_steps = 2
-ft_batch_size = 1
-checkpoint_every = 0
-
-[edit]
-steps = 3
-max_iter_to_alter = 2
-refinement = { 0 = 0.9 }
-max_refinement_steps = 1
-blend_steps = 2
-seeds = [0]
-"""
 
 
 @pytest.fixture
@@ -39,29 +21,15 @@ def scene_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fast.toml"
-    path.write_text(FAST)
-    return path
-
-
-def _run(model: Path | str, cache: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(
-        app, ["--model", str(model), "--backend", "cpu", "--cache-dir", str(cache), *args]
-    )
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _names(scene_dir: Path) -> list[str]:
-    labels = json.loads((scene_dir / "semantic_dict.json").read_text())
-    return [n for n in labels if n != "background"]
+    return write_fast_config(tmp_path, extra_edit="seeds = [0]\n")
 
 
 def test_edit_with_operations_writes_the_layout_map(
     tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
 ) -> None:
-    first, second = _names(scene_dir)
+    first, second = object_names(scene_dir)
     out = tmp_path / "out"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir,
         tmp_path / "cache",
         "--json",
@@ -100,7 +68,7 @@ def test_edit_with_operations_writes_the_layout_map(
     assert record["operations"] == summary["operations"]
 
     # The written map is a layout that `edit --layout` takes back (same colours).
-    code, _, err = _run(
+    code, _, err = run_cli(
         tiny_model_dir,
         tmp_path / "cache",
         "edit",
@@ -130,11 +98,11 @@ def test_edit_with_operations_writes_the_layout_map(
 def test_bad_operations_exit_2_with_one_line_before_the_model_loads(
     scene_dir: Path, tmp_path: Path, flags: list[str], message: str
 ) -> None:
-    first = _names(scene_dir)[0]
+    first = object_names(scene_dir)[0]
     args = [f.format(a=first) for f in flags]
     # A model that does not exist: the operations must fail first.
     for command in ("edit", "inspect"):
-        code, _, err = _run(
+        code, _, err = run_cli(
             tmp_path / "no-model", tmp_path / "cache", command, str(scene_dir), *args
         )
         assert code == 2, (command, err)
@@ -142,8 +110,8 @@ def test_bad_operations_exit_2_with_one_line_before_the_model_loads(
 
 
 def test_inspect_shows_what_operations_do(scene_dir: Path, tmp_path: Path) -> None:
-    first, second = _names(scene_dir)
-    code, stdout, err = _run(
+    first, second = object_names(scene_dir)
+    code, stdout, err = run_cli(
         "builtin:shapes-tiny",
         tmp_path / "cache",
         "--json",
@@ -168,7 +136,7 @@ def test_edit_operations_on_the_published_sample(
     seed_sample: Path, config_file: Path, tmp_path: Path
 ) -> None:
     # The embedded model: the random test model's 16-token prompts cannot hold these words.
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         "builtin:shapes-tiny",
         tmp_path / "cache",
         "--json",
@@ -189,7 +157,7 @@ def test_edit_operations_on_the_published_sample(
     (summary,) = json.loads(stdout)
     assert Image.open(tmp_path / "out" / "operations" / "seed-0.png").size == (512, 512)
     assert Image.open(summary["layout_map"]).size == (512, 512)
-    code, _, err = _run(
+    code, _, err = run_cli(
         "builtin:shapes-tiny", tmp_path / "cache", "edit", str(seed_sample), "--swap", "plant,pot"
     )
     assert code == 2 and "pot pushed out of frame by --swap plant,pot" in err

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from launch_support import launch
+from cli_support import launch
 
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 

@@ -8,30 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import FAST_SETTINGS, object_names, run_cli
 from PIL import Image
-from typer.testing import CliRunner
 
-from layoutedit.cli.app import app
 from layoutedit.editing.edit_script import load_script
 from layoutedit.errors import UserError
 from layoutedit.scenes.layout_edits import Move, apply_operations
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-
-SETTINGS = """
-[learn]
-ti_steps = 2
-ti_batch_size = 1
-ft_steps = 2
-ft_batch_size = 1
-checkpoint_every = 0
-
-[edit]
-steps = 3
-max_iter_to_alter = 2
-refinement = { 0 = 0.9 }
-max_refinement_steps = 1
-blend_steps = 2
-"""
 
 
 @pytest.fixture
@@ -41,29 +24,16 @@ def scene_dir(tmp_path: Path) -> Path:
     return write_scene_folder(world, tmp_path / "scene", layouts=[np.roll(labels, 6, axis=1)])
 
 
-def _names(scene_dir: Path) -> list[str]:
-    return [
-        n for n in json.loads((scene_dir / "semantic_dict.json").read_text()) if n != "background"
-    ]
-
-
 def _script(tmp_path: Path, steps: str, head: str = "") -> Path:
     path = tmp_path / "script.toml"
-    path.write_text(f'scene = "scene"\nout = "run"\nseeds = [0]\n{head}\n{SETTINGS}\n{steps}')
+    path.write_text(f'scene = "scene"\nout = "run"\nseeds = [0]\n{head}\n{FAST_SETTINGS}\n{steps}')
     return path
-
-
-def _run(model: Path, cache: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(
-        app, ["--model", str(model), "--backend", "cpu", "--cache-dir", str(cache), *args]
-    )
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_script_learns_and_inverts_once_for_every_step(
     tiny_model_dir: Path, scene_dir: Path, tmp_path: Path
 ) -> None:
-    a, b = _names(scene_dir)
+    a, b = object_names(scene_dir)
     steps = f"""
 [[step]]
 layout = "scene/target_layout/layout1.png"
@@ -73,7 +43,7 @@ move = ["{a}=+3,0"]
 ops = ["scale {b}=0.8", "to-front {b}"]
 name = "smaller"
 """
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir, tmp_path / "cache", "--json", "run", str(_script(tmp_path, steps))
     )
     assert code == 0, err
@@ -107,7 +77,7 @@ name = "smaller"
     assert sheet.size[0] > sheet.size[1]  # source + 3 steps side by side
 
     # Again: the concept comes from the cache, still one inversion (now from the cache).
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         tiny_model_dir, tmp_path / "cache", "--json", "run", str(tmp_path / "script.toml")
     )
     assert code == 0, err
@@ -135,13 +105,13 @@ name = "smaller"
 def test_a_bad_step_exits_2_naming_it_before_any_model_work(
     scene_dir: Path, tmp_path: Path, steps: str, message: str
 ) -> None:
-    a = _names(scene_dir)[0]
+    a = object_names(scene_dir)[0]
     path = _script(tmp_path, steps.format(a=a))
     with pytest.raises(UserError) as info:
         load_script(path)
     assert message.format(a=a) in info.value.line()
     # The CLI, with a model that does not exist: the script fails first, in one line.
-    code, _, err = _run(tmp_path / "no-model", tmp_path / "cache", "run", str(path))
+    code, _, err = run_cli(tmp_path / "no-model", tmp_path / "cache", "run", str(path))
     assert code == 2 and message.format(a=a) in err and len(err.strip().splitlines()) == 1
 
 

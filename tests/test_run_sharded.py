@@ -8,26 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launch_support import launch
+from cli_support import FAST_SETTINGS, launch, write_fast_config
 from PIL import Image
 
 from layoutedit.editing.sharding import Shard, current_shard
 from layoutedit.shapes.world import sample_scene, write_scene_folder
-
-SETTINGS = """
-[learn]
-ti_steps = 2
-ti_batch_size = 1
-ft_steps = 2
-ft_batch_size = 1
-checkpoint_every = 0
-[edit]
-steps = 3
-max_iter_to_alter = 2
-refinement = { 0 = 0.9 }
-max_refinement_steps = 1
-blend_steps = 2
-"""
 
 STEPS = """
 [[step]]
@@ -64,7 +49,7 @@ def test_two_processes_write_the_files_of_one(tiny_model_dir: Path, tmp_path: Pa
     write_scene_folder(world, tmp_path / "scene")
     a, b = world.names
     script = tmp_path / "script.toml"
-    script.write_text(f'scene = "scene"\nseeds = [0]\n{SETTINGS}{STEPS.format(a=a, b=b)}')
+    script.write_text(f'scene = "scene"\nseeds = [0]\n{FAST_SETTINGS}{STEPS.format(a=a, b=b)}')
     one, two = tmp_path / "one", tmp_path / "two"
     _layoutedit(tiny_model_dir, tmp_path / "c1", "run", str(script), "-o", str(one), processes=1)
     _layoutedit(tiny_model_dir, tmp_path / "c2", "run", str(script), "-o", str(two), processes=2)
@@ -103,8 +88,7 @@ def test_edit_over_a_layout_folder_splits_between_two_processes(
     labels = world.labels()
     moved = [np.roll(labels, shift, axis=1) for shift in (4, -4, 8)]
     scene = write_scene_folder(world, tmp_path / "scene", layouts=moved)
-    config = tmp_path / "fast.toml"
-    config.write_text(SETTINGS)
+    config = write_fast_config(tmp_path)
     args = ("edit", str(scene), "--config", str(config), "--seeds", "0")
     one, two = tmp_path / "one", tmp_path / "two"
     _layoutedit(tiny_model_dir, tmp_path / "c1", *args, "--out", str(one), processes=1)

@@ -1,8 +1,9 @@
-"""Running `python -m layoutedit ...` as a subprocess, alone or under `accelerate launch`
-with N CPU processes (the multi-process tests of `run`, `edit` and `learn`)."""
+"""Set-up shared by the CLI tests that learn and edit on the tiny model: the fast settings,
+the CLI called in-process (`run_cli`) or as 1 or N processes (`launch`), a scene's names."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,48 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from layoutedit.cli.app import app
+
+# Learning and editing in a few steps: enough to run every stage on the tiny model.
+FAST_SETTINGS = """
+[learn]
+ti_steps = 2
+ti_batch_size = 1
+ft_steps = 2
+ft_batch_size = 1
+checkpoint_every = 0
+
+[edit]
+steps = 3
+max_iter_to_alter = 2
+refinement = { 0 = 0.9 }
+max_refinement_steps = 1
+blend_steps = 2
+"""
+
+
+def write_fast_config(folder: Path, extra_edit: str = "") -> Path:
+    """`folder/fast.toml`: `FAST_SETTINGS` with `extra_edit` lines added to its [edit] table."""
+    path = folder / "fast.toml"
+    path.write_text(FAST_SETTINGS + extra_edit)
+    return path
+
+
+def object_names(scene_dir: Path) -> list[str]:
+    """The object names of a scene folder, in label-map order (background left out)."""
+    labels = json.loads((scene_dir / "semantic_dict.json").read_text())
+    return [name for name in labels if name != "background"]
+
+
+def run_cli(model: Path | str, cache: Path, *args: str) -> tuple[int, str, str]:
+    """`layoutedit --model MODEL --backend cpu --cache-dir CACHE ARGS` in-process:
+    (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(
+        app, ["--model", str(model), "--backend", "cpu", "--cache-dir", str(cache), *args]
+    )
+    return result.exit_code, result.stdout, result.stderr
 
 
 def free_port() -> int:

@@ -210,6 +210,13 @@ class EditConfig(_Strict):
         le=0.5,
         description="Width of the composite's soft edge, as a share of the image's longer side.",
     )
+    placement: Literal["fit", "centroid"] = Field(
+        default="fit",
+        description="With init `paste`: how an object is placed in a region painted around "
+        "its target: `fit` matches the object, grown by a margin (or its ellipse hull, for "
+        "an ellipse), to the region; `centroid`: the region's centroid and an area-based "
+        "scale. A region that is the object's exact moved shape is always taken as such.",
+    )
     colour_match: bool = Field(
         default=False,
         description="With init `paste`: after decoding, match each object's colour mean and "

@@ -326,7 +326,12 @@ class EditSession:
             to its region and the holes filled from the surrounding background, (K, H, W)
             bool where each object was pasted, at the source's size).
         """
-        placements = estimate_placements(self.scene.labels, layout.labels, len(self.scene.objects))
+        placements = estimate_placements(
+            self.scene.labels,
+            layout.labels,
+            len(self.scene.objects),
+            fit=self.config.placement == "fit",
+        )
         pasted, footprints = paste_edit(
             self.scene.image, self.scene.object_masks(), placements, None
         )

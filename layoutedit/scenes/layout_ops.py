@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from layoutedit.scenes.region_fit import PAINTED_FILL, ellipse_hull, place_in_region
+
 if TYPE_CHECKING:
     from layoutedit.scenes.scene import Layout, Scene
 
@@ -206,13 +208,6 @@ class Placement:
     scale: float
 
 
-PAINTED_FILL = 0.92
-"""Linear size of an object relative to the ellipse hull of a region painted around it.
-
-People paint a target region as a rough blob or ellipse that holds the object with a
-margin. Measured on the benchmark's painted regions (development cases, seed 2000, 40
-scenes x 3 layouts): the region's area over the object's ellipse hull gives 1.15x the true
-scale for ellipses and 1.02x for dilated blobs; 0.92 splits the difference."""
 EXACT_IOU = 0.97
 """A target region that the source mask, moved and scaled, covers at least this well is
 taken as the object's exact new shape (a layout made by operations), not a painted one.
@@ -223,13 +218,7 @@ High, because a blob painted around a round object is much like the object scale
 def ellipse_hull_area(mask: np.ndarray) -> float:
     """Area (px) of the smallest axis-aligned ellipse, centred on the bounding box and with
     its aspect, that holds every pixel of `mask` ((H, W) bool, not empty)."""
-    ys, xs = np.nonzero(mask)
-    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    hw, hh = (xs.max() + 1 - xs.min()) / 2, (ys.max() + 1 - ys.min()) / 2
-    dx = np.abs(xs + 0.5 - cx) + 0.5  # pixel squares' far corners
-    dy = np.abs(ys + 0.5 - cy) + 0.5
-    grow2 = float(np.max((dx / hw) ** 2 + (dy / hh) ** 2))
-    return float(np.pi * hw * hh * grow2)
+    return ellipse_hull(mask).area
 
 
 def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:
@@ -245,14 +234,15 @@ def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:
 
 
 def estimate_placements(
-    source_labels: np.ndarray, layout_labels: np.ndarray, n_objects: int
+    source_labels: np.ndarray, layout_labels: np.ndarray, n_objects: int, fit: bool = True
 ) -> list[Placement]:
     """Where each object of the source goes in a target layout: centre and scale.
 
-    The object's centroid goes to its region's centroid. Its scale is the square root of
-    the area ratio when the region is the object's own shape moved and scaled (IoU >=
-    `EXACT_IOU`); for a painted region it is measured against the object's ellipse hull and
-    shrunk by `PAINTED_FILL`, since a painted region holds its object with a margin.
+    When the region is the object's own shape moved and scaled (IoU >= `EXACT_IOU`), the
+    centroid goes to the region's centroid at the square root of the area ratio; a region
+    painted around the target is fitted by `region_fit.place_in_region` (with `fit`), or
+    the centroid goes to the region's centroid, scaled by `PAINTED_FILL` times the square
+    root of the region's area over the object's ellipse hull's (the earlier estimate).
 
     Args:
         source_labels, layout_labels: (H, W) label grids (i < K objects, K background).
@@ -276,6 +266,10 @@ def estimate_placements(
         if overlap >= EXACT_IOU:
             out.append(exact)
             continue
-        scale = PAINTED_FILL * float(np.sqrt(dst.sum() / ellipse_hull_area(src)))
-        out.append(Placement(sx, sy, dx, dy, scale))
+        if fit:
+            cx, cy, scale = place_in_region(src, dst)
+            out.append(Placement(sx, sy, cx, cy, scale))
+        else:
+            scale = PAINTED_FILL * float(np.sqrt(dst.sum() / ellipse_hull_area(src)))
+            out.append(Placement(sx, sy, dx, dy, scale))
     return out

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup demo test test-oldest fuzz lint bench bench-quick model evaluate-model clean gpu-check
+.PHONY: setup setup-ui demo test test-oldest fuzz lint bench bench-quick model evaluate-model clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,26 @@ $(PY):
 setup: $(PY)
 	$(PY) -m pip install "torch==2.13.*"
 	$(PY) -m pip install -e ".[dev]"
+
+## setup-ui: the `ui` extra (Gradio) for `layoutedit serve` and its tests, next to Pillow 13.
+## gradio 6.31 caps pillow<13 in its metadata, so `pip install ".[ui]"` would move the whole
+## environment back to Pillow 12. It runs on Pillow 13 (it uses only Image.open/new/fromarray/
+## alpha_composite/init/registered_extensions, ImageOps.exif_transpose/fit, ImageSequence,
+## PngInfo; none is among Pillow 13's removals, and the serve tests pass), so gradio and the
+## gradio_client it pins go in without dependencies and the rest of its requirements
+## (gradio's own list, Pillow left out) with theirs. Keep the pins and the list together.
+UI_NO_DEPS ?= "gradio==6.31.0" "gradio-client==2.7.2"
+UI_DEPS ?= "anyio>=3.0,<5.0" "brotli>=1.2.1" "fastapi>=0.115.2,<1.0" "groovy~=0.1" \
+	"hf-gradio>=0.4.1,<1.0" "httpx>=0.24.1,<1.0" "huggingface-hub>=1.16.0,<3.0" "jinja2<4.0" \
+	"markupsafe>=2.0,<4.0" "numpy>=1.0,<3.0" "orjson~=3.0" packaging "pandas>=1.0,<4.0" \
+	"pydantic>=2.0,<=3.0" "pydub<1.0" "python-multipart>=0.0.18,<1.0" "pytz>=2017.2" \
+	"pyyaml>=5.0,<7.0" "safehttpx>=0.1.7,<0.2.0" "semantic-version~=2.0" \
+	"starlette>=1.0.1,<2.0" "tomlkit>=0.12.0,<0.15.0" "typer>=0.12,<1.0" \
+	"typing-extensions~=4.0" "uvicorn>=0.14.0" fsspec
+setup-ui: $(PY)
+	$(PY) -m pip install $(UI_DEPS)
+	$(PY) -m pip install --no-deps $(UI_NO_DEPS)
+	$(PY) -c "import gradio, gradio_client, PIL; print('gradio', gradio.__version__, 'on Pillow', PIL.__version__)"
 
 ## demo: learn a generated 3-object scene on the embedded model and edit it to three layouts
 demo:

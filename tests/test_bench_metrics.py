@@ -17,6 +17,7 @@ from layoutedit.bench.metrics import (
     layout_iou,
     psnr,
     shape_iou,
+    vacated_psnr,
 )
 from layoutedit.scenes.morphology import (
     components,
@@ -127,3 +128,19 @@ def test_morphology_helpers() -> None:
     pin[4, 4] = False
     assert fill_small_holes(pin, 2).sum() == 25
     assert fill_small_holes(ring, 2).sum() == 64 - 16
+
+
+def test_vacated_psnr_sees_a_trace_where_the_object_was() -> None:
+    truth = np.full((16, 16, 3), 128, dtype=np.uint8)
+    source_labels = np.ones((16, 16), dtype=np.int16)  # K = 1: background
+    source_labels[2:6, 2:6] = 0  # the object was here
+    target_labels = np.ones((16, 16), dtype=np.int16)
+    target_labels[10:14, 10:14] = 0  # and went here
+    clean = truth.copy()
+    traced = truth.copy()
+    traced[3:5, 3:5] = (200, 40, 40)  # a red trace where it was
+    assert vacated_psnr(clean, truth, source_labels, target_labels, 1) == PSNR_CAP_DB
+    assert vacated_psnr(traced, truth, source_labels, target_labels, 1) < 30
+    # The trace is outside the background that both share, which does not see it.
+    assert background_psnr(traced, truth, source_labels, target_labels, 1) == PSNR_CAP_DB
+    assert np.isnan(vacated_psnr(clean, truth, source_labels, source_labels, 1))

@@ -37,7 +37,7 @@ def test_nan_values_are_dropped_and_too_few_values_give_no_interval() -> None:
 
 
 def _scores(layout_iou: float, colour_error: float) -> Scores:
-    return Scores(layout_iou, 0.5, colour_error, 0.5, 20.0)
+    return Scores(layout_iou, 0.5, colour_error, 0.5, 20.0, 25.0)
 
 
 def test_compare_marks_full_better_per_metric_direction() -> None:

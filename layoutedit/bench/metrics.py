@@ -132,3 +132,20 @@ def background_psnr(
     without the moved objects' old anti-aliased rims, which the source image still holds."""
     keep = (source_labels == background_index) & (target_labels == background_index)
     return psnr(output, source, keep)
+
+
+def vacated_psnr(
+    output: np.ndarray,
+    truth: np.ndarray,
+    source_labels: np.ndarray,
+    target_labels: np.ndarray,
+    background_index: int,
+) -> float:
+    """PSNR of `output` against the target image `truth` over the pixels an object left:
+    object in the source labels, background in the (exact) target labels.
+
+    The editor must paint these from nothing (the source only shows the object there), so
+    they show what `background_psnr` cannot: a trace of the object left where it was.
+    NaN when no pixel was vacated (an object grown in place, an identity edit)."""
+    vacated = (source_labels != background_index) & (target_labels == background_index)
+    return psnr(output, truth, vacated)

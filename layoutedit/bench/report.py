@@ -53,7 +53,9 @@ and the PSNR; lower for colour error and every cost."""
 GPU_COLUMN: Column = ("GPU\nMB", lambda r: r.peak_cuda_mb, _f(0))
 """Shown when a row ran on CUDA: the allocator's peak."""
 SHARE_COLUMN: Column = ("attn\nshare", lambda r: r.attention_share, _f(2))
-"""In Markdown (the terminal prints it below the table, which must fit 80 columns)."""
+LEFT_COLUMN: Column = ("left\ndB", lambda r: r.metrics["vacated_psnr"], _f(1))
+"""Both in Markdown only (the terminal prints the share below the table, which must fit
+80 columns; the vacated-pixel PSNR is in bench.json and bench.md)."""
 
 
 def attention_share_line(result: BenchResult) -> str | None:
@@ -64,16 +66,20 @@ def attention_share_line(result: BenchResult) -> str | None:
     return "token attention share on the source objects: " + ", ".join(parts)
 
 
-def table_cells(rows: Sequence[VariantRow], gpu: bool = False) -> tuple[list[str], list[list[str]]]:
+def table_cells(
+    rows: Sequence[VariantRow], wide: bool = False
+) -> tuple[list[str], list[list[str]]]:
     """Header and cell text of the table (shared by the terminal and Markdown views).
 
-    `gpu` adds the attention-share column and the CUDA peak column when a row has one
-    (Markdown; the terminal table stays narrow enough for 80 columns, and bench.json always
-    has both)."""
+    `wide` (Markdown) adds the vacated-pixel PSNR, the attention share and, when a row has
+    one, the CUDA peak; the terminal table stays narrow enough for 80 columns, and
+    bench.json always has them all."""
     columns = list(COLUMNS)
-    if gpu and any(r.attention_share is not None for r in rows):
-        columns.insert(5, SHARE_COLUMN)
-    if gpu and any(r.peak_cuda_mb is not None for r in rows):
+    if wide:
+        columns.insert(5, LEFT_COLUMN)
+    if wide and any(r.attention_share is not None for r in rows):
+        columns.insert(6, SHARE_COLUMN)
+    if wide and any(r.peak_cuda_mb is not None for r in rows):
         columns.append(GPU_COLUMN)
     header = ["variant", *(c[0] for c in columns)]
     body = [[r.name, *(fmt(get(r)) for _, get, fmt in columns)] for r in rows]
@@ -108,6 +114,7 @@ METRIC_NAMES = {
     "colour_error": "colour err",
     "shape_iou": "shape IoU",
     "background_psnr": "bg PSNR dB",
+    "vacated_psnr": "left dB",
 }
 
 
@@ -177,7 +184,7 @@ def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]
 
 def markdown(result: BenchResult) -> str:
     """bench.md: the table, what the columns mean, the segmenter check and the cases."""
-    header, body = table_cells(result.rows, gpu=True)
+    header, body = table_cells(result.rows, wide=True)
     header = [h.replace("\n/", "/").replace("\n", " ") for h in header]
     opts = result.options
     lines = [
@@ -212,7 +219,9 @@ def markdown(result: BenchResult) -> str:
         "regions; colour error, RGB distance (0-255) of mean output and source colours; shape "
         "IoU after cropping to bounding boxes; background PSNR against the target image over "
         "pixels that are background in source and target (the target has no outline where an "
-        f"object was; {PSNR_CAP_DB:.0f} dB = identical); attention "
+        f"object was; {PSNR_CAP_DB:.0f} dB = identical); left dB, PSNR against the target "
+        "image over the pixels an object left (object in the source, background in the "
+        "target: a trace of the object shows here; - when no edit vacated a pixel); attention "
         "share, per object, of its token's attention (guidance grid) on its source mask "
         "before any edit; learn seconds "
         "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "

@@ -19,6 +19,7 @@ from layoutedit.bench.metrics import (
     iou,
     layout_iou,
     shape_iou,
+    vacated_psnr,
 )
 from layoutedit.scenes.colour_segment import ColourModel, fit_colour_model, segment
 from layoutedit.scenes.morphology import largest_component
@@ -29,6 +30,7 @@ METRICS: tuple[str, ...] = (
     "colour_error",
     "shape_iou",
     "background_psnr",
+    "vacated_psnr",
 )
 LOWER_IS_BETTER: frozenset[str] = frozenset({"colour_error"})
 """Metrics where a lower value is better; higher is better for the others."""
@@ -48,6 +50,9 @@ class Scores:
     """Mean over objects of the bounding-box-normalised IoU with the source mask, 0-1."""
     background_psnr: float
     """dB over pixels that are background in both the source and the target."""
+    vacated_psnr: float
+    """dB over pixels an object left (object in the source, background in the target);
+    NaN when none."""
 
     def as_dict(self) -> dict[str, float]:
         """Field name -> value."""
@@ -77,6 +82,9 @@ def score(case: Case, output: np.ndarray, model: ColourModel | None = None) -> S
         # Against the target image: its background is the source's, except that an object
         # that moved leaves no anti-aliased outline where it was (the source still has one).
         background_psnr=background_psnr(
+            output, case.truth.image, case.source_labels, case.target_labels, case.n_objects
+        ),
+        vacated_psnr=vacated_psnr(
             output, case.truth.image, case.source_labels, case.target_labels, case.n_objects
         ),
     )

@@ -76,3 +76,9 @@ def test_variant_settings() -> None:
     plain = runtime.edit_config(DIFFUSION_SPECS["no-concepts"])
     assert not plain.use_concept and plain.scale_factor == 20.0
     assert runtime.edit_config(DIFFUSION_SPECS["full"]) == tiny_settings().edit
+    # no-steering takes away every layout control: the paste start too, not only guidance.
+    steered = runtime.settings.edit.model_copy(update={"init": "paste"})
+    runtime.settings = runtime.settings.model_copy(update={"edit": steered})
+    unsteered = runtime.edit_config(DIFFUSION_SPECS["no-steering"])
+    assert unsteered.init == "noise" and unsteered.scale_factor == 0
+    assert unsteered.use_concept and unsteered.max_refinement_steps == 0

@@ -224,7 +224,7 @@ def markdown(result: BenchResult) -> str:
         "target: a trace of the object shows here; - when no edit vacated a pixel); attention "
         "share, per object, of its token's attention (guidance grid) on its source mask "
         "before any edit; learn seconds "
-        "per scene (one concept is shared by full, no-guidance and no-blend, each row shows "
+        "per scene (one concept is shared by the rows that use one, each row shows "
         "its cost); seconds and UNet evaluations per edit (the scene's inversion shared over "
         "its edits); peak resident memory of the process while the variant ran, learning "
         "included for the first row that uses a concept (GPU MB: the CUDA "

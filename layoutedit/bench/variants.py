@@ -4,7 +4,8 @@ A variant edits all the cases of one scene at a time (`run_scene`), so that per-
 (learning a concept, inverting the source) is done once and its cost counted once per
 scene. `paste` is pure numpy. The diffusion variants share a `DiffusionRuntime`
 (`layoutedit.bench.diffusion`) that learns each scene's concept once and hands the same
-concept to `full`, `no-guidance` and `no-blend`; they differ only in their edit settings.
+concept to every row that uses one (`full`, `no-guidance`, `no-steering`, `no-blend`);
+they differ only in their edit settings.
 """
 
 from __future__ import annotations
@@ -109,6 +110,17 @@ DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
             "no-guidance",
             "learned concept, no attention guidance (plain regeneration)",
             {"scale_factor": 0.0, "refinement": {}, "max_refinement_steps": 0},
+        ),
+        DiffusionSpec(
+            "no-steering",
+            "learned concept, no layout steering at all: noise start (no paste) and no "
+            "attention guidance",
+            {
+                "scale_factor": 0.0,
+                "refinement": {},
+                "max_refinement_steps": 0,
+                "init": "noise",
+            },
         ),
         DiffusionSpec(
             "no-concepts",

@@ -34,7 +34,7 @@ A sweep file adds one row per TOML table, `full` with that table's scene/learn/e
 e.g. `\\[res16]` with `edit = { attention_res = 16 }`.
 """
 
-DEFAULT_VARIANTS = "full,no-guidance,no-concepts,no-blend,identity,paste"
+DEFAULT_VARIANTS = "full,no-guidance,no-steering,no-concepts,no-blend,identity,paste"
 DEFAULT_SCENES, DEFAULT_LAYOUTS = 8, 2
 QUICK_SCENES, QUICK_LAYOUTS, QUICK_PRESET = 1, 1, "fast"
 

@@ -204,6 +204,12 @@ class EditConfig(_Strict):
         description="After decoding, put the source's pixels back where source and layout are "
         "both background (feathered edge); off = published.",
     )
+    vacated: Literal["model", "fill"] = Field(
+        default="model",
+        description="With init `paste` and the background composite: what shows where an "
+        "object left: `model` (published) what the model painted there, `fill` the start "
+        "image's fill from the surrounding background (no trace of the object can stay).",
+    )
     composite_feather: float = Field(
         default=1 / 32,
         ge=0,

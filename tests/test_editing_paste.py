@@ -10,7 +10,7 @@ import pytest
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import get_backend
-from layoutedit.editing.paste import grow
+from layoutedit.editing.paste import fill_holes, grow, rim_width
 from layoutedit.editing.session import EditSession
 
 SHIFT = 4  # px right: every object of the scene stays whole in frame
@@ -78,3 +78,24 @@ def test_an_object_that_stays_keeps_its_rim(model: Any) -> None:
     objects = scene.labels != scene.background_index
     same = np.all(image == scene.image, axis=-1)
     assert same[~objects].all()  # the whole background, rims included, is the source's
+
+
+def test_vacated_fill_shows_the_start_images_fill_where_an_object_left(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=SHIFT)
+    objects = scene.labels != scene.background_index
+    moved = np.roll(objects, SHIFT, axis=1)
+    left = grow(objects, rim_width(objects.shape)) & ~grow(moved, 1)
+    # The start image's fill there: the background continued into the holes and rims.
+    fill = np.clip(fill_holes(scene.image, grow(objects, rim_width(objects.shape))), 0, 255)
+    fill = fill.round().astype(np.uint8)
+    images = {}
+    for vacated in ("model", "fill"):
+        cfg = fast_config(
+            init="paste", background_composite=True, composite_feather=0.0, vacated=vacated
+        )
+        images[vacated] = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout)
+    filled = images["fill"].best().image
+    painted = images["model"].best().image
+    assert np.array_equal(filled[left], fill[left])
+    assert not np.array_equal(painted[left], fill[left])  # the random model paints otherwise

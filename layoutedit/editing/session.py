@@ -87,6 +87,16 @@ class Candidate:
     when the scene's objects cannot be told apart by colour or ranking is by attention."""
 
 
+@dataclass(frozen=True)
+class PasteStart:
+    """The cut-and-paste start at the source's size."""
+
+    image: np.ndarray
+    """(H, W, 3) uint8 the objects pasted at their targets, holes filled."""
+    footprints: np.ndarray
+    """(K, H, W) bool where each object was pasted (visible pixels)."""
+
+
 @dataclass
 class EditResult:
     """The edit of one layout."""
@@ -318,13 +328,13 @@ class EditSession:
         height, width = self.scene.size
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
 
-    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, np.ndarray]:
-        """The first step, the clean latent and the footprints of the cut-and-paste start.
+    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
+        """The first step, the clean latent and the cut-and-paste start image.
 
         Returns:
             (start step i, (1, C, h, w) scaled latent of the source with every object moved
-            to its region and the holes filled from the surrounding background, (K, H, W)
-            bool where each object was pasted, at the source's size).
+            to its region and the holes filled from the surrounding background, the pasted
+            image and where each object was pasted, at the source's size).
         """
         placements = estimate_placements(
             self.scene.labels,
@@ -340,7 +350,7 @@ class EditSession:
             latent = self.model.encode_image(square).float()  # (1, C, h, w)
         steps = self.config.steps
         start = steps - max(1, round(self.config.paste_strength * steps))
-        return start, latent, footprints
+        return start, latent, PasteStart(pasted, footprints)
 
     def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
         """Per image, the layout score when ranking by layout and the scene allows it."""
@@ -355,11 +365,13 @@ class EditSession:
         return [self._scorer.score(image, layout.labels) for image in images]
 
     def _finish(
-        self, images: list[np.ndarray], layout: Layout, footprints: np.ndarray | None
+        self, images: list[np.ndarray], layout: Layout, start: PasteStart | None
     ) -> list[np.ndarray]:
         """The pixel post-passes: objects' colours matched to the source (with a paste
-        start), then the source's background composited back where nothing is."""
+        start), then the source's background composited back where nothing is, and (with
+        `vacated="fill"`) the start's fill where an object left."""
         cfg = self.config
+        footprints = None if start is None else start.footprints
         if cfg.colour_match and footprints is not None:
             masks = self.scene.object_masks()
             images = [match_colours(i, self.scene.image, footprints, masks) for i in images]
@@ -374,9 +386,15 @@ class EditSession:
             else:
                 occupied = layout.labels != self.scene.background_index
                 vacated = objects
-            keep = ~objects & ~grow(vacated, rim_width(objects.shape)) & ~occupied
+            left = grow(vacated, rim_width(objects.shape))
+            keep = ~objects & ~left & ~occupied
             alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
             images = [composite(i, self.scene.image, alpha) for i in images]
+            if cfg.vacated == "fill" and start is not None:
+                # The model may paint a trace of the object where it was (the concept
+                # learned it there); the fill continues the surrounding background.
+                filled = (left & ~occupied).astype(np.float32)
+                images = [composite(i, start.image, filled) for i in images]
         return images
 
     def edit(
@@ -405,7 +423,7 @@ class EditSession:
         # 2. masks
         guide = self._guide(layout)
         blend = self._blend(layout)
-        start_step, pasted, footprints = (
+        start_step, pasted, paste_start = (
             self._paste_start(layout) if cfg.init == "paste" else (0, None, None)
         )
         # 3. guided sampling, one seed at a time (the same seed gives the same noise)
@@ -447,7 +465,7 @@ class EditSession:
         began = time.perf_counter()
         with torch.no_grad():
             decoded = [self.model.decode_latents(z)[0] for z in latents]  # (S, S, 3) each
-        images = self._finish(self.to_source_size(np.stack(decoded)), layout, footprints)
+        images = self._finish(self.to_source_size(np.stack(decoded)), layout, paste_start)
         decode_s = time.perf_counter() - began
 
         # 5. rank

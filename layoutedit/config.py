@@ -149,6 +149,12 @@ class LearnConfig(_Strict):
         description="Gradient checkpointing; with mixed_precision the frozen weights are "
         "stored in that dtype (layoutedit.low_memory).",
     )
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        default="adamw",
+        description="Optimiser of the K/V fine-tune: torch AdamW, or bitsandbytes' 8-bit "
+        "AdamW (CUDA only; moments in 8 bits, about 3/4 less optimiser memory; a resumed "
+        "fine-tune starts its 8-bit moments again).",
+    )
 
 
 class EditConfig(_Strict):

@@ -131,50 +131,6 @@ def generator_state(generator: torch.Generator) -> torch.Tensor:
     return generator.get_state().clone()
 
 
-def rows_state(
-    table: torch.Tensor, ids: Sequence[int], optimizer: torch.optim.Optimizer, prefix: str
-) -> dict[str, torch.Tensor]:
-    """Checkpoint tensors of the trained rows of an embedding table.
-
-    Only the trained rows change (all others are restored after each step), so only they
-    are saved, with their optimiser moments: a small file even for a 49k-token vocabulary.
-
-    Args:
-        table: (V, D) embedding weight.
-        ids: the trained rows.
-        prefix: name prefix of the moments (`adam.` -> `adam.exp_avg`, `adam.step`, ...).
-
-    Returns:
-        `rows` (len(ids), D) and each moment (rows only; `step` whole).
-    """
-    idx = torch.tensor(list(ids), device=table.device)
-    tensors = {"rows": table.detach()[idx]}
-    for key, value in adam_state(optimizer, table).items():
-        tensors[f"{prefix}{key}"] = value if key == "step" else value[idx]
-    return tensors
-
-
-def load_rows_state(
-    tensors: Mapping[str, torch.Tensor],
-    table: torch.Tensor,
-    ids: Sequence[int],
-    optimizer: torch.optim.Optimizer,
-    prefix: str,
-) -> None:
-    """Put rows and moments saved by `rows_state` back (moments of other rows are zero)."""
-    idx = torch.tensor(list(ids), device=table.device)
-    with torch.no_grad():
-        table[idx] = tensors["rows"].to(table.device, table.dtype)
-    moments: dict[str, torch.Tensor] = {}
-    for key in ("exp_avg", "exp_avg_sq"):
-        if f"{prefix}{key}" in tensors:
-            full = torch.zeros_like(table)
-            full[idx] = tensors[f"{prefix}{key}"].to(table.device, table.dtype)
-            moments[key] = full
-    if moments and f"{prefix}step" in tensors:
-        set_adam_state(optimizer, table, {**moments, "step": tensors[f"{prefix}step"]})
-
-
 def stage_checkpoint(
     stage: str,
     step: int,

@@ -44,6 +44,10 @@ def learn_key_config(cfg: LearnConfig, scene: Scene) -> dict[str, Any]:
     """What of the settings a concept depends on: the learn config, the scene prompt and,
     when prior preservation reads a folder, a digest of that folder's contents."""
     out = {**cfg.model_dump(mode="json"), "prompt": scene.prompt}
+    if out.get("optimizer") == "adamw":
+        # The default optimiser leaves the key as it was before the setting existed, so
+        # concepts cached then are still found.
+        del out["optimizer"]
     if cfg.prior_preservation and cfg.prior_dir is not None:
         out["prior_dir_digest"] = prior_folder_digest(cfg.prior_dir)
     return out

@@ -24,11 +24,12 @@ from layoutedit.learning.checkpoints import (
 )
 from layoutedit.learning.prior import PriorSet
 from layoutedit.learning.textual_inversion import LearnData, stage_seed
+from layoutedit.learning.trained_rows import TrainedRows
 from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
-    TrainedRows,
+    make_optimizer,
     placeholder_attention_loss,
     run_stage,
     scaled_lr,
@@ -84,9 +85,8 @@ def run_finetune(
     params: list[torch.Tensor] = [kv[n] for n in kv_names]
     batch, accum = cfg.ft_batch_size, cfg.gradient_accumulation
     generator = torch.Generator().manual_seed(stage_seed(cfg.seed, STAGE))
-    optimizer = torch.optim.AdamW(
-        [*params, *rows.tables], lr=scaled_lr(cfg.ft_lr, batch, accum, cfg.scale_lr)
-    )
+    lr = scaled_lr(cfg.ft_lr, batch, accum, cfg.scale_lr)
+    optimizer = make_optimizer(cfg.optimizer, [*params, *rows.params], lr, model.device)
     start = 0
     resumed = ckpts.load(STAGE)
     if resumed is not None and _fits(resumed, kv, row_ids) and rows.fits(resumed.tensors):
@@ -128,20 +128,21 @@ def run_finetune(
         mixed_precision=cfg.mixed_precision,
         record_attention=supervise,
     )
-    run_stage(
-        model,
-        spec,
-        optimizer=optimizer,
-        params=[*params, *rows.tables],
-        accumulate_on=model.unet,
-        start=start,
-        micro_batch=micro_batch,
-        after_step=rows.restore,
-        checkpoint=checkpoint,
-        ckpts=ckpts,
-        totals=totals,
-        progress=progress,
-    )
+    with rows.spliced():  # the extra rows learn as (n, D) parameters, the tables stay frozen
+        run_stage(
+            model,
+            spec,
+            optimizer=optimizer,
+            params=[*params, *rows.params],
+            accumulate_on=model.unet,
+            start=start,
+            micro_batch=micro_batch,
+            after_step=rows.write_back,
+            checkpoint=checkpoint,
+            ckpts=ckpts,
+            totals=totals,
+            progress=progress,
+        )
 
 
 def _fits(ckpt: Checkpoint, kv: dict[str, torch.nn.Parameter], extra_ids: list[int]) -> bool:

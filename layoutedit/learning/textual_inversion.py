@@ -4,8 +4,8 @@ Only the placeholder rows of the text encoder's embedding table learn (of both t
 SDXL, which has two text encoders). For object k, a
 sample's text is, at random, the scene prompt with only `w_k` replaced by `<w_k>` or
 `a photo of a <w_k>`; the loss is the MSE between the UNet's prediction and its target over
-the latent elements inside object k's mask only. After every optimiser step all other rows
-of the table are restored.
+the latent elements inside object k's mask only. The optimiser holds only the placeholder
+rows (`trained_rows.TrainedRows`, spliced into the embedding lookup); the tables stay frozen.
 
 Sequential mode (the published code) runs one stage per object; joint mode runs one stage
 for all objects, each sample of a batch taking the next object in turn.
@@ -26,11 +26,11 @@ from layoutedit.learning.checkpoints import (
     resume_from,
     stage_checkpoint,
 )
+from layoutedit.learning.trained_rows import TrainedRows
 from layoutedit.learning.training import (
     Predictor,
     ProgressHook,
     StageSpec,
-    TrainedRows,
     masked_mse,
     placeholder_attention_loss,
     run_stage,
@@ -100,13 +100,13 @@ def run_textual_inversion(
         totals: UNet evaluations and seconds, updated in place.
         progress: receives the stage start and each step's loss.
     """
-    # Rows as they are now: everything but the placeholders of `object_ids` stays.
+    # Only the placeholders of `object_ids` learn: (n, D) rows per table, not the tables.
     rows = TrainedRows.of(model, [data.tokens[k] for k in object_ids])
     keep = rows.ids[0]
     batch, accum = cfg.ti_batch_size, cfg.gradient_accumulation
     generator = torch.Generator().manual_seed(stage_seed(cfg.seed, stage))
     lr = scaled_lr(cfg.ti_lr, batch, accum, cfg.scale_lr)
-    optimizer = torch.optim.AdamW(rows.tables, lr=lr)
+    optimizer = torch.optim.AdamW(rows.params, lr=lr)
     start = 0
     resumed = ckpts.load(stage)
     if resumed is not None and resumed.extra.get("ids") == keep and rows.fits(resumed.tensors):
@@ -147,17 +147,18 @@ def run_textual_inversion(
         mixed_precision=cfg.mixed_precision,
         record_attention=supervise,
     )
-    run_stage(
-        model,
-        spec,
-        optimizer=optimizer,
-        params=rows.tables,
-        accumulate_on=model.text_encoder,
-        start=start,
-        micro_batch=micro_batch,
-        after_step=rows.restore,
-        checkpoint=checkpoint,
-        ckpts=ckpts,
-        totals=totals,
-        progress=progress,
-    )
+    with rows.spliced():
+        run_stage(
+            model,
+            spec,
+            optimizer=optimizer,
+            params=rows.params,
+            accumulate_on=model.text_encoder,
+            start=start,
+            micro_batch=micro_batch,
+            after_step=rows.write_back,
+            checkpoint=checkpoint,
+            ckpts=ckpts,
+            totals=totals,
+            progress=progress,
+        )

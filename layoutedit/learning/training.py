@@ -22,19 +22,13 @@ from typing import Any, Protocol
 import torch
 from diffusers import DDPMScheduler
 
+from layoutedit.errors import UserError
 from layoutedit.learning.attention_supervision import (
     LayerProbabilities,
     mask_attention_loss,
     recording_attention,
 )
-from layoutedit.learning.checkpoints import (
-    Checkpoint,
-    CheckpointDir,
-    RunTotals,
-    load_rows_state,
-    rows_state,
-)
-from layoutedit.learning.tokens import embedding_tables, encoder_token_ids
+from layoutedit.learning.checkpoints import Checkpoint, CheckpointDir, RunTotals
 from layoutedit.loading.model_loading import LoadedModel
 
 
@@ -118,72 +112,37 @@ def scaled_lr(base: float, batch: int, accumulation: int, scale: bool) -> float:
     return base * batch * accumulation if scale else base
 
 
-def restore_rows(weight: torch.Tensor, original: torch.Tensor, keep_ids: Sequence[int]) -> None:
-    """Copy `original` back into every row of `weight` except `keep_ids` (in place).
+def make_optimizer(
+    kind: str, params: Sequence[torch.Tensor], lr: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimiser `LearnConfig.optimizer` names, over `params`.
 
-    Textual inversion trains the whole embedding table through the optimiser; restoring the
-    other rows after each step makes sure only the placeholder rows ever change.
+    Args:
+        kind: `adamw` (torch) or `adamw8bit` (bitsandbytes: moments kept in 8 bits, on CUDA).
+        params: the trained tensors.
+        lr: learning rate (weight decay and betas are each optimiser's defaults).
+        device: where `params` live.
+
+    Raises:
+        UserError: `adamw8bit` off CUDA or without bitsandbytes installed.
     """
-    frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
-    frozen[list(keep_ids)] = False
-    with torch.no_grad():
-        weight[frozen] = original[frozen].to(weight.dtype)
-
-
-@dataclass
-class TrainedRows:
-    """The embedding rows a stage trains, in every text encoder's table (two for SDXL).
-
-    The optimiser steps whole tables; `restore` puts every other row back after each step.
-
-    Attributes:
-        tables: per encoder, the (V_e, D_e) embedding weight.
-        ids: per encoder, the rows that learn (the same tokens in each tokenizer).
-        originals: per encoder, a copy of the table as it was when the stage began.
-    """
-
-    tables: list[torch.Tensor]
-    ids: list[list[int]]
-    originals: list[torch.Tensor]
-
-    @classmethod
-    def of(cls, model: LoadedModel, tokens: Sequence[str]) -> TrainedRows:
-        """The rows of `tokens` in every table of `model`, as they are now."""
-        tables = [table.weight for table in embedding_tables(model)]
-        originals = [table.detach().clone() for table in tables]
-        return cls(tables, encoder_token_ids(model, tokens), originals)
-
-    def restore(self) -> None:
-        """Every row but the trained ones back to its original value (in place)."""
-        for table, original, ids in zip(self.tables, self.originals, self.ids, strict=True):
-            restore_rows(table, original, ids)
-
-    @staticmethod
-    def _tag(encoder: int) -> str:
-        # The first table's tensors keep the names of single-encoder checkpoints.
-        return "" if encoder == 0 else f"enc{encoder + 1}."
-
-    def state(self, optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
-        """Checkpoint tensors of the trained rows and their moments (`rows_state`) of each
-        table; the second table's under `enc2.`."""
-        out: dict[str, torch.Tensor] = {}
-        for e, (table, ids) in enumerate(zip(self.tables, self.ids, strict=True)):
-            tag = self._tag(e)
-            out.update({tag + k: v for k, v in rows_state(table, ids, optimizer, prefix).items()})
-        return out
-
-    def fits(self, tensors: dict[str, torch.Tensor]) -> bool:
-        """Whether checkpoint tensors hold rows for every table."""
-        return all(f"{self._tag(e)}rows" in tensors for e in range(len(self.tables)))
-
-    def load_state(
-        self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, prefix: str
-    ) -> None:
-        """Put rows and moments saved by `state` back into every table."""
-        for e, (table, ids) in enumerate(zip(self.tables, self.ids, strict=True)):
-            tag = self._tag(e)
-            mine = {k[len(tag) :]: v for k, v in tensors.items() if k.startswith(tag)}
-            load_rows_state(mine, table, ids, optimizer, prefix)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if kind != "adamw8bit":
+        raise ValueError(f"unknown optimiser {kind!r}")
+    if device.type != "cuda":
+        raise UserError(
+            f"learn.optimizer = 'adamw8bit' runs on CUDA only (this run is on {device.type}); "
+            "use 'adamw'"
+        )
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise UserError(
+            "learn.optimizer = 'adamw8bit' needs bitsandbytes: pip install bitsandbytes"
+        ) from None
+    optimizer: torch.optim.Optimizer = bitsandbytes.optim.AdamW8bit(params, lr=lr)
+    return optimizer
 
 
 def make_accelerator(mixed_precision: str, accumulation: int, device: torch.device) -> Any:
@@ -324,8 +283,8 @@ def run_stage(
     """The optimiser-step loop both learning stages share, from step `start` to the end.
 
     Each step runs `spec.accumulation` micro-batches (accelerate decides when the weights
-    really update), then `after_step` (restoring frozen rows), reports the mean loss, and
-    saves a checkpoint every `spec.checkpoint_every` steps and at the end.
+    really update), then `after_step` (writing the trained rows into their tables), reports
+    the mean loss, and saves a checkpoint every `spec.checkpoint_every` steps and at the end.
 
     Args:
         optimizer: over `params`, which get gradients only while the loop runs.

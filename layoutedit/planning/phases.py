@@ -5,9 +5,10 @@ state as after the first step, the recorded attention layers), then calls `measu
 runs one step under the memory tracker and `torch.utils.flop_counter.FlopCounterMode`. On a
 `meta` model nothing is computed: shapes, dtypes and bytes only, in about a second.
 
-Phases: `vae-encode`, `textual-inversion` (one micro-batch and optimiser step: the embedding
-table trains, as `textual_inversion.run_textual_inversion` does), `fine-tune` (attn2
-to_k/to_v from `finetune.kv_parameters` plus the table), `inversion` (one conditional
+Phases: `vae-encode`, `textual-inversion` (one micro-batch and optimiser step: the
+placeholder rows train, spliced into the embedding lookup, as
+`textual_inversion.run_textual_inversion` does), `fine-tune` (attn2 to_k/to_v from
+`finetune.kv_parameters` plus the extra tokens' rows), `inversion` (one conditional
 prediction), `guided` (the attention-guidance gradient pass of `sampling.AttentionGuide`,
 recording processors on the guidance layers), `unguided` (`denoising.cfg_prediction` and one
 DDIM step) and `vae-decode`.
@@ -31,6 +32,7 @@ from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_p
 from layoutedit.editing.guidance import text_attention
 from layoutedit.editing.sampling import AttentionGuide
 from layoutedit.learning.finetune import kv_parameters
+from layoutedit.learning.trained_rows import TrainedRows
 from layoutedit.learning.training import (
     masked_mse,
     noisy_batch,
@@ -233,45 +235,53 @@ def _training_step(
                 handle.remove()
 
 
+def _planned_rows(ctx: PhaseContext, count: int) -> TrainedRows:
+    """`count` trained rows in every text encoder's table, as a learning stage holds them (the
+    ids are placeholders: on `meta` their values change nothing, and the meta model has no
+    tokenizer to add tokens to)."""
+    embeddings = [enc.get_input_embeddings() for enc in ctx.plan.text_encoders]
+    ids = [list(range(count)) for _ in embeddings]
+    return TrainedRows.for_ids(embeddings, ids)
+
+
 def textual_inversion_step(ctx: PhaseContext, cfg: LearnConfig) -> PhaseCost:
-    """One micro-batch and optimiser step of masked textual inversion (every text encoder's
-    embedding table trains; other rows are restored from a frozen copy)."""
-    tables = list(ctx.plan.embedding_tables())
-    keep = [table.detach().clone() for table in tables]  # the stage's frozen `original`
-    for copy in keep:
-        ctx.tracker.track(copy, "weights")
+    """One micro-batch and optimiser step of masked textual inversion: the placeholder rows of
+    every text encoder's table train, spliced into the lookup (`trained_rows.TrainedRows`);
+    one per stage, every object's in joint mode."""
+    rows = _planned_rows(ctx, ctx.objects if cfg.ti_joint else 1)
     batch = cfg.ti_batch_size
     device = ctx.plan.device
     mask = torch.ones(batch, 1, *ctx.latent_shape[1:], device=device)
     lr = scaled_lr(cfg.ti_lr, batch, cfg.gradient_accumulation, cfg.scale_lr)
-    return _training_step(
-        ctx,
-        "textual-inversion",
-        list(tables),
-        lr,
-        batch,
-        lambda pred, target: masked_mse(pred, target, mask),
-    )
+    with rows.spliced():
+        return _training_step(
+            ctx,
+            "textual-inversion",
+            list(rows.params),
+            lr,
+            batch,
+            lambda pred, target: masked_mse(pred, target, mask),
+        )
 
 
 def finetune_step(ctx: PhaseContext, cfg: LearnConfig) -> PhaseCost:
-    """One micro-batch and optimiser step of the K/V fine-tune (with prior preservation the
-    batch is doubled, as `finetune.run_finetune` does)."""
+    """One micro-batch and optimiser step of the K/V fine-tune and the extra tokens' rows (with
+    prior preservation the batch is doubled, as `finetune.run_finetune` does)."""
     kv = kv_parameters(ctx.plan.model)
-    table = ctx.plan.embedding_tables()[0]
-    keep = table.detach().clone()
-    ctx.tracker.track(keep, "weights")
+    extra = 2 + (ctx.objects if cfg.ft_train_tokens else 0)  # <new0>, <new1> (+ placeholders)
+    rows = _planned_rows(ctx, extra)
     batch = cfg.ft_batch_size * (2 if cfg.prior_preservation else 1)
     lr = scaled_lr(cfg.ft_lr, cfg.ft_batch_size, cfg.gradient_accumulation, cfg.scale_lr)
-    params: list[torch.Tensor] = [*(kv[n] for n in sorted(kv)), table]
-    return _training_step(
-        ctx,
-        "fine-tune",
-        params,
-        lr,
-        batch,
-        lambda pred, target: ((pred.float() - target.float()) ** 2).mean(),
-    )
+    params: list[torch.Tensor] = [*(kv[n] for n in sorted(kv)), *rows.params]
+    with rows.spliced():
+        return _training_step(
+            ctx,
+            "fine-tune",
+            params,
+            lr,
+            batch,
+            lambda pred, target: ((pred.float() - target.float()) ** 2).mean(),
+        )
 
 
 def vae_encode(ctx: PhaseContext) -> PhaseCost:

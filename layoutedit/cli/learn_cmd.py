@@ -147,13 +147,16 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         low_memory: Annotated[
-            bool,
+            bool | None,
             typer.Option(
-                "--low-memory",
+                "--low-memory/--no-low-memory",
                 help="Gradient checkpointing; on CUDA also fp16 mixed precision with the frozen "
-                "weights stored in fp16 (`layoutedit plan --low-memory` shows the saving).",
+                "weights stored in fp16 (`layoutedit plan --low-memory` shows the saving). "
+                "Neither given, on CUDA: low memory when the planner's peak for the normal "
+                "mode (+1 GiB) exceeds the free GPU memory, said in one line.",
+                show_default=False,
             ),
-        ] = False,
+        ] = None,
     ) -> None:
         from layoutedit.logs import configure_library_logging
 
@@ -191,6 +194,7 @@ def register(app: typer.Typer) -> None:
             allow_pickle=allow_pickle,
             model_config=model_config,
             shard=shard,
+            auto_memory=low_memory is None,
         )
 
 
@@ -209,6 +213,7 @@ def run_learn(
     allow_pickle: bool,
     model_config: Path | None,
     shard: Shard = Shard(),
+    auto_memory: bool = False,
 ) -> None:
     """The command's work: settings -> scene -> an `Editor` learns (or finds) the concept ->
     report.
@@ -217,6 +222,9 @@ def run_learn(
     reports; every other rank checks the options and the scene (so bad input fails in each
     process alike), prints one line on stderr and returns. Waiting for rank 0 instead would
     only hold the launcher's slot: it ends when every process has ended anyway.
+
+    `auto_memory`: on CUDA, learn in low memory if the normal mode would not fit
+    (`_choose_memory`).
     """
     from layoutedit.config import resolve_settings
     from layoutedit.scenes.scene import check_latent, load_scene
@@ -249,6 +257,8 @@ def run_learn(
     check_latent(scene, model.latent_size, settings.scene)
     chatty = not (app_state.quiet or app_state.json)
     scene_notes(app_state, scene, model)
+    if auto_memory:
+        _choose_memory(editor, scene, force, quiet=app_state.quiet)
 
     def waiting() -> None:
         err_console.print("another process is learning this scene; waiting for it")
@@ -296,3 +306,24 @@ def run_learn(
             console.print(f"attention on its own object (aim >= 0.6): {listed}", highlight=False)
         if out is not None:
             console.print(f"written to {out}", highlight=False)
+
+
+def _choose_memory(editor: Any, scene: Any, force: bool, *, quiet: bool) -> None:
+    """On CUDA, switch the editor's learning to low memory when the normal mode's predicted
+    peak does not fit the free GPU memory (`planning.auto_memory`); nothing on the CPU."""
+    from layoutedit.low_memory import learn_overrides
+    from layoutedit.planning.auto_memory import learn_memory_choice
+
+    if editor.backend.device.type != "cuda":
+        return
+    if not force and editor.cached_concept(scene) is not None:
+        return  # reused, not learned (and another mode would change its cache key)
+    learn = editor.settings.learn
+    backend = editor.backend.name
+    choice = learn_memory_choice(editor.model, learn, len(scene.objects), backend, editor.cache_dir)
+    if choice is None or not choice.low_memory:
+        return
+    update = {"learn": learn.model_copy(update=learn_overrides(backend))}
+    editor.settings = editor.settings.model_copy(update=update)
+    if not quiet:
+        err_console.print(choice.reason, highlight=False)

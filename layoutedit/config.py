@@ -110,6 +110,14 @@ class LearnConfig(_Strict):
         description="The fine-tune also trains the placeholders' embedding rows "
         "(Break-A-Scene's second phase); off = published.",
     )
+    augment_shift: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Each training sample is the scene shifted by up to this share of its "
+        "side (latent and masks together; padded parts do not count in the loss), so the "
+        "concept does not tie each object to where it stands; 0 = published.",
+    )
     extra_token_init: tuple[str, str] = Field(
         default=("ktn", "pll"),
         description="Rare words that initialise the two extra tokens <new0> <new1>.",

@@ -40,14 +40,18 @@ class ObtainedConcept:
     cached: bool
 
 
+ADDED_LATER: dict[str, Any] = {"optimizer": "adamw", "augment_shift": 0.0}
+"""Settings added after concepts were first cached, with their defaults: at its default a
+setting leaves the key as it was before it existed, so concepts cached then are found."""
+
+
 def learn_key_config(cfg: LearnConfig, scene: Scene) -> dict[str, Any]:
     """What of the settings a concept depends on: the learn config, the scene prompt and,
     when prior preservation reads a folder, a digest of that folder's contents."""
     out = {**cfg.model_dump(mode="json"), "prompt": scene.prompt}
-    if out.get("optimizer") == "adamw":
-        # The default optimiser leaves the key as it was before the setting existed, so
-        # concepts cached then are still found.
-        del out["optimizer"]
+    for name, default in ADDED_LATER.items():
+        if out.get(name) == default:
+            del out[name]
     if cfg.prior_preservation and cfg.prior_dir is not None:
         out["prior_dir_digest"] = prior_folder_digest(cfg.prior_dir)
     return out

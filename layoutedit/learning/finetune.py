@@ -30,9 +30,11 @@ from layoutedit.learning.training import (
     ProgressHook,
     StageSpec,
     make_optimizer,
+    masked_mse,
     placeholder_attention_loss,
     run_stage,
     scaled_lr,
+    shifted_batch,
 )
 from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.scenes.prompts import token_positions
@@ -94,7 +96,10 @@ def run_finetune(
         start = resume_from(resumed, generator, totals)
 
     def micro_batch(index: int, predict: Predictor) -> tuple[torch.Tensor, int]:
-        z0 = data.z0.expand(batch, -1, -1, -1)
+        masks = data.masks[:, 0].expand(batch, -1, -1, -1)  # (batch, K, h, w)
+        scene = data.z0.expand(batch, -1, -1, -1)
+        shifted = shifted_batch(scene, masks, cfg.augment_shift, generator)
+        z0 = shifted.z0
         texts = [prompt] * batch
         if prior is not None:
             picks = [(index * batch + i) % len(prior.captions) for i in range(batch)]
@@ -102,10 +107,12 @@ def run_finetune(
             texts += [prior.captions[i] for i in picks]
         pred, target = predict(z0, texts, generator)  # batch instance (+ batch prior) samples
         err = (pred.float() - target.float()) ** 2
-        loss = err[:batch].mean()
+        if cfg.augment_shift > 0:  # what was shifted in from outside the scene is not learned
+            loss = masked_mse(pred[:batch], target[:batch], shifted.valid)
+        else:
+            loss = err[:batch].mean()
         if supervise:
-            masks = data.masks[:, 0].expand(batch, -1, -1, -1)  # (batch, K, h, w)
-            attention = placeholder_attention_loss(predict, masks, positions)
+            attention = placeholder_attention_loss(predict, shifted.masks, positions)
             loss = loss + cfg.attention_loss_weight * attention
         if prior is not None:
             loss = loss + cfg.prior_weight * err[batch:].mean()

@@ -35,6 +35,7 @@ from layoutedit.learning.training import (
     placeholder_attention_loss,
     run_stage,
     scaled_lr,
+    shifted_batch,
 )
 from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.scenes.prompts import scene_prompt, token_positions
@@ -126,11 +127,13 @@ def run_textual_inversion(
         ks = [object_ids[(first + i) % len(object_ids)] for i in range(batch)]
         which = torch.randint(0, 2, (batch,), generator=generator).tolist()
         texts = [prompts[k][w] for k, w in zip(ks, which, strict=True)]
-        pred, target = predict(data.z0.expand(batch, -1, -1, -1), texts, generator)
-        loss = masked_mse(pred, target, data.masks[ks])
+        scene = data.z0.expand(batch, -1, -1, -1)
+        shifted = shifted_batch(scene, data.masks[ks], cfg.augment_shift, generator)
+        pred, target = predict(shifted.z0, texts, generator)
+        loss = masked_mse(pred, target, shifted.masks)  # (batch, 1, h, w): object k's mask
         if supervise:
             positions = [[where[k][w]] for k, w in zip(ks, which, strict=True)]
-            attention = placeholder_attention_loss(predict, data.masks[ks], positions)
+            attention = placeholder_attention_loss(predict, shifted.masks, positions)
             loss = loss + cfg.attention_loss_weight * attention
         return loss, batch
 

@@ -90,6 +90,54 @@ def noisy_batch(
     return z_t, t, target
 
 
+@dataclass(frozen=True)
+class ShiftedBatch:
+    """A batch of the scene, each sample translated by whole latent pixels.
+
+    Attributes:
+        z0: (B, C, h, w) latents; the part shifted in from outside repeats the edge.
+        masks: (B, K, h, w) the object masks moved with them (zero where shifted in).
+        valid: (B, 1, h, w) 1 where a latent pixel came from the scene, 0 where padded.
+    """
+
+    z0: torch.Tensor
+    masks: torch.Tensor
+    valid: torch.Tensor
+
+
+def shifted_batch(
+    z0: torch.Tensor, masks: torch.Tensor, limit: float, generator: torch.Generator
+) -> ShiftedBatch:
+    """Translate each sample by a random offset of up to `limit` x the latent side.
+
+    A learned concept otherwise ties each object to where it stands in the one training
+    image, and an edit that moves it fights that memory. With `limit` 0 nothing moves and
+    no random number is drawn (a run without augmentation keeps its draws).
+
+    Args:
+        z0: (B, C, h, w) clean latents (the scene's, repeated).
+        masks: (B, K, h, w) 0/1 object masks on the latent grid.
+        limit: largest shift as a share of the side (0-0.5).
+        generator: CPU generator of the stage (checkpointed, so a resume draws the same).
+    """
+    batch, _, h, w = z0.shape
+    valid = torch.ones(batch, 1, h, w, dtype=z0.dtype, device=z0.device)
+    reach = round(limit * min(h, w))
+    if reach == 0:
+        return ShiftedBatch(z0, masks, valid)
+    offsets = torch.randint(-reach, reach + 1, (batch, 2), generator=generator).tolist()
+    zs, ms, vs = [], [], []
+    for b, (dy, dx) in enumerate(offsets):
+        ys = torch.arange(h, device=z0.device) - dy  # source row of each output row
+        xs = torch.arange(w, device=z0.device) - dx
+        inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+        yc, xc = ys.clamp(0, h - 1), xs.clamp(0, w - 1)
+        zs.append(z0[b][:, yc][:, :, xc])
+        ms.append(masks[b][:, yc][:, :, xc] * inside.to(masks.dtype))
+        vs.append(inside.to(z0.dtype)[None])
+    return ShiftedBatch(torch.stack(zs), torch.stack(ms), torch.stack(vs))
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the latent elements inside a mask only.
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 from typer.testing import CliRunner
@@ -14,6 +16,7 @@ from layoutedit.backend import get_backend, list_backends
 from layoutedit.cli.app import app
 from layoutedit.editing.attention import RecordingAttnProcessor
 from layoutedit.editing.session import edit
+from layoutedit_cpu_fast import compile as fast_compile
 
 # Same seed and edit on both backends: SDPA and the batched CFG call change only the order
 # of floating-point sums, so the 8-bit images may differ by rounding at a few pixels.
@@ -42,6 +45,41 @@ def test_cpu_fast_fuses_every_layer_it_does_not_record(tiny_model_dir: Path) -> 
             assert isinstance(proc.idle, AttnProcessor2_0)
         else:
             assert isinstance(proc, AttnProcessor2_0)
+
+
+def test_cpu_fast_compiles_the_unet_for_edits_only(tiny_model_dir: Path) -> None:
+    backend = get_backend("cpu-fast")
+    model = load_tiny(tiny_model_dir)
+    backend.install_attention(model.unet, [])  # learning, planning: nothing recorded
+    assert not fast_compile.is_compiled(model.unet)
+    recorded = [n for n in model.unet.attn_processors if ".attn2." in n][:1]
+    backend.install_attention(model.unet, recorded)
+    assert fast_compile.is_compiled(model.unet)
+    procs = model.unet.attn_processors
+    backend.install_attention(model.unet, recorded)  # same layers: same processors (no recompile)
+    assert all(procs[n] is p for n, p in model.unet.attn_processors.items())
+
+
+def test_cpu_fast_stays_eager_when_compiling_is_off_or_fails(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_tiny(tiny_model_dir)
+    monkeypatch.setenv(fast_compile.COMPILE_ENV, "0")
+    assert not fast_compile.compile_unet(model.unet)
+    monkeypatch.delenv(fast_compile.COMPILE_ENV)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no inductor here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    recorded = [n for n in model.unet.attn_processors if ".attn2." in n][:1]
+    get_backend("cpu-fast").install_attention(model.unet, recorded)
+    assert not fast_compile.is_compiled(model.unet)
+    cfg = model.unet.config
+    z = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    with torch.no_grad():  # and the eager UNet still runs
+        out = model.unet(z, 10, encoder_hidden_states=torch.zeros(1, 4, cfg.cross_attention_dim))
+    assert out.sample.shape == z.shape
 
 
 def test_cpu_fast_edits_like_the_reference(tiny_model_dir: Path) -> None:
@@ -83,5 +121,6 @@ def test_bench_backends_times_both_on_the_same_cases(tiny_model_dir: Path, tmp_p
     assert rows["cpu"]["edit_speedup"] == 1.0
     assert rows["cpu-fast"]["learn_s"] > 0 and rows["cpu-fast"]["edit_s"] > 0
     assert rows["cpu-fast"]["max_pixel_diff"] <= 255
+    assert rows["cpu-fast"]["warm_up_s"] > 0  # compile time, reported apart from the timings
     bad = CliRunner().invoke(app, ["bench", "--backends", "cpu,cpu"])
     assert bad.exit_code == 2

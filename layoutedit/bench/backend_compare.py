@@ -6,6 +6,11 @@ Each scene is learned once per backend (no cache, so every backend pays the same
 each of its layouts edited with the same seeds. The concept a backend learns is the one it
 edits with, so the image difference covers learning and editing together. Timings are wall
 clock on whatever else the machine runs: compare backends from the same run only.
+
+Before anything is timed, each backend runs one tiny learn and edit (a few steps) on the
+first case; its seconds are reported apart (`warm_up_s`): they hold a compiling backend's
+compile time (`cpu-fast` compiles its UNet once per process, and every model loaded later
+reuses the compiled code), which would otherwise land in its first timed edit.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class BackendTiming:
     """Per layout (all seeds)."""
     images: list[np.ndarray] = field(default_factory=list)
     """Every candidate image, case order then seed order."""
+    warm_up_seconds: float | None = None
+    """The untimed warm-up learn and edit (a compiling backend's compile time is in it)."""
 
     @property
     def learn_mean(self) -> float:
@@ -67,6 +74,7 @@ class BackendComparison:
                     "edit_speedup": ref.edit_mean / t.edit_mean if t.edit_mean else None,
                     "max_pixel_diff": int(max((int(d.max()) for d in diffs), default=0)),
                     "mean_pixel_diff": float(np.mean([d.mean() for d in diffs])) if diffs else 0.0,
+                    "warm_up_s": t.warm_up_seconds,
                 }
             )
         return rows
@@ -110,21 +118,34 @@ def compare_backends(
     by_scene: dict[int, list[Any]] = {}
     for case in cases:
         by_scene.setdefault(case.scene_seed, []).append(case)
+    warm_up_seconds: dict[str, float] = {}
     if warm_up and cases:
         # One tiny untimed learn and edit per backend first: the first calls of a process
-        # (lazy imports, oneDNN primitive creation) would otherwise be charged to whichever
-        # backend runs first.
+        # (lazy imports, oneDNN primitive creation, compiling) would otherwise be charged to
+        # the first timed case. Per backend, so that each one's warm-up (compile) time can
+        # be reported on its own.
         tiny = settings.model_copy(
             update={
                 "learn": settings.learn.model_copy(update={"ti_steps": 1, "ft_steps": 1}),
-                "edit": settings.edit.model_copy(update={"steps": 2, "seeds": (0,)}),
+                # Two sampled steps: the last one records attention, the one before is a
+                # plain CFG pass; a compiling backend compiles each kind of pass on its first
+                # call, so the warm-up must hold one of each.
+                "edit": settings.edit.model_copy(
+                    update={"steps": 4, "paste_strength": 0.5, "seeds": (0,)}
+                ),
             }
         )
-        compare_backends(names, model_spec, tiny, cases[:1], warm_up=False)
+        for name in names:
+            began = time.perf_counter()
+            compare_backends([name], model_spec, tiny, cases[:1], warm_up=False)
+            warm_up_seconds[name] = time.perf_counter() - began
+            say(f"{name}: warmed up (compile included) in {warm_up_seconds[name]:.1f} s")
     # Scenes outside, backends inside: a change in the machine's load during the run then
     # falls on every backend alike instead of on whichever ran last.
     backends = {name: get_backend(name) for name in names}
-    timings = {name: BackendTiming(name) for name in names}
+    timings = {
+        name: BackendTiming(name, warm_up_seconds=warm_up_seconds.get(name)) for name in names
+    }
     for seed, group in by_scene.items():
         first = group[0]
         scene = scene_from_arrays(
@@ -160,8 +181,20 @@ def rich_backend_table(comparison: BackendComparison) -> Any:
     """A Rich table of `comparison.rows()`."""
     from rich.table import Table
 
-    table = Table(title="Backends on the same cases (speed-up over the first)")
-    for column in ("backend", "learn s", "edit s", "learn x", "edit x", "max / mean px diff"):
+    table = Table(
+        title="Backends on the same cases (speed-up over the first; warm-up, compile "
+        "included, untimed)"
+    )
+    columns = (
+        "backend",
+        "learn s",
+        "edit s",
+        "learn x",
+        "edit x",
+        "max / mean px diff",
+        "warm-up s",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "backend" else "right")
     for row in comparison.rows():
         table.add_row(
@@ -171,6 +204,7 @@ def rich_backend_table(comparison: BackendComparison) -> Any:
             f"{row['learn_speedup']:.2f}" if row["learn_speedup"] else "-",
             f"{row['edit_speedup']:.2f}" if row["edit_speedup"] else "-",
             f"{row['max_pixel_diff']} / {row['mean_pixel_diff']:.3f}",
+            f"{row['warm_up_s']:.1f}" if row["warm_up_s"] is not None else "-",
         )
     return table
 

@@ -7,7 +7,8 @@ What differs from the `cpu` reference, and only that (the maths is the core's):
   same kernel whenever it is not recording;
 - the unconditional and conditional predictions share one UNet call (batch of 2);
 - the UNet's weights in channels-last layout, which sends its convolutions to oneDNN instead
-  of PyTorch's im2col fallback (the reference's largest single cost on the embedded model).
+  of PyTorch's im2col fallback (the reference's largest single cost on the embedded model);
+- the UNet compiled once (`torch.compile`, inductor's C++ code), see `compile.py`.
 
 Weights stay fp32: bf16 autocast is slower than fp32 on CPUs without native bf16 matrix
 units and moves the images further from the reference's, so it is off.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import torch
 
 from layoutedit_cpu import CpuBackend
+from layoutedit_cpu_fast.compile import compile_unet, is_compiled
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
@@ -32,12 +34,27 @@ def _sdpa() -> object:
     return AttnProcessor2_0()
 
 
+def _installed(unet: Any, wanted: Sequence[str]) -> bool:
+    """Whether `unet` has exactly this backend's processors for recording `wanted`."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from layoutedit.editing.attention import RecordingAttnProcessor
+
+    for name, proc in unet.attn_processors.items():
+        if isinstance(proc, RecordingAttnProcessor):
+            if name not in wanted or not isinstance(proc.idle, AttnProcessor2_0):
+                return False
+        elif name in wanted or not isinstance(proc, AttnProcessor2_0):
+            return False
+    return True
+
+
 class CpuFastBackend(CpuBackend):
-    """The CPU with fused attention and batched classifier-free guidance (device, dtype and
-    the absent autocast are the reference's)."""
+    """The CPU with fused attention, batched classifier-free guidance and a compiled UNet
+    (device, dtype and the absent autocast are the reference's)."""
 
     name: ClassVar[str] = "cpu-fast"
-    description: ClassVar[str] = "CPU: fused SDPA attention, batched CFG, fp32."
+    description: ClassVar[str] = "CPU: fused SDPA attention, batched CFG, compiled UNet, fp32."
     priority: ClassVar[int] = -1
     """Below `cpu`: `--backend auto` keeps the reference until cpu-fast is the default."""
 
@@ -54,7 +71,8 @@ class CpuFastBackend(CpuBackend):
         return True
 
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:
-        """Recording processors on `record_layers`, SDPA everywhere else.
+        """Recording processors on `record_layers`, SDPA everywhere else; then, for an edit
+        (some layer recorded), the UNet is compiled (once per UNet object).
 
         Args:
             unet: the model's UNet (processors are replaced in place).
@@ -64,6 +82,13 @@ class CpuFastBackend(CpuBackend):
         from layoutedit.editing.attention import install_processors
 
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]
-        install_processors(unet, wanted, make_default=_sdpa, make_idle=_sdpa)
+        if not (is_compiled(unet) and _installed(unet, wanted)):
+            # A compiled UNet keeps the processors it has when they are already these: new
+            # processor objects would fail the compiled graph's guards and recompile it.
+            install_processors(unet, wanted, make_default=_sdpa, make_idle=_sdpa)
         # Here because the protocol has no other hook before the UNet runs; idempotent.
         cast(Any, unet).to(memory_format=torch.channels_last)
+        if wanted:
+            # Learning and planning (nothing recorded) keep eager: their few steps with
+            # trainable weights would not repay a compile.
+            compile_unet(unet)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from layoutedit.bench.cases import make_cases
-from layoutedit.editing.paste import fill_holes
-from layoutedit.scenes.layout_ops import Placement, estimate_placements, warp_mask
+from layoutedit.editing.paste import fill_holes, paste_edit
+from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order, warp_mask
 
 
 def test_fill_holes_continues_a_gradient_through_a_hole() -> None:
@@ -49,3 +49,24 @@ def test_painted_regions_give_scales_near_the_truth() -> None:
         found = estimate_placements(case.source_labels, case.layout, case.n_objects)
         ratios += [f.scale / t.scale for f, t in zip(found, case.placements, strict=True)]
     assert 0.9 < float(np.median(ratios)) < 1.12
+
+
+def test_the_layout_decides_which_of_two_overlapping_objects_is_in_front() -> None:
+    image = np.full((32, 32, 3), 128, dtype=np.uint8)
+    labels = np.full((32, 32), 2, dtype=np.int16)  # K = 2: background
+    labels[4:12, 4:12], labels[20:28, 20:28] = 0, 1
+    image[labels == 0], image[labels == 1] = (200, 0, 0), (0, 0, 200)
+    masks = np.stack([labels == 0, labels == 1])
+    # Both move to overlap in the middle: 0 to (14, 14), 1 to (18, 18).
+    placements = [Placement(8, 8, 14, 14, 1.0), Placement(24, 24, 18, 18, 1.0)]
+    overlap = warp_mask(masks[0], placements[0]) & warp_mask(masks[1], placements[1])
+    assert overlap.any()
+    for front in (0, 1):
+        layout = np.full((32, 32), 2, dtype=np.int16)
+        layout[warp_mask(masks[1 - front], placements[1 - front])] = 1 - front
+        layout[warp_mask(masks[front], placements[front])] = front  # drawn last: in front
+        order = paint_order(labels, layout, placements)
+        assert order[-1] == front
+        pasted, footprints = paste_edit(image, masks, placements, (128, 128, 128), order)
+        assert footprints[front][overlap].all() and not footprints[1 - front][overlap].any()
+        assert (pasted[overlap] == image[labels == front][0]).all()

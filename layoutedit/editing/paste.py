@@ -45,6 +45,7 @@ def paste_edit(
     masks: np.ndarray,
     placements: Sequence[Placement],
     fill_colour: np.ndarray | Sequence[float] | None,
+    order: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut-and-paste rendering of a target layout.
 
@@ -55,6 +56,7 @@ def paste_edit(
         fill_colour: RGB that fills the holes (the background's mean colour), or None to
             fill them, and the anti-aliased rim around them, smoothly from the pixels
             around them (`fill_holes`).
+        order: object indices back to front (`layout_ops.paint_order`); None: drawing order.
 
     Returns:
         (H, W, 3) uint8 edited image, and (K, H, W) bool where each object was pasted
@@ -72,7 +74,10 @@ def paste_edit(
     yy, xx = np.mgrid[:h, :w] + 0.5  # pixel centres
     src = image.astype(np.float64)
     pasted = np.zeros(masks.shape, dtype=bool)
-    for k, (mask, p) in enumerate(zip(masks, placements, strict=True)):
+    if len(placements) != len(masks):
+        raise ValueError(f"{len(masks)} masks vs {len(placements)} placements")
+    for k in range(len(masks)) if order is None else order:
+        mask, p = masks[k], placements[k]
         # Target pixel centre -> source point, then to index coordinates (centre at +0.5).
         xs = p.src_cx + (xx - p.dst_cx) / p.scale - 0.5
         ys = p.src_cy + (yy - p.dst_cy) / p.scale - 0.5
@@ -81,7 +86,7 @@ def paste_edit(
         colour = _bilinear(src * m[..., None], ys, xs)
         inside = alpha >= 0.5
         out[inside] = colour[inside] / alpha[inside][:, None]
-        pasted[:k] &= ~inside
+        pasted &= ~inside  # what was pasted before lies behind
         pasted[k] = inside
     return np.clip(out, 0, 255).round().astype(np.uint8), pasted
 

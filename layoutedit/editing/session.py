@@ -52,6 +52,7 @@ from layoutedit.low_memory import prepare_editing
 from layoutedit.scenes.layout_ops import (
     blend_mask,
     estimate_placements,
+    paint_order,
     region_masks,
     square_pad,
     unpad,
@@ -342,8 +343,9 @@ class EditSession:
             len(self.scene.objects),
             fit=self.config.placement == "fit",
         )
+        order = paint_order(self.scene.labels, layout.labels, placements)
         pasted, footprints = paste_edit(
-            self.scene.image, self.scene.object_masks(), placements, None
+            self.scene.image, self.scene.object_masks(), placements, None, order
         )
         square, _ = square_pad(pasted, None)
         with torch.no_grad():

@@ -10,6 +10,7 @@ padded with background), and results are cropped back with `unpad`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -219,6 +220,30 @@ def ellipse_hull_area(mask: np.ndarray) -> float:
     """Area (px) of the smallest axis-aligned ellipse, centred on the bounding box and with
     its aspect, that holds every pixel of `mask` ((H, W) bool, not empty)."""
     return ellipse_hull(mask).area
+
+
+def paint_order(
+    source_labels: np.ndarray, layout_labels: np.ndarray, placements: Sequence[Placement]
+) -> list[int]:
+    """The order to paste the objects in (back to front) so that the layout's overlaps win.
+
+    Where two placed objects overlap, the layout says which is in front: the one whose
+    region holds the overlap (`to-front`, or a painted layout). Objects are sorted by how
+    many overlap pixels the layout gives them, fewest first; without overlaps the source's
+    drawing order stays.
+
+    Args:
+        source_labels, layout_labels: (H, W) label grids (i < K objects, K background).
+        placements: K placements (`estimate_placements`).
+
+    Returns:
+        The K object indices, back to front.
+    """
+    k = len(placements)
+    placed = [warp_mask(source_labels == i, p) for i, p in enumerate(placements)]
+    covered = np.sum(placed, axis=0)  # (H, W) how many objects land on each pixel
+    owned = [int((placed[i] & (covered > 1) & (layout_labels == i)).sum()) for i in range(k)]
+    return sorted(range(k), key=lambda i: (owned[i], i))
 
 
 def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:

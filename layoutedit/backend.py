@@ -55,6 +55,14 @@ class Backend(Protocol):
         """True: unconditional and conditional predictions run as one batch of 2."""
         ...
 
+    @property
+    def batch_seeds(self) -> bool:
+        """True: an edit samples all its seeds as one batch (`editing.seed_batch`) instead of
+        one seed after another. Faster where a UNet call's overhead outweighs its batch's
+        work; a seed's image may then round differently with the number of seeds. A backend
+        without this property is read as False."""
+        ...
+
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:
         """Set attention processors: `layoutedit.editing.attention.RecordingAttnProcessor` (which
         computes probabilities explicitly) on the layers named in `record_layers`, the

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 class UNetCounter:
     """UNet evaluations of one run. A batch of N samples in one call counts as N forwards
     (so batched and unbatched classifier-free guidance compare fairly); `backward` counts
-    gradient passes through the UNet (textual inversion, fine-tune, attention guidance)."""
+    gradient passes through the UNet per sample the same way (textual inversion, fine-tune,
+    attention guidance: a guidance pass over the S seeds of a batched edit counts S)."""
 
     forward: int = 0
     backward: int = 0

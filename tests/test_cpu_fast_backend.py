@@ -30,6 +30,7 @@ def test_cpu_fast_is_registered_below_the_reference() -> None:
     assert infos["cpu-fast"].priority < infos["cpu"].priority  # auto keeps the reference
     backend = get_backend("cpu-fast")
     assert backend.batch_cfg and backend.device.type == "cpu"
+    assert backend.batch_seeds and not get_backend("cpu").batch_seeds
 
 
 def test_cpu_fast_fuses_every_layer_it_does_not_record(tiny_model_dir: Path) -> None:
@@ -96,6 +97,23 @@ def test_cpu_fast_edits_like_the_reference(tiny_model_dir: Path) -> None:
     assert diff.max() <= MAX_PIXEL_DIFF
     assert diff.mean() <= MEAN_PIXEL_DIFF
     assert np.allclose(losses["cpu"], losses["cpu-fast"], atol=1e-3)
+
+
+def test_cpu_fast_seed_alone_or_in_a_batch_stays_within_the_parity_tolerance(
+    tiny_model_dir: Path,
+) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene)
+    model = load_tiny(tiny_model_dir)
+    backend = get_backend("cpu-fast")
+    [batch] = edit(model, scene, [layout], fast_config(seeds=(0, 8, 88)), backend)
+    [alone] = edit(model, scene, [layout], fast_config(seeds=(8,)), backend)
+    # The seeds' batch may round differently from the seed alone (batch-size-dependent
+    # kernels), never by more than the backend may differ from the reference.
+    diff = np.abs(batch.candidates[1].image.astype(np.int16) - alone.candidates[0].image)
+    assert diff.max() <= MAX_PIXEL_DIFF
+    assert diff.mean() <= MEAN_PIXEL_DIFF
+    assert batch.candidates[1].loss == pytest.approx(alone.candidates[0].loss, abs=1e-3)
 
 
 def test_bench_backends_times_both_on_the_same_cases(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -260,7 +260,8 @@ def test_sdxl_learning_options_resume_and_batched_guidance(sdxl_dir: Path, tmp_p
 
     backend = get_backend("cpu-fast")
     assert backend.batch_cfg
-    config = fast_config(use_concept=True)
+    # Two seeds: cpu-fast samples them as one batch (pooled embeddings and time ids too).
+    config = fast_config(use_concept=True, seeds=(0, 1))
     [out] = edit(model, scene, [moved_layout(scene)], config, backend, concept=first)
-    assert out.candidates[0].image.shape == scene.image.shape
-    assert np.isfinite(out.candidates[0].loss) and out.attention_res == 4
+    assert [c.image.shape for c in out.candidates] == [scene.image.shape] * 2
+    assert all(np.isfinite(c.loss) for c in out.candidates) and out.attention_res == 4

@@ -116,9 +116,9 @@ def cfg_prediction(
 
     Args:
         predict: the noise predictor.
-        latents: (1, C, h, w).
+        latents: (B, C, h, w); B is 1, or the seeds of a batched edit (`seed_batch`).
         timestep: scalar timestep.
-        cond, uncond: (1, L, D) prompt and empty-prompt embeddings (or conditionings).
+        cond, uncond: (B, L, D) prompt and empty-prompt embeddings (or conditionings).
         guidance_scale: g; with g == 1 only the conditional prediction is computed.
         batch: run both predictions as one batch of 2 (faster on a GPU).
         cond_context: entered around the call that computes the conditional prediction
@@ -126,7 +126,7 @@ def cfg_prediction(
             conditional one, or the conditional call alone.
 
     Returns:
-        (e, e_c): the guided prediction and the conditional one, (1, C, h, w) each.
+        (e, e_c): the guided prediction and the conditional one, (B, C, h, w) each.
     """
     if guidance_scale == 1.0:
         with cond_context():

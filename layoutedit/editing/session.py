@@ -8,7 +8,8 @@ edit` then edits one layout for several seeds:
     # 2. masks                 target regions on the attention grid, blend mask on the latent
     #                          (init `paste`: the source objects pasted into their regions)
     # 3. guided sampling       per seed: seeded z_T (or the pasted image noised to the step
-    #                          `paste_strength` leaves) -> guided, blended DDIM loop
+    #                          `paste_strength` leaves) -> guided, blended DDIM loop; all
+    #                          seeds as one batch when the backend says `batch_seeds`
     # 4. decode                VAE decode, crop the square padding, resize to the source
     #                          size; optionally the objects' colours matched to the source
     #                          and the untouched background composited back
@@ -43,10 +44,12 @@ from layoutedit.editing.ranking import LayoutScorer
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
+    SamplingOutput,
     SamplingStats,
     StepHook,
     sample,
 )
+from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
 from layoutedit.low_memory import prepare_editing
 from layoutedit.scenes.layout_ops import (
@@ -399,6 +402,48 @@ class EditSession:
                 images = [composite(i, start.image, filled) for i in images]
         return images
 
+    def _start(self, seed: int, start_step: int, pasted: torch.Tensor | None) -> torch.Tensor:
+        """(1, C, h, w) the seed's z_T, or the paste start noised to the first step's level."""
+        start = self.start_noise(seed)
+        if pasted is not None:
+            t_start = self.sampler.timesteps[start_step : start_step + 1]
+            start = self.sampler.add_noise(pasted, start, cast(torch.IntTensor, t_start))
+        return start
+
+    def _sample_batch(
+        self,
+        runner: UNetRunner,
+        counter: UNetCounter,
+        seeds: Sequence[int],
+        guide: AttentionGuide,
+        blend: BackgroundBlend | None,
+        start_step: int,
+        pasted: torch.Tensor | None,
+        on_step: StepHook | None,
+    ) -> list[SamplingOutput]:
+        """Every seed sampled as one batch (`seed_batch.sample_batch`): each seed's start
+        and `eta` noise are drawn from its own generators as the one-seed loop draws them."""
+        starts = torch.cat(
+            [self._start(seed, start_step, pasted) for seed in seeds]
+        )  # (S, C, h, w)
+        generators = [torch.Generator(device=self.source.device).manual_seed(s) for s in seeds]
+        return sample_batch(
+            runner,
+            self.sampler,
+            starts,
+            self.cond,
+            self.uncond,
+            self.config.guidance_scale,
+            generators,
+            batch_cfg=self.backend.batch_cfg,
+            guide=guide,
+            blend=blend,
+            eta=self.config.eta,
+            counter=counter,
+            on_step=on_step,
+            start_step=start_step,
+        )
+
     def edit(
         self,
         layout: Layout,
@@ -428,39 +473,49 @@ class EditSession:
         start_step, pasted, paste_start = (
             self._paste_start(layout) if cfg.init == "paste" else (0, None, None)
         )
-        # 3. guided sampling, one seed at a time (the same seed gives the same noise)
+        # 3. guided sampling, one seed at a time (the same seed gives the same noise), or
+        # every seed in one batch when the backend asks for it
         counter = UNetCounter()
         runner = self._runner(counter)
-        latents, outputs, seconds = [], [], []
+        latents: list[torch.Tensor] = []
+        outputs: list[SamplingOutput] = []
+        seconds: list[float] = []
         sampling_began = time.perf_counter()
-        for n, seed in enumerate(seeds):
-            began = time.perf_counter()
-            generator = torch.Generator(device=self.source.device).manual_seed(seed)
-            start = self.start_noise(seed)
-            if pasted is not None:
-                t_start = self.sampler.timesteps[start_step : start_step + 1]
-                start = self.sampler.add_noise(pasted, start, cast(torch.IntTensor, t_start))
-            out = sample(
-                runner,
-                self.sampler,
-                start,
-                self.cond,
-                self.uncond,
-                cfg.guidance_scale,
-                batch_cfg=self.backend.batch_cfg,
-                guide=guide,
-                blend=blend,
-                eta=cfg.eta,
-                generator=generator,
-                counter=counter,
-                on_step=on_step,
-                start_step=start_step,
+        if getattr(self.backend, "batch_seeds", False) and len(seeds) > 1:
+            outputs = self._sample_batch(
+                runner, counter, seeds, guide, blend, start_step, pasted, on_step
             )
-            latents.append(out.latents)
-            outputs.append(out)
-            seconds.append(time.perf_counter() - began)
+            latents = [out.latents for out in outputs]
+            # One batch: its seconds are shared evenly by its seeds.
+            seconds = [(time.perf_counter() - sampling_began) / len(seeds)] * len(seeds)
             if self.progress is not None:
-                self.progress("seeds", n + 1, len(seeds))
+                for n in range(len(seeds)):
+                    self.progress("seeds", n + 1, len(seeds))
+        else:
+            for n, seed in enumerate(seeds):
+                began = time.perf_counter()
+                generator = torch.Generator(device=self.source.device).manual_seed(seed)
+                out = sample(
+                    runner,
+                    self.sampler,
+                    self._start(seed, start_step, pasted),
+                    self.cond,
+                    self.uncond,
+                    cfg.guidance_scale,
+                    batch_cfg=self.backend.batch_cfg,
+                    guide=guide,
+                    blend=blend,
+                    eta=cfg.eta,
+                    generator=generator,
+                    counter=counter,
+                    on_step=on_step,
+                    start_step=start_step,
+                )
+                latents.append(out.latents)
+                outputs.append(out)
+                seconds.append(time.perf_counter() - began)
+                if self.progress is not None:
+                    self.progress("seeds", n + 1, len(seeds))
         sampling_s = time.perf_counter() - sampling_began
         # 4. decode, one seed at a time: a batched decode can round differently with the
         # batch size, and the same seed must give the same image whatever else is decoded

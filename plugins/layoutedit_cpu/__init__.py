@@ -45,6 +45,12 @@ class CpuBackend:
         """False: unconditional and conditional predictions are two UNet calls."""
         return False
 
+    @property
+    def batch_seeds(self) -> bool:
+        """False: seeds are sampled one after another, so a seed's image does not depend on
+        which other seeds the edit asked for."""
+        return False
+
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:
         """Recording processors on `record_layers`, diffusers' explicit `AttnProcessor` elsewhere.
 

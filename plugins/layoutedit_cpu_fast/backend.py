@@ -8,7 +8,16 @@ What differs from the `cpu` reference, and only that (the maths is the core's):
 - the unconditional and conditional predictions share one UNet call (batch of 2);
 - the UNet's weights in channels-last layout, which sends its convolutions to oneDNN instead
   of PyTorch's im2col fallback (the reference's largest single cost on the embedded model);
-- the UNet compiled once (`torch.compile`, inductor's C++ code), see `compile.py`.
+- the UNet compiled once (`torch.compile`, inductor's C++ code), see `compile.py`;
+- every seed of an edit sampled in one batch (`batch_seeds`, `editing/seed_batch.py`): a
+  guidance pass of batch S and a CFG pass of batch 2S cost well under S passes of batch 1
+  and 2 on tensors this small (the compiled CFG pass compiles once more per number of seeds).
+
+Reproducibility: a seed's image is the same from run to run, but it may differ by rounding
+with how many seeds the edit asks for, since the kernels (oneDNN's choice of convolution,
+inductor's code compiled per batch size) sum in another order at another batch size. The
+difference stays within the parity tolerance with the reference (2/255 per pixel,
+`tests/test_cpu_fast_backend.py`); an edit of one seed samples it alone, as `cpu` does.
 
 Weights stay fp32: bf16 autocast is slower than fp32 on CPUs without native bf16 matrix
 units and moves the images further from the reference's, so it is off.
@@ -68,6 +77,13 @@ class CpuFastBackend(CpuBackend):
     @property
     def batch_cfg(self) -> bool:
         """True: one UNet call of batch 2 for the two predictions."""
+        return True
+
+    @property
+    def batch_seeds(self) -> bool:
+        """True: all seeds of an edit are sampled as one batch (guidance pass of batch S,
+        CFG pass of batch 2S). See the module docstring for what that does to a seed's
+        image."""
         return True
 
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:

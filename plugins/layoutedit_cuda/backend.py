@@ -60,6 +60,12 @@ class CudaBackend:
         """True: one UNet call of batch 2 for the two predictions."""
         return True
 
+    @property
+    def batch_seeds(self) -> bool:
+        """False: on a GPU a sampling pass is far from call-bound, and a seed keeps its image
+        whatever other seeds the edit asks for (not measured batched on a GPU yet)."""
+        return False
+
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:
         """Recording processors on `record_layers`, the fused kernel everywhere else.
 

@@ -89,7 +89,7 @@ def test_cpu_fast_edits_like_the_reference(tiny_model_dir: Path) -> None:
     cfg = fast_config(seeds=(0, 8))
     images = {}
     losses = {}
-    for name in ("cpu", "cpu-fast"):
+    for name in ("cpu", "cpu-fast"):  # cpu-fast: compiled, the two seeds in one batch
         [result] = edit(load_tiny(tiny_model_dir), scene, [layout], cfg, get_backend(name))
         images[name] = np.stack([c.image for c in result.candidates]).astype(np.int16)
         losses[name] = [c.loss for c in result.candidates]
@@ -100,8 +100,10 @@ def test_cpu_fast_edits_like_the_reference(tiny_model_dir: Path) -> None:
 
 
 def test_cpu_fast_seed_alone_or_in_a_batch_stays_within_the_parity_tolerance(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Batching, not the compiler (the test above compiles): eager keeps it quick.
+    monkeypatch.setenv(fast_compile.COMPILE_ENV, "0")
     scene = shapes_scene()
     layout = moved_layout(scene)
     model = load_tiny(tiny_model_dir)
@@ -116,7 +118,11 @@ def test_cpu_fast_seed_alone_or_in_a_batch_stays_within_the_parity_tolerance(
     assert batch.candidates[1].loss == pytest.approx(alone.candidates[0].loss, abs=1e-3)
 
 
-def test_bench_backends_times_both_on_the_same_cases(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_bench_backends_times_both_on_the_same_cases(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bench's plumbing, not the compiler (the test above compiles): eager keeps it quick.
+    monkeypatch.setenv(fast_compile.COMPILE_ENV, "0")
     out = tmp_path / "bench"
     result = CliRunner().invoke(
         app,
@@ -139,6 +145,6 @@ def test_bench_backends_times_both_on_the_same_cases(tiny_model_dir: Path, tmp_p
     assert rows["cpu"]["edit_speedup"] == 1.0
     assert rows["cpu-fast"]["learn_s"] > 0 and rows["cpu-fast"]["edit_s"] > 0
     assert rows["cpu-fast"]["max_pixel_diff"] <= 255
-    assert rows["cpu-fast"]["warm_up_s"] > 0  # compile time, reported apart from the timings
+    assert rows["cpu-fast"]["warm_up_s"] > 0  # the untimed warm-up, reported apart
     bad = CliRunner().invoke(app, ["bench", "--backends", "cpu,cpu"])
     assert bad.exit_code == 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_support import FAST_SETTINGS
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -33,21 +34,6 @@ from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 PARTS = SdxlParts()
 WIDTHS = (16, PARTS.text_width_2)  # the two encoders' hidden sizes (TEST_TINY: 16)
-FAST = """
-[learn]
-ti_steps = 2
-ti_batch_size = 1
-ft_steps = 2
-ft_batch_size = 1
-checkpoint_every = 0
-
-[edit]
-steps = 3
-max_iter_to_alter = 2
-refinement = { 0 = 0.9 }
-max_refinement_steps = 1
-blend_steps = 2
-"""
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +101,7 @@ def test_sdxl_learns_both_encoders_and_edits_the_same_in_a_fresh_process(
     world = sample_scene(5, 2)
     scene = write_scene_folder(world, tmp_path / "scene", layouts=[np.roll(world.labels(), 10, 1)])
     config = tmp_path / "fast.toml"
-    config.write_text(FAST)
+    config.write_text(FAST_SETTINGS)
     cache = tmp_path / "cache"
     code, output = _cli(
         sdxl_dir,

@@ -144,6 +144,7 @@ def test_bench_backends_times_both_on_the_same_cases(
     assert set(rows) == {"cpu", "cpu-fast"}
     assert rows["cpu"]["edit_speedup"] == 1.0
     assert rows["cpu-fast"]["learn_s"] > 0 and rows["cpu-fast"]["edit_s"] > 0
+    assert rows["cpu-fast"]["prepare_s"] > 0 and rows["cpu"]["prepare_speedup"] == 1.0
     assert rows["cpu-fast"]["max_pixel_diff"] <= 255
     assert rows["cpu-fast"]["warm_up_s"] > 0  # the untimed warm-up, reported apart
     bad = CliRunner().invoke(app, ["bench", "--backends", "cpu,cpu"])

@@ -3,7 +3,9 @@ on the same cases, in one run, with the ratio to the first backend and how far i
 are from the first backend's.
 
 Each scene is learned once per backend (no cache, so every backend pays the same work) and
-each of its layouts edited with the same seeds. The concept a backend learns is the one it
+each of its layouts edited with the same seeds. A scene's preparation (source encoding
+and DDIM inversion, done once per scene and reused by every later edit of it) is timed
+apart from the edits. The concept a backend learns is the one it
 edits with, so the image difference covers learning and editing together. Timings are wall
 clock on whatever else the machine runs: compare backends from the same run only.
 
@@ -33,7 +35,10 @@ class BackendTiming:
     learn_seconds: list[float] = field(default_factory=list)
     """Per scene."""
     edit_seconds: list[float] = field(default_factory=list)
-    """Per layout (all seeds)."""
+    """Per layout (all seeds), the scene's preparation not included."""
+    prepare_seconds: list[float] = field(default_factory=list)
+    """Per scene: the edit session's preparation (source encoding and DDIM inversion), which
+    continuous editing does once per scene and then reuses (`Editor` caches it)."""
     images: list[np.ndarray] = field(default_factory=list)
     """Every candidate image, case order then seed order."""
     warm_up_seconds: float | None = None
@@ -46,8 +51,13 @@ class BackendTiming:
 
     @property
     def edit_mean(self) -> float:
-        """Mean seconds per edit (one layout, all seeds)."""
+        """Mean seconds per edit (one layout, all seeds; preparation apart)."""
         return float(np.mean(self.edit_seconds)) if self.edit_seconds else 0.0
+
+    @property
+    def prepare_mean(self) -> float:
+        """Mean seconds of a scene's preparation (encoding and inversion)."""
+        return float(np.mean(self.prepare_seconds)) if self.prepare_seconds else 0.0
 
 
 @dataclass
@@ -70,8 +80,12 @@ class BackendComparison:
                     "backend": t.name,
                     "learn_s": t.learn_mean,
                     "edit_s": t.edit_mean,
+                    "prepare_s": t.prepare_mean,
                     "learn_speedup": ref.learn_mean / t.learn_mean if t.learn_mean else None,
                     "edit_speedup": ref.edit_mean / t.edit_mean if t.edit_mean else None,
+                    "prepare_speedup": (
+                        ref.prepare_mean / t.prepare_mean if t.prepare_mean else None
+                    ),
                     "max_pixel_diff": int(max((int(d.max()) for d in diffs), default=0)),
                     "mean_pixel_diff": float(np.mean([d.mean() for d in diffs])) if diffs else 0.0,
                     "warm_up_s": t.warm_up_seconds,
@@ -165,13 +179,14 @@ def compare_backends(
             model = load_model(model_spec, device=backend.device, dtype=backend.dtype)
             began = time.perf_counter()
             session = EditSession(model, scene, settings.edit, backend, concept=learned.concept)
-            prepare = time.perf_counter() - began
-            for n, case in enumerate(group):
+            # The inversion runs on the session's first need of it: force it here, so that
+            # the scene's preparation is timed apart from its edits.
+            session.ensure_inversion()
+            timing.prepare_seconds.append(time.perf_counter() - began)
+            for case in group:
                 began = time.perf_counter()
                 result = session.edit(layout_from_labels(case.layout, scene))
-                # The per-scene preparation (inversion included) counts once, with the first.
-                seconds = time.perf_counter() - began + (prepare if n == 0 else 0.0)
-                timing.edit_seconds.append(seconds)
+                timing.edit_seconds.append(time.perf_counter() - began)
                 timing.images.extend(c.image for c in result.candidates)
     return BackendComparison([timings[name] for name in names])
 
@@ -187,8 +202,10 @@ def rich_backend_table(comparison: BackendComparison) -> Any:
     columns = (
         "backend",
         "learn s",
+        "prepare s",
         "edit s",
         "learn x",
+        "prepare x",
         "edit x",
         "max / mean px diff",
         "warm-up s",
@@ -199,8 +216,10 @@ def rich_backend_table(comparison: BackendComparison) -> Any:
         table.add_row(
             row["backend"],
             f"{row['learn_s']:.1f}",
+            f"{row['prepare_s']:.2f}",
             f"{row['edit_s']:.2f}",
             f"{row['learn_speedup']:.2f}" if row["learn_speedup"] else "-",
+            f"{row['prepare_speedup']:.2f}" if row["prepare_speedup"] else "-",
             f"{row['edit_speedup']:.2f}" if row["edit_speedup"] else "-",
             f"{row['max_pixel_diff']} / {row['mean_pixel_diff']:.3f}",
             f"{row['warm_up_s']:.1f}" if row["warm_up_s"] is not None else "-",

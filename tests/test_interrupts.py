@@ -42,6 +42,10 @@ def start(cache: Path, model: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A job started in the background by a non-interactive shell (some CI runners)
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: give
+        # the child the default disposition, as a terminal's Ctrl-C would find it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

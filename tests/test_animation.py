@@ -11,7 +11,8 @@ from cli_support import FAST_SETTINGS, run_cli
 from PIL import Image
 
 from layoutedit.editing.animation import flicker, in_between
-from layoutedit.scenes.layout_edits import Move, ObjectState, Scale, apply_operations, centroid
+from layoutedit.scenes.layout_edits import Move, ObjectState, Scale, apply_operations
+from layoutedit.scenes.masks import centroid
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
 NAMES = ("cat", "pot")

@@ -7,7 +7,8 @@ import pytest
 
 from layoutedit.bench.cases import exact_mask, make_cases
 from layoutedit.editing.paste import paste_edit
-from layoutedit.scenes.layout_ops import Placement, estimate_placements, iou
+from layoutedit.scenes.layout_ops import Placement, estimate_placements
+from layoutedit.scenes.masks import iou
 from layoutedit.scenes.morphology import dilate, disk
 from layoutedit.scenes.region_fit import (
     box_ellipse,

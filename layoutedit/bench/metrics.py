@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.scenes.layout_ops import iou as iou  # re-exported: the bench scores with it
 from layoutedit.scenes.layout_ops import resize_nearest
+from layoutedit.scenes.masks import iou as iou  # re-exported: the bench scores with it
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical pixels (MSE 0), so that results stay finite numbers in JSON."""

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layoutedit.scenes.layout_edits import ObjectState, centroid, transform_mask
+from layoutedit.scenes.layout_edits import ObjectState
+from layoutedit.scenes.masks import centroid, move_mask
 
 
 def in_between(start: ObjectState, end: ObjectState, frames: int) -> list[np.ndarray]:
@@ -50,7 +51,7 @@ def in_between(start: ObjectState, end: ObjectState, frames: int) -> list[np.nda
             c0, c1 = centroid(a), centroid(b)
             scale = 1 + t * (float(np.sqrt(b.sum() / a.sum())) - 1)
             target = (c0[0] + t * (c1[0] - c0[0]), c0[1] + t * (c1[1] - c0[1]))
-            masks[k] = transform_mask(a, scale, c0, target)
+            masks[k] = move_mask(a, scale, c0, target)
         out.append(ObjectState(masks, end.order, names).labels())
     return out
 

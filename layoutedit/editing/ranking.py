@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from layoutedit.scenes.colour_segment import ColourModel, fit_colour_model, segment
-from layoutedit.scenes.layout_ops import iou
+from layoutedit.scenes.masks import iou
 
 SELF_CHECK_IOU = 0.9
 """Every source object must be found in the source itself at least this well."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from layoutedit.errors import UserError
+from layoutedit.scenes.masks import centroid, move_mask
 
 if TYPE_CHECKING:
     from layoutedit.scenes.scene import Layout, Scene
@@ -238,32 +239,6 @@ def _index(state: ObjectState, name: str, op: Operation) -> int:
     raise UserError(f"{op.text}: the scene has no object {name!r}; it has {', '.join(state.names)}")
 
 
-def centroid(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) centroid of a mask in pixel coordinates (a pixel's centre is at +0.5)."""
-    ys, xs = np.nonzero(mask)
-    return float(xs.mean()) + 0.5, float(ys.mean()) + 0.5
-
-
-def transform_mask(
-    mask: np.ndarray, scale: float, centre: tuple[float, float], target: tuple[float, float]
-) -> np.ndarray:
-    """Scale a (H, W) bool mask by `scale` about `centre` and put that point at `target`.
-
-    Nearest sampling: each output pixel centre `p` reads the input at
-    `centre + (p - target) / scale`; what falls outside the image is lost.
-    """
-    height, width = mask.shape
-    xs = (np.arange(width) + 0.5 - target[0]) / scale + centre[0]
-    ys = (np.arange(height) + 0.5 - target[1]) / scale + centre[1]
-    cols, rows = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
-    col_ok = (cols >= 0) & (cols < width)
-    row_ok = (rows >= 0) & (rows < height)
-    out = np.zeros_like(mask)
-    sub = mask[np.clip(rows, 0, height - 1)[:, None], np.clip(cols, 0, width - 1)[None, :]]
-    out[:] = sub & row_ok[:, None] & col_ok[None, :]
-    return out
-
-
 def _place(
     state: ObjectState,
     k: int,
@@ -278,7 +253,7 @@ def _place(
     if not mask.any():
         raise UserError(f"{op.text}: object {state.names[k]!r} is not visible in this layout")
     centre = centre or centroid(mask)
-    moved = transform_mask(mask, scale, centre, target)
+    moved = move_mask(mask, scale, centre, target)
     expected = float(mask.sum()) * scale * scale
     kept = float(moved.sum()) / expected if expected > 0 else 0.0
     name = state.names[k]

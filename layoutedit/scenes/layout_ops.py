@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from layoutedit.scenes.masks import centroid, iou, move_mask
 from layoutedit.scenes.region_fit import PAINTED_FILL, ellipse_hull, place_in_region
 
 if TYPE_CHECKING:
@@ -163,14 +164,6 @@ class ObjectMove:
         return float(np.sqrt(self.layout_area / self.source_area)) if self.source_area else 0.0
 
 
-def _centre(mask: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return (float("nan"), float("nan"))
-    # +0.5: a pixel's centre, so a one-pixel object at column 0 sits at x = 0.5.
-    return (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
-
-
 def object_moves(scene: Scene, layout: Layout) -> list[ObjectMove]:
     """Centroid shift and size change of every object from `scene` to `layout`, object order."""
     moves = []
@@ -183,19 +176,11 @@ def object_moves(scene: Scene, layout: Layout) -> list[ObjectMove]:
                 token=obj.token,
                 source_area=int(src.sum()),
                 layout_area=int(lay.sum()),
-                source_centre=_centre(src),
-                layout_centre=_centre(lay),
+                source_centre=centroid(src),
+                layout_centre=centroid(lay),
             )
         )
     return moves
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two same-shape bool masks; two empty masks score 1."""
-    union = int(np.logical_or(a, b).sum())
-    if union == 0:
-        return 1.0
-    return int(np.logical_and(a, b).sum()) / union
 
 
 @dataclass(frozen=True)
@@ -248,14 +233,12 @@ def paint_order(
 
 def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:
     """(H, W) bool `mask` moved and scaled as `placement` says (nearest neighbour)."""
-    h, w = mask.shape
-    yy, xx = np.mgrid[:h, :w] + 0.5
-    xs = np.floor(placement.src_cx + (xx - placement.dst_cx) / placement.scale).astype(int)
-    ys = np.floor(placement.src_cy + (yy - placement.dst_cy) / placement.scale).astype(int)
-    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-    out = np.zeros_like(mask, dtype=bool)
-    out[inside] = mask[ys[inside], xs[inside]]
-    return out
+    return move_mask(
+        mask,
+        placement.scale,
+        (placement.src_cx, placement.src_cy),
+        (placement.dst_cx, placement.dst_cy),
+    )
 
 
 def estimate_placements(
@@ -281,14 +264,12 @@ def estimate_placements(
     for k in range(n_objects):
         src, dst = source_labels == k, layout_labels == k
         if not src.any() or not dst.any():
-            cx, cy = _centre(src) if src.any() else (0.0, 0.0)
+            cx, cy = centroid(src) if src.any() else (0.0, 0.0)
             out.append(Placement(cx, cy, cx, cy, 1.0))
             continue
-        (sx, sy), (dx, dy) = _centre(src), _centre(dst)
+        (sx, sy), (dx, dy) = centroid(src), centroid(dst)
         exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
-        moved = warp_mask(src, exact)
-        overlap = (moved & dst).sum() / max(int((moved | dst).sum()), 1)
-        if overlap >= EXACT_IOU:
+        if iou(warp_mask(src, exact), dst) >= EXACT_IOU:
             out.append(exact)
             continue
         if fit:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layoutedit.scenes.masks import centroid, iou
+
 FIT_SIDE = 96
 """Largest grid side the brush fit searches on (larger masks are subsampled): its cost
 grows with the pixel count, and a painted region holds no detail finer than this."""
@@ -89,23 +91,7 @@ def box_ellipse(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool: the ellipse inscribed in the mask's bounding box (pixel centres)."""
     box = _box(mask)
     yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5
-    return bool_array(((xx - box.cx) / box.a) ** 2 + ((yy - box.cy) / box.b) ** 2 <= 1.0)
-
-
-def bool_array(values: np.ndarray) -> np.ndarray:
-    """`values` as a bool array (numpy's comparisons are typed loosely)."""
-    return np.asarray(values, dtype=bool)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return int((a & b).sum()) / union if union else 1.0
-
-
-def _centroid(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) in px, a pixel's centre at +0.5."""
-    ys, xs = np.nonzero(mask)
-    return float(xs.mean()) + 0.5, float(ys.mean()) + 0.5
+    return np.asarray(((xx - box.cx) / box.a) ** 2 + ((yy - box.cy) / box.b) ** 2 <= 1.0)
 
 
 def _distance_to(points: np.ndarray, grid_y: np.ndarray, grid_x: np.ndarray) -> np.ndarray:
@@ -167,7 +153,7 @@ class _BrushMatch:
 
     def __init__(self, source: np.ndarray, region: np.ndarray) -> None:
         self.field = signed_distance(source)
-        self.src_cx, self.src_cy = _centroid(source)
+        self.src_cx, self.src_cy = centroid(source)
         self.region = region
         self.region_area = int(region.sum())
         h, w = region.shape
@@ -224,22 +210,22 @@ linear scale, and how well the model's region matches the painted one."""
 def _ellipse_fit(source: np.ndarray, region: np.ndarray) -> Fit:
     """The object's ellipse hull, grown by `ELLIPSE_MARGIN`, is the region's drawn ellipse."""
     hull = ellipse_hull(source)
-    src_cx, src_cy = _centroid(source)
+    src_cx, src_cy = centroid(source)
     drawn = _box(region)  # the drawn ellipse: its bounding box's inscribed ellipse
     margin = ELLIPSE_MARGIN * max(region.shape)
     scale = max(math.sqrt(drawn.a * drawn.b) - margin, 1.0) / math.sqrt(hull.a * hull.b)
     # The hull's centre, not the centroid, sits at the ellipse's centre.
     cx = drawn.cx - scale * (hull.cx - src_cx)
     cy = drawn.cy - scale * (hull.cy - src_cy)
-    return cx, cy, scale, _iou(box_ellipse(region), region)
+    return cx, cy, scale, iou(box_ellipse(region), region)
 
 
 def _brush_fit(source: np.ndarray, region: np.ndarray) -> Fit:
     """The object grown by a margin is the region: searched from the region's centroid and
     an area-based scale, on a grid of at most `FIT_SIDE` a side."""
-    src_cx, src_cy = _centroid(source)
+    src_cx, src_cy = centroid(source)
     start_scale = PAINTED_FILL * math.sqrt(region.sum() / ellipse_hull(source).area)
-    start_cx, start_cy = _centroid(region)
+    start_cx, start_cy = centroid(region)
     factor = max(1, math.ceil(max(region.shape) / FIT_SIDE))
     small_src, small_region = _subsample(source, factor), _subsample(region, factor)
     if not small_src.any() or not small_region.any():
@@ -252,7 +238,7 @@ def _brush_fit(source: np.ndarray, region: np.ndarray) -> Fit:
         return (v - 0.5) * factor + factor // 2 + 0.5
 
     # The search moves the coarse mask's centroid; the full centroid sits `d` from it.
-    coarse_cx, coarse_cy = _centroid(small_src)
+    coarse_cx, coarse_cy = centroid(small_src)
     dx, dy = to_coarse(src_cx) - coarse_cx, to_coarse(src_cy) - coarse_cy
     cx, cy, scale, best = _search(
         _BrushMatch(small_src, small_region),

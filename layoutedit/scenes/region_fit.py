@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layoutedit.scenes.masks import centroid, iou
+from layoutedit.scenes.morphology import dilate, disk
 
 FIT_SIDE = 96
 """Largest grid side the brush fit searches on (larger masks are subsampled): its cost
@@ -103,16 +104,6 @@ def _distance_to(points: np.ndarray, grid_y: np.ndarray, grid_x: np.ndarray) -> 
     return np.asarray(np.sqrt(best))
 
 
-def _touches(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels with a 4-neighbour in `mask`."""
-    out = np.zeros_like(mask)
-    out[1:] |= mask[:-1]
-    out[:-1] |= mask[1:]
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out
-
-
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """(H, W) float distance (px) to the mask's edge: positive outside, negative inside.
 
@@ -124,8 +115,9 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     # The nearest pixel of a set to a pixel outside it has a 4-neighbour outside the set (a
     # step towards the query from any other pixel of the set gets closer), so only the
     # sets' edge pixels are compared: exact, and ~sqrt(N) points instead of N.
-    inside = np.argwhere(mask & _touches(~mask)).astype(np.float64)
-    outside = np.argwhere(~mask & _touches(mask)).astype(np.float64)
+    cross = disk(1.0)  # the 4-neighbourhood
+    inside = np.argwhere(mask & dilate(~mask, cross)).astype(np.float64)
+    outside = np.argwhere(~mask & dilate(mask, cross)).astype(np.float64)
     out = np.zeros((h, w))
     if len(inside):
         out = np.where(mask, 0.0, _distance_to(inside, grid_y, grid_x) - 0.5)

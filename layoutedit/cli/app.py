@@ -42,6 +42,7 @@ from layoutedit.cli.common import (
     interrupt_signals,
     print_user_error,
 )
+from layoutedit.cli.help_text import prepare_command_tree
 from layoutedit.errors import UserError
 
 # Typer ships its own copy of click, so commands and parameters are read by duck typing.
@@ -140,6 +141,10 @@ class LayouteditGroup(TyperGroup):
     `invoke` (the sub-command's and sub-group's), so catching click's usage errors in these
     two methods covers every command. `--help` is not an error and renders as typer draws it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        prepare_command_tree(self)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:

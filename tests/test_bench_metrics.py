@@ -15,6 +15,8 @@ from layoutedit.bench.metrics import (
     in_region_share,
     iou,
     layout_iou,
+    mean_colour,
+    object_psnr,
     psnr,
     shape_iou,
     vacated_psnr,
@@ -144,3 +146,22 @@ def test_vacated_psnr_sees_a_trace_where_the_object_was() -> None:
     # The trace is outside the background that both share, which does not see it.
     assert background_psnr(traced, truth, source_labels, target_labels, 1) == PSNR_CAP_DB
     assert np.isnan(vacated_psnr(clean, truth, source_labels, source_labels, 1))
+
+
+def test_object_psnr_sees_a_smoothed_pattern_that_the_mean_colour_hides() -> None:
+    truth = np.full((16, 16, 3), 128, dtype=np.uint8)
+    labels = np.ones((16, 16), dtype=np.int16)  # K = 1: background
+    labels[4:12, 4:12] = 0
+    truth[4:12:2, 4:12] = (200, 40, 40)  # red and dark stripes, one row each
+    truth[5:12:2, 4:12] = (100, 20, 20)
+    smoothed = truth.copy()
+    smoothed[4:12, 4:12] = (150, 30, 30)  # the stripes' mean: the same mean colour
+    inside = labels == 0
+    assert np.allclose(mean_colour(smoothed, inside), mean_colour(truth, inside))
+    assert object_psnr(truth, truth, labels, 1) == PSNR_CAP_DB
+    assert object_psnr(smoothed, truth, labels, 1) < 25
+    # The rim is left out: a wrong outline ring does not count, a wrong inside does.
+    rimmed = truth.copy()
+    rimmed[4, 4:12] = rimmed[11, 4:12] = rimmed[4:12, 4] = rimmed[4:12, 11] = (0, 255, 0)
+    assert object_psnr(rimmed, truth, labels, 1) == PSNR_CAP_DB
+    assert np.isnan(object_psnr(truth, truth, np.ones((16, 16), dtype=np.int16), 1))

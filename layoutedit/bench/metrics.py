@@ -12,6 +12,7 @@ import numpy as np
 
 from layoutedit.scenes.layout_ops import resize_nearest
 from layoutedit.scenes.masks import iou as iou  # re-exported: the bench scores with it
+from layoutedit.scenes.morphology import disk, erode
 
 PSNR_CAP_DB = 100.0
 """PSNR reported for identical pixels (MSE 0), so that results stay finite numbers in JSON."""
@@ -149,3 +150,21 @@ def vacated_psnr(
     NaN when no pixel was vacated (an object grown in place, an identity edit)."""
     vacated = (source_labels != background_index) & (target_labels == background_index)
     return psnr(output, truth, vacated)
+
+
+def object_psnr(
+    output: np.ndarray,
+    truth: np.ndarray,
+    target_labels: np.ndarray,
+    background_index: int,
+    inset: int = 1,
+) -> float:
+    """PSNR of `output` against the target image `truth` over the inside of the objects
+    where the target has them: object pixels of the (exact) target labels, eroded by
+    `inset` px so that anti-aliased rims do not count.
+
+    Where the colour error compares mean colours, this sees what a mean hides: a pattern
+    (stripes, dots) smoothed away or drawn at another phase, an uneven shade, a blob in
+    place of a shape. NaN when no object pixel is left after the erosion."""
+    inside = erode(target_labels != background_index, disk(inset))
+    return psnr(output, truth, inside)

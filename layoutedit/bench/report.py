@@ -54,8 +54,9 @@ GPU_COLUMN: Column = ("GPU\nMB", lambda r: r.peak_cuda_mb, _f(0))
 """Shown when a row ran on CUDA: the allocator's peak."""
 SHARE_COLUMN: Column = ("attn\nshare", lambda r: r.attention_share, _f(2))
 LEFT_COLUMN: Column = ("left\ndB", lambda r: r.metrics["vacated_psnr"], _f(1))
-"""Both in Markdown only (the terminal prints the share below the table, which must fit
-80 columns; the vacated-pixel PSNR is in bench.json and bench.md)."""
+OBJECT_COLUMN: Column = ("object\ndB", lambda r: r.metrics.get("object_psnr"), _f(1))
+"""These in Markdown only (the terminal prints the share below the table, which must fit
+80 columns; the vacated-pixel and object PSNRs are in bench.json and bench.md)."""
 
 
 def attention_share_line(result: BenchResult) -> str | None:
@@ -71,14 +72,14 @@ def table_cells(
 ) -> tuple[list[str], list[list[str]]]:
     """Header and cell text of the table (shared by the terminal and Markdown views).
 
-    `wide` (Markdown) adds the vacated-pixel PSNR, the attention share and, when a row has
-    one, the CUDA peak; the terminal table stays narrow enough for 80 columns, and
-    bench.json always has them all."""
+    `wide` (Markdown) adds the vacated-pixel and object PSNRs, the attention share and,
+    when a row has one, the CUDA peak; the terminal table stays narrow enough for 80
+    columns, and bench.json always has them all."""
     columns = list(COLUMNS)
     if wide:
-        columns.insert(5, LEFT_COLUMN)
+        columns[5:5] = [LEFT_COLUMN, OBJECT_COLUMN]
     if wide and any(r.attention_share is not None for r in rows):
-        columns.insert(6, SHARE_COLUMN)
+        columns.insert(7, SHARE_COLUMN)
     if wide and any(r.peak_cuda_mb is not None for r in rows):
         columns.append(GPU_COLUMN)
     header = ["variant", *(c[0] for c in columns)]
@@ -115,6 +116,7 @@ METRIC_NAMES = {
     "shape_iou": "shape IoU",
     "background_psnr": "bg PSNR dB",
     "vacated_psnr": "left dB",
+    "object_psnr": "object dB",
 }
 
 
@@ -221,7 +223,9 @@ def markdown(result: BenchResult) -> str:
         "pixels that are background in source and target (the target has no outline where an "
         f"object was; {PSNR_CAP_DB:.0f} dB = identical); left dB, PSNR against the target "
         "image over the pixels an object left (object in the source, background in the "
-        "target: a trace of the object shows here; - when no edit vacated a pixel); attention "
+        "target: a trace of the object shows here; - when no edit vacated a pixel); object dB, "
+        "PSNR against the target image inside the target's objects, 1 px in from their "
+        "edges (shade and pattern as drawn, which a mean colour hides); attention "
         "share, per object, of its token's attention (guidance grid) on its source mask "
         "before any edit; learn seconds "
         "per scene (one concept is shared by the rows that use one, each row shows "

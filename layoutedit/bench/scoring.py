@@ -18,6 +18,7 @@ from layoutedit.bench.metrics import (
     in_region_share,
     iou,
     layout_iou,
+    object_psnr,
     shape_iou,
     vacated_psnr,
 )
@@ -31,6 +32,7 @@ METRICS: tuple[str, ...] = (
     "shape_iou",
     "background_psnr",
     "vacated_psnr",
+    "object_psnr",
 )
 LOWER_IS_BETTER: frozenset[str] = frozenset({"colour_error"})
 """Metrics where a lower value is better; higher is better for the others."""
@@ -53,6 +55,10 @@ class Scores:
     vacated_psnr: float
     """dB over pixels an object left (object in the source, background in the target);
     NaN when none."""
+    object_psnr: float = float("nan")
+    """dB over the inside of the objects where the target has them (1 px in from the edge):
+    shade and pattern as drawn, which the mean colour error cannot see. NaN in results
+    written before this metric existed."""
 
     def as_dict(self) -> dict[str, float]:
         """Field name -> value."""
@@ -87,6 +93,7 @@ def score(case: Case, output: np.ndarray, model: ColourModel | None = None) -> S
         vacated_psnr=vacated_psnr(
             output, case.truth.image, case.source_labels, case.target_labels, case.n_objects
         ),
+        object_psnr=object_psnr(output, case.truth.image, case.target_labels, case.n_objects),
     )
 
 

@@ -213,16 +213,6 @@ class EditConfig(_Strict):
         description="With init `paste`: the share of the DDIM steps that run from the "
         "pasted image (1 = from pure noise).",
     )
-    object_blend_steps: int = Field(
-        default=0,
-        ge=0,
-        le=MAX_SAMPLING_STEPS,
-        description="With init `paste`: sampling steps (counted from step 0, like "
-        "blend_steps) during which the inside of each pasted object, one latent cell in "
-        "from its edge, is held on the pasted image's noisy path, so that the object keeps "
-        "its shade and pattern while the model redraws its edge and surroundings; 0 = off "
-        "(published).",
-    )
     background_composite: bool = Field(
         default=False,
         description="After decoding, put the source's pixels back where source and layout are "

@@ -11,7 +11,6 @@ import torch
 from layoutedit.config import EditConfig
 from layoutedit.scenes.scene import Layout, Scene, layout_from_labels, scene_from_arrays
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE, sample_scene
-from layoutedit_cpu import CpuBackend
 
 
 def shapes_scene(seed: int = 3, n_objects: int = 2, crop: int | None = None) -> Scene:
@@ -66,13 +65,3 @@ def hand_concept(model, scene: Scene):  # type: ignore[no-untyped-def]
         prompt=f"{scene.prompt} {' '.join(extra)}",
         meta={"names": list(scene.names), "model_fingerprint": model.fingerprint},
     )
-
-
-class SeedBatchedCpu(CpuBackend):
-    """A fake plugin: the CPU reference sampling every seed of an edit as one batch."""
-
-    name = "cpu-seed-batched-test"
-
-    @property
-    def batch_seeds(self) -> bool:
-        return True

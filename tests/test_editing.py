@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from edit_support import (
-    SeedBatchedCpu,
     fast_config,
     hand_concept,
     load_tiny,
@@ -46,6 +45,16 @@ def batched() -> Iterator[str]:
     register_backend(BatchedCpu)
     yield BatchedCpu.name
     unregister_backend(BatchedCpu.name)
+
+
+class SeedBatchedCpu(CpuBackend):
+    """A fake plugin: the CPU reference sampling every seed of an edit as one batch."""
+
+    name = "cpu-seed-batched-test"
+
+    @property
+    def batch_seeds(self) -> bool:
+        return True
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from layoutedit.scenes.layout_ops import (
     PadBox,
     blend_mask,
-    inner_cells,
     object_moves,
     region_masks,
     resize_labels,
@@ -107,19 +106,3 @@ def test_object_moves_measures_centroid_shift_and_scale() -> None:
     assert box.scale == pytest.approx(2.0)
     assert (box.source_area, box.layout_area) == (16, 64)
     assert (dot.dx, dot.dy, dot.scale) == pytest.approx((0.0, 0.0, 1.0))
-
-
-def test_inner_cells_keep_a_margin_of_one_cell_on_every_side() -> None:
-    mask = np.zeros((64, 64), dtype=bool)
-    mask[8:40, 8:40] = True  # cells 2..9 of a 16-cell grid (4 px each)
-    cells = inner_cells(mask, 16)
-    rows, cols = np.nonzero(cells)
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 8, 3, 8)
-    assert cells[3:9, 3:9].all()
-    # Too thin to have an inside: nothing is kept.
-    assert not inner_cells(np.pad(np.ones((64, 6), dtype=bool), ((0, 0), (0, 58))), 16).any()
-    # A wide image is padded to a square first: the same object, the grid's rows shift.
-    wide = np.zeros((48, 64), dtype=bool)
-    wide[8:40, 8:40] = True  # padded by 8 rows above: rows 16..47 of the square
-    rows, _ = np.nonzero(inner_cells(wide, 16))
-    assert (rows.min(), rows.max()) == (5, 10)

@@ -7,9 +7,7 @@ At sampling step i (timestep t), in this order:
          refinement steps: while loss > 1 - threshold_i (at most max_refinement_steps):
              z_t <- z_t - s_i * grad; recompute
          z_t <- z_t - s_i * grad
-    b. background blending (i < blend_steps): z_t <- where(B, z*_t, z_t); with a paste start,
-       optionally also the inside of the pasted objects (i < object_blend_steps):
-       z_t <- where(O, sqrt(a_t) z_paste + sqrt(1 - a_t) e, z_t)
+    b. background blending (i < blend_steps): z_t <- where(B, z*_t, z_t)
     c. DDIM step: e = e_u + g (e_c - e_u);  z_{t-1} = DDIMScheduler.step(e, t, z_t)
 
 Better than the published loop: the gradient pass runs only on guided steps and stops the
@@ -24,7 +22,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
 
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
@@ -147,61 +144,6 @@ class BackgroundBlend:
         return torch.where(self.mask, self.inversion.at_step(step).to(latents), latents)
 
 
-class LatentBlend(Protocol):
-    """What step b of the loop applies: latents in, latents out, per sampling step."""
-
-    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
-        """(n, C, h, w) latents entering the DDIM step of `step`, with known parts copied in."""
-        ...
-
-
-@dataclass
-class KeptRegion:
-    """Hold part of the latent on a clean latent's own noisy path for the first steps.
-
-    With a deterministic DDIM sampler and a perfect model, sampling from
-    `z = sqrt(a_t) z0 + sqrt(1 - a_t) e` passes through `sqrt(a_s) z0 + sqrt(1 - a_s) e` at
-    every later level s; copying that into the region keeps what `z0` shows there (an
-    object's shade and pattern) while the model redraws everything around it, and the free
-    steps after `steps` blend the seams. The noise `e` must be the one the start was noised
-    with, so that the region and its surroundings begin on the same path.
-
-    Attributes:
-        mask: (1, 1, h, w) bool, the region.
-        clean: (1, C, h, w) the clean latent (the pasted image's).
-        noise: (n, C, h, w) each sample's start noise, in the batch's order.
-        sampler: the sampling `DDIMScheduler` (its timesteps and `add_noise`).
-        steps: hold the region during sampling steps 0 .. steps-1.
-    """
-
-    mask: torch.Tensor
-    clean: torch.Tensor
-    noise: torch.Tensor
-    sampler: DDIMScheduler
-    steps: int
-
-    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
-        """z_t <- where(mask, noised clean at step's timestep, z_t) for step < steps."""
-        if step >= self.steps:
-            return latents
-        t = cast(torch.IntTensor, self.sampler.timesteps[step : step + 1])
-        path = self.sampler.add_noise(self.clean.expand_as(self.noise), self.noise, t)
-        return torch.where(self.mask, path.to(latents), latents)
-
-
-@dataclass
-class BlendChain:
-    """Several blends applied in order (background, then the kept objects)."""
-
-    parts: Sequence[LatentBlend]
-
-    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
-        """Each part's `apply`, in order."""
-        for part in self.parts:
-            latents = part.apply(latents, step)
-        return latents
-
-
 @dataclass
 class SamplingStats:
     """What the loop did, for reports."""
@@ -238,7 +180,7 @@ def sample(
     *,
     batch_cfg: bool = False,
     guide: AttentionGuide | None = None,
-    blend: LatentBlend | None = None,
+    blend: BackgroundBlend | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     counter: UNetCounter | None = None,
@@ -257,7 +199,7 @@ def sample(
         guidance_scale: classifier-free guidance scale g.
         batch_cfg: one UNet call of batch 2 for the two predictions.
         guide: attention guidance and final-loss measurement; None for neither.
-        blend: background blending (and any other `LatentBlend`); None for none.
+        blend: background blending; None for none.
         eta: DDIM eta (0 = deterministic).
         generator: random source for eta > 0.
         counter: UNet evaluations (backward passes of the guidance are added here; forwards

@@ -35,7 +35,7 @@ from layoutedit.editing.denoising import NoisePredictor, cfg_prediction
 from layoutedit.editing.guidance import refinement_target, step_sizes, total_loss
 from layoutedit.editing.sampling import (
     AttentionGuide,
-    LatentBlend,
+    BackgroundBlend,
     SamplingOutput,
     SamplingStats,
     StepHook,
@@ -135,7 +135,7 @@ def sample_batch(
     *,
     batch_cfg: bool = False,
     guide: AttentionGuide | None = None,
-    blend: LatentBlend | None = None,
+    blend: BackgroundBlend | None = None,
     eta: float = 0.0,
     counter: UNetCounter | None = None,
     on_step: StepHook | None = None,
@@ -171,7 +171,7 @@ def sample_batch(
         # a. attention guidance, per sample
         if guide is not None and guide.active(i):
             latents = batch_update(guide, predict, latents, i, t, cond, counter, stats)
-        # b. blending: the (1, 1, h, w) masks and (1, C, h, w) references broadcast
+        # b. background blending: the (1, 1, h, w) mask and (1, C, h, w) source broadcast
         if blend is not None:
             latents = blend.apply(latents, i)
         if on_step is not None:

@@ -8,10 +8,8 @@ edit` then edits one layout for several seeds:
     # 2. masks                 target regions on the attention grid, blend mask on the latent
     #                          (init `paste`: the source objects pasted into their regions)
     # 3. guided sampling       per seed: seeded z_T (or the pasted image noised to the step
-    #                          `paste_strength` leaves) -> guided, blended DDIM loop (with
-    #                          `object_blend_steps`, the pasted objects' insides held on the
-    #                          pasted image's path too); all seeds as one batch when the
-    #                          backend says `batch_seeds`
+    #                          `paste_strength` leaves) -> guided, blended DDIM loop; all
+    #                          seeds as one batch when the backend says `batch_seeds`
     # 4. decode                VAE decode, crop the square padding, resize to the source
     #                          size; optionally the objects' colours matched to the source
     #                          and the untouched background composited back
@@ -46,9 +44,6 @@ from layoutedit.editing.ranking import LayoutScorer
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
-    BlendChain,
-    KeptRegion,
-    LatentBlend,
     SamplingOutput,
     SamplingStats,
     StepHook,
@@ -60,7 +55,6 @@ from layoutedit.low_memory import prepare_editing
 from layoutedit.scenes.layout_ops import (
     blend_mask,
     estimate_placements,
-    inner_cells,
     paint_order,
     region_masks,
     square_pad,
@@ -326,32 +320,6 @@ class EditSession:
             steps=self.config.blend_steps,
         )
 
-    def _with_kept_objects(
-        self,
-        blend: BackgroundBlend | None,
-        start: PasteStart | None,
-        pasted: torch.Tensor | None,
-        seeds: Sequence[int],
-    ) -> LatentBlend | None:
-        """`blend`, followed (with `object_blend_steps` and a paste start) by holding the
-        pasted objects' insides on the pasted latent's path noised with `seeds`' start
-        noise, one sample per seed in order."""
-        steps = self.config.object_blend_steps
-        if steps == 0 or start is None or pasted is None:
-            return blend
-        occupied = np.asarray(start.footprints.any(axis=0), dtype=bool)  # (H, W)
-        inside = inner_cells(occupied, self.latent_side)  # (h, w)
-        if not inside.any():
-            return blend
-        kept = KeptRegion(
-            mask=torch.from_numpy(inside)[None, None].to(self.source.device),
-            clean=pasted,
-            noise=torch.cat([self.start_noise(seed) for seed in seeds]),  # (S, C, h, w)
-            sampler=self.sampler,
-            steps=steps,
-        )
-        return kept if blend is None else BlendChain((blend, kept))
-
     def start_noise(self, seed: int) -> torch.Tensor:
         """(1, C, h, w) seeded Gaussian z_T (the same seed gives the same noise per device)."""
         generator = torch.Generator(device=self.source.device).manual_seed(seed)
@@ -448,7 +416,7 @@ class EditSession:
         counter: UNetCounter,
         seeds: Sequence[int],
         guide: AttentionGuide,
-        blend: LatentBlend | None,
+        blend: BackgroundBlend | None,
         start_step: int,
         pasted: torch.Tensor | None,
         on_step: StepHook | None,
@@ -515,14 +483,7 @@ class EditSession:
         sampling_began = time.perf_counter()
         if getattr(self.backend, "batch_seeds", False) and len(seeds) > 1:
             outputs = self._sample_batch(
-                runner,
-                counter,
-                seeds,
-                guide,
-                self._with_kept_objects(blend, paste_start, pasted, seeds),
-                start_step,
-                pasted,
-                on_step,
+                runner, counter, seeds, guide, blend, start_step, pasted, on_step
             )
             latents = [out.latents for out in outputs]
             # One batch: its seconds are shared evenly by its seeds.
@@ -543,7 +504,7 @@ class EditSession:
                     cfg.guidance_scale,
                     batch_cfg=self.backend.batch_cfg,
                     guide=guide,
-                    blend=self._with_kept_objects(blend, paste_start, pasted, (seed,)),
+                    blend=blend,
                     eta=cfg.eta,
                     generator=generator,
                     counter=counter,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from layoutedit.scenes.masks import centroid, iou, move_mask
-from layoutedit.scenes.morphology import erode
 from layoutedit.scenes.region_fit import PAINTED_FILL, ellipse_hull, place_in_region
 
 if TYPE_CHECKING:
@@ -133,20 +132,6 @@ def blend_mask(
     src = resize_labels(source_labels, side, pad_value=background_index)
     lay = resize_labels(layout_labels, side, pad_value=background_index)
     return (src == background_index) & (lay == background_index)
-
-
-def inner_cells(mask: np.ndarray, side: int) -> np.ndarray:
-    """(side, side) bool: the cells of a side x side grid (the latent grid) that lie inside
-    `mask` with a margin of one cell, so that no kept cell reaches the mask's edge.
-
-    Args:
-        mask: (H, W) bool at the image's size; a non-square mask is padded with False.
-        side: the grid's side (e.g. the latent side).
-    """
-    square, _ = square_pad(mask.astype(bool), False)
-    cell = -(-square.shape[0] // side)  # pixels per cell, rounded up
-    inside = erode(square, np.ones((2 * cell + 1, 2 * cell + 1), dtype=bool))
-    return resize_nearest(inside, side, side)
 
 
 @dataclass(frozen=True)

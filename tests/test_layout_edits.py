@@ -109,6 +109,8 @@ def test_malformed_operations_are_one_line_user_errors(flag: str, value: str, me
     with pytest.raises(UserError, match=message) as info:
         parse_operation(flag, value)
     assert "\n" not in info.value.line()
+    if flag != "rotate":  # the value quoted as typed, name included
+        assert repr(value) in info.value.line()
 
 
 def test_unknown_object_names_the_scene_objects() -> None:

@@ -119,13 +119,16 @@ Operation = Move | Scale | Swap | Box | ToFront
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _numbers(text: str, count: int, flag: str, example: str) -> tuple[list[float], bool]:
+def _numbers(
+    text: str, count: int, flag: str, example: str, typed: str
+) -> tuple[list[float], bool]:
     """`"+40,-10"` -> ([40.0, -10.0], fraction?): fractions when every number lies in [-1, 1]
-    and one is written with a decimal point."""
+    and one is written with a decimal point. `typed` is the whole value as the user wrote
+    it (`cat=+40,-10`), which an error quotes."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != count or not all(_NUMBER.match(p) for p in parts):
         raise UserError(
-            f"{flag} {text!r}: give {count} numbers separated by commas, e.g. {example}"
+            f"{flag} {typed!r}: give {count} numbers separated by commas, e.g. {example}"
         )
     values = [float(p) for p in parts]
     fraction = any("." in p for p in parts) and all(abs(v) <= 1 for v in values)
@@ -150,7 +153,7 @@ def parse_operation(flag: str, text: str) -> Operation:
     shown = f"--{kind}"
     if kind == "move":
         name, value = _name_value(text, shown, "cat=+40,-10")
-        (dx, dy), fraction = _numbers(value, 2, shown, "cat=+40,-10 or cat=+0.1,-0.05")
+        (dx, dy), fraction = _numbers(value, 2, shown, "cat=+40,-10 or cat=+0.1,-0.05", text)
         return Move(name, dx, dy, fraction)
     if kind == "scale":
         name, value = _name_value(text, shown, "pot=0.8")
@@ -167,7 +170,7 @@ def parse_operation(flag: str, text: str) -> Operation:
         return Swap(first.strip(), second.strip())
     if kind == "box":
         name, value = _name_value(text, shown, "cat=0.1,0.2,0.5,0.6")
-        (x0, y0, x1, y1), fraction = _numbers(value, 4, shown, "cat=0.1,0.2,0.5,0.6")
+        (x0, y0, x1, y1), fraction = _numbers(value, 4, shown, "cat=0.1,0.2,0.5,0.6", text)
         if x1 <= x0 or y1 <= y0:
             raise UserError(f"{shown} {text!r}: the box needs x0 < x1 and y0 < y1")
         return Box(name, x0, y0, x1, y1, fraction)

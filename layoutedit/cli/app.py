@@ -139,7 +139,9 @@ class LayouteditGroup(TyperGroup):
 
     Every command's options are parsed inside the root group's `parse_args` (its own) or
     `invoke` (the sub-command's and sub-group's), so catching click's usage errors in these
-    two methods covers every command. `--help` is not an error and renders as typer draws it.
+    two methods covers every command. `--help` is not an error and renders as typer draws it,
+    from help texts prepared once for the whole tree when the group is built
+    (`help_text.prepare_command_tree`: brackets escaped, prose reflowed).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -141,3 +141,27 @@ def test_markdown_adds_the_gpu_column_only_when_measured() -> None:
     console.print(rich_table(result))
     text = console.export_text()
     assert "GPU" not in text and "…" not in text  # fits 80 columns untruncated
+
+
+def test_comparisons_fit_80_columns_with_their_marks() -> None:
+    """Seven metrics with intervals cropped every cell on a terminal; it shows means and
+    marks, and bench.md keeps the intervals."""
+    from rich.console import Console
+
+    from layoutedit.bench.report import markdown, rich_comparisons
+    from layoutedit.bench.run import Comparison
+    from layoutedit.bench.scoring import METRICS
+
+    result = run_bench(make_cases(1, seed=0, layouts_per_scene=1), [PasteVariant()])
+    result.comparisons = [
+        Comparison(variant, metric, -0.123456, -0.2, -0.05, full_better=False)
+        for variant in ("no-guidance", "no-concepts", "no-steering")
+        for metric in METRICS
+    ]
+    console = Console(width=80, record=True)
+    table = rich_comparisons(result)
+    assert table is not None
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text and text.count("-0.123-") == 3 * len(METRICS)
+    assert "[-0.2, -0.05]-" in markdown(result)

@@ -120,10 +120,20 @@ METRIC_NAMES = {
 }
 
 
-def comparison_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+SHORT_METRIC_NAMES = {m: name.replace(" ", "\n", 1) for m, name in METRIC_NAMES.items()}
+"""Two-line headers for the terminal (`layout\nIoU`), as the main table has."""
+
+
+def comparison_cells(
+    result: BenchResult, intervals: bool = True
+) -> tuple[list[str], list[list[str]]]:
     """`full` minus each row, per metric: mean [95 % interval], `*` where the interval
-    excludes zero with `full` better, `-` where it excludes zero with `full` worse."""
-    header = ["full minus", *METRIC_NAMES.values()]
+    excludes zero with `full` better, `-` where it excludes zero with `full` worse.
+
+    `intervals=False` (the terminal) leaves the intervals out and uses two-line headers,
+    so that seven metrics fit 80 columns; bench.md has the intervals."""
+    names = METRIC_NAMES if intervals else SHORT_METRIC_NAMES
+    header = ["full minus", *names.values()]
     body = []
     for name in dict.fromkeys(c.variant for c in result.comparisons):
         cells = [name]
@@ -134,6 +144,9 @@ def comparison_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
                 continue
             c = found[0]
             mark = "*" if c.full_better else ("-" if c.real else "")
+            if not intervals:
+                cells.append(f"{c.difference:+.3g}{mark}")
+                continue
             bounds = "[too few edits]" if math.isnan(c.low) else f"[{c.low:+.3g}, {c.high:+.3g}]"
             cells.append(f"{c.difference:+.3g} {bounds}{mark}")
         body.append(cells)
@@ -161,10 +174,10 @@ def rich_comparisons(result: BenchResult) -> Table | None:
     """The terminal table of `comparison_cells` (None when there is no `full` row)."""
     if not result.comparisons:
         return None
-    header, body = comparison_cells(result)
+    header, body = comparison_cells(result, intervals=False)
     table = Table(
-        title="full minus each row: mean [95 % paired bootstrap interval]; "
-        "* full better, - full worse (interval excludes 0)",
+        title="full minus each row (mean): * full better, - full worse, where the 95 % "
+        "paired interval excludes 0 (the intervals are in bench.md)",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,

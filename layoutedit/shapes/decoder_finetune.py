@@ -33,20 +33,9 @@ from safetensors.torch import load_file
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate
+from layoutedit.shapes.training_io import images_to_tensor, log_to_run
 
 CHECKPOINT_EVERY = 200
-
-
-def _log(run: Path, message: str) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {message}"
-    print(line, flush=True)
-    with (run / "train.log").open("a") as log:
-        log.write(line + "\n")
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def decoder_parameters(vae: Any) -> list[torch.nn.Parameter]:
@@ -79,13 +68,13 @@ def finetune_decoder(
     if ckpt.exists():
         vae.load_state_dict(load_file(str(ckpt)))
         start = int(json.loads(state_path.read_text())["step"])
-        _log(run, f"resumed at step {start} (optimiser moments restart)")
+        log_to_run(run, f"resumed at step {start} (optimiser moments restart)")
     rng = np.random.default_rng(4321 + start)
     for step in range(start, steps):
         cur_lr = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = cur_lr
-        x = _to_tensor(images[rng.integers(0, len(images), batch)])
+        x = images_to_tensor(images[rng.integers(0, len(images), batch)])
         if rng.random() < 0.5:
             x = x.flip(-1)
         with torch.no_grad():
@@ -98,7 +87,9 @@ def finetune_decoder(
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
-            _log(run, f"decoder step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {cur_lr:.2e}")
+            log_to_run(
+                run, f"decoder step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {cur_lr:.2e}"
+            )
         if (step + 1) % CHECKPOINT_EVERY == 0 or step == steps - 1:
             write_safetensors_atomic(ckpt, vae.state_dict())
             state_path.write_text(json.dumps({"step": step + 1}))
@@ -149,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             "scenes": args.scenes,
         }
         export(args.model, vae, args.export, entry)
-        _log(run, f"exported to {args.export}")
+        log_to_run(run, f"exported to {args.export}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from layoutedit.bench.cases import exact_mask
 from layoutedit.scenes.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
+from layoutedit.shapes.training_io import images_to_tensor
 from layoutedit.shapes.world import (
     _BACKGROUND_MEAN,
     COLOUR_NAMES,
@@ -95,16 +96,12 @@ def presence(image: np.ndarray, scene: WorldScene, min_pixels: int = 30) -> Pres
     return Presence(colour_ok, shape_ok, comps)
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 @torch.no_grad()
 def vae_psnr(pipe: object, scenes: Sequence[WorldScene]) -> float:
     """Mean PSNR (dB, 0-255 scale) of VAE reconstructions (posterior mean)."""
     vae = pipe.vae  # type: ignore[attr-defined]
     images = np.stack([s.image for s in scenes])
-    x = _to_tensor(images)
+    x = images_to_tensor(images)
     recon = vae.decode(vae.encode(x).latent_dist.mean).sample
     out = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     mse = ((out - images.astype(np.float64)) ** 2).reshape(len(images), -1).mean(axis=1)
@@ -185,7 +182,7 @@ def true_image_attention_share(pipe: Any, scenes: Sequence[WorldScene]) -> float
     `attention_shares`, on VAE latents of the scenes themselves (every object present).
     """
     images = np.stack([s.image for s in scenes])
-    latents = pipe.vae.encode(_to_tensor(images)).latent_dist.mean
+    latents = pipe.vae.encode(images_to_tensor(images)).latent_dist.mean
     latents = latents * pipe.vae.config.scaling_factor
     everyone = [
         Presence([True] * len(s.objects), [True] * len(s.objects), list(s.masks)) for s in scenes

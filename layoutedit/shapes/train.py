@@ -47,21 +47,10 @@ from layoutedit.shapes.attention_loss import (
 from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate, load_or_generate_truth
 from layoutedit.shapes.tokenizer import write_tokenizer
+from layoutedit.shapes.training_io import images_to_tensor, log_to_run
 from layoutedit.shapes.world import VOCABULARY
 
 SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
-
-
-def _log(run: Path, message: str) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {message}"
-    print(line, flush=True)
-    with (run / "train.log").open("a") as fh:
-        fh.write(line + "\n")
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
@@ -105,7 +94,7 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
             group["lr"] = lr
         idx = rng.integers(0, len(images), batch)
         y0, x0 = rng.integers(0, 64 - crop + 1, 2)
-        x = _to_tensor(images[idx, y0 : y0 + crop, x0 : x0 + crop])
+        x = images_to_tensor(images[idx, y0 : y0 + crop, x0 : x0 + crop])
         if rng.random() < 0.5:
             x = x.flip(-1)
         post = vae.encode(x).latent_dist
@@ -117,7 +106,7 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
-            _log(run, f"vae step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {lr:.2e}")
+            log_to_run(run, f"vae step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {lr:.2e}")
         if (step + 1) % 250 == 0 or step == steps - 1:
             write_safetensors_atomic(ckpt, vae.state_dict())
             _save_optimizer(opt, run / "vae_opt.safetensors", step + 1)
@@ -135,13 +124,13 @@ def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
         return data["latents"], float(data["scale"].item())
     vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval()
     chunks = [
-        vae.encode(_to_tensor(images[i : i + 256])).latent_dist.mean
+        vae.encode(images_to_tensor(images[i : i + 256])).latent_dist.mean
         for i in range(0, len(images), 256)
     ]
     latents = torch.cat(chunks)
     scale = 1.0 / latents.std().item()
     write_safetensors_atomic(path, {"latents": latents, "scale": torch.tensor([scale])})
-    _log(run, f"latents {tuple(latents.shape)} scaling_factor {scale:.4f}")
+    log_to_run(run, f"latents {tuple(latents.shape)} scaling_factor {scale:.4f}")
     return latents, scale
 
 
@@ -267,7 +256,7 @@ def train_unet(
         _ema_update(ema_unet, unet, decay)
         _ema_update(ema_text, text, decay)
         if step % 25 == 0 or step == steps - 1:
-            _log(
+            log_to_run(
                 run,
                 f"unet step {step} loss {denoise.item():.5f} "
                 f"attention share {share.item():.3f} lr {cur_lr:.2e}",
@@ -314,7 +303,7 @@ def seed_from_model(run: Path, model_dir: Path) -> None:
     step = training["unet_steps"]
     (run / "unet_state.json").write_text(json.dumps({"step": step}))
     (run / HISTORY).write_text(json.dumps(training.get("history", []), indent=1))
-    _log(run, f"seeded from {model_dir} at step {step}")
+    log_to_run(run, f"seeded from {model_dir} at step {step}")
 
 
 def export(run: Path, size: ModelSize, out: Path) -> Path:
@@ -355,7 +344,7 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     )
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
-    _log(run, f"exported step {step} to {out}")
+    log_to_run(run, f"exported step {step} to {out}")
     return out
 
 
@@ -399,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     _append_history(run, args)
     t0 = time.time()
     images, captions = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
-    _log(run, f"data {images.shape} in {time.time() - t0:.0f}s")
+    log_to_run(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
     latents, _ = encode_latents(run, images)
     truth = load_or_generate_truth(run / "truth.npz", TRAIN_SEED_BASE, args.scenes)
@@ -416,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.export is not None:
         export(run, size, args.export)
-    _log(run, f"done in {(time.time() - t0) / 60:.1f} min")
+    log_to_run(run, f"done in {(time.time() - t0) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -46,3 +47,24 @@ def test_only_the_decoder_moves_and_the_run_resumes(tiny_model_dir: Path, tmp_pa
     log = (run / "train.log").read_text()
     assert "resumed at step 2" in log and "decoder step 2 " in log
     assert json.loads((run / "decoder_state.json").read_text())["step"] == 3
+
+
+def test_a_wrong_model_folder_is_a_usage_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from layoutedit.shapes.evaluate import main as evaluate_main
+    from layoutedit.shapes.train import main as train_main
+
+    missing = str(tmp_path / "no-model")
+    run = tmp_path / "run"
+    calls = [
+        lambda: main(["--model", missing, "--run-dir", str(run)]),
+        lambda: train_main(["--init-from", missing, "--run-dir", str(run)]),
+        lambda: evaluate_main(["--model", missing]),
+    ]
+    for call in calls:
+        with pytest.raises(SystemExit) as info:
+            call()
+        assert info.value.code == 2
+        assert "not a model folder (no model_index.json)" in capsys.readouterr().err
+    assert not run.exists()  # nothing generated, nothing written

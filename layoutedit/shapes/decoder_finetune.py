@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate
-from layoutedit.shapes.training_io import images_to_tensor, log_to_run
+from layoutedit.shapes.training_io import images_to_tensor, log_to_run, pipeline_folder
 
 CHECKPOINT_EVERY = 200
 
@@ -116,7 +116,7 @@ def export(model: Path, vae: Any, out: Path, entry: dict[str, Any]) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, default=Path("layoutedit/models/shapes-tiny"))
+    ap.add_argument("--model", type=pipeline_folder, default="layoutedit/models/shapes-tiny")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/decoder"))
     ap.add_argument("--scenes", type=int, default=12000)
     ap.add_argument("--steps", type=int, default=2000)

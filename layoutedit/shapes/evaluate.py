@@ -23,7 +23,7 @@ import torch
 from layoutedit.bench.cases import exact_mask
 from layoutedit.scenes.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
-from layoutedit.shapes.training_io import images_to_tensor
+from layoutedit.shapes.training_io import images_to_tensor, pipeline_folder
 from layoutedit.shapes.world import (
     _BACKGROUND_MEAN,
     COLOUR_NAMES,
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--model", type=pipeline_folder, required=True)
     ap.add_argument("--scenes", type=int, default=200)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=5.0)

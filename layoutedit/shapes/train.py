@@ -47,7 +47,7 @@ from layoutedit.shapes.attention_loss import (
 from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate, load_or_generate_truth
 from layoutedit.shapes.tokenizer import write_tokenizer
-from layoutedit.shapes.training_io import images_to_tensor, log_to_run
+from layoutedit.shapes.training_io import images_to_tensor, log_to_run, pipeline_folder
 from layoutedit.shapes.world import VOCABULARY
 
 SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
@@ -371,7 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
     ap.add_argument(
-        "--init-from", type=Path, default=None, help="Exported model to continue training from."
+        "--init-from",
+        type=pipeline_folder,
+        default=None,
+        help="Exported model to continue training from.",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

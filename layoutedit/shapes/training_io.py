@@ -1,8 +1,9 @@
 """What the recipe's stages (`train`, `decoder_finetune`) and the gate (`evaluate`) share: a
-run folder's log and the images-to-tensor conversion."""
+run folder's log, the images-to-tensor conversion and the check of a model folder argument."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -21,3 +22,15 @@ def log_to_run(run: Path, message: str) -> None:
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def pipeline_folder(text: str) -> Path:
+    """argparse `type` for a model argument: a pipeline folder (with `model_index.json`).
+
+    A wrong path is a usage error (exit 2) before any data is generated or loaded, not a
+    traceback from the loader minutes later.
+    """
+    path = Path(text)
+    if not (path / "model_index.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a model folder (no model_index.json)")
+    return path

@@ -40,11 +40,16 @@ class BatchedCpu(CpuBackend):
         return True
 
 
+def _registered(backend: type[CpuBackend]) -> Iterator[str]:
+    """Register a fake backend for one test and yield its name."""
+    register_backend(backend)
+    yield backend.name
+    unregister_backend(backend.name)
+
+
 @pytest.fixture
 def batched() -> Iterator[str]:
-    register_backend(BatchedCpu)
-    yield BatchedCpu.name
-    unregister_backend(BatchedCpu.name)
+    yield from _registered(BatchedCpu)
 
 
 class SeedBatchedCpu(CpuBackend):
@@ -59,9 +64,7 @@ class SeedBatchedCpu(CpuBackend):
 
 @pytest.fixture
 def seed_batched() -> Iterator[str]:
-    register_backend(SeedBatchedCpu)
-    yield SeedBatchedCpu.name
-    unregister_backend(SeedBatchedCpu.name)
+    yield from _registered(SeedBatchedCpu)
 
 
 def test_blending_keeps_the_inverted_background_during_the_blend_steps(model: Any) -> None:

@@ -25,7 +25,7 @@ from layoutedit.serve.boxes import (
 )
 from layoutedit.serve.jobs import JobGate
 from layoutedit.serve.safety import check_host, list_scenes, resolve_under
-from layoutedit.serve.session import SessionState
+from layoutedit.serve.session import SessionFiles, SessionState
 from layoutedit.serve.uploads import read_upload
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 
@@ -248,6 +248,24 @@ def test_two_sessions_do_not_share_state(tmp_path: Path) -> None:
     assert not np.array_equal(one.target(), two.target())
     with pytest.raises(UserError, match="edit first"):
         one.continue_from()
+
+
+def test_a_shown_image_is_never_rewritten_under_a_download(tmp_path: Path) -> None:
+    # Gradio's own cache truncated and rewrote an image another request was downloading
+    # (CI: "Too little data for declared Content-Length"); a shown file must stay whole.
+    files = SessionFiles(tmp_path, "tab")
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[4:8, 4:8] = (200, 10, 10)
+    first = Path(files.shown(image))
+    with first.open("rb") as download:  # a download in progress
+        whole = first.read_bytes()
+        again = Path(files.shown(image.copy()))
+        assert download.read() == whole
+    assert again == first and again.read_bytes() == whole
+    other = Path(files.shown(image[::-1].copy()))
+    assert other != first and other.parent == first.parent == files.folder
+    with Image.open(other) as shown:
+        assert np.array_equal(np.asarray(shown), image[::-1])
 
 
 def test_target_needs_a_scene() -> None:

@@ -7,6 +7,7 @@ is safe). A tab's files live in its own folder under the app's work folder.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -137,6 +138,22 @@ class SessionFiles:
     def save_image(self, name: str, image: np.ndarray) -> Path:
         """Write an (H, W, 3) uint8 PNG into the folder."""
         return write_png_atomic(self.path(name), image)
+
+    def shown(self, image: np.ndarray) -> str:
+        """The path of an (H, W, 3) uint8 image as a PNG named by its content, for a view.
+
+        Why not hand Gradio the array: it writes arrays to its cache under a name made from
+        the bytes by truncating and rewriting the file on every use, so while one request's
+        client downloads an image, another request showing the same image (a running
+        learn's reply, a second tab) empties it under the download. A file named by its
+        content is never rewritten, and Gradio copies paths into its cache atomically.
+        """
+        picture = np.ascontiguousarray(image, dtype=np.uint8)
+        digest = hashlib.sha256(str(picture.shape).encode() + picture.tobytes()).hexdigest()
+        path = self.path(f"view-{digest[:24]}.png")
+        if not path.exists():
+            write_png_atomic(path, picture)
+        return str(path)
 
     def remove(self) -> None:
         """Delete the tab's folder."""

@@ -56,18 +56,19 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
         except UserError as exc:
             status = {**status, "layout_error": exc.line()}
             target = state.base if state.base is not None else scene.labels
-        preview = upscale_labels(target, scene.palette, PREVIEW_SIDE)
+        files = ctx.files(state)  # images go out as files named by content (see `shown`)
+        preview = files.shown(upscale_labels(target, scene.palette, PREVIEW_SIDE))
         candidates = []
         if state.result is not None:
             candidates = [
                 (
-                    enlarge(c.image, PREVIEW_SIDE),
+                    files.shown(enlarge(c.image, PREVIEW_SIDE)),
                     f"seed {c.seed} · loss {c.loss:.4f} · {c.seconds:.1f} s",
                 )
                 for c in sorted_candidates(state.result)
             ]
         history = [
-            (enlarge(h.image, 128), f"edit {i + 1}: seed {h.seed}")
+            (files.shown(enlarge(h.image, 128)), f"edit {i + 1}: seed {h.seed}")
             for i, h in enumerate(state.history)
         ]
         choice = gr.update(choices=list(scene.names))  # the chosen object stays chosen
@@ -81,7 +82,7 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
             status,
             rows,
             choice,
-            enlarge(scene.image, PREVIEW_SIDE),
+            files.shown(enlarge(scene.image, PREVIEW_SIDE)),
             preview,
             painter,
             candidates,

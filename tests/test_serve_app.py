@@ -254,6 +254,25 @@ def test_rename_and_painting_through_the_api(server: dict[str, Any], tmp_path: P
         c.predict(value, api_name="/use_painting")
 
 
+def test_a_closed_tabs_files_are_removed_with_its_state(server: dict[str, Any]) -> None:
+    import gradio as gr
+    import numpy as np
+
+    from layoutedit.serve.session import SessionState
+    from layoutedit.serve.ui import build_app
+
+    ctx = server["ctx"]
+    app = build_app(ctx)
+    (tab_state,) = [b for b in app.blocks.values() if isinstance(b, gr.State)]
+    closed, open_tab = SessionState(), SessionState()
+    shown = Path(ctx.files(closed).shown(np.zeros((4, 4, 3), dtype=np.uint8)))
+    kept = Path(ctx.files(open_tab).shown(np.zeros((4, 4, 3), dtype=np.uint8)))
+    tab_state.delete_callback(closed)  # what Gradio calls when it drops a closed tab's state
+    assert not shown.parent.exists()
+    assert kept.is_file()
+    tab_state.delete_callback(None)  # a tab that never sent an event
+
+
 def test_files_outside_the_work_folder_are_not_served(server: dict[str, Any]) -> None:
     import httpx
 

@@ -133,8 +133,14 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
     def cancel(state: SessionState) -> dict[str, Any]:
         return {"cancel_requested": ctx.gate.cancel(state.id)}
 
+    def forget(state: SessionState | None) -> None:
+        # Gradio drops a tab's state an hour after the tab closes; its uploads, downloads and
+        # shown images go with it, or a long-running server's work folder only grows.
+        if state is not None:
+            ctx.files(state).remove()
+
     with gr.Blocks(title="layoutedit", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        state = gr.State(None)
+        state = gr.State(None, delete_callback=forget)
         gr.Markdown(
             "# layoutedit\nRearrange the objects of one photo: open a scene (or upload a "
             "photo and name its objects), learn it once, move the boxes or paint the layout, "

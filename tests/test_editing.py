@@ -20,7 +20,7 @@ from edit_support import (
 from layoutedit.backend import get_backend, register_backend, unregister_backend
 from layoutedit.editing.session import EditSession, edit
 from layoutedit.errors import UserError
-from layoutedit.scenes.layout_ops import blend_mask
+from layoutedit.scenes.grids import blend_mask
 from layoutedit_cpu import CpuBackend
 
 

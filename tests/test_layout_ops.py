@@ -7,16 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layoutedit.scenes.layout_ops import (
+from layoutedit.scenes.grids import (
     PadBox,
     blend_mask,
-    object_moves,
     region_masks,
     resize_labels,
     resize_nearest,
     square_pad,
     unpad,
 )
+from layoutedit.scenes.layout_ops import object_moves
 from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
 
 PALETTE = [(255, 0, 0), (0, 255, 0)]

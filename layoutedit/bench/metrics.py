@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.scenes.layout_ops import resize_nearest
+from layoutedit.scenes.grids import resize_nearest
 from layoutedit.scenes.masks import iou as iou  # re-exported: the bench scores with it
 from layoutedit.scenes.morphology import disk, erode
 

@@ -128,7 +128,7 @@ class BackgroundBlend:
     """Copy the inverted source latents into the edit where both layouts are background.
 
     Attributes:
-        mask: (1, 1, h, w) bool, B of `method.md` (`layout_ops.blend_mask`).
+        mask: (1, 1, h, w) bool, B of `method.md` (`grids.blend_mask`).
         inversion: the source's inverted latents, on the sampling timesteps.
         steps: blend during sampling steps 0 .. steps-1.
     """

@@ -52,14 +52,8 @@ from layoutedit.editing.sampling import (
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
 from layoutedit.low_memory import prepare_editing
-from layoutedit.scenes.layout_ops import (
-    blend_mask,
-    estimate_placements,
-    paint_order,
-    region_masks,
-    square_pad,
-    unpad,
-)
+from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
+from layoutedit.scenes.layout_ops import estimate_placements, paint_order
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from layoutedit.editing.attention import (
     cross_attention_sides,
     install_processors,
 )
-from layoutedit.scenes.layout_ops import region_masks, square_pad
+from layoutedit.scenes.grids import region_masks, square_pad
 
 if TYPE_CHECKING:
     from layoutedit.loading.model_loading import LoadedModel

@@ -36,7 +36,7 @@ from layoutedit.learning.tokens import add_placeholders, get_rows
 from layoutedit.learning.training import NoProgress, ProgressHook
 from layoutedit.loading.model_loading import LoadedModel
 from layoutedit.low_memory import prepare_learning
-from layoutedit.scenes.layout_ops import region_masks, square_pad
+from layoutedit.scenes.grids import region_masks, square_pad
 from layoutedit.scenes.prompts import token_positions
 from layoutedit.scenes.scene import Scene
 

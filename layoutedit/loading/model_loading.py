@@ -224,7 +224,7 @@ class LoadedModel:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
         if image.shape[0] != image.shape[1]:
-            raise ValueError("image is not square: pad it with layout_ops.square_pad first")
+            raise ValueError("image is not square: pad it with grids.square_pad first")
         if image.shape[0] != self.image_size:
             # Resizing keeps the content; the model only works at its native size.
             pil = Image.fromarray(image).resize((self.image_size,) * 2, Image.Resampling.LANCZOS)

@@ -14,8 +14,8 @@ work; see `layoutedit.scenes.colour_match`.
 
 Label coding: `labels[y, x] = i` for object `i` (label-map order, background excluded), and
 `K = len(objects)` for the background. Arrays stay at the source image's size; the model
-code pads non-square images to a square (`layout_ops.square_pad`: image edge-replicated,
-labels padded with background) and crops its outputs back (`layout_ops.unpad`).
+code pads non-square images to a square (`grids.square_pad`: image edge-replicated,
+labels padded with background) and crops its outputs back (`grids.unpad`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import numpy as np
 from layoutedit.config import SceneOptions
 from layoutedit.errors import UserError
 from layoutedit.scenes.colour_match import RGB, format_colours, match_colours
+from layoutedit.scenes.grids import resize_labels, resize_nearest
 from layoutedit.scenes.image_io import check_file, read_json, read_rgb
 from layoutedit.scenes.label_map import BACKGROUND, parse_label_map
-from layoutedit.scenes.layout_ops import resize_labels, resize_nearest
 from layoutedit.scenes.prompts import placeholder_token, scene_prompt
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

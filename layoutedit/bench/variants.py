@@ -13,16 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from layoutedit.bench.cases import Case, identity_case
 from layoutedit.editing.paste import background_mean, paste_edit
 from layoutedit.errors import UserError
-
-if TYPE_CHECKING:
-    from layoutedit.bench.diffusion import DiffusionRuntime
 
 
 @dataclass
@@ -144,10 +141,19 @@ DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
 VARIANT_NAMES: tuple[str, ...] = (*DIFFUSION_SPECS, "paste")
 
 
+class DiffusionRunner(Protocol):
+    """What the diffusion rows share (`layoutedit.bench.diffusion.DiffusionRuntime`): it learns
+    each scene's concepts once and edits a scene's cases with one row's settings."""
+
+    def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
+        """Edit every case of one scene with `spec`'s settings."""
+        ...
+
+
 class DiffusionVariant:
     """A diffusion variant: learn (shared, once per scene) then edit with its settings."""
 
-    def __init__(self, spec: DiffusionSpec, runtime: DiffusionRuntime) -> None:
+    def __init__(self, spec: DiffusionSpec, runtime: DiffusionRunner) -> None:
         self.spec = spec
         self.name = spec.name
         self.description = spec.description
@@ -173,12 +179,12 @@ def parse_variants(text: str) -> list[str]:
 
 def build_variants(
     names: Sequence[str],
-    runtime_factory: Callable[[], DiffusionRuntime],
+    runtime_factory: Callable[[], DiffusionRunner],
     extra: Sequence[DiffusionSpec] = (),
 ) -> list[Variant]:
     """Variant objects for `names`, then one per `extra` spec (sweep rows); the diffusion
     runtime is built only when one needs it."""
-    runtime: DiffusionRuntime | None = None
+    runtime: DiffusionRunner | None = None
     out: list[Variant] = []
     specs = [DIFFUSION_SPECS.get(name) for name in names] + list(extra)
     for spec in specs:

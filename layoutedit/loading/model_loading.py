@@ -35,6 +35,7 @@ from layoutedit.loading.conditioning import (
     SdxlPromptEncoder,
     TextConditioning,
 )
+from layoutedit.loading.families import family_of, forces_zero_empty_prompt, is_sdxl_folder
 from layoutedit.loading.fingerprint import model_fingerprint
 
 BUILTIN_PREFIX = "builtin:"
@@ -86,8 +87,6 @@ class LoadedModel:
     @property
     def family(self) -> str:
         """`sdxl` (two text encoders), `sd2` (1024-wide text or v-prediction) or `sd1`."""
-        from layoutedit.planning.archs import family_of
-
         return family_of(dict(self.unet.config), len(self.text_encoders), self.prediction_type)
 
     @property
@@ -328,32 +327,6 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
         _refuse_pickle(pickled[0], allow_pickle)
         return pickled
     raise UserError("no weight files (.safetensors) in this model component", path=folder)
-
-
-def is_sdxl_folder(folder: Path) -> bool:
-    """Whether a diffusers folder holds an SDXL model: a second text encoder, or a UNet that
-    takes text and time embeddings (`addition_embed_type: text_time`)."""
-    import json
-
-    if (folder / "text_encoder_2").is_dir():
-        return True
-    try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-    except (OSError, ValueError):
-        return False  # the loader reports unreadable configs itself
-    return unet.get("addition_embed_type") == "text_time"
-
-
-def forces_zero_empty_prompt(folder: Path) -> bool:
-    """`force_zeros_for_empty_prompt` of the folder's `model_index.json` (diffusers' SDXL
-    default, true, when the file or the key is missing)."""
-    import json
-
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return True
-    return bool(index.get("force_zeros_for_empty_prompt", True))
 
 
 def _load_folder(

@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.errors import UserError
+from layoutedit.loading.families import forces_zero_empty_prompt, is_sdxl_folder
 
 FORMAT_KEY = "layoutedit_format"
 FORMAT = "single-file/1"
@@ -41,8 +42,6 @@ def export_single_file(model_dir: Path, file: Path) -> Path:
     Only `.safetensors` weights are read (no pickle). The file is written to a temporary
     name and renamed, so an interrupted export leaves nothing.
     """
-    from layoutedit.loading.model_loading import forces_zero_empty_prompt, is_sdxl_folder
-
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {FORMAT_KEY: FORMAT}
     sdxl = is_sdxl_folder(model_dir)
@@ -180,8 +179,6 @@ def _load_original(path: Path, dtype: torch.dtype, model_config: Path | None) ->
         )
     if model_config is None:
         model_config = _cached_config(path)
-    from layoutedit.loading.model_loading import forces_zero_empty_prompt, is_sdxl_folder
-
     sdxl = is_sdxl_folder(model_config)
     # SD 1.x / 2.x pipelines take safety-checker arguments; SDXL's has none.
     options = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}

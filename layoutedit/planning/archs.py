@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from layoutedit.errors import UserError
+from layoutedit.loading.families import family_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 KNOWN = ("sd15", "sd21", "sdxl")
@@ -69,16 +70,6 @@ class ArchSpec:
     def prediction_type(self) -> str:
         """`epsilon` or `v_prediction`."""
         return str(self.scheduler.get("prediction_type", "epsilon"))
-
-
-def family_of(unet: dict[str, Any], n_encoders: int, prediction: str) -> str:
-    """`sdxl` (two text encoders or text-and-time embeddings), `sd2` (1024-wide text or
-    v-prediction) or `sd1`, from the UNet config, the encoder count and the prediction."""
-    if n_encoders > 1 or unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    if int(unet.get("cross_attention_dim", 768)) >= 1024 or prediction == "v_prediction":
-        return "sd2"
-    return "sd1"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def choose_low_memory(
 
 def arch_of(model: LoadedModel) -> ArchSpec:
     """The planner's description of a loaded model: its components' configs."""
-    from layoutedit.planning.archs import ArchSpec, family_of
+    from layoutedit.loading.families import family_of
+    from layoutedit.planning.archs import ArchSpec
 
     encoders = tuple(
         {**enc.config.to_dict(), "_class": type(enc).__name__} for enc in model.text_encoders

@@ -39,6 +39,57 @@ DEFAULT_SCENES, DEFAULT_LAYOUTS = 8, 2
 QUICK_SCENES, QUICK_LAYOUTS, QUICK_PRESET = 1, 1, "fast"
 
 
+def run_backends_command(
+    app_state: AppState,
+    backends: str,
+    *,
+    scenes: int,
+    layouts: int,
+    seed: int,
+    preset: str | None,
+    config: Path | None,
+    out: Path,
+) -> None:
+    """`bench --backends`: make the cases, compare, print the table, write backends.json."""
+    import json
+
+    from layoutedit.atomic import write_text_atomic
+    from layoutedit.bench.backend_compare import (
+        compare_backends,
+        parse_backends,
+        rich_backend_table,
+    )
+    from layoutedit.bench.cases import make_cases
+    from layoutedit.config import resolve_settings
+
+    names = parse_backends(backends)
+    settings = resolve_settings(preset, config, model=app_state.model)
+    chatty = not (app_state.quiet or app_state.json)
+
+    def say(line: str) -> None:
+        if chatty:
+            err_console.print(f"[dim]{line}[/]", highlight=False)
+
+    cases = make_cases(scenes, seed=seed, layouts_per_scene=layouts)
+    comparison = compare_backends(names, app_state.model, settings, cases, say=say)
+    payload = {
+        "model": app_state.model,
+        "scenes": scenes,
+        "layouts": layouts,
+        "seed": seed,
+        "settings": settings.model_dump(mode="json"),
+        "backends": comparison.rows(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "backends.json", json.dumps(payload, indent=2))
+    if app_state.json:
+        print(json.dumps(payload, indent=2))
+        return
+    console.print(rich_backend_table(comparison))
+    if not app_state.quiet:
+        console.print(f"written: {out / 'backends.json'}", highlight=False)
+
+
 def run_command(
     app_state: AppState,
     *,
@@ -203,8 +254,6 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         if backends is not None:
-            from layoutedit.bench.backend_compare import run_backends_command
-
             quick_default = (QUICK_SCENES, QUICK_LAYOUTS) if quick else (2, 1)
             run_backends_command(
                 state(ctx),

@@ -11,10 +11,10 @@ from layoutedit.editing.attention import (
     AttentionStore,
     RecordingAttnProcessor,
     choose_attention_res,
-    cross_attention_sides,
     install_processors,
     run_until_collected,
 )
+from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.shapes.architecture import ModelSize, build_unet
 
 

@@ -12,11 +12,8 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
 from layoutedit.backend import list_backends
-from layoutedit.editing.attention import (
-    AttentionStore,
-    RecordingAttnProcessor,
-    cross_attention_sides,
-)
+from layoutedit.editing.attention import AttentionStore, RecordingAttnProcessor
+from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.shapes.architecture import ModelSize, build_unet
 from layoutedit_cuda import CudaBackend
 from layoutedit_cuda.kernels import kernel_name, make_processor

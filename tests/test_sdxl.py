@@ -23,12 +23,13 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from layoutedit.cli.app import app
-from layoutedit.editing.attention import choose_attention_res, cross_attention_sides
+from layoutedit.editing.attention import choose_attention_res
 from layoutedit.errors import UserError
 from layoutedit.learning.concept import Concept, apply_concept
 from layoutedit.learning.tokens import init_row
 from layoutedit.loading.conditioning import TextConditioning
 from layoutedit.loading.model_loading import load_model
+from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.shapes.architecture import TEST_TINY, SdxlParts, build_sdxl_pipeline_folder
 from layoutedit.shapes.world import sample_scene, write_scene_folder
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.editing.attention import AttentionStore, choose_attention_res
 from layoutedit.editing.compositing import composite, keep_alpha, match_colours
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.guidance import total_loss
@@ -51,6 +51,7 @@ from layoutedit.editing.sampling import (
 )
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
+from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.low_memory import prepare_editing
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import estimate_placements, paint_order

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layoutedit.editing.attention import AttentionStore, cross_attention_sides, install_processors
+from layoutedit.editing.attention import AttentionStore, install_processors
+from layoutedit.loading.unet_grids import cross_attention_sides
 
 
 class LayerProbabilities(AttentionStore):

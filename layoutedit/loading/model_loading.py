@@ -37,6 +37,7 @@ from layoutedit.loading.conditioning import (
 )
 from layoutedit.loading.families import family_of, forces_zero_empty_prompt, is_sdxl_folder
 from layoutedit.loading.fingerprint import model_fingerprint
+from layoutedit.loading.unet_grids import cross_attention_sides
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "models"
@@ -178,8 +179,6 @@ class LoadedModel:
     def cross_attention_layers(self) -> list[CrossAttentionLayer]:
         """Every cross-attention (`attn2`) layer with its head count and query-grid side."""
         from diffusers.models.attention_processor import Attention
-
-        from layoutedit.editing.attention import cross_attention_sides
 
         sides = cross_attention_sides(self.unet, self.latent_size)
         return [

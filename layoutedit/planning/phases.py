@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from layoutedit.config import EditConfig, LearnConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore, choose_attention_res, cross_attention_sides
+from layoutedit.editing.attention import AttentionStore, choose_attention_res
 from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
 from layoutedit.editing.guidance import text_attention
 from layoutedit.editing.sampling import AttentionGuide
@@ -40,6 +40,7 @@ from layoutedit.learning.training import (
     trainable,
     training_scheduler,
 )
+from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.planning.fused import use_fused_model
 from layoutedit.planning.meta_model import PlanModel
 from layoutedit.planning.rss import peak_rss, reset_peak_rss

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layoutedit.bench.cases import exact_mask, make_cases
+from layoutedit.bench.cases import make_cases
 from layoutedit.editing.paste import paste_edit
 from layoutedit.scenes.layout_ops import Placement, estimate_placements
 from layoutedit.scenes.masks import iou
@@ -16,7 +16,7 @@ from layoutedit.scenes.region_fit import (
     place_in_region,
     signed_distance,
 )
-from layoutedit.shapes.world import ShapeSpec
+from layoutedit.shapes.world import ShapeSpec, exact_mask
 
 
 def _shape(shape: str, cx: float, cy: float, size: float, side: int = 64) -> np.ndarray:

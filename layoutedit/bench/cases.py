@@ -28,12 +28,13 @@ import numpy as np
 from layoutedit.scenes.layout_ops import Placement
 from layoutedit.scenes.morphology import dilate, disk
 from layoutedit.shapes.world import (
+    EXTENT,
     ShapeSpec,
     WorldScene,
+    exact_mask,
     moved,
     render,
     sample_scene,
-    shape_coverage,
 )
 
 CASE_SEED_BASE = 5_000_000
@@ -45,7 +46,6 @@ MIN_SCALE_CHANGE = 0.2  # |scale - 1| at least this, so a scale edit is visible
 MAX_TARGET_SIZE = 34.0  # px; larger objects leave no room for a second region
 MIN_TARGET_SIZE = 12.0  # px; smaller ones are a few pixels at the latent grid
 MIN_MOVE = 8.0  # px; smallest centre move of a moved object
-EXTENT = 0.58  # every shape lies within EXTENT * size of its centre (square corners: 0.566)
 _TRIES = 200
 
 
@@ -163,24 +163,6 @@ def rough_region(
     a, b = hw * grow + margin, hh * grow + margin
     yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5  # pixel centres
     return (((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2) <= 1.0
-
-
-def exact_mask(spec: ShapeSpec, size: int) -> np.ndarray:
-    """(size, size) bool: where the shape alone covers at least half a pixel.
-
-    Same as `shape_coverage(spec, size) >= 0.5`, computed on a window around the shape only
-    (whole-pixel window offsets keep the supersampling grid, so the result is identical).
-    """
-    reach = EXTENT * spec.size + 1.0
-    x0, y0 = int(np.floor(spec.cx - reach)), int(np.floor(spec.cy - reach))
-    side = int(np.ceil(2 * reach)) + 2
-    window = shape_coverage(moved(spec, spec.cx - x0, spec.cy - y0), side) >= 0.5
-    out = np.zeros((size, size), dtype=bool)
-    ys, xs = max(0, y0), max(0, x0)
-    ye, xe = min(size, y0 + side), min(size, x0 + side)
-    if ye > ys and xe > xs:
-        out[ys:ye, xs:xe] = window[ys - y0 : ye - y0, xs - x0 : xe - x0]
-    return out
 
 
 def _into_frame(spec: ShapeSpec, size: int) -> ShapeSpec | None:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from layoutedit.bench.cases import exact_mask
 from layoutedit.scenes.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
 from layoutedit.shapes.training_io import images_to_tensor, pipeline_folder
@@ -30,6 +29,7 @@ from layoutedit.shapes.world import (
     SHAPES,
     ShapeSpec,
     WorldScene,
+    exact_mask,
     sample_scene,
 )
 

@@ -36,6 +36,7 @@ COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
     "black": (22, 22, 22),
 }
 BACKGROUNDS: tuple[str, ...] = ("white", "gray", "sand", "sky", "grass")
+EXTENT = 0.58  # every shape lies within EXTENT * size of its centre (square corners: 0.566)
 _BACKGROUND_MEAN: dict[str, tuple[int, int, int]] = {
     "white": (236, 236, 236),
     "gray": (128, 128, 128),
@@ -321,6 +322,24 @@ def sample_scene(seed: int, n_objects: int | None = None, size: int = 64) -> Wor
 def moved(spec: ShapeSpec, cx: float, cy: float, scale: float = 1.0) -> ShapeSpec:
     """The same object at another centre and size."""
     return replace(spec, cx=cx, cy=cy, size=spec.size * scale)
+
+
+def exact_mask(spec: ShapeSpec, size: int) -> np.ndarray:
+    """(size, size) bool: where the shape alone covers at least half a pixel.
+
+    Same as `shape_coverage(spec, size) >= 0.5`, computed on a window around the shape only
+    (whole-pixel window offsets keep the supersampling grid, so the result is identical).
+    """
+    reach = EXTENT * spec.size + 1.0
+    x0, y0 = int(np.floor(spec.cx - reach)), int(np.floor(spec.cy - reach))
+    side = int(np.ceil(2 * reach)) + 2
+    window = shape_coverage(moved(spec, spec.cx - x0, spec.cy - y0), side) >= 0.5
+    out = np.zeros((size, size), dtype=bool)
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(size, y0 + side), min(size, x0 + side)
+    if ye > ys and xe > xs:
+        out[ys:ye, xs:xe] = window[ys - y0 : ye - y0, xs - x0 : xe - x0]
+    return out
 
 
 def write_scene_folder(scene: WorldScene, folder: Path, layouts: Sequence[np.ndarray] = ()) -> Path:

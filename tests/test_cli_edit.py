@@ -139,6 +139,35 @@ def test_edit_without_concept_and_defaults(
     assert all(line.strip() for line in err.splitlines())
 
 
+def test_init_and_paste_strength_flags_choose_the_start(
+    tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
+) -> None:
+    forwards = {}
+    for start in (["--init", "noise"], ["--init", "paste", "--paste-strength", "0.5"]):
+        out = tmp_path / start[1]
+        code, _, err = run_cli(
+            tiny_model_dir,
+            tmp_path / "cache",
+            "edit",
+            str(scene_dir),
+            "--config",
+            str(config_file),
+            "--no-concept",
+            "--seeds",
+            "3",
+            "--out",
+            str(out),
+            *start,
+        )
+        assert code == 0, err
+        record = json.loads((out / "layout1" / "edit.json").read_text())
+        assert record["settings"]["init"] == start[1]
+        forwards[start[1]] = record["unet_evaluations"]["sampling"]["forward"]
+    assert record["settings"]["paste_strength"] == 0.5
+    # From the pasted image only the last half of the steps run.
+    assert 0 < forwards["paste"] < forwards["noise"]
+
+
 def test_edit_takes_the_scene_as_three_files(
     tiny_model_dir: Path,
     scene_dir: Path,

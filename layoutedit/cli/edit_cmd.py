@@ -362,6 +362,23 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--attention-res", help="Attention grid side; default latent/4."),
         ] = None,
+        init: Annotated[
+            str | None,
+            typer.Option(
+                "--init",
+                metavar="noise|paste",
+                help="Where sampling starts: noise (published) or paste (the source objects "
+                "cut and pasted into their regions, so they keep their look).",
+            ),
+        ] = None,
+        paste_strength: Annotated[
+            float | None,
+            typer.Option(
+                "--paste-strength",
+                help="With --init paste: the share of the steps run from the pasted image "
+                "(0-1; 1 = from pure noise).",
+            ),
+        ] = None,
         move: MoveOption = None,
         scale: ScaleOption = None,
         swap: SwapOption = None,
@@ -384,6 +401,8 @@ def register(app: typer.Typer) -> None:
             "scale_factor": scale_factor,
             "blend_steps": blend_steps,
             "attention_res": attention_res,
+            "init": init,
+            "paste_strength": paste_strength,
             "use_concept": False if no_concept else None,
         }
         if no_concept and concept is not None:

@@ -42,17 +42,23 @@ def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:
 
 
 def _cached_pairs(
-    path: Path, name: str, first_seed: int, count: int, one: Callable[[int], tuple[Any, Any]]
+    path: Path,
+    name: str,
+    first_seed: int,
+    count: int,
+    one: Callable[[int], tuple[Any, Any]],
+    workers: int = 2,
 ) -> tuple[np.ndarray, list[Any]]:
     """`one(seed)` for seeds first_seed.. as (stacked arrays, list of JSON values), cached at
-    `path` (.npz holding `name`, with a .json beside it) and made on first use (2 workers)."""
+    `path` (.npz holding `name`, with a .json beside it) and made on first use by `workers`
+    processes."""
     json_path = path.with_suffix(".json")
     if path.exists() and json_path.exists():
         arrays = np.load(path)[name]
         values = json.loads(json_path.read_text())
         if len(arrays) == count == len(values):
             return arrays, values
-    with Pool(2) as pool:
+    with Pool(workers) as pool:
         pairs = pool.map(one, range(first_seed, first_seed + count), chunksize=64)
     arrays = np.stack([p[0] for p in pairs])
     values = [p[1] for p in pairs]
@@ -64,14 +70,16 @@ def _cached_pairs(
     return arrays, values
 
 
-def load_or_generate(path: Path, first_seed: int, count: int) -> tuple[np.ndarray, list[str]]:
+def load_or_generate(
+    path: Path, first_seed: int, count: int, workers: int = 2
+) -> tuple[np.ndarray, list[str]]:
     """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order,
     cached at `path` (.npz with a .json of captions beside it)."""
-    return _cached_pairs(path, "images", first_seed, count, _one)
+    return _cached_pairs(path, "images", first_seed, count, _one, workers)
 
 
 def load_or_generate_truth(
-    path: Path, first_seed: int, count: int
+    path: Path, first_seed: int, count: int, workers: int = 2
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Object covers and phrases of the same scenes as `load_or_generate(..., first_seed,
     count)`, cached at `path` (.npz with a .json of phrases beside it).
@@ -81,4 +89,4 @@ def load_or_generate_truth(
             cell that each object covers (rows past a scene's object count are zero).
         phrases: per scene, each object's caption phrase in drawing order.
     """
-    return _cached_pairs(path, "covers", first_seed, count, _one_truth)
+    return _cached_pairs(path, "covers", first_seed, count, _one_truth, workers)

@@ -101,9 +101,9 @@ def vae_psnr(pipe: object, scenes: Sequence[WorldScene]) -> float:
     """Mean PSNR (dB, 0-255 scale) of VAE reconstructions (posterior mean)."""
     vae = pipe.vae  # type: ignore[attr-defined]
     images = np.stack([s.image for s in scenes])
-    x = images_to_tensor(images)
+    x = images_to_tensor(images).to(vae.device)
     recon = vae.decode(vae.encode(x).latent_dist.mean).sample
-    out = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    out = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).cpu().numpy()
     mse = ((out - images.astype(np.float64)) ** 2).reshape(len(images), -1).mean(axis=1)
     return float(np.mean([10 * math.log10(255.0**2 / max(m, 1e-10)) for m in mse]))
 
@@ -148,16 +148,16 @@ def attention_shares(
             max_length=pipe.tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
-        ).input_ids
+        ).input_ids.to(latents.device)
     )[0]
     maps = torch.zeros(latents.shape[0], res, res, text.shape[1])
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(1)  # on the CPU: the same noise on any device
     for t in timesteps:
-        noise = torch.randn(latents.shape, generator=gen)
-        tt = torch.full((latents.shape[0],), t, dtype=torch.long)
+        noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+        tt = torch.full((latents.shape[0],), t, dtype=torch.long, device=latents.device)
         with store.recording():
             unet(pipe.scheduler.add_noise(latents, noise, tt), tt, text)
-        maps += store.maps() / len(timesteps)
+        maps += store.maps().cpu() / len(timesteps)
     shares = []
     for b, (scene, pres) in enumerate(zip(scenes, found, strict=True)):
         nouns = _noun_positions(pipe.tokenizer, scene.caption, scene.names)
@@ -179,7 +179,7 @@ def true_image_attention_share(pipe: Any, scenes: Sequence[WorldScene]) -> float
     `attention_shares`, on VAE latents of the scenes themselves (every object present).
     """
     images = np.stack([s.image for s in scenes])
-    latents = pipe.vae.encode(images_to_tensor(images)).latent_dist.mean
+    latents = pipe.vae.encode(images_to_tensor(images).to(pipe.vae.device)).latent_dist.mean
     latents = latents * pipe.vae.config.scaling_factor
     everyone = [
         Presence([True] * len(s.objects), [True] * len(s.objects), list(s.masks)) for s in scenes
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--samples", type=Path, default=None, help="PNG grid of 32 generated images.")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda.")
     args = ap.parse_args(argv)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    pipe = StableDiffusionPipeline.from_pretrained(args.model).to(args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     scenes = [sample_scene(HELDOUT_SEED_BASE + i) for i in range(args.scenes)]
@@ -218,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     latents = torch.cat(chunks)
     with torch.no_grad():
         decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    generated = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    generated = (
+        ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    )
     found = [presence(image, scene) for image, scene in zip(generated, scenes, strict=True)]
     shares = attention_shares(pipe, latents, scenes, found)
     result = {

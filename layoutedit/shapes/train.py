@@ -58,7 +58,7 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
     for i, state in opt.state_dict()["state"].items():
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{i}.{name}"] = value.contiguous()
+                tensors[f"{i}.{name}"] = value.detach().cpu().contiguous()
     write_safetensors_atomic(path, tensors, metadata={"step": str(step)})
 
 
@@ -116,15 +116,17 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
 
 
 @torch.no_grad()
-def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
-    """Posterior means of every training image and the scaling factor 1/std."""
+def encode_latents(
+    run: Path, images: np.ndarray, device: str = "cpu"
+) -> tuple[torch.Tensor, float]:
+    """Posterior means of every training image (on the CPU) and the scaling factor 1/std."""
     path = run / "latents.safetensors"
     if path.exists():
         data = load_file(str(path))
         return data["latents"], float(data["scale"].item())
-    vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval()
+    vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval().to(device)
     chunks = [
-        vae.encode(images_to_tensor(images[i : i + 256])).latent_dist.mean
+        vae.encode(images_to_tensor(images[i : i + 256]).to(device)).latent_dist.mean.cpu()
         for i in range(0, len(images), 256)
     ]
     latents = torch.cat(chunks)
@@ -132,6 +134,33 @@ def encode_latents(run: Path, images: np.ndarray) -> tuple[torch.Tensor, float]:
     write_safetensors_atomic(path, {"latents": latents, "scale": torch.tensor([scale])})
     log_to_run(run, f"latents {tuple(latents.shape)} scaling_factor {scale:.4f}")
     return latents, scale
+
+
+def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+BUDGET_PROBE = 30
+"""Steps timed before a wall-clock budget sets where the schedule ends."""
+
+
+def budget_end(start: int, done: int, seconds: float, budget_seconds: float) -> int:
+    """The last step (exclusive) that fits a time budget at the rate measured so far.
+
+    Args:
+        start: the step this call began at.
+        done: the step reached after `seconds` of this call.
+        seconds: wall seconds spent on steps start..done (the first ones carry any warm-up,
+            so the estimate errs short).
+        budget_seconds: the whole call's budget.
+
+    Returns:
+        A step >= done: `done` plus the steps that the remaining time holds at that rate,
+        less 5 % for checkpoints.
+    """
+    rate = (done - start) / max(seconds, 1e-9)
+    left = max(0.0, budget_seconds - seconds) * 0.95
+    return done + int(rate * left)
 
 
 def _ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
@@ -179,6 +208,8 @@ def train_unet(
     lr: float,
     truth: tuple[np.ndarray, list[list[str]]],
     attention_weight: float = 0.0,
+    device: str = "cpu",
+    max_minutes: float | None = None,
 ) -> None:
     """UNet and text encoder together, DDPM epsilon loss, 10% caption dropout, EMA weights.
 
@@ -186,6 +217,13 @@ def train_unet(
     With a positive `attention_weight`, the mask-supervised cross-attention loss of
     `attention_loss` is added: each object word's attention is pushed onto its object (the
     covers of `truth`, from `load_or_generate_truth`) in every layer.
+
+    Args:
+        device: `cpu`, or `cuda` (forward passes in bfloat16 autocast; weights, optimiser
+            and EMA stay float32; checkpoints are written from CPU copies).
+        max_minutes: a wall-clock budget for this call: after `BUDGET_PROBE` steps the
+            measured rate sets where the schedule ends (`budget_end`), so the cosine decay
+            finishes inside the budget instead of being cut off mid-way.
     """
     tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
     unet, text = build_unet(size), build_text_encoder(size, tokenizer)
@@ -193,6 +231,11 @@ def train_unet(
     ids_all, selection_all = encode_captions(
         tokenizer, captions, truth[1], size, covers_all.shape[1]
     )
+    latents, covers_all = latents.to(device), covers_all.to(device)
+    ids_all, selection_all = ids_all.to(device), selection_all.to(device)
+    # On the device before the optimiser exists: loading its state then puts it there too.
+    unet.to(device)
+    torch.nn.Module.to(text, device)  # transformers types .to for its own arguments
     supervise = attention_weight > 0
     if supervise:
         collector = attach_recorders(unet, size.latent_size)
@@ -201,7 +244,7 @@ def train_unet(
     noise_sched: Any = DDPMScheduler.from_config(build_scheduler().config)
     empty = tokenizer(
         [""], padding="max_length", max_length=size.max_length, return_tensors="pt"
-    ).input_ids
+    ).input_ids.to(device)
     start = warm_from = 0
     ckpt = run / "unet_ckpt.safetensors"
     if ckpt.exists():
@@ -220,29 +263,34 @@ def train_unet(
     else:
         ema = {f"unet.{k}": v.clone() for k, v in unet.state_dict().items()}
         ema |= {f"text.{k}": v.clone() for k, v in text.state_dict().items()}
-    ema_unet = {k[5:]: v for k, v in ema.items() if k.startswith("unet.")}
-    ema_text = {k[5:]: v for k, v in ema.items() if k.startswith("text.")}
+    ema_unet = {k[5:]: v.to(device) for k, v in ema.items() if k.startswith("unet.")}
+    ema_text = {k[5:]: v.to(device) for k, v in ema.items() if k.startswith("text.")}
     rng = np.random.default_rng(99 + start)
     torch.manual_seed(99 + start)
     warmup = 200
-    for step in range(start, steps):
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    began = time.monotonic()
+    step = start
+    while step < steps:
         cur_lr = lr * min(1.0, (step + 1 - warm_from) / warmup)
         cur_lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1
         for group in opt.param_groups:
             group["lr"] = cur_lr
-        idx = torch.from_numpy(rng.integers(0, len(latents), batch))
+        idx = torch.from_numpy(rng.integers(0, len(latents), batch)).to(device)
         z0 = latents[idx]
         variant = torch.from_numpy(rng.choice(len(CAPTION_MIX), size=batch, p=CAPTION_MIX))
+        variant = variant.to(device)
         ids = ids_all[idx, variant].clone()
-        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        drop = torch.from_numpy(rng.random(batch) < 0.1).to(device)
         ids[drop] = empty[0]
         noise = torch.randn_like(z0)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,))
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,)).to(device)
         zt = noise_sched.add_noise(z0, noise, t)
         if supervise:
             collector.reset()
-        pred = unet(zt, t, text(ids)[0]).sample
-        denoise = loss = F.mse_loss(pred, noise)
+        with autocast:
+            pred = unet(zt, t, text(ids)[0]).sample
+        denoise = loss = F.mse_loss(pred.float(), noise)
         share = torch.tensor(float("nan"))
         if supervise:
             selection = selection_all[idx, variant] * (~drop).float()[:, None, None]
@@ -261,15 +309,21 @@ def train_unet(
                 f"unet step {step} loss {denoise.item():.5f} "
                 f"attention share {share.item():.3f} lr {cur_lr:.2e}",
             )
+        if max_minutes is not None and step + 1 == start + BUDGET_PROBE:
+            ends = budget_end(start, step + 1, time.monotonic() - began, max_minutes * 60)
+            if ends < steps:
+                log_to_run(run, f"budget {max_minutes:g} min: the schedule ends at step {ends}")
+                steps = ends
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             state |= {f"text.{k}": v for k, v in text.state_dict().items()}
-            write_safetensors_atomic(ckpt, state)
+            write_safetensors_atomic(ckpt, _on_cpu(state))
             _save_optimizer(opt, run / "unet_opt.safetensors", step + 1)
             ema_all = {f"unet.{k}": v for k, v in ema_unet.items()}
             ema_all |= {f"text.{k}": v for k, v in ema_text.items()}
-            write_safetensors_atomic(ema_path, ema_all)
+            write_safetensors_atomic(ema_path, _on_cpu(ema_all))
             (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
+        step += 1
 
 
 HISTORY = "history.json"
@@ -363,6 +417,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
+        "--device", default="cpu", help="cpu, or cuda (bfloat16 autocast); the UNet stage."
+    )
+    ap.add_argument("--workers", type=int, default=2, help="Processes that generate the scenes.")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="Wall-clock budget of the UNet stage: the schedule is shortened to end in it.",
+    )
+    ap.add_argument(
         "--attention-weight",
         type=float,
         default=0.3,
@@ -390,11 +454,15 @@ def main(argv: list[str] | None = None) -> None:
         seed_from_model(run, args.init_from)
     _append_history(run, args)
     t0 = time.time()
-    images, captions = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
+    images, captions = load_or_generate(
+        run / "train.npz", TRAIN_SEED_BASE, args.scenes, workers=args.workers
+    )
     log_to_run(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
-    latents, _ = encode_latents(run, images)
-    truth = load_or_generate_truth(run / "truth.npz", TRAIN_SEED_BASE, args.scenes)
+    latents, _ = encode_latents(run, images, args.device)
+    truth = load_or_generate_truth(
+        run / "truth.npz", TRAIN_SEED_BASE, args.scenes, workers=args.workers
+    )
     train_unet(
         run,
         latents,
@@ -405,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
         args.lr,
         truth,
         attention_weight=args.attention_weight,
+        device=args.device,
+        max_minutes=args.max_minutes,
     )
     if args.export is not None:
         export(run, size, args.export)

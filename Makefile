@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup setup-ui demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check
+.PHONY: setup setup-ui demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,26 @@ gpu-check:
 
 evaluate-model:
 	$(PY) -m layoutedit.shapes.evaluate --model layoutedit/models/shapes-tiny
+
+## device-site: zip the installed diffusers into .device-site/ (git-ignored) for a GPU call:
+## the device image has PyTorch and transformers but not diffusers.
+device-site:
+	$(PY) -m layoutedit.shapes.device_train --site .device-site
+
+## device-train: ON A LENT GPU, one call of the device tool (run it with carry [".device-site"]
+## and timeout_s 570): continue the embedded model for DEVICE_MINUTES, gate it before and
+## after, and pack model.tar.part-*, gate*.json, samples.png and train.log into $$OUT.
+## Uses the device image's python3 (no venv there); needs only PyTorch, transformers, numpy.
+DEVICE_MINUTES ?= 4.5
+DEVICE_ARGS ?=
+device-train:
+	PYTHONPATH=.:.device-site/diffusers.zip PYTHONUNBUFFERED=1 python3 -m layoutedit.shapes.device_train --out "$$OUT" --minutes $(DEVICE_MINUTES) $(DEVICE_ARGS)
+
+## device-model-install: here, after device-train: FROM= the folder its files came back in;
+## replaces layoutedit/models/shapes-tiny (then make evaluate-model, bench and demo decide).
+device-model-install:
+	test -n "$(FROM)" || (echo "give FROM=<folder with model.tar.part-*>" >&2; exit 2)
+	$(PY) -m layoutedit.shapes.device_train --unpack "$(FROM)"
 
 clean:
 	rm -rf layoutedit-demo bench-out .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

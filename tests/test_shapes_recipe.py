@@ -53,3 +53,25 @@ def test_training_continues_from_an_exported_model(tmp_path: Path) -> None:
     assert [h["from_step"] for h in history] == [0, 2]
     assert history[1]["init_from"] == str(out) and history[0]["unet_steps"] == 2
     assert (out2 / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae
+
+
+def test_one_pass_makes_the_same_images_and_truth_and_caches_them(tmp_path: Path) -> None:
+    import numpy as np
+
+    from layoutedit.shapes.dataset import load_or_generate, load_or_generate_both, pooled_covers
+    from layoutedit.shapes.world import sample_scene
+
+    images_path, truth_path = tmp_path / "train.npz", tmp_path / "truth.npz"
+    (images, captions), (covers, phrases) = load_or_generate_both(
+        images_path, truth_path, 500, 3, workers=1
+    )
+    scene = sample_scene(501)
+    assert np.array_equal(images[1], scene.image) and captions[1] == scene.caption
+    assert np.array_equal(covers[1, : len(scene.objects)], pooled_covers(scene.masks, 16))
+    assert phrases[1] == [o.phrase for o in scene.objects]
+    # The image cache is the one `load_or_generate` reads (the decoder fine-tune's).
+    again, _ = load_or_generate(images_path, 500, 3)
+    assert np.array_equal(again, images)
+    stamp = truth_path.stat().st_mtime_ns
+    load_or_generate_both(images_path, truth_path, 500, 3, workers=1)
+    assert truth_path.stat().st_mtime_ns == stamp  # read back, not made again

@@ -41,6 +41,26 @@ def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:
     return covers, [o.phrase for o in scene.objects]
 
 
+def _load_pairs(path: Path, name: str, count: int) -> tuple[np.ndarray, list[Any]] | None:
+    """A cache written by `_save_pairs` holding `count` items, else None."""
+    json_path = path.with_suffix(".json")
+    if path.exists() and json_path.exists():
+        arrays = np.load(path)[name]
+        values = json.loads(json_path.read_text())
+        if len(arrays) == count == len(values):
+            return arrays, values
+    return None
+
+
+def _save_pairs(path: Path, name: str, arrays: np.ndarray, values: list[Any]) -> None:
+    """`path` (.npz holding `name`) and a .json of `values` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, allow_pickle=False, **{name: arrays})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(values))
+
+
 def _cached_pairs(
     path: Path,
     name: str,
@@ -52,22 +72,46 @@ def _cached_pairs(
     """`one(seed)` for seeds first_seed.. as (stacked arrays, list of JSON values), cached at
     `path` (.npz holding `name`, with a .json beside it) and made on first use by `workers`
     processes."""
-    json_path = path.with_suffix(".json")
-    if path.exists() and json_path.exists():
-        arrays = np.load(path)[name]
-        values = json.loads(json_path.read_text())
-        if len(arrays) == count == len(values):
-            return arrays, values
+    cached = _load_pairs(path, name, count)
+    if cached is not None:
+        return cached
     with Pool(workers) as pool:
         pairs = pool.map(one, range(first_seed, first_seed + count), chunksize=64)
     arrays = np.stack([p[0] for p in pairs])
     values = [p[1] for p in pairs]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, allow_pickle=False, **{name: arrays})
-    tmp.replace(path)
-    json_path.write_text(json.dumps(values))
+    _save_pairs(path, name, arrays, values)
     return arrays, values
+
+
+def _one_both(seed: int) -> tuple[np.ndarray, str, np.ndarray, list[str]]:
+    image, caption = _one(seed)
+    covers, phrases = _one_truth(seed)
+    return image, caption, covers, phrases
+
+
+def load_or_generate_both(
+    images_path: Path, truth_path: Path, first_seed: int, count: int, workers: int = 2
+) -> tuple[tuple[np.ndarray, list[str]], tuple[np.ndarray, list[list[str]]]]:
+    """Images and captions (`load_or_generate`) and the truth of the same scenes, from their
+    caches, or made in one pass when either is missing (each scene rendered once).
+
+    Returns:
+        (images, captions) as `load_or_generate`'s, and (covers, phrases): covers (count,
+        MAX_OBJECTS, COVER_SIDE, COVER_SIDE) float16, the share of each latent cell that each
+        object covers (rows past a scene's object count are zero); phrases per scene, each
+        object's caption phrase in drawing order.
+    """
+    images = _load_pairs(images_path, "images", count)
+    truth = _load_pairs(truth_path, "covers", count)
+    if images is not None and truth is not None:
+        return images, truth
+    with Pool(workers) as pool:
+        rows = pool.map(_one_both, range(first_seed, first_seed + count), chunksize=64)
+    images = (np.stack([r[0] for r in rows]), [r[1] for r in rows])
+    truth = (np.stack([r[2] for r in rows]), [r[3] for r in rows])
+    _save_pairs(images_path, "images", *images)
+    _save_pairs(truth_path, "covers", *truth)
+    return images, truth
 
 
 def load_or_generate(
@@ -76,17 +120,3 @@ def load_or_generate(
     """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order,
     cached at `path` (.npz with a .json of captions beside it)."""
     return _cached_pairs(path, "images", first_seed, count, _one, workers)
-
-
-def load_or_generate_truth(
-    path: Path, first_seed: int, count: int, workers: int = 2
-) -> tuple[np.ndarray, list[list[str]]]:
-    """Object covers and phrases of the same scenes as `load_or_generate(..., first_seed,
-    count)`, cached at `path` (.npz with a .json of phrases beside it).
-
-    Returns:
-        covers: (count, MAX_OBJECTS, COVER_SIDE, COVER_SIDE) float16 share of each latent
-            cell that each object covers (rows past a scene's object count are zero).
-        phrases: per scene, each object's caption phrase in drawing order.
-    """
-    return _cached_pairs(path, "covers", first_seed, count, _one_truth, workers)

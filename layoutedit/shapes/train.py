@@ -45,7 +45,7 @@ from layoutedit.shapes.attention_loss import (
     token_selection,
 )
 from layoutedit.shapes.captions import caption_variants
-from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate, load_or_generate_truth
+from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate_both
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.training_io import images_to_tensor, log_to_run, pipeline_folder
 from layoutedit.shapes.world import VOCABULARY
@@ -216,7 +216,7 @@ def train_unet(
     Each example's caption is drawn from its `captions.caption_variants` by `CAPTION_MIX`.
     With a positive `attention_weight`, the mask-supervised cross-attention loss of
     `attention_loss` is added: each object word's attention is pushed onto its object (the
-    covers of `truth`, from `load_or_generate_truth`) in every layer.
+    covers of `truth`, from `load_or_generate_both`) in every layer.
 
     Args:
         device: `cpu`, or `cuda` (forward passes in bfloat16 autocast; weights, optimiser
@@ -310,9 +310,15 @@ def train_unet(
                 f"attention share {share.item():.3f} lr {cur_lr:.2e}",
             )
         if max_minutes is not None and step + 1 == start + BUDGET_PROBE:
-            ends = budget_end(start, step + 1, time.monotonic() - began, max_minutes * 60)
+            spent = time.monotonic() - began
+            ends = budget_end(start, step + 1, spent, max_minutes * 60)
             if ends < steps:
-                log_to_run(run, f"budget {max_minutes:g} min: the schedule ends at step {ends}")
+                rate = BUDGET_PROBE / max(spent, 1e-9)
+                log_to_run(
+                    run,
+                    f"budget {max_minutes:g} min at {rate:.1f} steps/s: "
+                    f"the schedule ends at step {ends}",
+                )
                 steps = ends
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
@@ -454,15 +460,12 @@ def main(argv: list[str] | None = None) -> None:
         seed_from_model(run, args.init_from)
     _append_history(run, args)
     t0 = time.time()
-    images, captions = load_or_generate(
-        run / "train.npz", TRAIN_SEED_BASE, args.scenes, workers=args.workers
+    (images, captions), truth = load_or_generate_both(
+        run / "train.npz", run / "truth.npz", TRAIN_SEED_BASE, args.scenes, args.workers
     )
     log_to_run(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
     latents, _ = encode_latents(run, images, args.device)
-    truth = load_or_generate_truth(
-        run / "truth.npz", TRAIN_SEED_BASE, args.scenes, workers=args.workers
-    )
     train_unet(
         run,
         latents,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from layoutedit.loading.model_loading import load_model
 from layoutedit.shapes.train import main
@@ -25,8 +27,11 @@ def test_recipe_exports_a_loadable_model_and_resumes(tmp_path: Path) -> None:
     first = json.loads((out / "TRAINING.json").read_text())
     assert first["unet_steps"] == 2
     model = load_model(str(out))
-    # The VAE's scaling factor is measured from the training latents, not left at 1.
-    assert model.scaling_factor != 1.0
+    # The editor's encoder hands the UNet latents at the scale it was trained on: a training
+    # image encodes to its training latent exactly.
+    images = np.load(run / "train.npz")["images"]
+    trained_on = load_file(str(run / "latents.safetensors"))["latents"]
+    assert torch.allclose(model.encode_image(images[3])[0], trained_on[3], atol=1e-4)
     vae_before = (run / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
 
     main(_args(run, out, unet_steps=4))

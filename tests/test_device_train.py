@@ -88,3 +88,13 @@ def test_one_call_trains_gates_and_packs(tmp_path: Path) -> None:
     assert training["unet_steps"] == 2 + train.BUDGET_PROBE
     image = load_model(str(installed)).decode_latents(torch.zeros(1, 4, 16, 16))
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_unpacking_a_folder_without_parts_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        device_train.main(["--unpack", str(tmp_path), "--to", str(tmp_path / "model")])
+    assert stopped.value.code == 2
+    assert "no model.tar.part-* files" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()

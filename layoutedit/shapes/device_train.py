@@ -61,7 +61,8 @@ def unpack_model(folder: Path, target: Path) -> Path:
 
     Raises:
         FileNotFoundError: no parts in `folder`.
-        ValueError: the tar holds a path that would land outside `target`.
+        tarfile.TarError: the parts are no tar, or it holds a link or a path outside `target`.
+        ValueError: the tar holds no model folder (`model_index.json`).
     """
     parts = sorted(folder.glob(f"{MODEL_TAR}.part-*"), key=lambda p: int(p.name.rsplit("-")[-1]))
     if not parts:
@@ -131,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         print(zip_package("diffusers", args.site / "diffusers.zip"))
         return
     if args.unpack is not None:
-        print(unpack_model(args.unpack, args.to))
+        try:
+            print(unpack_model(args.unpack, args.to))
+        except (OSError, ValueError, tarfile.TarError) as exc:
+            ap.exit(2, f"device_train: error: --unpack {args.unpack}: {exc}\n")
         return
     if args.out is None:
         ap.error("--out is required (or --site, or --unpack)")

@@ -19,7 +19,7 @@ from rich.table import Table
 from layoutedit.atomic import write_png_atomic, write_text_atomic
 from layoutedit.bench.cases import Case, identity_case
 from layoutedit.bench.metrics import PSNR_CAP_DB
-from layoutedit.bench.run import BenchResult, VariantRow
+from layoutedit.bench.run import BenchResult, Comparison, VariantRow
 from layoutedit.shapes.world import labels_to_colour_mask
 
 JSON_NAME, MD_NAME, PNG_NAME = "bench.json", "bench.md", "examples.png"
@@ -124,33 +124,48 @@ SHORT_METRIC_NAMES = {m: name.replace(" ", "\n", 1) for m, name in METRIC_NAMES.
 """Two-line headers for the terminal (`layout\nIoU`), as the main table has."""
 
 
-def comparison_cells(
-    result: BenchResult, intervals: bool = True
+def _terse(value: float) -> str:
+    # Two significant digits below 0.01 keep a cell to 8 characters: -0.0094 not -0.00939.
+    return f"{value:+.2g}" if abs(value) < 0.01 else f"{value:+.3g}"
+
+
+def difference_cells(
+    comparisons: Sequence[Comparison], label: str, intervals: bool = True
 ) -> tuple[list[str], list[list[str]]]:
-    """`full` minus each row, per metric: mean [95 % interval], `*` where the interval
-    excludes zero with `full` better, `-` where it excludes zero with `full` worse.
+    """One row per variant, one cell per metric: the mean difference [95 % interval], `*`
+    where the interval excludes zero on the better side, `-` on the worse side.
 
     `intervals=False` (the terminal) leaves the intervals out and uses two-line headers,
-    so that seven metrics fit 80 columns; bench.md has the intervals."""
+    so that seven metrics fit 80 columns; the Markdown reports keep them."""
     names = METRIC_NAMES if intervals else SHORT_METRIC_NAMES
-    header = ["full minus", *names.values()]
+    header = [label, *names.values()]
     body = []
-    for name in dict.fromkeys(c.variant for c in result.comparisons):
+    for name in dict.fromkeys(c.variant for c in comparisons):
         cells = [name]
         for metric in METRIC_NAMES:
-            found = [c for c in result.comparisons if c.variant == name and c.metric == metric]
+            found = [c for c in comparisons if c.variant == name and c.metric == metric]
             if not found:
                 cells.append("")
                 continue
             c = found[0]
             mark = "*" if c.full_better else ("-" if c.real else "")
+            if math.isnan(c.difference):
+                cells.append("n/a")  # no edit has the measure (nothing left in identity)
+                continue
             if not intervals:
-                cells.append(f"{c.difference:+.3g}{mark}")
+                cells.append(f"{_terse(c.difference)}{mark}")
                 continue
             bounds = "[too few edits]" if math.isnan(c.low) else f"[{c.low:+.3g}, {c.high:+.3g}]"
             cells.append(f"{c.difference:+.3g} {bounds}{mark}")
         body.append(cells)
     return header, body
+
+
+def comparison_cells(
+    result: BenchResult, intervals: bool = True
+) -> tuple[list[str], list[list[str]]]:
+    """`full` minus each row, per metric (`difference_cells`; `*`: full better)."""
+    return difference_cells(result.comparisons, "full minus", intervals)
 
 
 def _interval_text(low: float, high: float) -> str:
@@ -174,14 +189,18 @@ def rich_comparisons(result: BenchResult) -> Table | None:
     """The terminal table of `comparison_cells` (None when there is no `full` row)."""
     if not result.comparisons:
         return None
-    header, body = comparison_cells(result, intervals=False)
-    table = Table(
-        title="full minus each row (mean): * full better, - full worse, where the 95 % "
+    return rich_differences(
+        result.comparisons,
+        "full minus",
+        "full minus each row (mean): * full better, - full worse, where the 95 % "
         "paired interval excludes 0 (the intervals are in bench.md)",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
     )
+
+
+def rich_differences(comparisons: Sequence[Comparison], label: str, title: str) -> Table:
+    """The terminal table of `difference_cells` (means and marks, 80 columns)."""
+    header, body = difference_cells(comparisons, label, intervals=False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for cells in body:
@@ -189,7 +208,8 @@ def rich_comparisons(result: BenchResult) -> Table | None:
     return table
 
 
-def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """Markdown lines of a table: the header row, the alignment row (numbers right), the body."""
     return [
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
@@ -210,13 +230,13 @@ def markdown(result: BenchResult) -> str:
         + ", ".join(f"{k}={v}" for k, v in opts.items() if k != "settings")
         + f"; {result.seconds:.1f} s in all.",
         "",
-        *_md_table(header, body),
+        *markdown_table(header, body),
         "",
         "Variants: " + "; ".join(f"`{r.name}`: {r.description}" for r in result.rows) + ".",
         "",
         "95 % bootstrap intervals of each mean (resampling edits):",
         "",
-        *_md_table(*interval_cells(result)),
+        *markdown_table(*interval_cells(result)),
         "",
     ]
     if result.comparisons:
@@ -225,7 +245,7 @@ def markdown(result: BenchResult) -> str:
             "`*` the interval excludes zero with `full` better, `-` with `full` worse "
             "(colour error: lower is better). `identity` edits other cases and is not paired.",
             "",
-            *_md_table(*comparison_cells(result)),
+            *markdown_table(*comparison_cells(result)),
             "",
         ]
     lines += [

@@ -20,6 +20,7 @@ from layoutedit import __version__
 from layoutedit.cli import (
     backends_cmd,
     bench_cmd,
+    bench_diff_cmd,
     cache_cmd,
     demo_cmd,
     edit_cmd,
@@ -257,6 +258,7 @@ backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)
 bench_cmd.register(app)
+bench_diff_cmd.register(app)
 plan_cmd.register(app)
 mask_cmd.register(app)
 serve_cmd.register(app)

@@ -1,0 +1,79 @@
+"""Two benchmark runs of the same cases, compared edit by edit: what a change of model,
+preset or code did, with the same paired intervals the bench gives `full` against its rows.
+
+Runs are read from their `bench.json`; an edit pairs with the edit of the same variant on
+the same case in the other run. Runs of different cases (another seed, scene count or
+layout count) are refused: unpaired means would hide the change in the cases' spread.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from layoutedit.bench.run import Comparison
+from layoutedit.bench.scoring import LOWER_IS_BETTER, METRICS
+from layoutedit.bench.stats import paired_difference
+from layoutedit.errors import UserError
+
+RESULT_FILE = "bench.json"
+CASE_OPTIONS = ("scenes", "layouts", "seed")
+"""The options that decide which cases a run edits."""
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    """A run's `bench.json` (a folder that `layoutedit bench --out` wrote, or the file).
+
+    Raises:
+        UserError: no such file, or not a bench result.
+    """
+    path = folder if folder.suffix == ".json" else folder / RESULT_FILE
+    if not path.is_file():
+        raise UserError("not found: give a `layoutedit bench --out` folder", path=path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the bench result: {exc}", path=path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("edits"), list):
+        raise UserError("not a bench result (no per-edit records)", path=path)
+    return data
+
+
+def _value(edit: dict[str, Any], metric: str) -> float:
+    # bench.json writes a metric an edit has none of (no object left: `left dB`) as null.
+    value = edit.get(metric)
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def diff_runs(before: dict[str, Any], after: dict[str, Any]) -> list[Comparison]:
+    """`after` minus `before`, per variant both ran and per metric, paired over their edits.
+
+    A comparison's `full_better` means here: the interval excludes zero on the side where
+    `after` is better (lower colour error, higher everything else).
+
+    Raises:
+        UserError: the runs edited different cases, or share no variant.
+    """
+    options = [run.get("options", {}) for run in (before, after)]
+    differ = [k for k in CASE_OPTIONS if options[0].get(k) != options[1].get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {options[0].get(k)} vs {options[1].get(k)}" for k in differ)
+        raise UserError(f"the runs edited different cases ({shown}): compare runs of one seed")
+    edits = [
+        {(e["variant"], e["case"]): e for e in run["edits"] if "variant" in e and "case" in e}
+        for run in (before, after)
+    ]
+    variants = list(dict.fromkeys(v for v, _ in edits[1] if any(w == v for w, _ in edits[0])))
+    if not variants:
+        raise UserError("the runs share no variant: nothing to compare")
+    out = []
+    for variant in variants:
+        keys = [key for key in edits[1] if key[0] == variant and key in edits[0]]
+        for metric in METRICS:
+            new = [_value(edits[1][k], metric) for k in keys]
+            old = [_value(edits[0][k], metric) for k in keys]
+            diff = paired_difference(new, old)
+            better = diff.high < 0 if metric in LOWER_IS_BETTER else diff.low > 0
+            out.append(Comparison(variant, metric, diff.mean, diff.low, diff.high, bool(better)))
+    return out

@@ -145,19 +145,9 @@ def test_init_and_paste_strength_flags_choose_the_start(
     forwards = {}
     for start in (["--init", "noise"], ["--init", "paste", "--paste-strength", "0.5"]):
         out = tmp_path / start[1]
+        flags = ["--config", str(config_file), "--no-concept", "--seeds", "3", "--out", str(out)]
         code, _, err = run_cli(
-            tiny_model_dir,
-            tmp_path / "cache",
-            "edit",
-            str(scene_dir),
-            "--config",
-            str(config_file),
-            "--no-concept",
-            "--seeds",
-            "3",
-            "--out",
-            str(out),
-            *start,
+            tiny_model_dir, tmp_path / "cache", "edit", str(scene_dir), *flags, *start
         )
         assert code == 0, err
         record = json.loads((out / "layout1" / "edit.json").read_text())

@@ -34,11 +34,6 @@ def pooled_covers(masks: np.ndarray, side: int) -> np.ndarray:
     return masks.reshape(k, side, f, side, f).mean(axis=(2, 4)).astype(np.float32)
 
 
-def _one_truth(seed: int) -> tuple[np.ndarray, list[str]]:
-    scene = sample_scene(seed)
-    covers = np.zeros((MAX_OBJECTS, COVER_SIDE, COVER_SIDE), dtype=np.float16)
-    covers[: len(scene.objects)] = pooled_covers(scene.masks, COVER_SIDE)
-    return covers, [o.phrase for o in scene.objects]
 
 
 def _load_pairs(path: Path, name: str, count: int) -> tuple[np.ndarray, list[Any]] | None:
@@ -84,9 +79,10 @@ def _cached_pairs(
 
 
 def _one_both(seed: int) -> tuple[np.ndarray, str, np.ndarray, list[str]]:
-    image, caption = _one(seed)
-    covers, phrases = _one_truth(seed)
-    return image, caption, covers, phrases
+    scene = sample_scene(seed)  # rendered once for both caches
+    covers = np.zeros((MAX_OBJECTS, COVER_SIDE, COVER_SIDE), dtype=np.float16)
+    covers[: len(scene.objects)] = pooled_covers(scene.masks, COVER_SIDE)
+    return scene.image, scene.caption, covers, [o.phrase for o in scene.objects]
 
 
 def load_or_generate_both(

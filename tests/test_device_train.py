@@ -98,3 +98,20 @@ def test_unpacking_a_folder_without_parts_is_a_usage_error(
     assert stopped.value.code == 2
     assert "no model.tar.part-* files" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_a_model_without_its_training_record_cannot_be_continued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")  # a pipeline folder, not a recipe export
+    for run in (
+        lambda: device_train.main(["--out", str(tmp_path / "out"), "--model", str(model)]),
+        lambda: train.main(["--run-dir", str(tmp_path / "run"), "--init-from", str(model)]),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            run()
+        assert stopped.value.code == 2
+        assert "no TRAINING.json with unet_steps" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing started

@@ -34,8 +34,6 @@ def pooled_covers(masks: np.ndarray, side: int) -> np.ndarray:
     return masks.reshape(k, side, f, side, f).mean(axis=(2, 4)).astype(np.float32)
 
 
-
-
 def _load_pairs(path: Path, name: str, count: int) -> tuple[np.ndarray, list[Any]] | None:
     """A cache written by `_save_pairs` holding `count` items, else None."""
     json_path = path.with_suffix(".json")

@@ -24,13 +24,13 @@ whether it ships.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tarfile
 import time
 from pathlib import Path
 
 from layoutedit.shapes import evaluate, train
+from layoutedit.shapes.training_io import continuable_model, trained_steps
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
 PART_BYTES = 15 * 2**20
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--gate-scenes", type=int, default=200)
-    ap.add_argument("--model", type=Path, default=SHIPPED, help="The model to continue.")
+    ap.add_argument(
+        "--model", type=continuable_model, default=SHIPPED, help="The model to continue."
+    )
     ap.add_argument("--size", default="shapes-tiny", help="train --size (tests: test-tiny).")
     args = ap.parse_args(argv)
     if args.site is not None:
@@ -142,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     export = args.run_dir / "export"
-    shipped_steps = json.loads((args.model / "TRAINING.json").read_text())["unet_steps"]
+    # The time budget, not the step count, ends the run: the count only has to be out of reach.
+    unreachable = trained_steps(args.model) + 1_000_000
     train.main(
         [
             "--run-dir", str(args.run_dir), "--init-from", str(args.model),
             "--size", args.size, "--scenes", str(args.scenes),
-            "--unet-steps", str(shipped_steps + 1_000_000), "--unet-batch", str(args.batch),
+            "--unet-steps", str(unreachable), "--unet-batch", str(args.batch),
             "--lr", str(args.lr), "--device", args.device, "--workers", str(args.workers),
             "--threads", str(args.threads), "--max-minutes", str(args.minutes),
             "--export", str(export),

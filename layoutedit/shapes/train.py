@@ -47,7 +47,12 @@ from layoutedit.shapes.attention_loss import (
 from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate_both
 from layoutedit.shapes.tokenizer import write_tokenizer
-from layoutedit.shapes.training_io import images_to_tensor, log_to_run, pipeline_folder
+from layoutedit.shapes.training_io import (
+    continuable_model,
+    images_to_tensor,
+    log_to_run,
+    trained_steps,
+)
 from layoutedit.shapes.world import VOCABULARY
 
 SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
@@ -116,27 +121,23 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
 
 
 @torch.no_grad()
-def encode_latents(
-    run: Path, images: np.ndarray, device: str = "cpu"
-) -> tuple[torch.Tensor, float]:
-    """Posterior means of every training image (on the CPU), and 1/std of them (logged).
+def encode_latents(run: Path, images: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """Posterior means of every training image, on the CPU (cached in the run folder).
 
     The UNet trains on these means as they are, unscaled: `export` writes a scaling factor
     of 1 so that the pipeline's encoder hands the editor latents of the same scale."""
     path = run / "latents.safetensors"
     if path.exists():
-        data = load_file(str(path))
-        return data["latents"], float(data["scale"].item())
+        return load_file(str(path))["latents"]
     vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval().to(device)
     chunks = [
         vae.encode(images_to_tensor(images[i : i + 256]).to(device)).latent_dist.mean.cpu()
         for i in range(0, len(images), 256)
     ]
     latents = torch.cat(chunks)
-    scale = 1.0 / latents.std().item()
-    write_safetensors_atomic(path, {"latents": latents, "scale": torch.tensor([scale])})
-    log_to_run(run, f"latents {tuple(latents.shape)} std {1 / scale:.4f}")
-    return latents, scale
+    write_safetensors_atomic(path, {"latents": latents})
+    log_to_run(run, f"latents {tuple(latents.shape)} std {latents.std().item():.4f}")
+    return latents
 
 
 def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -363,7 +364,7 @@ def seed_from_model(run: Path, model_dir: Path) -> None:
     write_safetensors_atomic(run / "unet_ckpt.safetensors", state)
     write_safetensors_atomic(run / "ema.safetensors", state)
     training = json.loads((model_dir / "TRAINING.json").read_text())
-    step = training["unet_steps"]
+    step = trained_steps(model_dir)
     (run / "unet_state.json").write_text(json.dumps({"step": step}))
     (run / HISTORY).write_text(json.dumps(training.get("history", []), indent=1))
     log_to_run(run, f"seeded from {model_dir} at step {step}")
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
     ap.add_argument(
         "--init-from",
-        type=pipeline_folder,
+        type=continuable_model,
         default=None,
         help="Exported model to continue training from.",
     )
@@ -471,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     log_to_run(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
-    latents, _ = encode_latents(run, images, args.device)
+    latents = encode_latents(run, images, args.device)
     train_unet(
         run,
         latents,

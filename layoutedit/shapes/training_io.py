@@ -4,6 +4,7 @@ run folder's log, the images-to-tensor conversion and the check of a model folde
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -33,4 +34,30 @@ def pipeline_folder(text: str) -> Path:
     path = Path(text)
     if not (path / "model_index.json").is_file():
         raise argparse.ArgumentTypeError(f"{text}: not a model folder (no model_index.json)")
+    return path
+
+
+def trained_steps(model: Path) -> int:
+    """The UNet steps an exported model was trained for (`TRAINING.json`'s `unet_steps`).
+
+    Raises:
+        ValueError: no TRAINING.json, or no step count in it.
+    """
+    try:
+        steps = json.loads((model / "TRAINING.json").read_text())["unet_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{model}: no TRAINING.json with unet_steps (not a recipe export)"
+        ) from None
+    return int(steps)
+
+
+def continuable_model(text: str) -> Path:
+    """argparse `type` for a model to continue training: a pipeline folder that the recipe
+    exported (its TRAINING.json says where training stopped). A usage error (exit 2)."""
+    path = pipeline_folder(text)
+    try:
+        trained_steps(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return path

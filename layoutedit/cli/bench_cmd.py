@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,17 @@ DEFAULT_SCENES, DEFAULT_LAYOUTS = 8, 2
 QUICK_SCENES, QUICK_LAYOUTS, QUICK_PRESET = 1, 1, "fast"
 
 
+def progress_lines(app_state: AppState) -> Callable[[str], None]:
+    """A `say(line)` for the bench's progress: dimmed on stderr, silent with --quiet/--json."""
+    chatty = not (app_state.quiet or app_state.json)
+
+    def say(line: str) -> None:
+        if chatty:
+            err_console.print(f"[dim]{line}[/]", highlight=False)
+
+    return say
+
+
 def run_backends_command(
     app_state: AppState,
     backends: str,
@@ -64,11 +76,7 @@ def run_backends_command(
 
     names = parse_backends(backends)
     settings = resolve_settings(preset, config, model=app_state.model)
-    chatty = not (app_state.quiet or app_state.json)
-
-    def say(line: str) -> None:
-        if chatty:
-            err_console.print(f"[dim]{line}[/]", highlight=False)
+    say = progress_lines(app_state)
 
     cases = make_cases(scenes, seed=seed, layouts_per_scene=layouts)
     comparison = compare_backends(names, app_state.model, settings, cases, say=say)
@@ -130,11 +138,7 @@ def run_command(
         from layoutedit.logs import configure_library_logging
 
         configure_library_logging(app_state.verbose)
-    chatty = not (app_state.quiet or app_state.json)
-
-    def say(line: str) -> None:
-        if chatty:
-            err_console.print(f"[dim]{line}[/]", highlight=False)
+    say = progress_lines(app_state)
 
     options: dict[str, Any] = {
         "scenes": n_scenes,

@@ -155,7 +155,7 @@ class LearnConfig(_Strict):
     low_memory: bool = Field(
         default=False,
         description="Gradient checkpointing; with mixed_precision the frozen weights are "
-        "stored in that dtype (layoutedit.low_memory).",
+        "stored in that dtype (layoutedit.learning.low_memory).",
     )
     optimizer: Literal["adamw", "adamw8bit"] = Field(
         default="adamw",

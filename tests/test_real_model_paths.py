@@ -17,10 +17,10 @@ from layoutedit.editing.denoising import scheduler_pair
 from layoutedit.editing.session import edit
 from layoutedit.learning.finetune import kv_parameters
 from layoutedit.learning.learn import learn_concept
+from layoutedit.learning.low_memory import frozen_dtype, store_frozen
 from layoutedit.learning.tokens import embedding_table
 from layoutedit.learning.training import noisy_batch, training_scheduler
 from layoutedit.loading.model_loading import load_model
-from layoutedit.low_memory import frozen_dtype, store_frozen
 from layoutedit.shapes.architecture import TEST_TINY, build_pipeline_folder
 
 TINY_LEARN = LearnConfig(
@@ -116,7 +116,7 @@ def test_learn_low_memory_flag_reaches_the_concept(tiny_model_dir: Path, tmp_pat
 
     from layoutedit.cli.app import app
     from layoutedit.learning.concept import Concept
-    from layoutedit.low_memory import learn_overrides
+    from layoutedit.learning.low_memory import learn_overrides
     from layoutedit.shapes.world import sample_scene, write_scene_folder
 
     assert learn_overrides("cpu") == {"low_memory": True}  # fp16 storage is for CUDA only

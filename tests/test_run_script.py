@@ -11,7 +11,7 @@ import pytest
 from cli_support import FAST_SETTINGS, object_names, run_cli
 from PIL import Image
 
-from layoutedit.editing.edit_script import load_script
+from layoutedit.edit_script import load_script
 from layoutedit.errors import UserError
 from layoutedit.scenes.layout_edits import Move, apply_operations
 from layoutedit.shapes.world import sample_scene, write_scene_folder

@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from layoutedit import __version__
 from layoutedit.cli import (
     backends_cmd,
     bench_cmd,
@@ -45,6 +44,7 @@ from layoutedit.cli.common import (
 )
 from layoutedit.cli.help_text import prepare_command_tree
 from layoutedit.errors import UserError
+from layoutedit.version import __version__
 
 # Typer ships its own copy of click, so commands and parameters are read by duck typing.
 

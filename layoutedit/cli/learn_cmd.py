@@ -46,7 +46,7 @@ def _default(field: str) -> str:
 
 
 def _low_memory(backend: str) -> dict[str, Any]:
-    from layoutedit.low_memory import learn_overrides
+    from layoutedit.learning.low_memory import learn_overrides
 
     return learn_overrides(backend)
 
@@ -311,7 +311,7 @@ def run_learn(
 def _choose_memory(editor: Any, scene: Any, force: bool, *, quiet: bool) -> None:
     """On CUDA, switch the editor's learning to low memory when the normal mode's predicted
     peak does not fit the free GPU memory (`planning.auto_memory`); nothing on the CPU."""
-    from layoutedit.low_memory import learn_overrides
+    from layoutedit.learning.low_memory import learn_overrides
     from layoutedit.planning.auto_memory import learn_memory_choice
 
     if editor.backend.device.type != "cuda":

@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
         from layoutedit.cli.edit_cmd import make_editor
         from layoutedit.cli.progress import learning_progress
-        from layoutedit.editing.edit_script import (
+        from layoutedit.edit_script import (
             ScriptStep,
             load_script,
             run_animation,

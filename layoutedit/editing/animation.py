@@ -3,7 +3,7 @@
 Pure numpy (and Pillow for the files). Between two keyframes every object's centroid and
 linear size are interpolated and its region is redrawn from the earlier keyframe's mask
 (`in_between`); the last frame is the later keyframe itself. Each frame is then edited like
-any layout (`layoutedit.editing.edit_script.run_animation`), always with the same seed.
+any layout (`layoutedit.edit_script.run_animation`), always with the same seed.
 
 Flicker (`flicker`) is measured on the edited frames:
 

@@ -39,6 +39,7 @@ from layoutedit.editing.compositing import composite, keep_alpha, match_colours
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.guidance import total_loss
 from layoutedit.editing.inversion import Inversion, invert
+from layoutedit.editing.low_memory import prepare_editing
 from layoutedit.editing.paste import grow, paste_edit, rim_width
 from layoutedit.editing.ranking import LayoutScorer
 from layoutedit.editing.sampling import (
@@ -52,7 +53,6 @@ from layoutedit.editing.sampling import (
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
-from layoutedit.low_memory import prepare_editing
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import estimate_placements, paint_order
 from layoutedit.scenes.prompts import token_positions

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from layoutedit import __version__
 from layoutedit.backend import Backend
 from layoutedit.config import LearnConfig
 from layoutedit.errors import UserError
@@ -30,15 +29,16 @@ from layoutedit.learning.checkpoints import CheckpointDir, RunTotals
 from layoutedit.learning.concept import Concept
 from layoutedit.learning.concept_check import source_attention_shares
 from layoutedit.learning.finetune import kv_parameters, run_finetune
+from layoutedit.learning.low_memory import prepare_learning
 from layoutedit.learning.prior import PriorSet, generated_prior, load_prior_folder
 from layoutedit.learning.textual_inversion import LearnData, run_textual_inversion
 from layoutedit.learning.tokens import add_placeholders, get_rows
 from layoutedit.learning.training import NoProgress, ProgressHook
 from layoutedit.loading.model_loading import LoadedModel
-from layoutedit.low_memory import prepare_learning
 from layoutedit.scenes.grids import region_masks, square_pad
 from layoutedit.scenes.prompts import token_positions
 from layoutedit.scenes.scene import Scene
+from layoutedit.version import __version__
 
 EXTRA_TOKENS = ("<new0>", "<new1>")
 

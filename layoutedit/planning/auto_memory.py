@@ -92,7 +92,7 @@ def arch_of(model: LoadedModel) -> ArchSpec:
 
 
 def _plan_key(model: LoadedModel, cfg: LearnConfig, objects: int, backend: str) -> str:
-    from layoutedit import __version__
+    from layoutedit.version import __version__
 
     parts = [model.fingerprint, cfg.model_dump(mode="json"), objects, backend, __version__]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

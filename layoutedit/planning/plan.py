@@ -18,8 +18,9 @@ import torch
 
 from layoutedit.backend import list_backends
 from layoutedit.config import EditConfig, LearnConfig, Settings
+from layoutedit.editing.low_memory import prepare_editing
 from layoutedit.errors import UserError
-from layoutedit.low_memory import frozen_dtype, prepare_editing, store_frozen
+from layoutedit.learning.low_memory import frozen_dtype, store_frozen
 from layoutedit.planning.archs import ArchSpec
 from layoutedit.planning.fused import use_fused_model
 from layoutedit.planning.meta_model import PlanModel, build_plan_model, quiet_diffusers
@@ -185,7 +186,8 @@ def make_plan(
         arch: the model's configs.
         settings: resolved settings (preset, config file).
         backend: a registered backend name (need not be usable here).
-        low_memory: plan with `low_memory` on (see `layoutedit.low_memory`).
+        low_memory: plan with `low_memory` on (see `layoutedit.learning.low_memory` and
+            `layoutedit.editing.low_memory`).
         objects: objects in the scene (textual inversion runs per object unless joint).
     """
     began = time.perf_counter()

@@ -1,20 +1,11 @@
-"""The `low_memory` setting: what it changes in learning and editing (and in the planner).
+"""The `low_memory` setting of learning (`LearnConfig.low_memory`), also applied by the
+planner (`layoutedit plan --low-memory`) to its `meta` model:
 
-Learning (`LearnConfig.low_memory`):
 - gradient checkpointing in the UNet: its blocks keep only their inputs for backward and
   recompute the rest (about a third more compute, most activations gone);
 - on CUDA with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as
   well (autocast casts them to it anyway), while the trained parameters (the text encoder's
   embedding tables, attn2 to_k/to_v) stay fp32 for the optimiser.
-
-Editing (`EditConfig.low_memory`):
-- VAE slicing: decoding a batch one image at a time.
-Not gradient checkpointing: the recording processors compute attention explicitly only while
-their store records, so a recomputation in the backward pass (after recording stopped) would
-run the other kernel and torch.utils.checkpoint refuses the mismatch. The guidance pass is
-small anyway (it stops after the last recorded layer).
-
-The planner (`layoutedit plan --low-memory`) applies the same functions to its `meta` model.
 """
 
 from __future__ import annotations
@@ -23,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from layoutedit.learning.finetune import kv_parameters
+from layoutedit.learning.tokens import embedding_tables
+
 if TYPE_CHECKING:
-    from layoutedit.config import EditConfig, LearnConfig
+    from layoutedit.config import LearnConfig
     from layoutedit.loading.model_loading import LoadedModel
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -40,9 +34,6 @@ def frozen_dtype(cfg: LearnConfig) -> torch.dtype | None:
 def trained_parameters(model: LoadedModel) -> list[torch.Tensor]:
     """What learning trains: every text encoder's embedding table and every attn2
     to_k/to_v parameter."""
-    from layoutedit.learning.finetune import kv_parameters
-    from layoutedit.learning.tokens import embedding_tables
-
     tables = [table.weight for table in embedding_tables(model)]
     return [*tables, *kv_parameters(model).values()]
 
@@ -65,16 +56,6 @@ def prepare_learning(model: LoadedModel, cfg: LearnConfig) -> None:
     # row would meet fp16 norm weights in the text encoder.
     if dtype is not None and model.device.type == "cuda":
         store_frozen(model, dtype)
-
-
-def prepare_editing(model: LoadedModel, cfg: EditConfig) -> None:
-    """Make a model ready to edit: gradient checkpointing off (a low-memory learn on the same
-    model leaves it on, and the guidance pass cannot use it, see above); with
-    `cfg.low_memory`, VAE slicing."""
-    if getattr(model.unet, "is_gradient_checkpointing", False):
-        model.unet.disable_gradient_checkpointing()
-    if cfg.low_memory:
-        model.vae.enable_slicing()
 
 
 def learn_overrides(backend_name: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ class Backend(Protocol):
         ...
 
     def install_attention(self, unet: UNet2DConditionModel, record_layers: Sequence[str]) -> None:
-        """Set attention processors: `layoutedit.editing.attention.RecordingAttnProcessor` (which
+        """Set attention processors: `layoutedit.attention_recording.RecordingAttnProcessor` (which
         computes probabilities explicitly) on the layers named in `record_layers`, the
         backend's own kernel everywhere else."""
         ...

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
-from layoutedit.editing.attention import (
+from layoutedit.attention_recording import (
     AttentionStore,
     RecordingAttnProcessor,
     choose_attention_res,

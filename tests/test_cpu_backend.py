@@ -28,7 +28,7 @@ def test_registered_and_usable() -> None:
 
 
 def test_install_attention(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from layoutedit.editing.attention import RecordingAttnProcessor
+    from layoutedit.attention_recording import RecordingAttnProcessor
 
     model = load_model(str(tiny_model_dir), cache_dir=tmp_path)
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -12,9 +12,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 from typer.testing import CliRunner
 
+from layoutedit.attention_recording import RecordingAttnProcessor
 from layoutedit.backend import get_backend, list_backends
 from layoutedit.cli.app import app
-from layoutedit.editing.attention import RecordingAttnProcessor
 from layoutedit.editing.session import edit
 from layoutedit_cpu_fast import compile as fast_compile
 

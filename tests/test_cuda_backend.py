@@ -11,8 +11,8 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
 
+from layoutedit.attention_recording import AttentionStore, RecordingAttnProcessor
 from layoutedit.backend import list_backends
-from layoutedit.editing.attention import AttentionStore, RecordingAttnProcessor
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.shapes.architecture import ModelSize, build_unet
 from layoutedit_cuda import CudaBackend

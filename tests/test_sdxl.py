@@ -22,8 +22,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from layoutedit.attention_recording import choose_attention_res
 from layoutedit.cli.app import app
-from layoutedit.editing.attention import choose_attention_res
 from layoutedit.errors import UserError
 from layoutedit.learning.concept import Concept, apply_concept
 from layoutedit.learning.tokens import init_row

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
+from layoutedit.attention_recording import AttentionStore
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore
 from layoutedit.editing.sampling import AttentionGuide, SamplingStats, sample
 from layoutedit.editing.seed_batch import batch_update, sample_batch
 from layoutedit.loading.conditioning import Conditioning

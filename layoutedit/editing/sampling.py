@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
+from layoutedit.attention_recording import AttentionStore, run_until_collected
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore, run_until_collected
 from layoutedit.editing.denoising import NoisePredictor, cfg_prediction
 from layoutedit.editing.guidance import (
     guidance_active,

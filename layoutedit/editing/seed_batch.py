@@ -29,8 +29,8 @@ import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+from layoutedit.attention_recording import run_until_collected
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import run_until_collected
 from layoutedit.editing.denoising import NoisePredictor, cfg_prediction
 from layoutedit.editing.guidance import refinement_target, step_sizes, total_loss
 from layoutedit.editing.sampling import (

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from layoutedit.attention_recording import AttentionStore, choose_attention_res
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore, choose_attention_res
 from layoutedit.editing.compositing import composite, keep_alpha, match_colours
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.guidance import total_loss

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layoutedit.editing.attention import AttentionStore, install_processors
+from layoutedit.attention_recording import AttentionStore, install_processors
 from layoutedit.loading.unet_grids import cross_attention_sides
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from layoutedit.editing.attention import AttentionStore, choose_attention_res, install_processors
+from layoutedit.attention_recording import AttentionStore, choose_attention_res, install_processors
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.scenes.grids import region_masks, square_pad
 

@@ -70,7 +70,7 @@ def _is_fused(proc: Any) -> bool:
 def use_fused_model(unet: Any) -> int:
     """Replace every fused-kernel processor of `unet` (and the idle kernel of every recording
     processor) with `FusedAttentionModel`. Returns how many layers changed."""
-    from layoutedit.editing.attention import RecordingAttnProcessor
+    from layoutedit.attention_recording import RecordingAttnProcessor
 
     procs = dict(unet.attn_processors)
     changed = 0

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from layoutedit.attention_recording import AttentionStore, choose_attention_res
 from layoutedit.config import EditConfig, LearnConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.attention import AttentionStore, choose_attention_res
 from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
 from layoutedit.editing.guidance import text_attention
 from layoutedit.editing.sampling import AttentionGuide

@@ -133,7 +133,7 @@ def attention_shares(
     The generated latents (B, 4, h, w) are re-noised at `timesteps`; one conditional UNet
     pass each records the `res` x `res` cross-attention maps (mean over layers and heads).
     """
-    from layoutedit.editing.attention import AttentionStore, install_processors
+    from layoutedit.attention_recording import AttentionStore, install_processors
     from layoutedit.loading.unet_grids import cross_attention_sides
 
     unet = pipe.unet

@@ -62,7 +62,7 @@ class CpuBackend:
         from diffusers.models.attention_processor import AttnProcessor
 
         # Imported here: the core's attention module needs the model stack, the registry not.
-        from layoutedit.editing.attention import install_processors
+        from layoutedit.attention_recording import install_processors
 
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]
         install_processors(unet, wanted, make_default=AttnProcessor)

@@ -47,7 +47,7 @@ def _installed(unet: Any, wanted: Sequence[str]) -> bool:
     """Whether `unet` has exactly this backend's processors for recording `wanted`."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from layoutedit.editing.attention import RecordingAttnProcessor
+    from layoutedit.attention_recording import RecordingAttnProcessor
 
     for name, proc in unet.attn_processors.items():
         if isinstance(proc, RecordingAttnProcessor):
@@ -95,7 +95,7 @@ class CpuFastBackend(CpuBackend):
             record_layers: keys of `unet.attn_processors` (ending in `.processor`) or module
                 names without it.
         """
-        from layoutedit.editing.attention import install_processors
+        from layoutedit.attention_recording import install_processors
 
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]
         if not (is_compiled(unet) and _installed(unet, wanted)):

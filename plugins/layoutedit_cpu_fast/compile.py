@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from layoutedit.editing.attention import RecordingAttnProcessor
+from layoutedit.attention_recording import RecordingAttnProcessor
 
 log = logging.getLogger(__name__)
 

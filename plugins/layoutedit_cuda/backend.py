@@ -74,7 +74,7 @@ class CudaBackend:
             record_layers: keys of `unet.attn_processors` (ending in `.processor`) or module
                 names without it.
         """
-        from layoutedit.editing.attention import install_processors
+        from layoutedit.attention_recording import install_processors
 
         kernel = self.kernel
         wanted = [n if n.endswith(".processor") else f"{n}.processor" for n in record_layers]

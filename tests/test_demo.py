@@ -37,7 +37,9 @@ def test_sheet_and_gif_hold_every_edit(tmp_path: Path) -> None:
 
 def test_demo_command_writes_sheet_gif_and_edits(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    # The fast preset: the command's work end to end, without the published step counts.
     args = ["--model", str(tiny_model_dir), "demo", "--out", str(out), "--seeds", "0"]
+    args += ["--preset", "fast"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "learning it" in result.output

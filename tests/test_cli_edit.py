@@ -139,11 +139,12 @@ def test_edit_without_concept_and_defaults(
     assert all(line.strip() for line in err.splitlines())
 
 
-def test_init_and_paste_strength_flags_choose_the_start(
+def test_init_paste_strength_and_detail_flags_choose_the_start(
     tiny_model_dir: Path, scene_dir: Path, config_file: Path, tmp_path: Path
 ) -> None:
     forwards = {}
-    for start in (["--init", "noise"], ["--init", "paste", "--paste-strength", "0.5"]):
+    paste = ["--init", "paste", "--paste-strength", "0.5", "--object-detail", "0.7"]
+    for start in (["--init", "noise"], paste):
         out = tmp_path / start[1]
         flags = ["--config", str(config_file), "--no-concept", "--seeds", "3", "--out", str(out)]
         code, _, err = run_cli(
@@ -154,6 +155,7 @@ def test_init_and_paste_strength_flags_choose_the_start(
         assert record["settings"]["init"] == start[1]
         forwards[start[1]] = record["unet_evaluations"]["sampling"]["forward"]
     assert record["settings"]["paste_strength"] == 0.5
+    assert record["settings"]["object_detail"] == 0.7
     # From the pasted image only the last half of the steps run.
     assert 0 < forwards["paste"] < forwards["noise"]
 

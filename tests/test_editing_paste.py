@@ -99,3 +99,24 @@ def test_vacated_fill_shows_the_start_images_fill_where_an_object_left(model: An
     painted = images["model"].best().image
     assert np.array_equal(filled[left], fill[left])
     assert not np.array_equal(painted[left], fill[left])  # the random model paints otherwise
+
+
+def test_object_detail_brings_the_source_pattern_into_the_objects_only(model: Any) -> None:
+    scene = shapes_scene()
+    layout = moved_layout(scene, shift=SHIFT)
+    masks = scene.object_masks()
+    moved = np.roll(masks, SHIFT, axis=2)
+    images = {}
+    for detail in (0.0, 1.0):
+        cfg = fast_config(init="paste", object_detail=detail, detail_sigma=0.75)
+        images[detail] = EditSession(model, scene, cfg, get_backend("cpu")).edit(layout)
+    plain, detailed = images[0.0].best().image, images[1.0].best().image
+    anywhere = moved.any(axis=0)
+    assert np.array_equal(plain[~anywhere], detailed[~anywhere])
+    # Inside each moved object the edit's fine structure now follows the source's.
+    for here in moved:
+        truth = np.roll(scene.image, SHIFT, axis=1)[here].astype(float)
+        error = {
+            k: np.abs(v.best().image[here].astype(float) - truth).mean() for k, v in images.items()
+        }
+        assert error[1.0] < error[0.0], error

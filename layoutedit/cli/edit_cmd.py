@@ -379,6 +379,15 @@ def register(app: typer.Typer) -> None:
                 "(0-1; 1 = from pure noise).",
             ),
         ] = None,
+        object_detail: Annotated[
+            float | None,
+            typer.Option(
+                "--object-detail",
+                help="With --init paste: the share (0-1) of each object's fine detail taken "
+                "from its source pixels, moved with it (patterns, texture); its colour and "
+                "shading stay the model's. 0 = published.",
+            ),
+        ] = None,
         move: MoveOption = None,
         scale: ScaleOption = None,
         swap: SwapOption = None,
@@ -403,6 +412,7 @@ def register(app: typer.Typer) -> None:
             "attention_res": attention_res,
             "init": init,
             "paste_strength": paste_strength,
+            "object_detail": object_detail,
             "use_concept": False if no_concept else None,
         }
         if no_concept and concept is not None:

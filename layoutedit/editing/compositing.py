@@ -29,13 +29,14 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of an (H, W) float array, edges replicated."""
+def gaussian_blur(array: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an (H, W) or (H, W, C) array over its first two axes
+    (`sigma` in pixels), edges replicated; float64."""
     kernel = _gaussian_kernel(sigma)
     radius = len(kernel) // 2
     out = array.astype(np.float64)
     for axis in (0, 1):
-        pads = [(0, 0), (0, 0)]
+        pads = [(0, 0)] * out.ndim
         pads[axis] = (radius, radius)
         padded = np.pad(out, pads, mode="edge")
         out = sum(
@@ -61,7 +62,7 @@ def keep_alpha(keep: np.ndarray, feather: float) -> np.ndarray:
         return keep.astype(np.float32)
     # A blurred 0/1 mask is 0.5 on the edge; stretching [0.5, 1] to [0, 1] puts the whole
     # ramp inside the kept region (sigma = feather / 2: the ramp ends ~feather inside).
-    soft = _blur(keep.astype(np.float64), feather / 2)
+    soft = gaussian_blur(keep.astype(np.float64), feather / 2)
     alpha = np.clip((soft - 0.5) * 2.0, 0.0, 1.0) * keep
     return alpha.astype(np.float32)
 

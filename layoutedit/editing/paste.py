@@ -20,7 +20,15 @@ import numpy as np
 from layoutedit.scenes.layout_ops import Placement
 from layoutedit.scenes.morphology import dilate
 
-__all__ = ["Placement", "background_mean", "fill_holes", "grow", "paste_edit", "rim_width"]
+__all__ = [
+    "Placement",
+    "background_mean",
+    "fill_holes",
+    "grow",
+    "paste_edit",
+    "rim_width",
+    "warp_objects",
+]
 
 
 def _bilinear(array: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -38,6 +46,67 @@ def _bilinear(array: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
             weight = wy * wx
             out += vals * (weight[..., None] if array.ndim == 3 else weight)
     return out
+
+
+def warp_objects(
+    values: np.ndarray,
+    masks: np.ndarray,
+    placements: Sequence[Placement],
+    order: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each object's values moved and scaled to its target, back to front.
+
+    Args:
+        values: (H, W, C) float values to carry (the image's colours, or any per-pixel field).
+        masks: (K, H, W) bool visible source pixels of each object (drawing order).
+        placements: K placements (source centre, target centre in px, scale).
+        order: object indices back to front (`layout_ops.paint_order`); None: drawing order.
+
+    Returns:
+        (H, W, C) float64 the carried values where an object landed (0 elsewhere), and
+        (K, H, W) bool where each object landed (visible pixels: a later object covers an
+        earlier one).
+    """
+    if len(placements) != len(masks):
+        raise ValueError(f"{len(masks)} masks vs {len(placements)} placements")
+    h, w = masks.shape[1:]
+    carried = np.zeros((h, w, values.shape[2]), dtype=np.float64)
+    landed = np.zeros(masks.shape, dtype=bool)
+    for k in range(len(masks)) if order is None else order:
+        mask, p = masks[k], placements[k]
+        box = _target_box(mask, p)
+        if box is None:
+            continue
+        yy, xx = np.mgrid[box] + 0.5  # pixel centres of the box only: a photo is large
+        # Target pixel centre -> source point, then to index coordinates (centre at +0.5).
+        xs = p.src_cx + (xx - p.dst_cx) / p.scale - 0.5
+        ys = p.src_cy + (yy - p.dst_cy) / p.scale - 0.5
+        m = mask.astype(np.float64)
+        alpha = _bilinear(m, ys, xs)  # weighted by the mask, so no background leaks in
+        value = _bilinear(values * m[..., None], ys, xs)
+        inside = np.zeros((h, w), dtype=bool)
+        inside[box] = alpha >= 0.5
+        carried[inside] = (value / np.maximum(alpha, 1e-12)[..., None])[inside[box]]
+        landed &= ~inside  # what landed before lies behind
+        landed[k] = inside
+    return carried, landed
+
+
+def _target_box(mask: np.ndarray, p: Placement) -> tuple[slice, slice] | None:
+    """The frame's pixels an object can land on: its source box moved and scaled, grown by
+    2 px for the bilinear reach; None when it lands outside the frame or has no pixel."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    top = int(np.floor(p.dst_cy + (rows[0] - p.src_cy) * p.scale)) - 2
+    bottom = int(np.ceil(p.dst_cy + (rows[-1] + 1 - p.src_cy) * p.scale)) + 2
+    left = int(np.floor(p.dst_cx + (cols[0] - p.src_cx) * p.scale)) - 2
+    right = int(np.ceil(p.dst_cx + (cols[-1] + 1 - p.src_cx) * p.scale)) + 2
+    top, left, bottom, right = max(0, top), max(0, left), min(h, bottom), min(w, right)
+    if top >= bottom or left >= right:
+        return None
+    return slice(top, bottom), slice(left, right)
 
 
 def paste_edit(
@@ -70,24 +139,9 @@ def paste_edit(
     else:
         out = image.astype(np.float64).copy()
         out[holes] = np.asarray(fill_colour, dtype=np.float64)
-    h, w = image.shape[:2]
-    yy, xx = np.mgrid[:h, :w] + 0.5  # pixel centres
-    src = image.astype(np.float64)
-    pasted = np.zeros(masks.shape, dtype=bool)
-    if len(placements) != len(masks):
-        raise ValueError(f"{len(masks)} masks vs {len(placements)} placements")
-    for k in range(len(masks)) if order is None else order:
-        mask, p = masks[k], placements[k]
-        # Target pixel centre -> source point, then to index coordinates (centre at +0.5).
-        xs = p.src_cx + (xx - p.dst_cx) / p.scale - 0.5
-        ys = p.src_cy + (yy - p.dst_cy) / p.scale - 0.5
-        m = mask.astype(np.float64)
-        alpha = _bilinear(m, ys, xs)
-        colour = _bilinear(src * m[..., None], ys, xs)
-        inside = alpha >= 0.5
-        out[inside] = colour[inside] / alpha[inside][:, None]
-        pasted &= ~inside  # what was pasted before lies behind
-        pasted[k] = inside
+    colours, pasted = warp_objects(image.astype(np.float64), masks, placements, order)
+    anywhere = pasted.any(axis=0)
+    out[anywhere] = colours[anywhere]
     return np.clip(out, 0, 255).round().astype(np.uint8), pasted
 
 

@@ -37,6 +37,7 @@ from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.editing.compositing import composite, keep_alpha, match_colours
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
+from layoutedit.editing.detail import apply_detail, moved_detail
 from layoutedit.editing.guidance import total_loss
 from layoutedit.editing.inversion import Inversion, invert
 from layoutedit.editing.low_memory import prepare_editing
@@ -54,7 +55,7 @@ from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
-from layoutedit.scenes.layout_ops import estimate_placements, paint_order
+from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
@@ -94,6 +95,10 @@ class PasteStart:
     """(H, W, 3) uint8 the objects pasted at their targets, holes filled."""
     footprints: np.ndarray
     """(K, H, W) bool where each object was pasted (visible pixels)."""
+    placements: tuple[Placement, ...]
+    """Where each object went (source and target centre, scale)."""
+    order: tuple[int, ...]
+    """Object indices back to front, as they were pasted."""
 
 
 @dataclass
@@ -350,7 +355,7 @@ class EditSession:
             latent = self.model.encode_image(square).float()  # (1, C, h, w)
         steps = self.config.steps
         start = steps - max(1, round(self.config.paste_strength * steps))
-        return start, latent, PasteStart(pasted, footprints)
+        return start, latent, PasteStart(pasted, footprints, tuple(placements), tuple(order))
 
     def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
         """Per image, the layout score when ranking by layout and the scene allows it."""
@@ -367,11 +372,19 @@ class EditSession:
     def _finish(
         self, images: list[np.ndarray], layout: Layout, start: PasteStart | None
     ) -> list[np.ndarray]:
-        """The pixel post-passes: objects' colours matched to the source (with a paste
-        start), then the source's background composited back where nothing is, and (with
-        `vacated="fill"`) the start's fill where an object left."""
+        """The pixel post-passes: with a paste start, the objects' fine detail carried from
+        the source and their colours matched to it; then the source's background composited
+        back where nothing is, and (with `vacated="fill"`) the start's fill where an object
+        left."""
         cfg = self.config
         footprints = None if start is None else start.footprints
+        if cfg.object_detail > 0 and start is not None:
+            # Latent cells -> source pixels (the source is padded square, then resized).
+            sigma = cfg.detail_sigma * max(self.scene.size) / self.model.latent_size
+            detail, where = moved_detail(
+                self.scene.image, self.scene.object_masks(), start.placements, start.order, sigma
+            )
+            images = [apply_detail(i, detail, where, sigma, cfg.object_detail) for i in images]
         if cfg.colour_match and footprints is not None:
             masks = self.scene.object_masks()
             images = [match_colours(i, self.scene.image, footprints, masks) for i in images]

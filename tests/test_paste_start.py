@@ -70,3 +70,16 @@ def test_the_layout_decides_which_of_two_overlapping_objects_is_in_front() -> No
         pasted, footprints = paste_edit(image, masks, placements, (128, 128, 128), order)
         assert footprints[front][overlap].all() and not footprints[1 - front][overlap].any()
         assert (pasted[overlap] == image[labels == front][0]).all()
+
+
+def test_an_object_moved_half_out_of_frame_or_scaled_lands_whole_where_it_can() -> None:
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    masks = np.zeros((1, 40, 40), dtype=bool)
+    masks[0, 10:20, 10:20] = True
+    image[masks[0]] = (200, 10, 10)
+    centre = 15.0
+    for dst_x, scale, landed in ((40.0, 1.0, 5 * 10), (20.0, 2.0, 20 * 20), (-6.0, 1.0, 0)):
+        p = Placement(centre, centre, dst_x, centre, scale)
+        out, pasted = paste_edit(image, masks, [p], (0, 0, 0))
+        assert int(pasted[0].sum()) == landed, (dst_x, scale)
+        assert (out[pasted[0]] == (200, 10, 10)).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from layoutedit.editing.detail import source_detail, transfer_detail
+from layoutedit.editing.detail import moved_detail, source_detail, transfer_detail
 from layoutedit.editing.paste import paste_edit
 from layoutedit.scenes.layout_ops import Placement
 
@@ -80,3 +80,19 @@ def test_half_strength_lands_between_and_zero_changes_nothing() -> None:
         _error(full, pasted, inside) < _error(half, pasted, inside) < _error(edit, pasted, inside)
     )
     assert np.array_equal(transfer_detail(edit, image, masks, [MOVE], None, 1.5, 0.0), edit)
+
+
+def test_a_shrunk_pattern_is_filtered_instead_of_aliasing() -> None:
+    image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    masks = np.zeros((1, 64, 64), dtype=bool)
+    masks[0, 4:44, 4:44] = True
+    columns = np.arange(4, 44)
+    # 1-pixel stripes: finer than any shrunk copy's pixels can hold.
+    image[4:44, 4:44] = np.where((columns % 2 == 0)[None, :, None], (170, 170, 170), (90, 90, 90))
+    amplitude = {}
+    for scale in (1.0, 0.35):
+        p = Placement(src_cx=24.0, src_cy=24.0, dst_cx=32.0, dst_cy=32.0, scale=scale)
+        detail, footprints = moved_detail(image, masks, [p], None, sigma=2.0)
+        amplitude[scale] = float(detail[footprints[0]].std())
+    assert amplitude[1.0] > 30  # the stripes move whole at scale 1
+    assert amplitude[0.35] < 0.25 * amplitude[1.0]  # not a moire of full strength

@@ -76,9 +76,23 @@ def moved_detail(
         sigma: the split between coarse and fine, in pixels.
 
     Returns:
-        (H, W, 3) float64 detail where an object landed, and (K, H, W) bool its footprints.
+        (H, W, 3) float64 detail where an object landed (a shrunk object's pre-filtered
+        against aliasing), and (K, H, W) bool its footprints.
     """
-    return warp_objects(source_detail(source, source_masks, sigma), source_masks, placements, order)
+    detail = source_detail(source, source_masks, sigma)
+    for mask, placement in zip(source_masks, placements, strict=True):
+        # A pattern shrunk by the placement would alias into moire at the target's pixel
+        # spacing: blur it first by what the shrink leaves unresolvable.
+        aa = anti_alias_sigma(placement.scale)
+        if aa > 0 and mask.any():
+            detail[mask] = masked_low_pass(detail, mask, aa)[mask]
+    return warp_objects(detail, source_masks, placements, order)
+
+
+def anti_alias_sigma(scale: float) -> float:
+    """Gaussian sigma (source pixels) before shrinking by `scale`: (1/scale - 1) / 2, the
+    usual rescaling pre-filter; 0 for scale >= 1."""
+    return max(0.0, (1.0 / scale - 1.0) / 2.0)
 
 
 def apply_detail(

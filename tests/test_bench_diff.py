@@ -62,3 +62,15 @@ def test_a_folder_without_a_result_names_the_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench-diff", str(tmp_path / "nothing"), str(after)])
     assert result.exit_code == 2
     assert "nothing/bench.json" in result.output
+
+
+def test_tiny_differences_in_every_column_fit_the_terminal_table(tmp_path: Path) -> None:
+    # As in a run against a near-identical one: every metric a few ten-thousandths apart.
+    shift = {m: -0.00035 - 0.00001 * i for i, m in enumerate(METRICS) if m != "vacated_psnr"}
+    before = write_run(tmp_path / "before", 2000, {})
+    after = write_run(tmp_path / "after", 2000, shift)
+    result = runner.invoke(app, ["bench-diff", str(before), str(after)])
+    assert result.exit_code == 0, result.output
+    full = next(line for line in result.output.splitlines() if line.strip().startswith("full"))
+    assert "…" not in full and "-4e-04" in full
+    assert max(len(line) for line in result.output.splitlines()[1:]) <= 80  # under the title

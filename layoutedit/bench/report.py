@@ -125,7 +125,10 @@ SHORT_METRIC_NAMES = {m: name.replace(" ", "\n", 1) for m, name in METRIC_NAMES.
 
 
 def _terse(value: float) -> str:
-    # Two significant digits below 0.01 keep a cell to 8 characters: -0.0094 not -0.00939.
+    """A signed difference in at most 7 characters, so that a terminal row of seven metrics
+    fits 80 columns: -0.027, -0.0094 (two digits below 0.01), -3e-04 (one below 0.001)."""
+    if value != 0 and abs(value) < 0.001:
+        return f"{value:+.0e}"
     return f"{value:+.2g}" if abs(value) < 0.01 else f"{value:+.3g}"
 
 

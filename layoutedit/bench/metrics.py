@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from layoutedit.scenes.grids import resize_nearest
+from layoutedit.scenes.masks import bounding_box
 from layoutedit.scenes.masks import iou as iou  # re-exported: the bench scores with it
 from layoutedit.scenes.morphology import disk, erode
 
@@ -84,9 +85,11 @@ def colour_error(
 
 def crop_to_box(mask: np.ndarray) -> np.ndarray:
     """The (h, w) sub-array of an (H, W) bool mask inside its bounding box (mask non-empty)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    bounds = bounding_box(mask)
+    if bounds is None:
+        raise ValueError("an empty mask has no bounding box")
+    x0, y0, x1, y1 = bounds
+    return mask[y0:y1, x0:x1]
 
 
 def shape_iou(output_mask: np.ndarray, source_mask: np.ndarray, side: int = SHAPE_SIDE) -> float:

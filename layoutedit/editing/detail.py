@@ -19,34 +19,31 @@ import numpy as np
 from layoutedit.editing.compositing import gaussian_blur
 from layoutedit.editing.paste import warp_objects
 from layoutedit.scenes.layout_ops import Placement
-
-
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
-    """The mask's bounding box grown by `margin` pixels, inside the frame."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (
-        slice(max(0, rows[0] - margin), min(h, rows[-1] + margin + 1)),
-        slice(max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)),
-    )
+from layoutedit.scenes.masks import bounding_box
 
 
 def masked_low_pass(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """(H, W, 3) float64 Gaussian blur of `image` (`sigma` in pixels) averaged over `mask`'s
-    pixels only; meaningful on the mask (0 away from it).
+    """(N, 3) float64 at the N pixels of a non-empty `mask` (row-major, as `image[mask]`):
+    a Gaussian blur of `image` (`sigma` in pixels) averaged over the mask's pixels only.
 
     Computed in the mask's bounding box grown by the kernel's reach, which gives the mask's
     pixels what a blur of the whole frame gives them at a fraction of the cost on a large
     photo with small objects."""
-    out = np.zeros(image.shape, dtype=np.float64)
-    if not mask.any():
-        return out
-    box = _box(mask, int(np.ceil(3 * sigma)) + 1)
-    m = mask[box].astype(np.float64)
+    bounds = bounding_box(mask)
+    if bounds is None:
+        return np.zeros((0, 3), dtype=np.float64)
+    x0, y0, x1, y1 = bounds
+    reach = int(np.ceil(3 * sigma)) + 1
+    h, w = mask.shape
+    box = (
+        slice(max(0, y0 - reach), min(h, y1 + reach)),
+        slice(max(0, x0 - reach), min(w, x1 + reach)),
+    )
+    inside = mask[box]
+    m = inside.astype(np.float64)
     weight = gaussian_blur(m, sigma)
     blurred = gaussian_blur(image[box].astype(np.float64) * m[..., None], sigma)
-    out[box] = blurred / np.maximum(weight, 1e-6)[..., None]
-    return out
+    return blurred[inside] / np.maximum(weight[inside], 1e-6)[:, None]
 
 
 def source_detail(source: np.ndarray, masks: np.ndarray, sigma: float) -> np.ndarray:
@@ -54,8 +51,7 @@ def source_detail(source: np.ndarray, masks: np.ndarray, sigma: float) -> np.nda
     (0 outside every object). `masks`: (K, H, W) bool visible source pixels per object."""
     detail = np.zeros(source.shape, dtype=np.float64)
     for mask in masks:
-        low = masked_low_pass(source, mask, sigma)
-        detail[mask] = source[mask].astype(np.float64) - low[mask]
+        detail[mask] = source[mask].astype(np.float64) - masked_low_pass(source, mask, sigma)
     return detail
 
 
@@ -84,8 +80,8 @@ def moved_detail(
         # A pattern shrunk by the placement would alias into moire at the target's pixel
         # spacing: blur it first by what the shrink leaves unresolvable.
         aa = anti_alias_sigma(placement.scale)
-        if aa > 0 and mask.any():
-            detail[mask] = masked_low_pass(detail, mask, aa)[mask]
+        if aa > 0:
+            detail[mask] = masked_low_pass(detail, mask, aa)
     return warp_objects(detail, source_masks, placements, order)
 
 
@@ -118,9 +114,7 @@ def apply_detail(
         return image
     out = image.astype(np.float64)
     for footprint in footprints:
-        if not footprint.any():
-            continue
-        low = masked_low_pass(out, footprint, sigma)[footprint]
+        low = masked_low_pass(out, footprint, sigma)
         fine = out[footprint] - low
         out[footprint] = low + fine * (1 - strength) + detail[footprint] * strength
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

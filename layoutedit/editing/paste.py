@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.masks import bounding_box
 from layoutedit.scenes.morphology import dilate
 
 __all__ = [
@@ -95,14 +96,15 @@ def warp_objects(
 def _target_box(mask: np.ndarray, p: Placement) -> tuple[slice, slice] | None:
     """The frame's pixels an object can land on: its source box moved and scaled, grown by
     2 px for the bilinear reach; None when it lands outside the frame or has no pixel."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    bounds = bounding_box(mask)
+    if bounds is None:
         return None
+    x0, y0, x1, y1 = bounds
     h, w = mask.shape
-    top = int(np.floor(p.dst_cy + (rows[0] - p.src_cy) * p.scale)) - 2
-    bottom = int(np.ceil(p.dst_cy + (rows[-1] + 1 - p.src_cy) * p.scale)) + 2
-    left = int(np.floor(p.dst_cx + (cols[0] - p.src_cx) * p.scale)) - 2
-    right = int(np.ceil(p.dst_cx + (cols[-1] + 1 - p.src_cx) * p.scale)) + 2
+    top = int(np.floor(p.dst_cy + (y0 - p.src_cy) * p.scale)) - 2
+    bottom = int(np.ceil(p.dst_cy + (y1 - p.src_cy) * p.scale)) + 2
+    left = int(np.floor(p.dst_cx + (x0 - p.src_cx) * p.scale)) - 2
+    right = int(np.ceil(p.dst_cx + (x1 - p.src_cx) * p.scale)) + 2
     top, left, bottom, right = max(0, top), max(0, left), min(h, bottom), min(w, right)
     if top >= bottom or left >= right:
         return None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from layoutedit.errors import UserError
-from layoutedit.scenes.masks import centroid, move_mask
+from layoutedit.scenes.masks import bounding_box, centroid, move_mask
 
 if TYPE_CHECKING:
     from layoutedit.scenes.scene import Layout, Scene
@@ -272,11 +272,6 @@ def _place(
     return replace(state, masks=masks)
 
 
-def _bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
-    ys, xs = np.nonzero(mask)
-    return float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1
-
-
 def apply_operation(state: ObjectState, op: Operation) -> ObjectState:
     """One operation on the objects' state (see the module docstring).
 
@@ -311,9 +306,10 @@ def apply_operation(state: ObjectState, op: Operation) -> ObjectState:
             if op.fraction
             else (op.x0, op.y0, op.x1, op.y1)
         )
-        if not state.masks[k].any():
+        bounds = bounding_box(state.masks[k])
+        if bounds is None:
             raise UserError(f"{op.text}: {state.names[k]!r} is not visible in this layout")
-        bx0, by0, bx1, by1 = _bbox(state.masks[k])
+        bx0, by0, bx1, by1 = bounds
         scale = min((x1 - x0) / (bx1 - bx0), (y1 - y0) / (by1 - by0))
         if scale <= 0:
             raise UserError(f"{op.text}: the box needs x0 < x1 and y0 < y1")

@@ -18,6 +18,14 @@ def centroid(mask: np.ndarray) -> tuple[float, float]:
     return (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) pixel bounds of a mask's pixels, x1 and y1 exclusive; None if empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two same-shape bool masks; two empty masks score 1."""
     union = int(np.logical_or(a, b).sum())

@@ -20,6 +20,7 @@ from PIL import Image
 
 from layoutedit.errors import UserError
 from layoutedit.scenes.layout_edits import Box, Operation, apply_operations
+from layoutedit.scenes.masks import bounding_box
 
 _SAME = 1e-3  # box changes smaller than this (fractions) are no change
 
@@ -33,12 +34,6 @@ class ObjectBox:
     scale: float = 1.0
 
 
-def bounding_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) in pixels of a non-empty (H, W) bool mask; x1, y1 exclusive."""
-    ys, xs = np.nonzero(mask)
-    return float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1
-
-
 def boxes_of(labels: np.ndarray, count: int) -> list[ObjectBox]:
     """The boxes that leave a layout as it is: each object's bounding-box centre, scale 1.
 
@@ -49,11 +44,11 @@ def boxes_of(labels: np.ndarray, count: int) -> list[ObjectBox]:
     height, width = labels.shape
     out = []
     for k in range(count):
-        mask = labels == k
-        if not mask.any():
+        bounds = bounding_box(labels == k)
+        if bounds is None:
             out.append(ObjectBox(0.5, 0.5))
             continue
-        x0, y0, x1, y1 = bounding_box(mask)
+        x0, y0, x1, y1 = bounds
         out.append(ObjectBox((x0 + x1) / 2 / width, (y0 + y1) / 2 / height))
     return out
 
@@ -78,10 +73,10 @@ def box_operations(
             and abs(box.scale - 1) < _SAME
         ):
             continue
-        mask = labels == k
-        if not mask.any():
+        bounds = bounding_box(labels == k)
+        if bounds is None:
             raise UserError(f"{name} is not visible in the base layout, so it has no box")
-        x0, y0, x1, y1 = bounding_box(mask)
+        x0, y0, x1, y1 = bounds
         half_w, half_h = (x1 - x0) * box.scale / 2, (y1 - y0) * box.scale / 2
         cx, cy = box.cx * width, box.cy * height
         ops.append(Box(name, cx - half_w, cy - half_h, cx + half_w, cy + half_h))

@@ -74,3 +74,16 @@ def test_tiny_differences_in_every_column_fit_the_terminal_table(tmp_path: Path)
     full = next(line for line in result.output.splitlines() if line.strip().startswith("full"))
     assert "…" not in full and "-4e-04" in full
     assert max(len(line) for line in result.output.splitlines()[1:]) <= 80  # under the title
+
+
+def test_a_malformed_result_or_a_folder_for_the_table_is_one_line(tmp_path: Path) -> None:
+    good = write_run(tmp_path / "good", 2000, {})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for text in ('{"options": [], "edits": []}', '{"edits": [1, "x"]}', "[]"):
+        (bad / "bench.json").write_text(text)
+        result = runner.invoke(app, ["bench-diff", str(bad), str(good)])
+        assert result.exit_code == 2 and "not a bench result" in result.output, result.output
+        assert "Traceback" not in result.output
+    result = runner.invoke(app, ["bench-diff", str(good), str(good), "--markdown", str(bad)])
+    assert result.exit_code == 2 and "is a folder" in result.output, result.output

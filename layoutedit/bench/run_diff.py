@@ -35,8 +35,11 @@ def load_run(folder: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the bench result: {exc}", path=path) from None
-    if not isinstance(data, dict) or not isinstance(data.get("edits"), list):
+    edits = data.get("edits") if isinstance(data, dict) else None
+    if not isinstance(edits, list) or not all(isinstance(e, dict) for e in edits):
         raise UserError("not a bench result (no per-edit records)", path=path)
+    if not isinstance(data.get("options", {}), dict):
+        raise UserError("not a bench result (its options are not a table)", path=path)
     return data
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from layoutedit.cli.common import console, state, user_errors
+from layoutedit.errors import UserError
 
 HELP = """Compare two `layoutedit bench` runs of the same cases: AFTER minus BEFORE.
 
@@ -45,6 +46,8 @@ def register(app: typer.Typer) -> None:
         from layoutedit.bench.report import difference_cells, markdown_table, rich_differences
         from layoutedit.bench.run_diff import diff_runs, load_run
 
+        if markdown is not None and markdown.is_dir():
+            raise UserError("is a folder: give --markdown a file name", path=markdown)
         comparisons = diff_runs(load_run(before), load_run(after))
         app_state = state(ctx)
         if markdown is not None:
@@ -57,7 +60,10 @@ def register(app: typer.Typer) -> None:
                 *markdown_table(*difference_cells(comparisons, "after minus")),
                 "",
             ]
-            write_text_atomic(markdown, "\n".join(lines))
+            try:
+                write_text_atomic(markdown, "\n".join(lines))
+            except OSError as exc:
+                raise UserError(f"cannot write the table: {exc.strerror}", path=markdown) from None
         if app_state.json:
             app_state.emit_json([asdict(c) for c in comparisons])
             return

@@ -37,7 +37,10 @@ def test_only_the_decoder_moves_and_the_run_resumes(tiny_model_dir: Path, tmp_pa
     # The latent space is the same: a source encodes to the very same latent.
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     original, tuned = load_model(str(tiny_model_dir)), load_model(str(out))
-    assert torch.equal(original.encode_image(image), tuned.encode_image(image))
+    # Same encoder weights loaded from two folders: equal to float32 rounding.
+    torch.testing.assert_close(
+        original.encode_image(image), tuned.encode_image(image), rtol=1e-5, atol=1e-5
+    )
     latent = torch.ones(1, 4, 16, 16)
     assert not np.array_equal(original.decode_latents(latent), tuned.decode_latents(latent))
     history = json.loads((out / "TRAINING.json").read_text())["history"]

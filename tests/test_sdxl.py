@@ -189,7 +189,11 @@ def test_sdxl_round_trips_through_the_single_file_layout(sdxl_dir: Path, tmp_pat
     assert single.family == "sdxl" and single.tokenizer_2.pad_token == "!"
     with torch.no_grad():
         a, b = folder.encode_text(["a red circle"]), single.encode_text(["a red circle"])
-    assert torch.equal(a.embeddings, b.embeddings) and torch.equal(a.pooled, b.pooled)  # type: ignore[arg-type]
+    # Two storage layouts of the same weights may take other kernels: equal to float32
+    # rounding (2.4e-7 seen on an AMD EPYC), not bit for bit.
+    assert a.pooled is not None and b.pooled is not None
+    torch.testing.assert_close(a.embeddings, b.embeddings, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.pooled, b.pooled, rtol=1e-5, atol=1e-5)
 
 
 def test_an_sdxl_unet_without_its_second_encoder_is_one_line(

@@ -82,7 +82,11 @@ def test_edit_on_the_gpu(tiny_model_dir: Path) -> None:
     again = session.edit(layout, seeds=(0,))
     a = first.candidates[0]
     assert a.image.shape == (48, 64, 3)
-    assert np.array_equal(a.image, again.candidates[0].image)  # same seed, same image
+    # Same seed, same image, up to the GPU's kernels: some CUDA reductions (atomics in the
+    # guidance's backward pass) are not bit-reproducible between two runs. Off by at most a
+    # few levels of 255 where rounding tips a pixel; another seed differs by tens.
+    diff = np.abs(a.image.astype(np.int16) - again.candidates[0].image.astype(np.int16))
+    assert diff.mean() < 0.5 and diff.max() <= 8
     assert np.isfinite(a.loss) and 0 <= a.loss <= 2
     guided = first.unet_evaluations["sampling"]
     assert guided["backward"] >= 2 * 3  # guided steps of both seeds

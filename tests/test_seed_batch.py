@@ -3,6 +3,7 @@ predictor whose attention follows the latent, so the refinement stops at a known
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
@@ -81,7 +82,10 @@ def test_batch_refines_each_seed_exactly_as_it_refines_alone() -> None:
     passes = [s.refinement_passes for s in alone_stats]
     assert passes[0] == 0 and len(set(passes)) == 3  # seeds stop at different passes
     assert [s.refinement_passes for s in batch_stats] == passes
-    assert [s.loss_trace for s in batch_stats] == [s.loss_trace for s in alone_stats]
+    # The losses of a batch of 3 and of one sample come from reductions over other shapes
+    # (other kernels): equal to float32 rounding, not bit for bit.
+    for batched, single in zip(batch_stats, alone_stats, strict=True):
+        assert batched.loss_trace == pytest.approx(single.loss_trace, rel=1e-5, abs=1e-6)
     torch.testing.assert_close(together, torch.cat(alone))
     # A pass over n samples counts n forwards and n backwards, as n passes of one would.
     assert predict.counter.as_dict() == alone_counts

@@ -299,8 +299,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "seeds": (0,),
         },
     },
-    # Tuned for the embedded 64 px model on the benchmark's development seed 2000 (README,
-    # docs/sweep-round*-seed2000.md). Rounds 1-4: the bare template (colour error 122 -> 51).
+    # Tuned for the embedded 64 px model on the benchmark's development seed 2000 (docs/tuning.md,
+    # docs/tuning/sweep-round*-seed2000.md). Rounds 1-4: the bare template (colour error 122 -> 51).
     # Round 5: starting from the objects pasted into their regions instead of noise (layout
     # IoU 0.28 -> 0.52), strength 0.4 (0.63), layout ranking and the placeholder attention
     # loss. Round 6, over those: colour matching (colour error 30.9 -> 8.5) and guidance on

@@ -46,6 +46,7 @@ import numpy as np
 from layoutedit.config import Settings, read_toml, resolve_settings
 from layoutedit.editing.sharding import Shard
 from layoutedit.errors import UserError
+from layoutedit.output_guard import OutputStage, check_name
 from layoutedit.scenes.layout_edits import (
     FLAG_ORDER,
     ObjectState,
@@ -106,7 +107,14 @@ def _strings(value: Any, where: str, key: str) -> list[str]:
     raise UserError(f"{where}: `{key}` must be a string or a list of strings")
 
 
-def _step_operations(table: dict[str, Any], where: str) -> list[Operation]:
+def step_operations(table: dict[str, Any], where: str) -> list[Operation]:
+    """The operations of one step table (`move`, `scale`, `swap`, `box`, `to_front`, `ops`):
+    flag keys in the CLI's order, then `ops` in the order given. Also read by batch
+    manifests, whose edits take a step's keys.
+
+    Raises:
+        UserError: a value that is not a string or a list of strings, or a bad operation.
+    """
     ops: list[Operation] = []
     for kind in FLAG_ORDER:  # flag keys in the CLI's order, then `ops` in the given order
         key = kind.replace("-", "_")
@@ -181,7 +189,7 @@ def load_script(
             bad = sorted(set(table) - _STEP_KEYS)
             if bad:
                 raise UserError(f"unknown key {bad[0]!r}; use {', '.join(sorted(_STEP_KEYS))}")
-            ops = _step_operations(table, where)
+            ops = step_operations(table, where)
             file: Path | None = None
             if "layout" in table:
                 if not isinstance(table["layout"], str):
@@ -199,7 +207,13 @@ def load_script(
         except UserError as exc:
             raise _in_step(number, exc, path) from None
         label = table.get("name")
-        name = f"step-{number:02d}" + (f"-{label}" if isinstance(label, str) and label else "")
+        if label is not None and not isinstance(label, str):
+            raise _in_step(number, UserError("`name` must be a string"), path)
+        name = f"step-{number:02d}" + (f"-{label}" if label else "")
+        try:  # the step's output folder: one name under `out`, never a path out of it
+            check_name(name, "step name")
+        except UserError as exc:
+            raise _in_step(number, exc, path) from None
         said = " ".join([*([str(file)] if file else []), *(op.text for op in ops)])
         layout = Layout(file, labels.copy())
         steps.append(ScriptStep(number, name, layout, tuple(ops), said, state))
@@ -291,6 +305,25 @@ def _partial(shard: Shard, key: str, records: list[dict[str, Any]], began: float
     }
 
 
+def _stage(script: Script, overwrite: bool) -> OutputStage:
+    """This process's staging folder for `script.out` (`layoutedit.output_guard`)."""
+    return OutputStage(script.out, overwrite=overwrite)
+
+
+def _finish(
+    stage: OutputStage, shard: Shard, records: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """Every process's records on rank 0, with the other processes' staged files moved into
+    rank 0's staging folder; None on the other ranks, whose staging folder rank 0 takes over
+    (they leave it in place)."""
+    gathered = shard.gather((str(stage.path), records))
+    if gathered is None:
+        return None
+    for other, _ in gathered[1:]:
+        stage.adopt(Path(other))
+    return [r for _, part in gathered for r in part]
+
+
 def run_script(
     script: Script,
     editor: Editor,
@@ -298,6 +331,7 @@ def run_script(
     learn_progress: ProgressHook | None = None,
     on_step: Callable[[ScriptStep, dict[str, Any]], None] | None = None,
     shard: Shard | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a checked script with `editor` (made with `script.settings`).
 
@@ -307,10 +341,13 @@ def run_script(
         learn_progress: progress of learning the scene (when it is not cached).
         on_step: called after each step this process runs, with the step and its record.
         shard: this process's share of the steps (`layoutedit.editing.sharding`); default all.
+        overwrite: `script.out` may hold files layoutedit did not write (the caller has
+            checked it with `output_guard.check_output` before any work).
 
     Returns:
         The summary (also written to `summary.json`); on a process other than rank 0, only
-        its own step records (`partial: True`).
+        its own step records (`partial: True`). Every file is staged and moved into
+        `script.out` at the end (by rank 0): an error or an interrupt leaves it as it was.
     """
     from layoutedit.atomic import write_json_atomic, write_png_atomic
     from layoutedit.editing.outputs import seed_file
@@ -318,34 +355,41 @@ def run_script(
     shard = shard or Shard()
     began = time.perf_counter()
     scene, learned = _prepare(script, editor, learn_progress)
-    records = []
-    for index in shard.mine(len(script.steps)):
-        step = script.steps[index]
-        result = editor.edit(scene, step.layout)
-        result.operations = tuple(op.text for op in step.operations)
-        folder = script.out / step.name
-        result.save(folder, best=script.settings.edit.best, layout_png=True)
-        record = _record(step, result, folder)
-        records.append(record)
-        if on_step is not None:
-            on_step(step, record)
-    gathered = shard.gather(records)
-    if gathered is None:
-        return _partial(shard, "steps", records, began)
-    records = sorted((r for part in gathered for r in part), key=lambda r: r["step"])
-    images = [read_rgb(Path(r["folder"]) / seed_file(r["best_seed"])) for r in records]
-    sheet = write_png_atomic(script.out / SHEET_FILE, sequence_sheet(scene, script.steps, images))
-    summary = {
-        "script": str(script.path),
-        "scene": str(script.scene_dir),
-        "out": str(script.out),
-        "sheet": str(sheet),
-        "processes": shard.world,
-        "learn": learned,
-        "steps": records,
-        "seconds": round(time.perf_counter() - began, 3),
-    }
-    write_json_atomic(script.out / SUMMARY_FILE, summary)
+    stage = _stage(script, overwrite)
+    try:
+        records = []
+        for index in shard.mine(len(script.steps)):
+            step = script.steps[index]
+            result = editor.edit(scene, step.layout)
+            result.operations = tuple(op.text for op in step.operations)
+            result.save(stage.unit(step.name), best=script.settings.edit.best, layout_png=True)
+            record = _record(step, result, script.out / step.name)
+            records.append(record)
+            if on_step is not None:
+                on_step(step, record)
+        gathered = _finish(stage, shard, records)
+        if gathered is None:
+            return _partial(shard, "steps", records, began)
+        records = sorted(gathered, key=lambda r: r["step"])
+        images = [
+            read_rgb(stage.staged(Path(r["folder"])) / seed_file(r["best_seed"])) for r in records
+        ]
+        write_png_atomic(stage.path / SHEET_FILE, sequence_sheet(scene, script.steps, images))
+        summary = {
+            "script": str(script.path),
+            "scene": str(script.scene_dir),
+            "out": str(script.out),
+            "sheet": str(script.out / SHEET_FILE),
+            "processes": shard.world,
+            "learn": learned,
+            "steps": records,
+            "seconds": round(time.perf_counter() - began, 3),
+        }
+        write_json_atomic(stage.path / SUMMARY_FILE, summary)
+        stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
     return summary
 
 
@@ -356,16 +400,19 @@ def run_animation(
     learn_progress: ProgressHook | None = None,
     on_frame: Callable[[int, int, dict[str, Any]], None] | None = None,
     shard: Shard | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Animate a checked script: `script.frames` in-between layouts per step (from the
     source's masks to step 1, then step to step), each edited with the first seed.
 
     Writes `OUT/animation/frame-001.png ...`, `animation.gif` (and `.mp4` with
     imageio-ffmpeg), `sheet.png` (the steps' keyframes) and `summary.json` with the flicker
-    figures (`layoutedit.editing.animation.flicker`).
+    figures (`layoutedit.editing.animation.flicker`), all staged and moved into OUT at the
+    end, as `run_script` does: an interrupted animation leaves no frames behind.
 
     Args:
-        script, editor, learn_progress, shard: as for `run_script` (a shard splits frames).
+        script, editor, learn_progress, shard, overwrite: as for `run_script` (a shard
+            splits frames).
         on_frame: called after each frame with (frame number, frame count, its record).
     """
     from layoutedit.atomic import write_json_atomic, write_png_atomic
@@ -380,44 +427,48 @@ def run_animation(
         grids.extend(in_between(previous, step.state, script.frames))
         previous = step.state
     seed = script.settings.edit.seeds[0]
-    folder = script.out / "animation"
-    records: list[dict[str, Any]] = []
-    for index in shard.mine(len(grids)):
-        result = editor.edit(scene, Layout(None, grids[index]), seeds=[seed])
-        write_png_atomic(folder / frame_file(index + 1), result.best().image)
-        record = {
-            "frame": index + 1,
-            "seed": seed,
-            "loss": round(result.best().loss, 6),
-            "seconds": round(result.seconds, 3),
-            "unet_evaluations": result.unet_evaluations,
+    stage = _stage(script, overwrite)
+    try:
+        folder = stage.unit("animation")
+        records: list[dict[str, Any]] = []
+        for index in shard.mine(len(grids)):
+            result = editor.edit(scene, Layout(None, grids[index]), seeds=[seed])
+            write_png_atomic(folder / frame_file(index + 1), result.best().image)
+            record = {
+                "frame": index + 1,
+                "seed": seed,
+                "loss": round(result.best().loss, 6),
+                "seconds": round(result.seconds, 3),
+                "unet_evaluations": result.unet_evaluations,
+            }
+            records.append(record)
+            if on_frame is not None:
+                on_frame(index + 1, len(grids), record)
+        gathered = _finish(stage, shard, records)
+        if gathered is None:
+            return _partial(shard, "frames", records, began)
+        records = sorted(gathered, key=lambda r: r["frame"])
+        images = [read_rgb(folder / frame_file(n)) for n in range(1, len(grids) + 1)]
+        files = write_animation(images, folder, pngs=False)
+        keyframes = [images[script.frames * i - 1] for i in range(1, len(script.steps) + 1)]
+        write_png_atomic(stage.path / SHEET_FILE, sequence_sheet(scene, script.steps, keyframes))
+        summary = {
+            "script": str(script.path),
+            "scene": str(script.scene_dir),
+            "out": str(script.out),
+            "sheet": str(script.out / SHEET_FILE),
+            "files": {k: str(stage.final(v)) for k, v in files.items()},
+            "processes": shard.world,
+            "learn": learned,
+            "frames": records,
+            "flicker": flicker(images, grids, scene.names),
+            "seconds": round(time.perf_counter() - began, 3),
         }
-        records.append(record)
-        if on_frame is not None:
-            on_frame(index + 1, len(grids), record)
-    gathered = shard.gather(records)
-    if gathered is None:
-        return _partial(shard, "frames", records, began)
-    records = sorted((r for part in gathered for r in part), key=lambda r: r["frame"])
-    images = [read_rgb(folder / frame_file(n)) for n in range(1, len(grids) + 1)]
-    files = write_animation(images, folder, pngs=False)
-    keyframes = [images[script.frames * i - 1] for i in range(1, len(script.steps) + 1)]
-    sheet = write_png_atomic(
-        script.out / SHEET_FILE, sequence_sheet(scene, script.steps, keyframes)
-    )
-    summary = {
-        "script": str(script.path),
-        "scene": str(script.scene_dir),
-        "out": str(script.out),
-        "sheet": str(sheet),
-        "files": {k: str(v) for k, v in files.items()},
-        "processes": shard.world,
-        "learn": learned,
-        "frames": records,
-        "flicker": flicker(images, grids, scene.names),
-        "seconds": round(time.perf_counter() - began, 3),
-    }
-    write_json_atomic(script.out / SUMMARY_FILE, summary)
+        write_json_atomic(stage.path / SUMMARY_FILE, summary)
+        stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
     return summary
 
 

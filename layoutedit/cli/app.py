@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from layoutedit.cli import (
     backends_cmd,
+    batch_cmd,
     bench_cmd,
     bench_diff_cmd,
     cache_cmd,
@@ -254,6 +255,7 @@ inspect_cmd.register(app)
 learn_cmd.register(app)
 edit_cmd.register(app)
 run_cmd.register(app)
+batch_cmd.register(app)
 backends_cmd.register(app)
 demo_cmd.register(app)
 cache_cmd.register(app)

@@ -49,8 +49,10 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
+        # After the write: some writers (safetensors' save_file) make a new file with the
+        # owner-only mode of a temporary file instead of writing into the one given.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

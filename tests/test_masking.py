@@ -145,14 +145,22 @@ def test_mask_command_writes_a_scene_that_loads(tmp_path: Path) -> None:
     assert np.array_equal(scene.image, world.image)  # type: ignore[attr-defined]
     for mask, truth in zip(scene.object_masks(), world.masks, strict=True):  # type: ignore[attr-defined]
         assert iou(mask, truth) >= 0.9
-    # An existing scene is kept unless --force.
+    # Its own earlier output is replaced; a mask the user has since painted over is the
+    # user's, kept unless --overwrite (or its old name --force).
     again = runner.invoke(app, ["mask", str(path), "--objects", names, "--out", str(out)])
-    assert again.exit_code == 2
-    assert "--force" in again.output
+    assert again.exit_code == 0, again.output
+    painted = np.asarray(Image.open(out / "mask.png")).copy()
+    painted[0, 0] = 0
+    Image.fromarray(painted).save(out / "mask.png")
+    refused = runner.invoke(app, ["mask", str(path), "--objects", names, "--out", str(out)])
+    assert refused.exit_code == 2
+    assert "'mask.png'" in refused.output and "--overwrite" in refused.output
+    assert np.array_equal(np.asarray(Image.open(out / "mask.png")), painted)
     forced = runner.invoke(
         app, ["mask", str(path), "--objects", names, "--out", str(out), "--force"]
     )
     assert forced.exit_code == 0, forced.output
+    assert not np.array_equal(np.asarray(Image.open(out / "mask.png")), painted)
 
 
 def test_mask_command_bad_image_is_one_line(tmp_path: Path) -> None:

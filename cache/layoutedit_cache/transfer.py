@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,64 @@ def _manifest(entry: CacheEntry, digests: dict[str, str] | None = None) -> dict[
     }
 
 
-def export_entry(cache: ConceptCache, key: str, path: Path) -> CacheEntry:
-    """Write the (verified) entry `key` to `path` (`.tar` or `.safetensors`), atomically."""
+def check_export_target(cache: ConceptCache, path: Path, *, overwrite: bool = False) -> None:
+    """Refuse an export file that would harm the cache or a file of the user's.
+
+    Raises:
+        UserError: `path` lies inside the cache folder (it could replace one of the cache's
+            own files); it is a folder; it exists and is not a layoutedit export, unless
+            `overwrite` (a link is never written through: it is replaced).
+    """
+    _suffix(path)
+    target = Path(os.path.abspath(path))
+    resolved = target.parent.resolve() / target.name
+    root = cache.root.resolve()
+    if resolved == root or root in resolved.parents:
+        raise UserError(
+            f"the export file lies inside the cache folder {cache.root}; write it elsewhere",
+            path=path,
+        )
+    if target.is_dir() and not target.is_symlink():
+        raise UserError("is a folder; give the export file's name", path=path)
+    if (target.exists() or target.is_symlink()) and not overwrite and not _is_export(target):
+        raise UserError(
+            "file exists and is not a layoutedit cache export; give another name, or pass "
+            "--overwrite to replace it",
+            path=path,
+        )
+
+
+def _is_export(path: Path) -> bool:
+    """A regular file (not a link) that `export_entry` wrote: a tar whose first member is the
+    manifest, or safetensors with the manifest in its header."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        if path.suffix.lower() == ".tar":
+            with tarfile.open(path, "r:*") as tar:
+                first = tar.next()
+            return first is not None and first.name == "manifest.json"
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n > 100_000_000:
+                return False
+            head = header(n.to_bytes(8, "little") + fh.read(n))
+        meta = head.get("__metadata__")
+        return isinstance(meta, dict) and _META_KEY in meta
+    except (OSError, tarfile.TarError, ArtifactError, ValueError):
+        return False
+
+
+def export_entry(
+    cache: ConceptCache, key: str, path: Path, *, overwrite: bool = False
+) -> CacheEntry:
+    """Write the (verified) entry `key` to `path` (`.tar` or `.safetensors`), atomically.
+
+    `path` is checked first (`check_export_target`); `overwrite` lets it replace a file that
+    is not a layoutedit export.
+    """
     suffix = _suffix(path)
+    check_export_target(cache, path, overwrite=overwrite)
     entry = cache.get(key)
     if entry is None:
         raise UserError(f"cache entry {key[:12]} is missing or damaged; nothing exported")

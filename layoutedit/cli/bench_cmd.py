@@ -12,6 +12,7 @@ import typer
 from layoutedit.cli.common import (
     AppState,
     ConfigOption,
+    OverwriteOption,
     PresetOption,
     console,
     err_console,
@@ -61,11 +62,15 @@ def run_backends_command(
     preset: str | None,
     config: Path | None,
     out: Path,
+    overwrite: bool = False,
 ) -> None:
     """`bench --backends`: make the cases, compare, print the table, write backends.json."""
     import json
 
     from layoutedit.atomic import write_text_atomic
+    from layoutedit.output_guard import check_output, staged_output
+
+    check_output(out, overwrite=overwrite)
     from layoutedit.bench.backend_compare import (
         compare_backends,
         parse_backends,
@@ -88,8 +93,8 @@ def run_backends_command(
         "settings": settings.model_dump(mode="json"),
         "backends": comparison.rows(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "backends.json", json.dumps(payload, indent=2))
+    with staged_output(out, overwrite=overwrite) as stage:
+        write_text_atomic(stage.unit("backends.json"), json.dumps(payload, indent=2))
     if app_state.json:
         print(json.dumps(payload, indent=2))
         return
@@ -110,8 +115,13 @@ def run_command(
     preset: str | None,
     config: Path | None,
     sweep: Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """The command's work: options -> cases -> variants -> table and files."""
+    """The command's work: options -> cases -> variants -> table and files (`out` checked
+    before any work, written whole at the end: `layoutedit.output_guard`)."""
+    from layoutedit.output_guard import check_output, staged_output
+
+    check_output(out, overwrite=overwrite)
     from layoutedit.bench.cases import MAX_SEED_OFFSET, make_cases
     from layoutedit.bench.report import (
         attention_share_line,
@@ -171,7 +181,9 @@ def run_command(
         result = run_bench(cases, built, options=options, say=say)
     if diffusion:
         result.options["settings"] = settings.model_dump(mode="json")
-    paths = write_reports(result, out)
+    with staged_output(out, overwrite=overwrite) as stage:
+        staged = write_reports(result, stage.path)
+    paths = {name: stage.final(path) for name, path in staged.items()}
     if app_state.json:
         from layoutedit.bench.report import JSON_NAME
 
@@ -256,6 +268,7 @@ def register(app: typer.Typer) -> None:
                 "(e.g. cpu,cpu-fast) on the same cases, with the ratio; writes backends.json.",
             ),
         ] = None,
+        overwrite: OverwriteOption = False,
     ) -> None:
         if backends is not None:
             quick_default = (QUICK_SCENES, QUICK_LAYOUTS) if quick else (2, 1)
@@ -268,6 +281,7 @@ def register(app: typer.Typer) -> None:
                 preset=preset if preset is not None or not quick else QUICK_PRESET,
                 config=config,
                 out=out,
+                overwrite=overwrite,
             )
             return
         run_command(
@@ -281,4 +295,5 @@ def register(app: typer.Typer) -> None:
             preset=preset,
             config=config,
             sweep=sweep,
+            overwrite=overwrite,
         )

@@ -356,13 +356,23 @@ def export_command(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="Key or unique key prefix.")],
     file: Annotated[Path, typer.Argument(help="Output file: .tar or .safetensors.")],
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace FILE even if it is not a layoutedit export (an export is replaced "
+            "without it).",
+        ),
+    ] = False,
 ) -> None:
     """Write one entry (artifacts and meta) to a .tar or .safetensors file; no pickle.
+
+    FILE may not lie inside the cache folder.
 
     Example: layoutedit cache export 3fa9c2 cat-scene.tar
     """
     cache, app_state = _open(ctx)
-    entry = export_entry(cache, cache.resolve(key), file)
+    entry = export_entry(cache, cache.resolve(key), file, overwrite=overwrite)
     if app_state.json:
         app_state.emit_json({"key": entry.key, "file": str(file)})
     elif not app_state.quiet:

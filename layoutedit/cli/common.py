@@ -69,6 +69,17 @@ LabelsOption = Annotated[
     ),
 ]
 
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Write into an output folder that holds files layoutedit did not write: only "
+        "the files layoutedit writes are replaced, the others are kept. Without it such a "
+        "folder is refused before any work.",
+    ),
+]
+"""Every command that writes an output folder takes it (`layoutedit.output_guard`)."""
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from layoutedit.cli.common import PresetOption, console, state, user_errors
+from layoutedit.cli.common import (
+    OverwriteOption,
+    PresetOption,
+    console,
+    state,
+    user_errors,
+)
 
 HELP = """Generate a three-object shapes scene, learn it, and edit it to three layouts.
 
@@ -39,21 +45,39 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--seeds", help="Edit seeds, e.g. 0,8 (default: preset's).")
         ] = None,
         preset: PresetOption = None,
+        overwrite: OverwriteOption = False,
     ) -> None:
         from layoutedit.cli.edit_cmd import parse_seeds, run_edit
         from layoutedit.demo import collect_edits, demo_cases, finish_demo, write_demo_scene
+        from layoutedit.output_guard import check_output, relocate_json, staged_output
 
         app_state = state(ctx)
         began = time.perf_counter()
+        check_output(out, overwrite=overwrite)
         cases = demo_cases(scene_seed)
-        scene_dir = write_demo_scene(cases, out / "scene")
-        layouts = sorted((scene_dir / "target_layout").glob("layout*.png"))
         overrides = {"seeds": parse_seeds(seeds)}
-        summaries = run_edit(
-            app_state, scene_dir, layouts, out / "edits", None, False, overrides, preset, None
-        )
-        edits = collect_edits(cases, summaries)
-        paths = finish_demo(out, cases, edits)
+        # Scene, edits, sheet and GIF are built in one staging folder and moved into OUT
+        # together: an error or Ctrl-C leaves OUT as it was.
+        with staged_output(out, overwrite=overwrite) as stage:
+            scene_dir = write_demo_scene(cases, stage.unit("scene"))
+            layouts = sorted((scene_dir / "target_layout").glob("layout*.png"))
+            summaries = run_edit(
+                app_state,
+                scene_dir,
+                layouts,
+                out / "edits",
+                None,
+                False,
+                overrides,
+                preset,
+                None,
+                stage=stage,
+            )
+            edits = collect_edits(cases, summaries)
+            staged = finish_demo(stage.path, cases, edits)
+            for record in sorted(stage.path.glob("edits/*/edit.json")):
+                relocate_json(stage, record)
+        paths = {name: stage.final(path) for name, path in staged.items()}
         total = time.perf_counter() - began
         if app_state.json:
             app_state.emit_json(

@@ -18,6 +18,7 @@ from layoutedit.cli.common import (
     ImageOption,
     LabelsOption,
     MaskOption,
+    OverwriteOption,
     PresetOption,
     SceneArgument,
     console,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from layoutedit.config import SceneOptions, Settings
     from layoutedit.editing.sharding import Shard
     from layoutedit.editor import Editor
+    from layoutedit.output_guard import OutputStage
     from layoutedit.scenes.layout_edits import Operation
     from layoutedit.scenes.scene import Layout, Scene
 
@@ -189,8 +191,12 @@ def plan_targets(
 
     if operations and not layouts:
         return [(OPERATIONS_STEM, operations_layout(scene, operations))]
+    from layoutedit.output_guard import check_name
+
     targets = []
     for path in layout_files(layouts, scene):
+        # The stem names the output folder: one plain name (a file `...png` has stem `..`).
+        check_name(path.stem, "layout name")
         loaded = load_layout(path, scene, options)
         if operations:
             loaded = operations_layout(scene, operations, base=loaded)
@@ -214,6 +220,8 @@ def run_edit(
     labels: Path | None = None,
     operations: Sequence[Operation] = (),
     shard: Shard | None = None,
+    overwrite: bool = False,
+    stage: OutputStage | None = None,
 ) -> list[dict[str, Any]]:
     """The whole command, callable without the CLI. Returns one summary per layout.
 
@@ -223,10 +231,20 @@ def run_edit(
     prepares the model, the concept and the source's inversion once for all layouts.
     `shard` (`accelerate launch -m layoutedit edit ...`): edit only this process's share of
     the layouts (every N-th); the files are those a single process writes.
+
+    The output root (`out`, default `default_out_root`) is checked before any work and the
+    layouts' folders are written into it together at the end (`layoutedit.output_guard`;
+    `overwrite` lets it hold files layoutedit did not write). With `stage`, the folders go
+    into `stage.path / out` instead and the caller commits (the demo's one output folder).
+    Summaries name the final paths.
     """
     from layoutedit.config import resolve_settings
+    from layoutedit.output_guard import check_output, staged_output
     from layoutedit.scenes.scene import load_scene
 
+    out_root = out if out is not None else default_out_root(scene_dir, image)
+    if stage is None:
+        check_output(out_root, overwrite=overwrite)
     settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit
     check_concept_folder(concept_dir, cfg.use_concept)
@@ -241,7 +259,6 @@ def run_edit(
     scene_notes(app, scene, editor.model)  # its warnings, a too long prompt, the model's note
     for warning in [w for _, lay in targets for w in lay.warnings]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    out_root = out if out is not None else default_out_root(scene_dir, image)
     if cfg.use_concept and concept_dir is None:
         ensure_concept(
             app,
@@ -251,7 +268,42 @@ def run_edit(
             no_learn=no_learn,
         )
     extra = {"scene": str(scene_dir) if scene_dir is not None else None}
+    if stage is not None:
+        root = stage.staged(out_root)
+        return _edit_targets(app, editor, scene, targets, root, extra, operations, concept_dir)
+    with staged_output(out_root, overwrite=overwrite) as own:
+        summaries = _edit_targets(
+            app, editor, scene, targets, own.path, extra, operations, concept_dir
+        )
+    for summary in summaries:  # the folders' final names
+        for key in ("out", "layout_map"):
+            if key in summary:
+                summary[key] = str(own.final(Path(summary[key])))
+    if not (app.quiet or app.json):
+        for summary, (stem, layout) in zip(summaries, targets, strict=True):
+            name = layout.path.name if layout.path is not None else stem
+            console.print(
+                f"{name}: best seed {summary['best_seed']} "
+                f"(attention loss {summary['best_loss']:.3f}) -> {summary['out']}",
+                highlight=False,
+            )
+    return summaries
+
+
+def _edit_targets(
+    app: AppState,
+    editor: Editor,
+    scene: Scene,
+    targets: list[tuple[str, Layout]],
+    root: Path,
+    extra: dict[str, Any],
+    operations: Sequence[Operation],
+    concept_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """Edit every target and save each into `root / stem` (a staging folder); summaries
+    name those staged paths."""
     texts = [op.text for op in operations]
+    cfg = editor.settings.edit
     summaries = []
     chatty = not (app.quiet or app.json)
     for stem, layout in targets:
@@ -264,19 +316,11 @@ def run_edit(
 
             result = editor.edit(scene, layout, concept=concept_dir, progress=per_seed)
         result.operations = tuple(texts)
-        paths = result.save(
-            out_root / stem, best=cfg.best, extra=extra, layout_png=bool(operations) or None
-        )
+        paths = result.save(root / stem, best=cfg.best, extra=extra, layout_png=bool(texts) or None)
         summary = {**result.summary(), "out": str(paths["folder"])}
         if operations:
             summary["layout_map"] = str(paths["layout"])
         summaries.append(summary)
-        if chatty:
-            console.print(
-                f"{name}: best seed {summary['best_seed']} "
-                f"(attention loss {summary['best_loss']:.3f}) -> {paths['folder']}",
-                highlight=False,
-            )
     return summaries
 
 
@@ -395,6 +439,7 @@ def register(app: typer.Typer) -> None:
         to_front: ToFrontOption = None,
         preset: PresetOption = None,
         config: ConfigOption = None,
+        overwrite: OverwriteOption = False,
     ) -> None:
         from layoutedit.editing.sharding import claim_shard
         from layoutedit.logs import configure_library_logging
@@ -443,6 +488,7 @@ def register(app: typer.Typer) -> None:
             labels=labels,
             operations=operations,
             shard=shard,
+            overwrite=overwrite,
         )
         if app_state.json:
             app_state.emit_json(summaries)

@@ -14,6 +14,7 @@ from layoutedit.cli.common import (
     ImageOption,
     LabelsOption,
     MaskOption,
+    OverwriteOption,
     PresetOption,
     SceneArgument,
     console,
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="Learn again even if the cache has it.")
         ] = False,
+        overwrite: OverwriteOption = False,
         allow_pickle: Annotated[
             bool,
             typer.Option("--allow-pickle", help="Accept pickle checkpoints (.ckpt/.bin)."),
@@ -191,6 +193,7 @@ def register(app: typer.Typer) -> None:
             ),
             out=out,
             force=force,
+            overwrite=overwrite,
             allow_pickle=allow_pickle,
             model_config=model_config,
             shard=shard,
@@ -214,6 +217,7 @@ def run_learn(
     model_config: Path | None,
     shard: Shard = Shard(),
     auto_memory: bool = False,
+    overwrite: bool = False,
 ) -> None:
     """The command's work: settings -> scene -> an `Editor` learns (or finds) the concept ->
     report.
@@ -224,12 +228,16 @@ def run_learn(
     only hold the launcher's slot: it ends when every process has ended anyway.
 
     `auto_memory`: on CUDA, learn in low memory if the normal mode would not fit
-    (`_choose_memory`).
+    (`_choose_memory`). `out` is checked before any work and written whole at the end
+    (`layoutedit.output_guard`); `overwrite` lets it hold files layoutedit did not write.
     """
     from layoutedit.config import resolve_settings
+    from layoutedit.output_guard import check_output
     from layoutedit.scenes.scene import check_latent, load_scene
 
     began = time.perf_counter()
+    if out is not None:
+        check_output(out, overwrite=overwrite)
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
     # Options and scene files are checked before the model stack is imported (seconds).
     scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)
@@ -267,8 +275,11 @@ def run_learn(
         result = editor.obtain(scene, progress=progress, force=force, on_wait=waiting)
     concept = result.concept
     if out is not None:
-        concept.save(out / "concept")
-        export_diffusers(concept, out / "diffusers", list(model.unet.attn_processors))
+        from layoutedit.output_guard import staged_output
+
+        with staged_output(out, overwrite=overwrite) as stage:
+            concept.save(stage.unit("concept"))
+            export_diffusers(concept, stage.unit("diffusers"), list(model.unet.attn_processors))
     evals = concept.meta.get("unet_evals", {})
     learn_seconds = sum(
         v for k, v in concept.meta.get("seconds", {}).items() if k != "total_this_run"

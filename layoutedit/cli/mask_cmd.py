@@ -77,12 +77,22 @@ def register(app: typer.Typer) -> None:
                 "--threshold", min=0.0, max=1.0, help="clipseg: lowest score of an object pixel."
             ),
         ] = DEFAULT_THRESHOLD,
-        force: Annotated[
-            bool, typer.Option("--force", help="Replace the scene files already in OUT.")
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite",
+                "--force",
+                help="Write into an OUT that holds files layoutedit did not write: only "
+                "image.png, mask.png and semantic_dict.json are replaced, the rest is kept. "
+                "Without it such a folder is refused before any work.",
+            ),
         ] = False,
     ) -> None:
+        from layoutedit.output_guard import check_output
+
         app_state = state(ctx)
         names = parse_objects(objects)
+        check_output(out, overwrite=overwrite)
         chosen = method or (MaskMethod.clipseg if segmenter else MaskMethod.colours)
         pixels = read_rgb(image, what="image")
         scene = mask_scene(
@@ -92,7 +102,7 @@ def register(app: typer.Typer) -> None:
             chosen,
             segmenter=segmenter,
             threshold=threshold,
-            overwrite=force,
+            overwrite=overwrite,
         )
         report = {
             "scene": str(out),

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from layoutedit.cli.common import PresetOption, console, err_console, state, user_errors
+from layoutedit.cli.common import (
+    OverwriteOption,
+    PresetOption,
+    console,
+    err_console,
+    state,
+    user_errors,
+)
 from layoutedit.errors import UserError
 
 HELP = """Run an edit script: one scene, a sequence of steps, each a layout file or layout
@@ -62,6 +69,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         preset: PresetOption = None,
+        overwrite: OverwriteOption = False,
     ) -> None:
         from dataclasses import replace
 
@@ -81,6 +89,9 @@ def register(app: typer.Typer) -> None:
         checked = load_script(script, model=app_state.model, preset=preset, frames=frames)
         if out is not None:
             checked = replace(checked, out=out)
+        from layoutedit.output_guard import check_output
+
+        check_output(checked.out, overwrite=overwrite)
         chatty = not (app_state.quiet or app_state.json)
         if chatty:
             err_console.print(
@@ -115,11 +126,21 @@ def register(app: typer.Typer) -> None:
         with learning_progress(chatty and shard.is_main) as progress:
             if checked.frames:
                 summary = run_animation(
-                    checked, editor, learn_progress=progress, on_frame=frame_done, shard=shard
+                    checked,
+                    editor,
+                    learn_progress=progress,
+                    on_frame=frame_done,
+                    shard=shard,
+                    overwrite=overwrite,
                 )
             else:
                 summary = run_script(
-                    checked, editor, learn_progress=progress, on_step=report, shard=shard
+                    checked,
+                    editor,
+                    learn_progress=progress,
+                    on_step=report,
+                    shard=shard,
+                    overwrite=overwrite,
                 )
         if summary.get("partial"):  # a process other than rank 0: its share is done
             if chatty:

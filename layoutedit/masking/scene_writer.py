@@ -1,8 +1,9 @@
 """Masks + names -> an ordinary scene folder (image.png, mask.png, semantic_dict.json).
 
 The folder is checked by reading it back with `layoutedit.scenes.scene.load_scene`, so what `mask`
-writes is exactly what `learn`, `edit` and `inspect` accept. A new folder appears whole or
-not at all; in an existing folder (with `overwrite`) the three files are replaced one by one.
+writes is exactly what `learn`, `edit` and `inspect` accept. The three files are staged and
+moved in together (`layoutedit.output_guard`): a folder holding files layoutedit did not
+write is refused unless `overwrite`, which replaces only these three.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from layoutedit.atomic import atomic_folder, write_json_atomic, write_png_atomic
+from layoutedit.atomic import write_json_atomic, write_png_atomic
 from layoutedit.errors import UserError
+from layoutedit.output_guard import staged_output
 from layoutedit.scenes.label_map import BACKGROUND
 from layoutedit.scenes.scene import LABELS_NAME, MASK_NAME, Scene, load_scene
 
@@ -57,10 +59,12 @@ def write_mask_scene(
         image: (H, W, 3) uint8 RGB, written as image.png.
         masks: (K, H, W) bool, one per name, disjoint.
         names: K object names.
-        overwrite: replace image.png, mask.png and semantic_dict.json of an existing folder.
+        overwrite: write into a folder holding files layoutedit did not write (only
+            image.png, mask.png and semantic_dict.json are replaced).
 
     Raises:
-        UserError: an empty mask, too many objects, or an existing scene without `overwrite`.
+        UserError: an empty mask, too many objects, or a folder with files layoutedit did not
+            write and no `overwrite`.
     """
     if len(names) > len(PALETTE):
         raise UserError(f"at most {len(PALETTE)} objects per mask, got {len(names)}")
@@ -72,20 +76,10 @@ def write_mask_scene(
     label_map = {name: list(PALETTE[i]) for i, name in enumerate(names)}
     label_map[BACKGROUND] = list(BACKGROUND_COLOUR)
     files = {IMAGE_NAME: image, MASK_NAME: palette[labels]}
-    if folder.exists() and not folder.is_dir():
-        raise UserError("not a folder", path=folder)
-    if folder.exists() and any(folder.iterdir()):
-        taken = [n for n in (IMAGE_NAME, MASK_NAME, LABELS_NAME) if (folder / n).exists()]
-        if taken and not overwrite:
-            raise UserError(
-                f"already holds {', '.join(taken)} (pass --force to replace them)", path=folder
-            )
+    # Staged and moved in at the end (`output_guard`): files of the user's in the folder are
+    # refused unless `overwrite`, which replaces only these three.
+    with staged_output(folder, overwrite=overwrite) as stage:
         for name, pixels in files.items():
-            write_png_atomic(folder / name, pixels)
-        write_json_atomic(folder / LABELS_NAME, label_map)
-    else:
-        with atomic_folder(folder) as tmp:
-            for name, pixels in files.items():
-                write_png_atomic(tmp / name, pixels)
-            write_json_atomic(tmp / LABELS_NAME, label_map)
+            write_png_atomic(stage.unit(name), pixels)
+        write_json_atomic(stage.unit(LABELS_NAME), label_map)
     return load_scene(folder)

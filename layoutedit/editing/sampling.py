@@ -37,6 +37,7 @@ from layoutedit.editing.guidance import (
     total_loss,
 )
 from layoutedit.editing.inversion import Inversion
+from layoutedit.editing.noise import cpu_normal
 from layoutedit.loading.conditioning import Conditioning
 
 
@@ -201,7 +202,7 @@ def sample(
         guide: attention guidance and final-loss measurement; None for neither.
         blend: background blending; None for none.
         eta: DDIM eta (0 = deterministic).
-        generator: random source for eta > 0.
+        generator: random source for eta > 0 (a CPU generator, `editing.noise`).
         counter: UNet evaluations (backward passes of the guidance are added here; forwards
             are counted by the predictor).
         on_step: hook called with the latent entering each DDIM step.
@@ -234,7 +235,12 @@ def sample(
         )
         if guide is not None and measure:
             final_losses = guide.losses(guide.store.maps()[-1])  # last sample is conditional
-        latents = sampler.step(guided, t, latents, eta=eta, generator=generator, return_dict=False)[
-            0
-        ]
+        noise = None
+        if eta > 0 and generator is not None:
+            # Drawn on the CPU and moved (`editing.noise`): the same seed, the same noise on
+            # every device (the scheduler would draw on the latents' device).
+            noise = cpu_normal(guided.shape, generator, guided.device, guided.dtype)
+        latents = sampler.step(
+            guided, t, latents, eta=eta, variance_noise=noise, return_dict=False
+        )[0]
     return SamplingOutput(latents=latents, final_losses=final_losses, stats=stats)

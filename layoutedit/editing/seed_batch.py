@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 
 from layoutedit.attention_recording import run_until_collected
 from layoutedit.counting import UNetCounter
 from layoutedit.editing.denoising import NoisePredictor, cfg_prediction
 from layoutedit.editing.guidance import refinement_target, step_sizes, total_loss
+from layoutedit.editing.noise import cpu_normal
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
@@ -199,15 +199,7 @@ def sample_batch(
         if eta > 0:
             # Each seed's noise from its own generator, in `sample`'s shape and order.
             noise = torch.cat(
-                [
-                    randn_tensor(
-                        tuple(latents[:1].shape),
-                        generator=g,
-                        device=guided.device,
-                        dtype=guided.dtype,
-                    )
-                    for g in generators
-                ]
+                [cpu_normal(latents[:1].shape, g, guided.device, guided.dtype) for g in generators]
             )
         latents = sampler.step(
             guided, t, latents, eta=eta, variance_noise=noise, return_dict=False

@@ -41,6 +41,7 @@ from layoutedit.editing.detail import apply_detail, moved_detail
 from layoutedit.editing.guidance import total_loss
 from layoutedit.editing.inversion import Inversion, invert
 from layoutedit.editing.low_memory import prepare_editing
+from layoutedit.editing.noise import seed_generator, seeded_normal
 from layoutedit.editing.paste import grow, paste_edit, rim_width
 from layoutedit.editing.ranking import LayoutScorer
 from layoutedit.editing.sampling import (
@@ -321,11 +322,9 @@ class EditSession:
         )
 
     def start_noise(self, seed: int) -> torch.Tensor:
-        """(1, C, h, w) seeded Gaussian z_T (the same seed gives the same noise per device)."""
-        generator = torch.Generator(device=self.source.device).manual_seed(seed)
-        return torch.randn(
-            self.source.shape, generator=generator, device=self.source.device, dtype=torch.float32
-        )
+        """(1, C, h, w) seeded Gaussian z_T, float32: drawn on the CPU, so the same seed gives
+        the same z_T on every backend (`editing.noise`)."""
+        return seeded_normal(seed, self.source.shape, self.source.device)
 
     def to_source_size(self, images: np.ndarray) -> list[np.ndarray]:
         """(B, S, S, 3) model-size images -> the source's size and aspect (padding cropped)."""
@@ -434,7 +433,7 @@ class EditSession:
         starts = torch.cat(
             [self._start(seed, start_step, pasted) for seed in seeds]
         )  # (S, C, h, w)
-        generators = [torch.Generator(device=self.source.device).manual_seed(s) for s in seeds]
+        generators = [seed_generator(s) for s in seeds]
         return sample_batch(
             runner,
             self.sampler,
@@ -502,7 +501,7 @@ class EditSession:
         else:
             for n, seed in enumerate(seeds):
                 began = time.perf_counter()
-                generator = torch.Generator(device=self.source.device).manual_seed(seed)
+                generator = seed_generator(seed)  # eta noise, on the CPU as z_T
                 out = sample(
                     runner,
                     self.sampler,

@@ -8,11 +8,16 @@ others wait and then load it. At the end `Shard.gather` hands every process's re
 rank 0 (torch.distributed on the CPU `gloo` backend), which writes what depends on all of
 them (summary.json, the sheet, the GIF). Every item's files are the same as a one-process
 run's: an item's result depends only on its layout, its seed, the concept and the inversion.
+
+On a machine with several GPUs each process takes the one its `LOCAL_RANK` names
+(`torch.cuda.set_device`, in `claim_shard`): without it every copy would load its model on
+GPU 0. The CUDA backend reads the same variable (`cuda_device_index`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,8 @@ class Shard:
 
     rank: int = 0
     world: int = 1
+    local_rank: int | None = None
+    """`LOCAL_RANK` of the launcher: the process's index on this machine (its GPU)."""
 
     @property
     def is_main(self) -> bool:
@@ -57,7 +64,8 @@ _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
 def claim_shard() -> Shard:
     """`current_shard()`, then the launcher's rank variables taken out of `os.environ`.
 
-    Called by `run`, `edit` and `learn` before anything builds an `Accelerator`.
+    Called by `run`, `edit` and `learn` before anything builds an `Accelerator`. On CUDA
+    the process's GPU is chosen first (`use_local_device`), since `LOCAL_RANK` is gone after.
 
     Why: learning builds an `accelerate.Accelerator`, which joins a process group whenever
     it sees `WORLD_SIZE` > 1, and joining blocks until every process joins. One process
@@ -67,13 +75,15 @@ def claim_shard() -> Shard:
     the others.
     """
     shard = current_shard()
+    use_local_device(shard.local_rank)
     for name in _LAUNCHER_VARIABLES:
         os.environ.pop(name, None)
     return shard
 
 
 def current_shard() -> Shard:
-    """The shard of this process from `RANK` / `WORLD_SIZE` (one process when unset).
+    """The shard of this process from `RANK` / `WORLD_SIZE` / `LOCAL_RANK` (one process
+    when unset).
 
     Raises:
         ValueError: values that are not a rank within the world size.
@@ -82,4 +92,53 @@ def current_shard() -> Shard:
     rank = int(os.environ.get("RANK", "0") or 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} does not fit WORLD_SIZE={world}")
-    return Shard(rank, world)
+    return Shard(rank, world, local_rank(os.environ))
+
+
+def local_rank(environ: Mapping[str, str]) -> int | None:
+    """`LOCAL_RANK` as set by `torchrun` / `accelerate launch`, or None when unset.
+
+    Raises:
+        ValueError: a value that is not a non-negative integer.
+    """
+    text = environ.get("LOCAL_RANK", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"LOCAL_RANK={text!r} is not a process index")
+    return int(text)
+
+
+def cuda_device_index(environ: Mapping[str, str] | None = None) -> int:
+    """The CUDA device this process runs on: the one `LOCAL_RANK` names when the launcher
+    set it, else the current device (which `claim_shard` set from it).
+
+    Raises:
+        ValueError: `LOCAL_RANK` names a device this machine does not have.
+    """
+    import torch
+
+    env = os.environ if environ is None else environ
+    index = local_rank(env)
+    if index is None:
+        return int(torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(
+            f"LOCAL_RANK={index} but this machine has {count} CUDA device(s); launch at most "
+            f"{count} processes per machine (accelerate launch --num_processes {count})"
+        )
+    return index
+
+
+def use_local_device(index: int | None) -> None:
+    """Make `LOCAL_RANK`'s GPU the current CUDA device (`torch.cuda.set_device`), so that
+    every model, tensor and `Accelerator` of this process lands on it. Nothing without a
+    local rank or without CUDA (torch is not even imported without a local rank)."""
+    if index is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    torch.cuda.set_device(cuda_device_index({"LOCAL_RANK": str(index)}))

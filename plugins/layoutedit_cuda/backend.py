@@ -2,7 +2,8 @@
 
 What differs from the CPU reference, and only that (the maths is the core's):
 - layers that are not recorded run a fused kernel: xformers' memory-efficient attention when
-  the package is importable, else PyTorch's `scaled_dot_product_attention`
+  the package runs here (one tiny call checks it, `kernels.kernel_name`), else PyTorch's
+  `scaled_dot_product_attention`
   (`AttnProcessor2_0`); recorded layers run `RecordingAttnProcessor`, which uses the same
   fused kernel whenever it is not recording;
 - weights in fp16 and forward passes under fp16 autocast (latents and the guidance
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class CudaBackend:
-    """One NVIDIA GPU (the current CUDA device)."""
+    """One NVIDIA GPU: `LOCAL_RANK`'s under a launcher, else the current CUDA device."""
 
     name: ClassVar[str] = "cuda"
     description: ClassVar[str] = (
@@ -34,7 +35,9 @@ class CudaBackend:
     priority: ClassVar[int] = 10
 
     def __init__(self, prefer_xformers: bool = True) -> None:
-        self.kernel = kernel_name(prefer_xformers)
+        # Checked on this process's GPU (a build may import and still not run there).
+        device = self.device if torch.cuda.is_available() else None
+        self.kernel = kernel_name(prefer_xformers, device)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -47,8 +50,16 @@ class CudaBackend:
 
     @property
     def device(self) -> torch.device:
-        """The current CUDA device."""
-        return torch.device("cuda", torch.cuda.current_device())
+        """The CUDA device of this process: `LOCAL_RANK`'s under a launcher (one GPU per
+        process), else the current device."""
+        from layoutedit.editing.sharding import cuda_device_index
+
+        try:
+            return torch.device("cuda", cuda_device_index())
+        except ValueError as exc:
+            from layoutedit.errors import UserError
+
+            raise UserError(str(exc)) from None
 
     @property
     def dtype(self) -> torch.dtype:

@@ -139,9 +139,11 @@ class Editor:
             a `.safetensors` checkpoint (as `--model`).
         backend: a backend name or `auto`.
         cache_dir: the concept cache; default `$LAYOUTEDIT_CACHE_DIR` or the user cache.
-        preset, config: settings as `--preset` / `--config` (ignored when `settings` given).
+        preset: settings preset as `--preset` (ignored when `settings` is given).
+        config: TOML settings file as `--config` (ignored when `settings` is given).
         settings: resolved settings to use as they are.
-        allow_pickle, model_config: as for `layoutedit.loading.model_loading.load_model`.
+        allow_pickle: accept pickle checkpoints (as for `loading.model_loading.load_model`).
+        model_config: config folder of a single-file checkpoint, as for `load_model`.
         report: receives one-line notices (cache repairs, a lock wait); default: logging.
     """
 

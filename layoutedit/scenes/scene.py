@@ -336,7 +336,9 @@ def load_scene(
 
     Args:
         folder: folder with image.png, mask.png, semantic_dict.json, target_layout/.
-        image, mask, labels: explicit files.
+        image: the image file (instead of the folder's, or without a folder).
+        mask: the colour-coded object mask file.
+        labels: the label map JSON file (name -> [r, g, b]).
         options: colour tolerance, snapping share, prompt template, smallest object.
         latent_size: side of the model's latent grid (64 for SD 1.x at 512 px); when given,
             each object must cover at least `options.min_object_latent_pixels` latent pixels.

@@ -1,9 +1,9 @@
 """One call on a lent GPU: train the embedded model on, gate it, pack what comes back.
 
-Two CPU cores moved the gate's colour-and-shape presence from 0.14 to 0.16 in three sessions
-(`make evaluate-model`; shapes-world.md asks 0.8). A GPU runs the same recipe hundreds of
-times faster, but a session gets one for minutes, in calls of at most ten, on a bare machine
-whose files come back only as up to 8 files of at most 16 MiB. This driver fits the recipe
+Two CPU cores moved the gate's colour-and-shape presence from 0.14 to 0.16 in days of
+training (`make evaluate-model`; shapes-world.md asks 0.8). A GPU runs the same recipe
+hundreds of times faster, but one is lent for minutes, in calls of at most ten, on a bare
+machine whose files come back only as up to 8 files of at most 16 MiB. This driver fits the recipe
 into one such call:
 
 1. continue from the shipped model (`train --init-from`: its VAE, so latents, concepts and

@@ -379,7 +379,7 @@ def export(run: Path, size: ModelSize, out: Path) -> Path:
     text = build_text_encoder(size, tokenizer)
     text.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("text.")})
     vae: Any = AutoencoderKL.from_pretrained(run / "vae")
-    # The UNet learned the raw posterior means (`train_unet`): until session 6 this wrote 1/std
+    # The UNet learned the raw posterior means (`train_unet`): until 2026-11-29 this wrote 1/std
     # (0.747), so every encode handed the UNet latents at 0.75x the scale it was trained on
     # (development bench, seed 2000: object dB 27.1 -> 28.1 and attention share 0.77 -> 0.82
     # with 1; the gate's attention share on true images 0.846 -> 0.873).

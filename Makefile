@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup setup-ui demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,31 @@ setup-ui: $(PY)
 	$(PY) -m pip install $(UI_DEPS)
 	$(PY) -m pip install --no-deps $(UI_NO_DEPS)
 	$(PY) -c "import gradio, gradio_client, PIL; print('gradio', gradio.__version__, 'on Pillow', PIL.__version__)"
+
+## setup-docs: the `docs` and `release` extras (MkDocs, Material, mkdocstrings; build, twine)
+setup-docs: $(PY)
+	$(PY) -m pip install -e ".[docs,release]"
+
+## docs: serve the documentation site on http://127.0.0.1:8000, rebuilt on every save
+docs:
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
+## docs-build: build the site into site/; --strict fails on a broken link, anchor or reference
+docs-build:
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## dist: the wheel (with the embedded model) and the sdist, into dist/
+dist:
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
+## wheel-check: twine check, then the wheel alone in a new venv runs a fast demo
+wheel-check:
+	.ci/wheel-check
+
+## words-check: no words about how or by whom the project was built in tracked text files
+words-check:
+	.ci/words-check
 
 ## demo: learn a generated 3-object scene on the embedded model and edit it to three layouts
 demo:
@@ -109,4 +134,4 @@ device-model-install:
 	$(PY) -m layoutedit.shapes.device_train --unpack "$(FROM)"
 
 clean:
-	rm -rf layoutedit-demo bench-out .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf layoutedit-demo bench-out site .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from layoutedit.shapes.world import sample_scene
+from layoutedit.shapes.world_v2 import sample_world_scene
 
 TRAIN_SEED_BASE = 10_000_000
 HELDOUT_SEED_BASE = 20_000_000
@@ -23,7 +24,7 @@ COVER_SIDE = 16  # the latent side of shapes-tiny: one cover cell per latent cel
 
 
 def _one(seed: int) -> tuple[np.ndarray, str]:
-    scene = sample_scene(seed)
+    scene = sample_world_scene(seed)
     return scene.image, scene.caption
 
 
@@ -76,18 +77,26 @@ def _cached_pairs(
     return arrays, values
 
 
-def _one_both(seed: int) -> tuple[np.ndarray, str, np.ndarray, list[str]]:
-    scene = sample_scene(seed)  # rendered once for both caches
+def _one_both(seed: int, world: str = "v1") -> tuple[np.ndarray, str, np.ndarray, list[str]]:
+    scene = sample_world_scene(seed, world=world)  # rendered once for both caches
     covers = np.zeros((MAX_OBJECTS, COVER_SIDE, COVER_SIDE), dtype=np.float16)
     covers[: len(scene.objects)] = pooled_covers(scene.masks, COVER_SIDE)
     return scene.image, scene.caption, covers, [o.phrase for o in scene.objects]
 
 
 def load_or_generate_both(
-    images_path: Path, truth_path: Path, first_seed: int, count: int, workers: int = 2
+    images_path: Path,
+    truth_path: Path,
+    first_seed: int,
+    count: int,
+    workers: int = 2,
+    world: str = "v1",
 ) -> tuple[tuple[np.ndarray, list[str]], tuple[np.ndarray, list[list[str]]]]:
     """Images and captions (`load_or_generate`) and the truth of the same scenes, from their
     caches, or made in one pass when either is missing (each scene rendered once).
+
+    Args:
+        world: the shapes world's version (`v1`, `v2`) the scenes come from.
 
     Returns:
         (images, captions) as `load_or_generate`'s, and (covers, phrases): covers (count,
@@ -100,7 +109,8 @@ def load_or_generate_both(
     if images is not None and truth is not None:
         return images, truth
     with Pool(workers) as pool:
-        rows = pool.map(_one_both, range(first_seed, first_seed + count), chunksize=64)
+        one = partial(_one_both, world=world)
+        rows = pool.map(one, range(first_seed, first_seed + count), chunksize=64)
     images = (np.stack([r[0] for r in rows]), [r[1] for r in rows])
     truth = (np.stack([r[2] for r in rows]), [r[3] for r in rows])
     _save_pairs(images_path, "images", *images)

@@ -65,14 +65,49 @@ def learn_merges(words: Iterable[str]) -> list[tuple[str, str]]:
             pieces[word] = out
 
 
-def write_tokenizer(folder: Path, words: Iterable[str], model_max_length: int) -> None:
-    """Write a CLIP tokenizer whose vocabulary makes each of `words` a single token."""
+def _extra_merges(merges: list[tuple[str, str]], words: list[str]) -> list[tuple[str, str]]:
+    """Merges, after `merges`, that make each of `words` one symbol (greedy, deterministic)."""
+    ranks = {m: i for i, m in enumerate(merges)}
+    known = set(merges)
+    out: list[tuple[str, str]] = []
+    for word in sorted({w.lower() for w in words}):
+        symbols = [*word[:-1], word[-1] + WORD_END]
+        while len(symbols) > 1:  # first what the existing merges do, in rank order
+            pairs = [(ranks.get(p, 1 << 30), i, p) for i, p in enumerate(pairwise(symbols))]
+            rank, i, pair = min(pairs)
+            if rank == 1 << 30:
+                break
+            symbols[i : i + 2] = [pair[0] + pair[1]]
+        while len(symbols) > 1:  # then new merges, left to right, until one symbol
+            pair = (symbols[0], symbols[1])
+            if pair not in known:
+                known.add(pair)
+                ranks[pair] = len(ranks)
+                out.append(pair)
+            symbols[0:2] = [pair[0] + pair[1]]
+    return out
+
+
+def write_tokenizer(
+    folder: Path, words: Iterable[str], model_max_length: int, extra_words: Iterable[str] = ()
+) -> None:
+    """Write a CLIP tokenizer whose vocabulary makes each of `words` a single token.
+
+    `extra_words` become single tokens too, with ids after every id of the tokenizer of
+    `words` alone and merges ranked after its merges: a model trained on that tokenizer
+    keeps every token id and every tokenization, and only grows its embedding table.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     chars = _bytes_to_unicode()
     vocab_list = chars + [c + WORD_END for c in chars]
     merges = learn_merges(words)
     vocab_list += [a + b for a, b in merges]
     vocab_list += [START, END]
+    extra = [w for w in extra_words if w.lower() not in {x.lower() for x in words}]
+    if extra:
+        more = _extra_merges(merges, extra)
+        merges += more
+        vocab_list += [a + b for a, b in more]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]

@@ -53,7 +53,9 @@ from layoutedit.shapes.training_io import (
     log_to_run,
     trained_steps,
 )
+from layoutedit.shapes.vae_continue import continue_vae
 from layoutedit.shapes.world import VOCABULARY
+from layoutedit.shapes.world_v2 import VOCABULARY_V2_EXTRA, WORLDS
 
 SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
 
@@ -350,6 +352,20 @@ def _append_history(run: Path, args: argparse.Namespace) -> None:
     path.write_text(json.dumps(history, indent=1))
 
 
+def _grow_token_table(state: dict[str, torch.Tensor], vocab: int) -> dict[str, torch.Tensor]:
+    """The text encoder's token table grown to `vocab` rows when the run's tokenizer adds
+    words (`write_tokenizer`'s extra words): old rows keep their ids, new rows start at the
+    mean row plus a little noise."""
+    out = dict(state)
+    for key, table in state.items():
+        if key.endswith("token_embedding.weight") and table.shape[0] < vocab:
+            gen = torch.Generator().manual_seed(7)
+            extra = vocab - table.shape[0]
+            noise = torch.randn(extra, table.shape[1], generator=gen) * table.std() * 0.1
+            out[key] = torch.cat([table, table.mean(0, keepdim=True) + noise])
+    return out
+
+
 def seed_from_model(run: Path, model_dir: Path) -> None:
     """Start an empty run from an exported pipeline folder, so training goes on where the
     shipped model stopped even without the original run folder (weights only: the optimiser
@@ -361,6 +377,7 @@ def seed_from_model(run: Path, model_dir: Path) -> None:
     unet = load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     text = load_file(str(model_dir / "text_encoder" / "model.safetensors"))
     state = {f"unet.{k}": v for k, v in unet.items()} | {f"text.{k}": v for k, v in text.items()}
+    state = _grow_token_table(state, len(CLIPTokenizer.from_pretrained(run / "tokenizer")))
     write_safetensors_atomic(run / "unet_ckpt.safetensors", state)
     write_safetensors_atomic(run / "ema.safetensors", state)
     training = json.loads((model_dir / "TRAINING.json").read_text())
@@ -445,6 +462,16 @@ def main(argv: list[str] | None = None) -> None:
         default=0.3,
         help="Weight of the mask-supervised cross-attention loss (0: denoising loss only).",
     )
+    ap.add_argument(
+        "--world", choices=WORLDS, default="v1", help="The shapes world the scenes come from."
+    )
+    ap.add_argument(
+        "--vae-continue-steps",
+        type=int,
+        default=0,
+        help="Fine-tune the whole VAE on this run's scenes first (a model continued on a "
+        "new world).",
+    )
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--size", choices=sorted(SIZES), default="shapes-tiny", help="Model size.")
     ap.add_argument(
@@ -462,16 +489,23 @@ def main(argv: list[str] | None = None) -> None:
         assert args.export is not None
         export(run, size, args.export)
         return
-    write_tokenizer(run / "tokenizer", VOCABULARY, size.max_length)
+    extra = VOCABULARY_V2_EXTRA if args.world == "v2" else ()
+    write_tokenizer(run / "tokenizer", VOCABULARY, size.max_length, extra)
     if args.init_from is not None:
         seed_from_model(run, args.init_from)
     _append_history(run, args)
     t0 = time.time()
     (images, captions), truth = load_or_generate_both(
-        run / "train.npz", run / "truth.npz", TRAIN_SEED_BASE, args.scenes, args.workers
+        run / "train.npz",
+        run / "truth.npz",
+        TRAIN_SEED_BASE,
+        args.scenes,
+        args.workers,
+        world=args.world,
     )
     log_to_run(run, f"data {images.shape} in {time.time() - t0:.0f}s")
     train_vae(run, images, size, args.vae_steps, args.vae_batch)
+    continue_vae(run, images, args.vae_continue_steps, args.vae_batch)
     latents = encode_latents(run, images, args.device)
     train_unet(
         run,

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,16 @@ class WorldScene:
     background: str
     background_seed: int
     caption: str
+    world: str = "v1"
+    """`v1` (flat light, smooth backgrounds) or `v2` (see `world_v2`)."""
+    light: Any = None
+    """World v2: the scene's `lighting.Light`; None in v1."""
+    amodal: np.ndarray | None = None
+    """World v2: (K, S, S) bool whole-object masks, hidden parts included."""
+    shadows: np.ndarray | None = None
+    """World v2: (K, S, S) float32 each object's shadow darkening (0..strength)."""
+    illumination: np.ndarray | None = None
+    """World v2: (S, S) float32 multiplicative illumination field."""
 
     @property
     def names(self) -> tuple[str, ...]:

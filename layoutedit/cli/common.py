@@ -109,8 +109,10 @@ def state(ctx: typer.Context) -> AppState:
 
 def print_user_error(exc: UserError) -> None:
     """The one line of a UserError on stderr."""
-    # escape: messages hold brackets ("[r, g, b]") that rich would read as markup
-    err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False)
+    # escape: messages hold brackets ("[r, g, b]") that rich would read as markup; a line
+    # break inside a name or path would split the one line in two
+    line = exc.line().replace("\r", "\\r").replace("\n", "\\n")
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
 
 
 def user_errors(func: F) -> F:

@@ -10,7 +10,9 @@ key>`) and `concept.json` (everything else), written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from layoutedit.atomic import atomic_folder
 from layoutedit.errors import UserError
-from layoutedit.learning.tokens import set_rows
+from layoutedit.learning.tokens import check_placeholders, set_rows
 
 if TYPE_CHECKING:
     from layoutedit.loading.model_loading import LoadedModel
@@ -163,6 +165,7 @@ def apply_concept(model: LoadedModel, concept: Concept) -> None:
             f"this concept was learned on {learned}, this model is {model.family}; "
             "learn it again with this --model"
         )
+    check_placeholders(model, concept.all_tokens)  # a crafted concept cannot retrain <|endoftext|>
     rows = [concept.embeddings, concept.embeddings_2][:encoders]
     for encoder, table in enumerate(rows):
         set_rows(model, {t: table[t] for t in concept.all_tokens}, encoder)
@@ -175,8 +178,32 @@ def apply_concept(model: LoadedModel, concept: Concept) -> None:
 
 
 def _token_file_name(token: str) -> str:
-    core = "".join(c if c.isalnum() or c in "-_" else "_" for c in token.strip("<>"))
-    return f"learned_embeds-{core}.safetensors"
+    """`learned_embeds-<core>.safetensors`, one file name per token: letters, digits, `-` and
+    `_` are kept; when anything else had to become `_` (`<a.b>` and `<a,b>`, emoji), the
+    token's SHA-256 prefix is appended, so two tokens never share a file."""
+    core = token[1:-1] if token.startswith("<") and token.endswith(">") else token
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in core)
+    if safe != core or not safe:
+        safe += "-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
+    return f"learned_embeds-{safe}.safetensors"
+
+
+def _token_files(tokens: Sequence[str]) -> dict[str, str]:
+    """token -> file name; UserError naming both tokens if two would share a file (also on
+    a case-insensitive file system)."""
+    files: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for token in tokens:
+        name = _token_file_name(token)
+        other = seen.get(name.casefold())
+        if other is not None:
+            raise UserError(
+                f"tokens {other} and {token} would be exported to the same file {name}; "
+                "rename one of the objects"
+            )
+        seen[name.casefold()] = token
+        files[token] = name
+    return files
 
 
 def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[str]) -> Path:
@@ -202,6 +229,7 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
         unet_processor_names: `list(unet.attn_processors)` of the base model.
     """
     folder = Path(folder)
+    files = _token_files(concept.all_tokens)
     with atomic_folder(folder) as tmp:
         for token in concept.all_tokens:
             row = concept.embeddings[token].float().contiguous()
@@ -209,7 +237,7 @@ def export_diffusers(concept: Concept, folder: Path, unet_processor_names: list[
             if concept.embeddings_2:
                 second = concept.embeddings_2[token].float().contiguous()
                 rows = {"clip_l": row[None], "clip_g": second[None]}
-            save_file(rows, str(tmp / _token_file_name(token)), metadata={"format": "pt"})
+            save_file(rows, str(tmp / files[token]), metadata={"format": "pt"})
         cd: dict[str, torch.Tensor] = {}
         for name in unet_processor_names:
             layer = name.removesuffix(".processor")

@@ -92,6 +92,38 @@ def init_row(model: LoadedModel, text: str, encoder: int = 0) -> torch.Tensor:
     return table[torch.tensor(ids, device=table.device)].detach().float().mean(dim=0)
 
 
+def taken_token(tokenizer: Any, token: str) -> str | None:
+    """Why `token` cannot be a placeholder of this tokenizer, or None when it can.
+
+    A placeholder gets its own trained embedding row, so it must not be, or hold, a special
+    token (training `<|endoftext|>`'s row would change every prompt), nor be a word of the
+    base vocabulary (its row is shared with ordinary text). Tokens added earlier (the
+    placeholders of another scene on the same model) are fine.
+    """
+    specials = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
+    if token in specials:
+        return f"it is the tokenizer's special token {token}"
+    inside = [t for t in specials if len(t) > 1 and t in token]
+    if inside:
+        return f"it holds the tokenizer's special token {inside[0]}"
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    if token not in added and token in tokenizer.get_vocab():
+        return f"{token} is already a word of the model's tokenizer"
+    return None
+
+
+def check_placeholders(model: LoadedModel, tokens: Sequence[str]) -> None:
+    """UserError naming the first token that cannot be a placeholder (`taken_token`) in any
+    of the model's tokenizers."""
+    for tokenizer in model.tokenizers:
+        for token in tokens:
+            why = taken_token(tokenizer, token)
+            if why is not None:
+                raise UserError(
+                    f"cannot use {token} as an object's placeholder: {why}; rename that object"
+                )
+
+
 def add_placeholders(model: LoadedModel, inits: Mapping[str, str]) -> dict[str, int]:
     """Add placeholder tokens, each initialised from the words of `inits[token]`, to every
     tokenizer and text encoder.
@@ -102,7 +134,12 @@ def add_placeholders(model: LoadedModel, inits: Mapping[str, str]) -> dict[str, 
 
     Returns:
         placeholder -> its token id in the first tokenizer.
+
+    Raises:
+        UserError: a placeholder is, or holds, a special token or is a word of the base
+            vocabulary (`check_placeholders`).
     """
+    check_placeholders(model, list(inits))
     # Rows come from the tables before they grow, so a placeholder never starts from another.
     rows = [
         {token: init_row(model, text, encoder) for token, text in inits.items()}

@@ -22,12 +22,22 @@ def placeholder_token(name: str) -> str:
     underscore, and angle brackets are dropped so the token has exactly one pair.
 
     Raises:
-        UserError: the name has no usable characters.
+        UserError: the name has no usable characters, holds a control character, or makes a
+            token of the special-token form `<|...|>`.
     """
+    if any((ord(c) < 32 and not c.isspace()) or ord(c) == 127 for c in name):
+        raise UserError(f"object name {name!r} holds a control character; rename it")
     core = re.sub(r"\s+", "_", name.strip().lower()).replace("<", "").replace(">", "")
     core = core.strip("_")
     if not core:
         raise UserError(f"object name {name!r} has no letters or digits to make a token from")
+    if re.fullmatch(r"\|.*\|", core):
+        # `<|endoftext|>` is CLIP's end and padding token: learning its row would change
+        # every prompt. The model's own tokens are checked again when it is loaded.
+        raise UserError(
+            f"object name {name!r} makes the token <{core}>, the form of the text encoder's "
+            "special tokens (<|endoftext|>); rename it"
+        )
     return f"<{core}>"
 
 

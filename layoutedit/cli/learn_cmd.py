@@ -328,7 +328,7 @@ def _choose_memory(editor: Any, scene: Any, force: bool, *, quiet: bool) -> None
     if editor.backend.device.type != "cuda":
         return
     if not force and editor.cached_concept(scene) is not None:
-        return  # reused, not learned (and another mode would change its cache key)
+        return  # reused, not learned (the memory mode is not part of its cache key)
     learn = editor.settings.learn
     backend = editor.backend.name
     choice = learn_memory_choice(editor.model, learn, len(scene.objects), backend, editor.cache_dir)

@@ -1,8 +1,9 @@
 """Learned concepts in the concept cache: look up, or learn once and store.
 
 A concept's key (`layoutedit_cache.concept_key`) covers the base model's fingerprint, the
-learning settings plus the scene prompt (the prompt template changes what is learned) and
-the contents of a prior folder, the scene's pixels, its labels and its object names.
+learning settings (the memory-only ones at their defaults, `MEMORY_ONLY`) plus the scene
+prompt (the prompt template changes what is learned) and the contents of a prior folder, the
+scene's pixels, its labels and its object names.
 `obtain_concept` holds the key's lock while it looks up and learns, so two processes learning
 the same scene learn it once. Checkpoints of a run in progress live in
 `<cache dir>/learn-checkpoints/<key>` (not a cache entry), so an interrupted run leaves no
@@ -44,11 +45,21 @@ ADDED_LATER: dict[str, Any] = {"optimizer": "adamw", "augment_shift": 0.0}
 """Settings added after concepts were first cached, with their defaults: at its default a
 setting leaves the key as it was before it existed, so concepts cached then are found."""
 
+MEMORY_ONLY = ("low_memory", "mixed_precision")
+"""Settings that change what learning holds in memory (and its rounding), not what it
+learns: gradient checkpointing, and the dtype of the forward passes and frozen weights. They
+enter the key at their defaults whatever they are, so a concept learned with `--low-memory`
+or under the automatic switch (`learn` on a GPU short of memory) is the one a later `edit`
+without them finds, and keys of concepts cached before stay as they were."""
+
 
 def learn_key_config(cfg: LearnConfig, scene: Scene) -> dict[str, Any]:
-    """What of the settings a concept depends on: the learn config, the scene prompt and,
-    when prior preservation reads a folder, a digest of that folder's contents."""
+    """What of the settings a concept depends on: the learn config (memory-only settings at
+    their defaults), the scene prompt and, when prior preservation reads a folder, a digest
+    of that folder's contents."""
     out = {**cfg.model_dump(mode="json"), "prompt": scene.prompt}
+    for name in MEMORY_ONLY:
+        out[name] = LearnConfig.model_fields[name].default
     for name, default in ADDED_LATER.items():
         if out.get(name) == default:
             del out[name]

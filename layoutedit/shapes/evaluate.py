@@ -5,6 +5,9 @@
   captions (DDIM 50, guidance 5) with their caption's colour name, and with roughly their shape.
 - Attention: for each object's shape word, the share of its 16x16 cross-attention mass that
   falls on that object's pixels in the generated image.
+- World v2 (`--world v2`, `gate_v2.py`): the share of generated objects whose shadow lies on
+  the side away from the image's light, and the gradient energy of generated structured
+  backgrounds against the true scenes' (1 = as textured as the truth).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from layoutedit.editing.paste import grow
 from layoutedit.scenes.morphology import largest_component
 from layoutedit.shapes.dataset import HELDOUT_SEED_BASE
+from layoutedit.shapes.gate_v2 import gradient_energy, shadow_sides
+from layoutedit.shapes.textures import STRUCTURED, STRUCTURED_MEAN
 from layoutedit.shapes.training_io import images_to_tensor, pipeline_folder
 from layoutedit.shapes.world import (
     _BACKGROUND_MEAN,
@@ -30,8 +36,8 @@ from layoutedit.shapes.world import (
     ShapeSpec,
     WorldScene,
     exact_mask,
-    sample_scene,
 )
+from layoutedit.shapes.world_v2 import sample_world_scene
 
 _NAMES = list(COLOUR_NAMES)
 _REF = np.array(list(COLOUR_NAMES.values()), dtype=np.float32)
@@ -82,7 +88,8 @@ class Presence:
 def presence(image: np.ndarray, scene: WorldScene, min_pixels: int = 30) -> Presence:
     """Which of `scene`'s objects appear in `image` (colour name, then shape)."""
     names = colour_name_map(image)
-    bg = np.array(_BACKGROUND_MEAN[scene.background], dtype=np.float32)
+    means = {**_BACKGROUND_MEAN, **STRUCTURED_MEAN}
+    bg = np.array(means[scene.background], dtype=np.float32)
     # Objects keep >= 90 RGB from their background's mean, so nearer pixels are background.
     names[np.linalg.norm(image.astype(np.float32) - bg, axis=-1) < 55] = -1
     colour_ok, shape_ok, comps = [], [], []
@@ -187,6 +194,30 @@ def true_image_attention_share(pipe: Any, scenes: Sequence[WorldScene]) -> float
     return float(np.mean(attention_shares(pipe, latents, scenes, everyone)))
 
 
+def v2_gate(
+    generated: np.ndarray, scenes: Sequence[WorldScene], found: Sequence[Presence]
+) -> dict[str, float]:
+    """World v2's gate figures (`gate_v2`): shadow side share and background texture."""
+    sides: list[bool] = []
+    made, truth = [], []
+    for image, scene, pres in zip(generated, scenes, found, strict=True):
+        comps = [c for c, ok in zip(pres.components, pres.colour, strict=True) if ok]
+        sides += shadow_sides(image, comps)
+        if scene.background in STRUCTURED:
+            away = ~grow(np.asarray(scene.masks.any(axis=0), dtype=bool), 3)
+            made.append(gradient_energy(image, ~grow(np.any(comps, axis=0), 3) if comps else away))
+            truth.append(gradient_energy(scene.image, away))
+    return {
+        "shadow_on_far_side_share": round(float(np.mean(sides)) if sides else 0.0, 3),
+        "shadow_objects_judged": len(sides),
+        "background_texture_ratio": round(
+            float(np.mean(made)) / max(float(np.mean(truth)), 1e-9), 3
+        )
+        if truth
+        else 0.0,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the quality gate of a pipeline folder."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -199,11 +230,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--samples", type=Path, default=None, help="PNG grid of 32 generated images.")
     ap.add_argument("--device", default="cpu", help="cpu or cuda.")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="Held-out scenes' world.")
     args = ap.parse_args(argv)
     pipe = StableDiffusionPipeline.from_pretrained(args.model).to(args.device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    scenes = [sample_scene(HELDOUT_SEED_BASE + i) for i in range(args.scenes)]
+    scenes = [
+        sample_world_scene(HELDOUT_SEED_BASE + i, world=args.world) for i in range(args.scenes)
+    ]
     psnr = vae_psnr(pipe, scenes)
     gen = torch.Generator().manual_seed(0)
     chunks = []
@@ -234,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
         "attention_on_object_share_true_images": round(true_image_attention_share(pipe, scenes), 3),
         "scenes": len(scenes),
     }
+    if args.world == "v2":
+        result |= v2_gate(generated, scenes, found)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

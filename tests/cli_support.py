@@ -64,6 +64,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def launch_command(model: Path, cache: Path, *args: str, processes: int) -> list[str]:
+    """The command line of `launch`: `python -m layoutedit ...` for one process, else under
+    `accelerate launch --multi_gpu` (skips the test when the launcher is not installed)."""
+    base = ["-m", "layoutedit", "--model", str(model), "--backend", "cpu"]
+    base += ["--cache-dir", str(cache)]
+    if processes == 1:
+        return [sys.executable, *base, *args]
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if accelerate is None:
+        pytest.skip("accelerate's launcher is not installed")
+    return [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        *base,
+        *args,
+    ]
+
+
 def launch(
     model: Path, cache: Path, *args: str, processes: int, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -75,33 +106,7 @@ def launch(
     process of the launch is killed (not just the launcher, whose workers would live on) and
     `subprocess.TimeoutExpired` is raised.
     """
-    base = ["-m", "layoutedit", "--model", str(model), "--backend", "cpu"]
-    base += ["--cache-dir", str(cache)]
-    if processes == 1:
-        command = [sys.executable, *base, *args]
-    else:
-        accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-        if accelerate is None:
-            pytest.skip("accelerate's launcher is not installed")
-        command = [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--num_cpu_threads_per_process",
-            "1",
-            "--main_process_port",
-            str(free_port()),
-            *base,
-            *args,
-        ]
+    command = launch_command(model, cache, *args, processes=processes)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # A session of its own, so a timeout can kill the launcher's workers with it.
     with subprocess.Popen(

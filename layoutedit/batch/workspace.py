@@ -29,6 +29,12 @@ flock with POSIX locks there), CephFS, GPFS and Lustre mounted with `-o flock`. 
 file system refuses locks (ENOLCK, e.g. Lustre without `flock`, some FUSE file systems),
 one line says so and the run goes on without them: two processes may then run the same
 scene, and the rename of a whole row still keeps every row whole.
+
+Why not `output_guard.OutputStage`, which the other writing commands use: a batch must
+resume, so its stage has a fixed name and outlives a process; and a dataset of a million
+files cannot list each with its SHA-256 in one marker (capped at 64 MiB, and every start
+would hash the whole dataset). The marker (`output_guard.MARKER`, in its format) lists the
+top-level files; each row's `row.json` lists the row's files with their sizes and SHA-256.
 """
 
 from __future__ import annotations
@@ -46,14 +52,13 @@ from typing import Any
 
 from layoutedit.atomic import atomic_folder, write_bytes_atomic, write_json_atomic
 from layoutedit.errors import UserError
+from layoutedit.output_guard import MARKER
 
 try:  # POSIX; elsewhere a batch runs without cross-process locks
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-MARKER = ".layoutedit-output.json"
-"""The tool's list of what it wrote under an output folder (file -> SHA-256)."""
 ROWS = "rows"
 ROW_RECORD = "row.json"
 TOP_FILES = ("metadata.jsonl", "coco.json", "summary.json")
@@ -126,18 +131,22 @@ def _all_files(folder: Path) -> Iterator[str]:
             yield (Path(root) / f).relative_to(folder).as_posix()
 
 
+def _foreign_in_row(folder: Path) -> Iterator[str]:
+    """Names in a row folder that its `row.json` does not list with their size."""
+    ours = _row_files(folder) or {}
+    for child in sorted(os.scandir(folder), key=lambda e: e.name):
+        size = ours.get(child.name)
+        plain = child.is_file(follow_symlinks=False)
+        if not plain or size is None or (size >= 0 and child.stat().st_size != size):
+            yield child.name
+
+
 def _user_row_files(rows: Path) -> Iterator[str]:
     for entry in sorted(os.scandir(rows), key=lambda e: e.name):
-        if not entry.is_dir(follow_symlinks=False):
+        if entry.is_dir(follow_symlinks=False):
+            yield from (f"{ROWS}/{entry.name}/{n}" for n in _foreign_in_row(Path(entry.path)))
+        else:
             yield f"{ROWS}/{entry.name}"
-            continue
-        folder = Path(entry.path)
-        ours = _row_files(folder) or {}
-        for child in sorted(os.scandir(folder), key=lambda e: e.name):
-            size = ours.get(child.name)
-            plain = child.is_file(follow_symlinks=False)
-            if not plain or size is None or (size >= 0 and child.stat().st_size != size):
-                yield f"{ROWS}/{entry.name}/{child.name}"
 
 
 def check_out(out: Path, *, overwrite: bool) -> None:
@@ -332,10 +341,8 @@ class Workspace:
         for folder in sorted(rows.iterdir()):
             if folder.name in keep or folder.name.startswith("."):
                 continue
-            if folder.is_dir() and not any(
-                True for _ in _user_row_files_of(folder)
-            ):  # wholly the tool's
-                shutil.rmtree(folder, ignore_errors=True)
+            if folder.is_dir() and next(_foreign_in_row(folder), None) is None:
+                shutil.rmtree(folder, ignore_errors=True)  # wholly the tool's
         for folder in rows.iterdir():  # leftovers of writers killed mid-write (ours)
             if folder.name.startswith(".") and ".tmp-" in folder.name:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -353,23 +360,13 @@ class Workspace:
             self.close()
 
 
-def _user_row_files_of(folder: Path) -> Iterator[str]:
-    ours = _row_files(folder)
-    if ours is None:
-        yield from os.listdir(folder)
-        return
-    for child in os.scandir(folder):
-        if child.name not in ours:
-            yield child.name
-
-
 def _place_row(src: Path, dst: Path, stage: Path) -> None:
     """Put a staged row folder at `dst`: replacing a row folder that is wholly the tool's,
     or moving its files into a folder that also holds a user's files (--overwrite)."""
     if not dst.exists() and not dst.is_symlink():
         os.replace(src, dst)
         return
-    if dst.is_dir() and not dst.is_symlink() and next(_user_row_files_of(dst), None) is not None:
+    if dst.is_dir() and not dst.is_symlink() and next(_foreign_in_row(dst), None) is not None:
         for child in sorted(src.iterdir()):
             os.replace(child, dst / child.name)
         shutil.rmtree(src, ignore_errors=True)

@@ -155,9 +155,9 @@ def run_batch_process(
         done = process.tally.done if process is not None else 0
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         err_console.print(
-            f"[yellow]interrupted[/] ({signal.Signals(signum).name}): the {done} rows this "
-            f"process finished are kept in {escape(str(workspace.stage))}; the row it was "
-            "running is not; run the same command again to finish the batch",
+            f"[yellow]interrupted[/] ({signal.Signals(signum).name}): rows this process "
+            f"finished: {done}, kept in {escape(str(workspace.stage))} (the row it was "
+            "running is not); run the same command again to finish the batch",
             highlight=False,
         )
         raise typer.Exit(128 + int(signum)) from None

@@ -27,6 +27,11 @@ Examples:
   layoutedit plan --arch sd15 --low-memory
 
   layoutedit plan --arch ~/models/my-sd21 --preset fast --backend cpu --json
+
+With --scenes: the GPU-hours of a batch (`layoutedit batch`) of that many scenes, each
+learned once, inverted once and edited --edits times, at --utilisation of --peak-tflops:
+
+  layoutedit plan --arch sd15 --scenes 100000 --edits 4 --gpus 8
 """
 
 
@@ -66,6 +71,32 @@ def register(app: typer.Typer) -> None:
                 "(e.g. 40 for an RTX 3090 in fp16; `make gpu-check` measures real seconds).",
             ),
         ] = None,
+        scenes: Annotated[
+            int | None,
+            typer.Option("--scenes", min=1, help="Plan a batch of this many scenes."),
+        ] = None,
+        edits: Annotated[
+            int, typer.Option("--edits", min=1, help="Edits per scene of the batch.")
+        ] = 1,
+        gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs the batch runs on.")] = 1,
+        peak_tflops: Annotated[
+            float,
+            typer.Option(
+                "--peak-tflops",
+                min=0.001,
+                help="Peak TFLOPS of one GPU for the batch plan (default: an A100's dense "
+                "fp16 peak).",
+            ),
+        ] = 312.0,
+        utilisation: Annotated[
+            float,
+            typer.Option(
+                "--utilisation",
+                min=0.001,
+                max=1.0,
+                help="Share of the peak learning and editing sustain (an assumption).",
+            ),
+        ] = 0.3,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         from layoutedit.config import resolve_settings
@@ -76,8 +107,22 @@ def register(app: typer.Typer) -> None:
         spec = load_arch(arch)
         settings = resolve_settings(preset, config, model=arch)
         plan = make_plan(spec, settings, backend=backend, low_memory=low_memory, objects=objects)
+        job = None
+        if scenes is not None:
+            from layoutedit.planning.cluster import cluster_plan
+
+            job = cluster_plan(
+                plan,
+                scenes=scenes,
+                edits=edits,
+                gpus=gpus,
+                peak_tflops=peak_tflops,
+                utilisation=utilisation,
+            )
         if json_out or state(ctx).json:
             payload = plan.as_dict()
+            if job is not None:
+                payload["batch"] = job.as_dict()
             if tflops is not None:
                 payload["predicted_seconds"] = {
                     "tflops": tflops,
@@ -96,6 +141,9 @@ def register(app: typer.Typer) -> None:
                 f"at {tflops:g} TFLOPS: learn about {learn_s / 60:.1f} min, edit about "
                 f"{edit_s:.0f} s (FLOPs of matrix products, convolutions and attention only)"
             )
+        if job is not None:
+            for line in job.lines():
+                console.print(line, highlight=False)
         for note in plan.notes:
             console.print(f"note: {note}")
         console.print(f"planned in {plan.seconds:.1f} s")

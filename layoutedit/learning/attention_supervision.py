@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from layoutedit.attention_recording import AttentionStore, install_processors
+from layoutedit.attention_recording import AttentionStore, RecordingAttnProcessor
 from layoutedit.loading.unet_grids import cross_attention_sides
 
 
@@ -43,18 +43,38 @@ class LayerProbabilities(AttentionStore):
         self.probs = []
 
     def add(self, name: str, probs: torch.Tensor) -> None:
-        """Keep one layer's probabilities (B, heads, Q, T)."""
+        """Keep one layer's probabilities (B, heads, Q, T), the first time the layer runs in
+        a pass: with gradient checkpointing the backward pass runs the layer again to
+        recompute its activations, and those maps are neither the loss's nor worth keeping
+        (they would double what the supervision holds, all of it with autograd history)."""
+        if name in self._layers:
+            return
+        self._layers.append(name)
         self.probs.append(probs)
 
 
-def attach_recorders(unet: Any, latent_side: int) -> LayerProbabilities:
-    """Record every down/up-block cross-attention layer of `unet` into a new collector.
-
-    The mid block (4 x 4 for a 16 x 16 latent) is left out: guidance never reads it.
-    """
+def supervised_layers(unet: Any, latent_side: int) -> list[str]:
+    """The processor names the supervision records: every down/up-block cross-attention
+    layer (the mid block, 4 x 4 for a 16 x 16 latent, is left out: guidance never reads it).
+    Self-attention is never among them."""
     sides = cross_attention_sides(unet, latent_side)
-    layers = [name for name in sides if not name.startswith("mid_block")]
-    install_processors(unet, layers)
+    return [name for name in sides if not name.startswith("mid_block")]
+
+
+def attach_recorders(unet: Any, latent_side: int) -> LayerProbabilities:
+    """Record the supervised cross-attention layers of `unet` into a new collector.
+
+    Only those layers compute their probabilities explicitly; every other layer (every
+    self-attention layer above all, 4096 x 4096 per head on SD 1.5's 64 x 64 grid) keeps the
+    processor it has, i.e. the backend's fused kernel, which never materialises them.
+    """
+    layers = set(supervised_layers(unet, latent_side))
+    procs: dict[str, Any] = {}
+    for name, proc in unet.attn_processors.items():
+        # A recording processor left by an earlier pass stands for its idle kernel.
+        kernel = proc.idle if isinstance(proc, RecordingAttnProcessor) else proc
+        procs[name] = RecordingAttnProcessor(name, kernel) if name in layers else kernel
+    unet.set_attn_processor(procs)
     collector = LayerProbabilities()
     collector.attach(unet)
     return collector
@@ -62,11 +82,14 @@ def attach_recorders(unet: Any, latent_side: int) -> LayerProbabilities:
 
 @contextmanager
 def recording_attention(unet: Any, latent_side: int) -> Iterator[LayerProbabilities]:
-    """`attach_recorders` for a block; the UNet's own processors come back afterwards."""
+    """`attach_recorders` for a block; the UNet's own processors come back afterwards and
+    the last pass's maps are let go."""
     before = dict(unet.attn_processors)
+    collector = attach_recorders(unet, latent_side)
     try:
-        yield attach_recorders(unet, latent_side)
+        yield collector
     finally:
+        collector.reset()
         unet.set_attn_processor(before)
 
 

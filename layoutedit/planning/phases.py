@@ -8,10 +8,11 @@ runs one step under the memory tracker and `torch.utils.flop_counter.FlopCounter
 Phases: `vae-encode`, `textual-inversion` (one micro-batch and optimiser step: the
 placeholder rows train, spliced into the embedding lookup, as
 `textual_inversion.run_textual_inversion` does), `fine-tune` (attn2 to_k/to_v from
-`finetune.kv_parameters` plus the extra tokens' rows), `inversion` (one conditional
-prediction), `guided` (the attention-guidance gradient pass of `sampling.AttentionGuide`,
-recording processors on the guidance layers), `unguided` (`denoising.cfg_prediction` and one
-DDIM step) and `vae-decode`.
+`finetune.kv_parameters` plus the extra tokens' rows; both with the placeholder attention
+loss, its recording processors and maps when `attention_loss_weight` > 0), `inversion` (one
+conditional prediction), `guided` (the attention-guidance gradient pass of
+`sampling.AttentionGuide`, recording processors on the guidance layers), `unguided`
+(`denoising.cfg_prediction` and one DDIM step) and `vae-decode`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from layoutedit.counting import UNetCounter
 from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
 from layoutedit.editing.guidance import text_attention
 from layoutedit.editing.sampling import AttentionGuide
+from layoutedit.learning.attention_supervision import (
+    LayerProbabilities,
+    mask_attention_loss,
+    recording_attention,
+)
 from layoutedit.learning.finetune import kv_parameters
 from layoutedit.learning.trained_rows import TrainedRows
 from layoutedit.learning.training import (
@@ -43,6 +49,7 @@ from layoutedit.learning.training import (
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.planning.fused import use_fused_model
 from layoutedit.planning.meta_model import PlanModel
+from layoutedit.planning.optimizers import planned_optimizer
 from layoutedit.planning.rss import peak_rss, reset_peak_rss
 from layoutedit.planning.tracker import CATEGORIES, AutocastEmulation, MemoryTracker
 
@@ -189,6 +196,44 @@ def _checkpointing(unet: Any, on: bool, autocast: torch.dtype | None = None) -> 
             unet.disable_gradient_checkpointing()
 
 
+@contextlib.contextmanager
+def _supervision(ctx: PhaseContext, on: bool) -> Iterator[LayerProbabilities | None]:
+    """With `on` (`LearnConfig.attention_loss_weight` > 0), the learning stages' recording
+    processors (`attention_supervision.recording_attention`, as `training.run_stage`
+    installs them) for the block; each map they keep is counted as `attention`."""
+    if not on:
+        yield None
+        return
+    model = ctx.plan.model
+    with recording_attention(model.unet, model.latent_size) as recorder:
+        keep = recorder.add
+
+        def add(name: str, probs: torch.Tensor) -> None:
+            kept = len(recorder.probs)
+            keep(name, probs)
+            if len(recorder.probs) > kept:  # kept for the loss (and its backward)
+                ctx.tracker.track(probs, "attention")
+
+        recorder.add = add  # type: ignore[method-assign]
+        try:
+            yield recorder
+        finally:
+            del recorder.add  # the closure's cycle would keep the last maps to the next phase
+
+
+def _supervision_loss(ctx: PhaseContext, recorder: LayerProbabilities) -> torch.Tensor:
+    """`training.placeholder_attention_loss` of the last pass: every object's placeholder
+    (positions 1..K) against full-cover masks (the values change no byte or FLOP)."""
+    probs = recorder.probs
+    batch, objects, side = probs[0].shape[0], ctx.objects, ctx.plan.model.latent_size
+    device = probs[0].device
+    covers = torch.ones(batch, objects, side, side, device=device)
+    selection = torch.zeros(batch, objects, probs[0].shape[-1], device=device)
+    selection[:, torch.arange(objects), torch.arange(1, objects + 1)] = 1.0
+    loss, _ = mask_attention_loss(probs, covers, selection)
+    return loss
+
+
 def _prime(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
     """Create the optimiser state, as it is during every step after the first."""
     for p in params:
@@ -204,13 +249,18 @@ def _training_step(
     lr: float,
     batch: int,
     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    supervise: float = 0.0,
+    optimizer_kind: str = "adamw",
 ) -> PhaseCost:
+    """One micro-batch and optimiser step; `supervise` > 0 adds the placeholder attention
+    loss with that weight, its recording processors and the maps they keep.
+    `optimizer_kind`: `LearnConfig.optimizer` (`planning.optimizers.planned_optimizer`)."""
     model = ctx.plan.model
     tracker = ctx.tracker
     scheduler = training_scheduler(model)
     generator = torch.Generator().manual_seed(0)
-    with trainable(params):
-        optimizer = torch.optim.AdamW(params, lr=lr)
+    with trainable(params), _supervision(ctx, supervise > 0) as recorder:
+        optimizer = planned_optimizer(optimizer_kind, params, lr)
         _prime(optimizer, params)
         tracker.track_optimizer(optimizer)
         handles = tracker.watch_gradients(params)
@@ -219,8 +269,12 @@ def _training_step(
             z0 = torch.zeros(batch, *ctx.latent_shape, device=model.device)
             embeddings = ctx.plan.encode(batch)  # (B, L, D)
             z_t, t, target = noisy_batch(model, scheduler, z0, generator)
+            if recorder is not None:
+                recorder.reset()
             pred = model.unet(z_t, t, encoder_hidden_states=embeddings).sample
             loss = loss_of(pred, target)
+            if recorder is not None:
+                loss = loss + supervise * _supervision_loss(ctx, recorder)
             loss.backward()
             with tracker.as_category("optimizer"):
                 optimizer.step()
@@ -262,6 +316,7 @@ def textual_inversion_step(ctx: PhaseContext, cfg: LearnConfig) -> PhaseCost:
             lr,
             batch,
             lambda pred, target: masked_mse(pred, target, mask),
+            cfg.attention_loss_weight,
         )
 
 
@@ -282,6 +337,8 @@ def finetune_step(ctx: PhaseContext, cfg: LearnConfig) -> PhaseCost:
             lr,
             batch,
             lambda pred, target: ((pred.float() - target.float()) ** 2).mean(),
+            cfg.attention_loss_weight,
+            cfg.optimizer,  # the fine-tune's optimiser is the setting's (textual inversion: AdamW)
         )
 
 

@@ -47,7 +47,8 @@ class Backend(Protocol):
 
     @property
     def dtype(self) -> torch.dtype:
-        """Weight dtype for inference (training keeps fp32 master weights)."""
+        """Weight dtype for inference (training keeps fp32 master weights). Editing stores
+        the weights in it and, when it is half, autocasts to it (`layoutedit.precision`)."""
         ...
 
     @property
@@ -70,7 +71,9 @@ class Backend(Protocol):
         ...
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        """Context for forward passes (mixed precision where the backend supports it)."""
+        """Context for forward passes (mixed precision where the backend supports it). The
+        core takes its autocast from `layoutedit.precision` (from `dtype`), which decides it
+        for every phase; this stays for callers outside it."""
         ...
 
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from layoutedit.learning.concept_store import ObtainedConcept
     from layoutedit.learning.training import ProgressHook
     from layoutedit.loading.model_loading import LoadedModel
+    from layoutedit.precision import Precision
 
 __all__ = ["Cancelled", "ConceptMissing", "EditOutcome", "EditProgress", "Editor", "LayoutSpec"]
 
@@ -194,33 +195,55 @@ class Editor:
 
     @property
     def model(self) -> LoadedModel:
-        """The model, loaded in fp32 on the backend's device on first use."""
+        """The model, loaded on first use on the backend's device in the edit's weight dtype
+        (`precision.edit_precision`); a learn that needs wider weights loads it again."""
         if self._model is None:
-            from layoutedit.loading.model_loading import load_model
+            from layoutedit.precision import edit_precision
 
-            self._model = load_model(
-                self.model_spec,
-                allow_pickle=self.allow_pickle,
-                device=self.backend.device,
-                cache_dir=self.cache_dir,
-                model_config=self.model_config,
-            )
-            self._pristine = _Pristine(self._model)
-            self._session, self._session_ident = None, None
+            return self._load(edit_precision(self.backend).weights)
         return self._model
 
-    def _fresh_model(self, dtype: torch.dtype) -> LoadedModel:
-        """The model with its base weights back, in `dtype` (learning needs fp32: a model
-        already cast to half precision is loaded again rather than cast back)."""
-        model = self.model
-        if dtype == torch.float32 and model.unet.dtype != torch.float32:
-            self._model = None
-            model = self.model
+    def _load(self, dtype: torch.dtype) -> LoadedModel:
+        """Load the model with its weights read straight into `dtype` on the device."""
+        from layoutedit.loading.model_loading import load_model
+
+        self._model = load_model(
+            self.model_spec,
+            allow_pickle=self.allow_pickle,
+            device=self.backend.device,
+            dtype=dtype,
+            cache_dir=self.cache_dir,
+            model_config=self.model_config,
+        )
+        self._pristine = _Pristine(self._model)
+        self._session, self._session_ident = None, None
+        return self._model
+
+    def _release_model(self) -> None:
+        """Drop every reference this editor holds to the model (the session holds one too), so
+        that a reload never has two models in memory (19 GiB for SDXL, fp32 beside fp16)."""
+        import gc
+
+        self._session, self._session_ident = None, None
+        self._model, self._pristine = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _fresh_model(self, precision: Precision) -> LoadedModel:
+        """The model with its base weights back, stored as the phase's `precision` says. A
+        model stored in half precision is loaded again (the old one released first) for a
+        phase that wants other weights, rather than cast back."""
+        from layoutedit.precision import apply_precision, stored_precision
+
+        if self._model is not None:
+            stored = stored_precision(self._model).weights
+            if stored != precision.weights and stored != torch.float32:
+                self._release_model()
+        model = self._model if self._model is not None else self._load(precision.weights)
         assert self._pristine is not None
         self._pristine.restore(model)
-        for module in model.modules:
-            if module.dtype != dtype:
-                module.to(dtype)
+        apply_precision(model, precision)
         self._session, self._session_ident = None, None
         return model
 
@@ -302,6 +325,7 @@ class Editor:
     ) -> ObtainedConcept:
         """`learn` with the cache key and whether the concept was cached."""
         from layoutedit.learning.concept_store import ObtainedConcept, obtain_concept
+        from layoutedit.precision import learn_precision
         from layoutedit_cache import ConceptCache
 
         with self._lock:
@@ -309,7 +333,7 @@ class Editor:
             key = self.learn_key(scene)
             if not force and key in self._concepts:
                 return ObtainedConcept(self._concepts[key], key, cached=True)
-            model = self._fresh_model(torch.float32)
+            model = self._fresh_model(learn_precision(self.settings.learn, self.backend.device))
             with ConceptCache(self.cache_dir, report=self.report) as cache:
                 obtained = obtain_concept(
                     model,
@@ -405,13 +429,14 @@ class Editor:
         used last; its inversion comes from memory, the cache, or is computed and stored."""
         from layoutedit.editing.inversion_cache import cached_inversion, session_inversion_key
         from layoutedit.editing.session import EditSession
+        from layoutedit.precision import edit_precision
         from layoutedit_cache import ConceptCache
 
         cfg = self.settings.edit
         ident = (concept_key, scene.prompt, cfg.model_dump_json())
         if self._session is not None and self._session_ident == ident:
             return self._session, True
-        model = self._fresh_model(self.backend.dtype)
+        model = self._fresh_model(edit_precision(self.backend))
         session = EditSession(model, scene, cfg, self.backend, concept=concept)
         if cfg.blend_steps > 0:
             inv_key = session_inversion_key(session, concept_key)

@@ -106,9 +106,14 @@ def test_low_memory_stores_frozen_weights_in_the_mixed_precision(tiny_model_dir:
     model = load_model(str(tiny_model_dir))
     store_frozen(model, torch.bfloat16)
     assert model.unet.conv_in.weight.dtype == torch.bfloat16
-    assert model.vae.decoder.conv_out.weight.dtype == torch.bfloat16
+    # The VAE follows its config's force_upcast (diffusers' default, True): fp32.
+    assert model.vae.decoder.conv_out.weight.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in kv_parameters(model).values())
-    assert embedding_table(model).weight.dtype == torch.float32
+    # The tables are frozen (their learned rows train apart, as fp32 parameters).
+    assert embedding_table(model).weight.dtype == torch.bfloat16
+    from layoutedit.learning.trained_rows import TrainedRows
+
+    assert TrainedRows.for_ids([embedding_table(model)], [[0, 1]]).params[0].dtype == torch.float32
 
 
 def test_learn_low_memory_flag_reaches_the_concept(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -127,6 +127,7 @@ def result_record(
                 "seconds": c.seconds,
                 "guided_steps": c.guided_steps,
                 "refinement_passes": c.refinement_passes,
+                "nonfinite_gradients": c.nonfinite_gradients,
             }
             for c in result.candidates
         ],

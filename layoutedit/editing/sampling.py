@@ -115,12 +115,16 @@ class AttentionGuide:
             target is not None
             and float(total_loss(losses)) > target
             and passes < self.max_refinement_steps
+            and gradient_is_finite(grad)  # an overflowed pass would repeat: stop refining
         ):
             latents = latents - size * grad
             losses, grad = self.loss_and_grad(predict, latents, timestep, cond, counter)
             passes += 1
         stats.refinement_passes += passes
         stats.guided_steps += 1
+        if not gradient_is_finite(grad):
+            stats.nonfinite_gradients += 1
+            return latents.detach()
         return (latents - size * grad).detach()
 
 
@@ -153,6 +157,15 @@ class SamplingStats:
     refinement_passes: int = 0
     loss_trace: list[float] = field(default_factory=list)
     """Total attention loss measured at the start of each guided step."""
+    nonfinite_gradients: int = 0
+    """Guidance updates skipped because the gradient had a NaN or infinite value (a half-
+    precision pass that overflowed): the latent is left as it was rather than poisoned."""
+
+
+def gradient_is_finite(grad: torch.Tensor) -> bool:
+    """Whether a guidance gradient may move the latent: every value finite (an fp16 gradient
+    pass can overflow, and one NaN step turns the whole image to NaN)."""
+    return bool(torch.isfinite(grad).all())
 
 
 @dataclass

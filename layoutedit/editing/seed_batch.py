@@ -41,6 +41,7 @@ from layoutedit.editing.sampling import (
     StepHook,
 )
 from layoutedit.loading.conditioning import Conditioning, TextConditioning
+from layoutedit.precision import finite_rows
 
 
 def repeat_rows(cond: Conditioning, batch: int) -> Conditioning:
@@ -99,11 +100,12 @@ def batch_update(
         stat.loss_trace.append(value)
     target = refinement_target(guide.refinement, step)
     passes = [0] * len(stats)
+    finite = finite_rows(grad).tolist()  # (S,) a sample whose gradient overflowed stops
     while target is not None:
         rows = [
             s
             for s, value in enumerate(totals)
-            if value > target and passes[s] < guide.max_refinement_steps
+            if value > target and passes[s] < guide.max_refinement_steps and finite[s]
         ]
         if not rows:
             break
@@ -114,13 +116,17 @@ def batch_update(
         latents = latents.index_copy(0, index, moved)
         part_losses, part_grad = batch_loss_and_grad(guide, predict, moved, timestep, cond, counter)
         grad = grad.index_copy(0, index, part_grad)
-        for s, row in zip(rows, part_losses, strict=True):
+        for s, row, ok in zip(rows, part_losses, finite_rows(part_grad).tolist(), strict=True):
             totals[s] = float(total_loss(row))
             passes[s] += 1
-    for stat, count in zip(stats, passes, strict=True):
+            finite[s] = ok
+    for stat, count, ok in zip(stats, passes, finite, strict=True):
         stat.refinement_passes += count
         stat.guided_steps += 1
-    return (latents - size * grad).detach()
+        stat.nonfinite_gradients += 0 if ok else 1
+    # A sample whose gradient is not finite keeps its latent (`AttentionGuide.update`).
+    keep = torch.tensor(finite, device=grad.device)[:, None, None, None]  # (S, 1, 1, 1)
+    return torch.where(keep, latents - size * grad, latents).detach()
 
 
 @torch.no_grad()

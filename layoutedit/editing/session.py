@@ -55,6 +55,7 @@ from layoutedit.editing.sampling import (
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
+from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order
 from layoutedit.scenes.prompts import token_positions
@@ -86,6 +87,8 @@ class Candidate:
     layout_score: float | None = None
     """Mean IoU of each object found by colour with its target region (`ranking`); None
     when the scene's objects cannot be told apart by colour or ranking is by attention."""
+    nonfinite_gradients: int = 0
+    """Guidance updates skipped for a NaN or infinite gradient (`SamplingStats`)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,10 @@ class EditSession:
                 f"the concept was learned for {', '.join(concept.tokens)}, "
                 f"but the scene has {', '.join(scene.tokens)}"
             )
+        # Every forward pass of the edit runs as `precision.edit_precision` says; a model
+        # learned on (a low-memory learn's fp32 K/V in a half UNet) is stored that way first.
+        self.precision = edit_precision(backend)
+        apply_precision(model, self.precision)
         for module in model.modules:
             # Gradients flow to the latent only (learning may have left weights trainable).
             module.requires_grad_(False)
@@ -241,7 +248,7 @@ class EditSession:
                 f"backend {backend.name!r} did not install RecordingAttnProcessor on {wanted}"
             )
         # 4. encode prompts: (1, L, D) each (SDXL: with its pooled embeddings and time ids)
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.autocast():
             texts = model.encode_text([self.prompt, ""]).float()
         self.cond, self.uncond = texts[:1], texts[1:]
         self.sampler, inverter = scheduler_pair(model.scheduler_config, config.steps)
@@ -284,7 +291,7 @@ class EditSession:
         return self._inversion
 
     def _runner(self, counter: UNetCounter) -> UNetRunner:
-        return UNetRunner(self.model.unet, self.model.unet.dtype, self.backend.autocast, counter)
+        return UNetRunner(self.model.unet, self.precision.weights, self.precision.autocast, counter)
 
     @property
     def latent_side(self) -> int:
@@ -553,6 +560,7 @@ class EditSession:
                     guided_steps=stats.guided_steps,
                     refinement_passes=stats.refinement_passes,
                     layout_score=layout_score,
+                    nonfinite_gradients=stats.nonfinite_gradients,
                 )
             )
         return EditResult(

@@ -19,6 +19,7 @@ import torch
 
 from layoutedit.attention_recording import AttentionStore, choose_attention_res, install_processors
 from layoutedit.loading.unet_grids import cross_attention_sides
+from layoutedit.precision import Precision, stored_precision, unet_forward
 from layoutedit.scenes.grids import region_masks, square_pad
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def source_attention_shares(
     attention_res: int | None = None,
     timesteps: Sequence[int] = CHECK_TIMESTEPS,
     seed: int = 0,
+    precision: Precision | None = None,
 ) -> list[float]:
     """Per object, the share of its token's attention that lies on its source mask.
 
@@ -50,12 +52,15 @@ def source_attention_shares(
         attention_res: query-grid side (None: the guidance's default choice).
         timesteps: training timesteps to noise the source at; shares are averaged.
         seed: noise seed (the same noise for every timestep).
+        precision: how the forward passes run (`learn` passes its own, so the check runs as
+            learning ran); None: as the model's weights are stored (`stored_precision`).
 
     Returns:
         K shares in [0, 1]. The UNet's attention processors are restored afterwards.
     """
     from layoutedit.learning.training import training_scheduler  # torch-heavy; only here
 
+    precision = precision if precision is not None else stored_precision(model)
     sides = cross_attention_sides(model.unet, model.latent_size)
     res = choose_attention_res(sides, model.latent_size, attention_res)
     before = dict(model.unet.attn_processors)
@@ -66,7 +71,8 @@ def source_attention_shares(
         square, _ = square_pad(scene.image, None)
         z0 = model.encode_image(square).float()  # (1, C, h, w)
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0)
-        cond = model.encode_text([prompt]).to(z0)  # (1, L, D) (+ SDXL's pooled, time ids)
+        with precision.autocast():
+            cond = model.encode_text([prompt])  # (1, L, D) (+ SDXL's pooled, time ids)
         masks = torch.from_numpy(region_masks(scene.labels, len(scene.objects), res))
         index = torch.as_tensor(list(positions))
         scheduler = training_scheduler(model)
@@ -75,8 +81,7 @@ def source_attention_shares(
             step = torch.tensor([t], device=z0.device)
             z_t = scheduler.add_noise(z0, noise, step)
             with store.recording():
-                dtype = model.unet.dtype
-                model.unet(z_t.to(dtype), step, **cond.to(dtype).unet_kwargs())
+                unet_forward(model.unet, precision, z_t, step, cond)
             maps = store.maps()[0].cpu()  # (res, res, T)
             per_object = maps[:, :, index].permute(2, 0, 1)  # (K, res, res)
             inside = (per_object * masks).sum(dim=(1, 2))

@@ -37,6 +37,7 @@ from layoutedit.learning.training import (
     shifted_batch,
 )
 from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.precision import learn_precision
 from layoutedit.scenes.prompts import token_positions
 
 STAGE = "ft"
@@ -132,7 +133,7 @@ def run_finetune(
         steps=cfg.ft_steps,
         accumulation=accum,
         checkpoint_every=cfg.checkpoint_every,
-        mixed_precision=cfg.mixed_precision,
+        precision=learn_precision(cfg, model.device),
         record_attention=supervise,
     )
     with rows.spliced():  # the extra rows learn as (n, D) parameters, the tables stay frozen
@@ -141,7 +142,6 @@ def run_finetune(
             spec,
             optimizer=optimizer,
             params=[*params, *rows.params],
-            accumulate_on=model.unet,
             start=start,
             micro_batch=micro_batch,
             after_step=rows.write_back,

@@ -35,6 +35,7 @@ from layoutedit.learning.textual_inversion import LearnData, run_textual_inversi
 from layoutedit.learning.tokens import add_placeholders, get_rows
 from layoutedit.learning.training import NoProgress, ProgressHook
 from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.precision import learn_precision, prior_precision
 from layoutedit.scenes.grids import region_masks, square_pad
 from layoutedit.scenes.prompts import token_positions
 from layoutedit.scenes.scene import Scene
@@ -132,17 +133,11 @@ def _prior(
             cache=cache,
             folder=prior_folder,
             batch_cfg=backend.batch_cfg if backend is not None else False,
-            autocast=backend.autocast if backend is not None else _no_autocast,
+            autocast=prior_precision(cfg, backend, model.device).autocast,
             counter=totals.counter,
         )
     totals.seconds["prior"] = totals.seconds.get("prior", 0.0) + time.perf_counter() - began
     return prior
-
-
-def _no_autocast() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def learn_concept(
@@ -159,10 +154,13 @@ def learn_concept(
     """Learn the concept of one scene (method.md Stage 1); the model is changed in place.
 
     Args:
-        model: base model, fp32 weights on the backend's device.
+        model: base model on the backend's device, its weights in the dtype
+            `layoutedit.precision.learn_precision(cfg, device)` names (fp32 unless a
+            low-memory learn in half precision).
         scene: the scene (image, labels, objects, prompt).
         cfg: learning settings.
-        backend: sets the attention kernels and the autocast of prior generation.
+        backend: sets the attention kernels, and the half dtype prior generation
+            autocasts to (`precision.prior_precision`).
         checkpoint_dir: resumable checkpoints of this run go here (None: no checkpoints).
         progress: receives stage starts and per-step losses.
         cache: a `ConceptCache` for generated prior latents (else `prior_folder` is used).
@@ -207,7 +205,14 @@ def learn_concept(
     positions = token_positions(model.tokenizer, prompt, all_tokens)
     # How well each placeholder attends to its own object before anything moves (aim >= 0.6):
     # a low share means guidance will steer the wrong thing (concept bleeding).
-    shares = source_attention_shares(model, scene, prompt, [positions[t] for t in scene.tokens])
+    # It runs as learning ran (a low-memory learn leaves half weights beside fp32 K/V).
+    shares = source_attention_shares(
+        model,
+        scene,
+        prompt,
+        [positions[t] for t in scene.tokens],
+        precision=learn_precision(cfg, model.device),
+    )
     seconds = dict(totals.seconds)
     seconds["total_this_run"] = time.perf_counter() - began
     meta: dict[str, Any] = {

@@ -3,9 +3,11 @@ planner (`layoutedit plan --low-memory`) to its `meta` model:
 
 - gradient checkpointing in the UNet: its blocks keep only their inputs for backward and
   recompute the rest (about a third more compute, most activations gone);
-- on CUDA with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as
-  well (autocast casts them to it anyway), while the trained parameters (the text encoder's
-  embedding tables, attn2 to_k/to_v) stay fp32 for the optimiser.
+- with `mixed_precision` fp16/bf16, the frozen weights are *stored* in that dtype as well
+  (autocast casts them to it anyway), the embedding tables included (they are frozen: the
+  learned rows train as fp32 `TrainedRows` parameters), while attn2 to_k/to_v stay fp32 for
+  the optimiser. `layoutedit.precision` runs every forward pass of such a model (inputs
+  cast to the stored dtype, autocast), on CUDA and on the CPU alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from layoutedit.learning.finetune import kv_parameters
-from layoutedit.learning.tokens import embedding_tables
 
 if TYPE_CHECKING:
     from layoutedit.config import LearnConfig
@@ -32,16 +33,20 @@ def frozen_dtype(cfg: LearnConfig) -> torch.dtype | None:
 
 
 def trained_parameters(model: LoadedModel) -> list[torch.Tensor]:
-    """What learning trains: every text encoder's embedding table and every attn2
-    to_k/to_v parameter."""
-    tables = [table.weight for table in embedding_tables(model)]
-    return [*tables, *kv_parameters(model).values()]
+    """What learning trains in place: every attn2 to_k/to_v parameter (the embedding rows
+    train as separate `TrainedRows` parameters, always fp32)."""
+    return list(kv_parameters(model).values())
 
 
 def store_frozen(model: LoadedModel, dtype: torch.dtype) -> None:
-    """Cast every weight to `dtype`, then the trained parameters back to fp32 (in place)."""
-    for module in model.modules:
-        module.to(dtype=dtype)
+    """Cast the UNet's and text encoders' weights to `dtype`, then the trained parameters
+    back to fp32 (in place). The VAE follows its `force_upcast` (`layoutedit.precision`)."""
+    from layoutedit.precision import cast_weights, force_upcast
+
+    for module in (model.unet, *model.text_encoders):
+        cast_weights(module, dtype)
+    if not force_upcast(model.vae):
+        cast_weights(model.vae, dtype)
     for param in trained_parameters(model):
         param.data = param.data.float()
 
@@ -52,9 +57,7 @@ def prepare_learning(model: LoadedModel, cfg: LearnConfig) -> None:
         return
     model.unet.enable_gradient_checkpointing()
     dtype = frozen_dtype(cfg)
-    # CUDA only: CPU autocast leaves layer norms in the input's dtype, so an fp32 embedding
-    # row would meet fp16 norm weights in the text encoder.
-    if dtype is not None and model.device.type == "cuda":
+    if dtype is not None:
         store_frozen(model, dtype)
 
 

@@ -38,6 +38,7 @@ from layoutedit.learning.training import (
     shifted_batch,
 )
 from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.precision import learn_precision
 from layoutedit.scenes.prompts import scene_prompt, token_positions
 
 _ADAM = "adam."  # checkpoint name prefix of the placeholder rows' optimiser moments
@@ -147,7 +148,7 @@ def run_textual_inversion(
         steps=cfg.ti_steps,
         accumulation=accum,
         checkpoint_every=cfg.checkpoint_every,
-        mixed_precision=cfg.mixed_precision,
+        precision=learn_precision(cfg, model.device),
         record_attention=supervise,
     )
     with rows.spliced():
@@ -156,7 +157,6 @@ def run_textual_inversion(
             spec,
             optimizer=optimizer,
             params=rows.params,
-            accumulate_on=model.text_encoder,
             start=start,
             micro_batch=micro_batch,
             after_step=rows.write_back,

@@ -62,8 +62,8 @@ class TrainedRows:
     Attributes:
         embeddings: per encoder, its input `nn.Embedding` (V_e rows of D_e), frozen.
         ids: per encoder, the token ids that learn (the same tokens in each tokenizer).
-        params: per encoder, the (len(ids), D_e) trainable rows, in the table's dtype
-            (what the optimiser steps).
+        params: per encoder, the (len(ids), D_e) trainable rows, fp32 whatever the table's
+            dtype (what the optimiser steps; a half table gets them cast at the splice).
     """
 
     embeddings: list[torch.nn.Embedding]
@@ -86,7 +86,8 @@ class TrainedRows:
         for embedding, encoder_ids in zip(embeddings, ids, strict=True):
             weight = embedding.weight
             index = torch.tensor(list(encoder_ids), device=weight.device)
-            params.append(torch.nn.Parameter(weight.detach()[index].clone(), requires_grad=False))
+            rows = weight.detach()[index].float().clone()  # fp32 master rows
+            params.append(torch.nn.Parameter(rows, requires_grad=False))
         return cls(list(embeddings), [list(i) for i in ids], params)
 
     @property

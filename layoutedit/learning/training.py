@@ -30,6 +30,7 @@ from layoutedit.learning.attention_supervision import (
 )
 from layoutedit.learning.checkpoints import Checkpoint, CheckpointDir, RunTotals
 from layoutedit.loading.model_loading import LoadedModel
+from layoutedit.precision import Precision, unet_forward
 
 
 class ProgressHook(Protocol):
@@ -193,19 +194,36 @@ def make_optimizer(
     return optimizer
 
 
-def make_accelerator(mixed_precision: str, accumulation: int, device: torch.device) -> Any:
-    """An `accelerate.Accelerator` for one stage: precision and gradient accumulation.
+class StepRunner:
+    """Gradient accumulation and the fp16 loss scale of one stage, with no shared state.
 
-    The model is already on `device`; accelerate handles the autocast, the fp16 gradient
-    scaler and when an accumulated step really updates the weights.
+    A micro-batch's loss is divided by the accumulation and back-propagated (scaled when the
+    precision wants a `GradScaler`); `step` then updates the weights once per optimiser
+    step. What an `accelerate.Accelerator` did here, without its process-wide state: a
+    second stage or a second learn in another `mixed_precision` in the same process (serve,
+    the API) was refused by it.
     """
-    from accelerate import Accelerator
 
-    return Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=accumulation,
-        cpu=device.type == "cpu",
-    )
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, precision: Precision, accumulation: int
+    ) -> None:
+        self.optimizer, self.accumulation = optimizer, accumulation
+        self.scaler = precision.grad_scaler()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate one micro-batch's share of the step's loss."""
+        share = loss / self.accumulation
+        (self.scaler.scale(share) if self.scaler is not None else share).backward()
+
+    def step(self) -> None:
+        """Update the weights with the accumulated gradients, then clear them (a step whose
+        fp16 gradients overflowed is skipped by the scaler, which lowers its scale)."""
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad()
 
 
 @contextlib.contextmanager
@@ -236,7 +254,7 @@ class StageSpec:
         steps: optimiser steps in all.
         accumulation: micro-batches per optimiser step.
         checkpoint_every: save every N steps (0: only at the end).
-        mixed_precision: accelerate's `no`, `fp16` or `bf16`.
+        precision: the forward passes' weights dtype and autocast (`layoutedit.precision`).
     """
 
     label: str
@@ -244,7 +262,7 @@ class StageSpec:
     steps: int
     accumulation: int
     checkpoint_every: int
-    mixed_precision: str
+    precision: Precision
     record_attention: bool = False
     """Record the cross-attention probabilities of each pass (for `placeholder_attention_loss`)."""
 
@@ -255,7 +273,7 @@ class Predictor:
 
     model: LoadedModel
     scheduler: Any
-    accelerator: Any
+    precision: Precision
     recorder: LayerProbabilities | None = None
     """Holds the last pass's cross-attention probabilities when the stage records them."""
 
@@ -275,9 +293,9 @@ class Predictor:
         z_t, t, target = noisy_batch(self.model, self.scheduler, z0, generator)
         if self.recorder is not None:
             self.recorder.reset()
-        with self.accelerator.autocast():
+        with self.precision.autocast():
             cond = self.model.encode_text(list(texts))  # (B, L, D) (+ SDXL's pooled, time ids)
-            pred = self.model.unet(z_t, t, **cond.unet_kwargs()).sample
+        pred = unet_forward(self.model.unet, self.precision, z_t, t, cond)
         return pred, target
 
 
@@ -319,7 +337,6 @@ def run_stage(
     *,
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
-    accumulate_on: Any,
     start: int,
     micro_batch: MicroBatch,
     after_step: Callable[[], None],
@@ -330,21 +347,19 @@ def run_stage(
 ) -> None:
     """The optimiser-step loop both learning stages share, from step `start` to the end.
 
-    Each step runs `spec.accumulation` micro-batches (accelerate decides when the weights
-    really update), then `after_step` (writing the trained rows into their tables), reports
+    Each step runs `spec.accumulation` micro-batches and updates the weights once
+    (`StepRunner`), then `after_step` (writing the trained rows into their tables), reports
     the mean loss, and saves a checkpoint every `spec.checkpoint_every` steps and at the end.
 
     Args:
         optimizer: over `params`, which get gradients only while the loop runs.
-        accumulate_on: the module accelerate's gradient accumulation watches.
         start: the first step (a resumed run's checkpoint step).
         checkpoint: the stage's checkpoint after a number of steps.
     """
     progress.stage(spec.label, spec.steps, start)
     if start >= spec.steps:
         return
-    accelerator = make_accelerator(spec.mixed_precision, spec.accumulation, params[0].device)
-    prepared = accelerator.prepare(optimizer)
+    runner = StepRunner(optimizer, spec.precision, spec.accumulation)
     began = time.perf_counter()
     with contextlib.ExitStack() as stack:
         recorder = (
@@ -352,18 +367,16 @@ def run_stage(
             if spec.record_attention
             else None
         )
-        predict = Predictor(model, training_scheduler(model), accelerator, recorder)
+        predict = Predictor(model, training_scheduler(model), spec.precision, recorder)
         stack.enter_context(trainable(params))
         for step in range(start, spec.steps):
             losses = []
             for micro in range(spec.accumulation):
-                with accelerator.accumulate(accumulate_on):
-                    loss, samples = micro_batch(step * spec.accumulation + micro, predict)
-                    accelerator.backward(loss)
-                    prepared.step()
-                    prepared.zero_grad()
+                loss, samples = micro_batch(step * spec.accumulation + micro, predict)
+                runner.backward(loss)
                 totals.counter.add(forward=samples, backward=samples)
                 losses.append(float(loss.detach()))
+            runner.step()
             after_step()
             progress.step(sum(losses) / len(losses))
             done = step + 1

@@ -38,6 +38,7 @@ from layoutedit.loading.conditioning import (
 from layoutedit.loading.families import family_of, forces_zero_empty_prompt, is_sdxl_folder
 from layoutedit.loading.fingerprint import model_fingerprint
 from layoutedit.loading.unet_grids import cross_attention_sides
+from layoutedit.precision import cast_weights, check_finite, force_upcast, no_autocast
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "models"
@@ -236,14 +237,20 @@ class LoadedModel:
 
         Uses the mean of the VAE posterior (deterministic), times the scaling factor.
         """
-        posterior = self.vae.encode(self.image_to_tensor(image)).latent_dist
-        return posterior.mean * self.scaling_factor
+        # The VAE runs in its own dtype (fp32 when its config forces it), never autocast.
+        with no_autocast(self.vae.device):
+            posterior = self.vae.encode(self.image_to_tensor(image)).latent_dist
+        return check_finite(posterior.mean * self.scaling_factor, "source latent", self.vae.dtype)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         """Scaled latents (B, C, h, w) -> images (B, H, W, 3) uint8, H = W = `image_size`."""
+        check_finite(latents, "latent to decode", self.dtype)
         latents = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
-        images = self.vae.decode(latents).sample  # (B, 3, H, W) in about [-1, 1]
+        with no_autocast(self.vae.device):
+            images = self.vae.decode(latents).sample  # (B, 3, H, W) in about [-1, 1]
+        # A NaN would clamp to NaN and round to 0: a black image instead of an error.
+        check_finite(images, "decoded image", self.vae.dtype)
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -329,9 +336,13 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
 
 
 def _load_folder(
-    folder: Path, *, allow_pickle: bool, dtype: torch.dtype
+    folder: Path, *, allow_pickle: bool, dtype: torch.dtype, device: torch.device
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Load the components of a diffusers folder; return them and the files they came from."""
+    """Load the components of a diffusers folder; return them and the files they came from.
+
+    Weights are read straight into `dtype` on `device` (never fp32 first, then cast: on a
+    GPU that moment needed twice the memory); the VAE in fp32 when its config says
+    `force_upcast` (`layoutedit.precision`)."""
     sdxl = is_sdxl_folder(folder)
     components = (*COMPONENTS, *SDXL_COMPONENTS) if sdxl else COMPONENTS
     tokenizers = ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",)
@@ -351,7 +362,10 @@ def _load_folder(
         for cfg in sorted((folder / sub).glob("*.json")) + sorted((folder / sub).glob("*.txt")):
             files[f"{sub}/{cfg.name}"] = cfg
     safe = not allow_pickle or any(k.endswith(".safetensors") for k in files)
+    place: dict[str, Any] = {"device_map": {"": str(device)}}  # on the device, no CPU copy
     try:
+        vae_config = AutoencoderKL.load_config(folder / "vae", local_files_only=True)
+        vae_dtype = torch.float32 if vae_config.get("force_upcast", True) else dtype
         parts: dict[str, Any] = {
             "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
             "text_encoder": CLIPTextModel.from_pretrained(
@@ -359,12 +373,21 @@ def _load_folder(
                 local_files_only=True,
                 use_safetensors=safe,
                 dtype=dtype,
+                **place,
             ),
             "vae": AutoencoderKL.from_pretrained(
-                folder / "vae", local_files_only=True, use_safetensors=safe, torch_dtype=dtype
+                folder / "vae",
+                local_files_only=True,
+                use_safetensors=safe,
+                torch_dtype=vae_dtype,
+                **place,
             ),
             "unet": UNet2DConditionModel.from_pretrained(
-                folder / "unet", local_files_only=True, use_safetensors=safe, torch_dtype=dtype
+                folder / "unet",
+                local_files_only=True,
+                use_safetensors=safe,
+                torch_dtype=dtype,
+                **place,
             ),
         }
         if sdxl:
@@ -376,6 +399,7 @@ def _load_folder(
                 local_files_only=True,
                 use_safetensors=safe,
                 dtype=dtype,
+                **place,
             )
             parts["zero_empty_prompt"] = forces_zero_empty_prompt(folder)
     except (OSError, ValueError) as exc:
@@ -407,8 +431,10 @@ def load_model(
     Args:
         spec: what the user passed as `--model`.
         allow_pickle: accept pickle checkpoints (`.ckpt`, `.bin`, ...): they can run code.
-        device: where the components go.
-        dtype: weight dtype (fp32 for training; fp16/bf16 for inference on a GPU).
+        device: where the components go (read straight onto it).
+        dtype: weight dtype of the phase that runs next (`layoutedit.precision`): fp32 for
+            training, fp16/bf16 for inference on a GPU; the VAE is fp32 when its config
+            says `force_upcast`.
         cache_dir: where the memo of weight-file hashes lives (default: layoutedit's cache).
         model_config: diffusers config folder for an original SD single-file checkpoint.
 
@@ -426,7 +452,9 @@ def load_model(
             path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config
         )
     else:
-        parts, files = _load_folder(path, allow_pickle=allow_pickle, dtype=dtype)
+        parts, files = _load_folder(
+            path, allow_pickle=allow_pickle, dtype=dtype, device=torch.device(device)
+        )
         config = {}
     if parts.get("text_encoder_2") is not None:
         # SD 1.x / 2.x fingerprints stay as they were; SDXL's name the family, so a concept
@@ -452,6 +480,8 @@ def load_model(
             "no second text encoder (text_encoder_2/)",
             path=path,
         )
+    if path.is_file():  # a single file is read on the CPU: the VAE follows force_upcast here
+        cast_weights(model.vae, torch.float32 if force_upcast(model.vae) else dtype)
     for module in model.modules:
         module.requires_grad_(False)
         module.eval()

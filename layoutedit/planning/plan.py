@@ -108,9 +108,7 @@ def _learning_model(arch: ArchSpec, cfg: LearnConfig, device: str) -> PlanModel:
     dtype = frozen_dtype(cfg)
     if dtype is not None:
         with quiet_diffusers():
-            store_frozen(plan.model, dtype)
-        for table in plan.embedding_tables():  # SDXL's second table trains too
-            table.data = table.data.float()
+            store_frozen(plan.model, dtype)  # the tables too: their rows train apart, fp32
     return plan
 
 

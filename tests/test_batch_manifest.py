@@ -171,3 +171,16 @@ def test_processes_take_their_share_then_steal_from_the_end() -> None:
     assert group_order(5, Shard(1, 2), "static") == [1, 3]
     assert group_order(5, Shard(1, 2), "steal") == [1, 3, 4, 2, 0]
     assert group_order(3, Shard(), "steal") == [0, 1, 2]
+
+
+def test_a_model_that_does_not_load_leaves_nothing_behind(
+    scenes: tuple[Path, list[str]],
+) -> None:
+    root, (a, _b) = scenes
+    path = _manifest(root, [{"scene": "photos/a", "edits": [{"move": [f"{a}=+3,0"]}]}])
+    out = root / "o"
+    code, _out, err = run_cli(
+        root / "no-model", root / "cache", "batch", str(path), "--out", str(out)
+    )
+    assert code == 2 and "no-model" in err, err
+    assert not out.exists() and not (root / ".o.layoutedit-batch").exists()

@@ -255,6 +255,15 @@ class Workspace:
         self.close()
         return False
 
+    def abandon(self) -> None:
+        """Leave after an error: the stage is removed when no process works in it and it
+        holds no finished row (so a failed start leaves nothing behind)."""
+        if self.finish():
+            empty = not self.accounted()
+            self.close()
+            if empty:
+                shutil.rmtree(self.stage, ignore_errors=True)
+
     def close(self) -> None:
         """Drop the lock (the kernel drops it too when the process ends)."""
         if self._fd is not None:

@@ -154,13 +154,20 @@ def run_batch_process(
 
         done = process.tally.done if process is not None else 0
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        workspace.abandon()
+        kept = (
+            f"rows this process finished: {done}, kept in {escape(str(workspace.stage))} "
+            "(the row it was running is not); run the same command again to finish the batch"
+            if workspace.stage.exists()
+            else "nothing was written"
+        )
         err_console.print(
-            f"[yellow]interrupted[/] ({signal.Signals(signum).name}): rows this process "
-            f"finished: {done}, kept in {escape(str(workspace.stage))} (the row it was "
-            "running is not); run the same command again to finish the batch",
-            highlight=False,
+            f"[yellow]interrupted[/] ({signal.Signals(signum).name}): {kept}", highlight=False
         )
         raise typer.Exit(128 + int(signum)) from None
+    except BaseException:
+        workspace.abandon()
+        raise
     if not workspace.finish():
         say(
             f"[{shard.rank}/{shard.world}] done: {tally.done} rows run, {tally.failed} failed; "

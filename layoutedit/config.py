@@ -258,6 +258,54 @@ class EditConfig(_Strict):
         "cells (one cell: 8 px of a 512 px Stable Diffusion image, 4 px of shapes-tiny's 64), "
         "the scale below which the VAE and the last steps lose a pattern.",
     )
+    denoise: bool = Field(
+        default=True,
+        description="Run the DDIM steps; off (with init `paste`): the start image decoded "
+        "as it is and given the pixel passes (detail, colour matching, composite, fill), "
+        "what the pipeline gives without diffusion.",
+    )
+    redraw_strength: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="With init `paste`: the strength at which the model redraws what "
+        "cut-and-paste gets wrong: where an object left, a band around each moved object's "
+        "old and new place (its shadow) and the parts of a target region no pasted pixel "
+        "covers (a hidden part the move uncovers); those pixels are the model's in the "
+        "composite. 0 = off (published); below `paste_strength` it is `paste_strength`.",
+    )
+    redraw_band: float = Field(
+        default=1.5,
+        ge=0,
+        le=16,
+        description="Width of `redraw_strength`'s band around a moved object, in latent cells.",
+    )
+    redraw_unconditional: bool = Field(
+        default=False,
+        description="With `redraw_strength`: the redrawn cells that lie outside every target "
+        "region take the empty prompt's prediction (no classifier-free guidance there), so "
+        "no object's concept paints a ghost or a halo of its colour where only background "
+        "belongs.",
+    )
+    still_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        le=16,
+        description="With init `paste`: an object whose painted region moves it by less than "
+        "this (latent cells) and scales it by under 5 % stays exactly where it was (a rough "
+        "region never fits an unmoved object exactly; a shift of a pixel cuts it from what "
+        "covered it). 0 = every placement as estimated (published).",
+    )
+    relight: bool = Field(
+        default=False,
+        description="With init `paste`: brighten or darken each moved object by the light "
+        "around its new place against its old one (the source's background there).",
+    )
+    move_shadows: bool = Field(
+        default=False,
+        description="With init `paste`: find each moved object's shadow in the source, lift "
+        "it where the object left and cast it at the new place in the start image.",
+    )
     rank_by: Literal["attention", "layout"] = Field(
         default="attention",
         description="How the best seed is chosen: final attention loss (published), or "
@@ -274,7 +322,8 @@ class EditConfig(_Strict):
     )
     low_memory: bool = Field(
         default=False,
-        description="VAE slicing (decode one image at a time).",
+        description="Decode an image larger than 512 px (64 latent cells) tile by tile "
+        "(layoutedit.editing.low_memory).",
     )
 
 
@@ -340,7 +389,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-MODEL_PRESETS: dict[str, str] = {"builtin:shapes-tiny": "shapes-tiny"}
+MODEL_PRESETS: dict[str, str] = {
+    "builtin:shapes-tiny": "shapes-tiny",
+    "builtin:shapes-tiny-v2": "shapes-tiny-v2",
+}
 """The preset a model gets when the user names none; any other model gets `published`."""
 
 
@@ -357,6 +409,25 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# The embedded model continued on world v2 (hidden parts, shadows, light, textures): the
+# shapes-tiny settings, plus what cut-and-paste gets wrong redrawn by the model at a higher
+# strength (where an object left, a band around each moved object, uncovered parts), each
+# moved object re-lit by the light around its new place and its shadow moved with it.
+PRESETS["shapes-tiny-v2"] = _merge(
+    PRESETS["shapes-tiny"],
+    {
+        "edit": {
+            "redraw_strength": 0.8,
+            "redraw_band": 0.0,
+            "redraw_unconditional": True,
+            "still_tolerance": 0.5,
+            "relight": True,
+            "move_shadows": True,
+        }
+    },
+)
 
 
 def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:

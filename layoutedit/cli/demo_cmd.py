@@ -10,12 +10,16 @@ import typer
 from rich.table import Table
 
 from layoutedit.cli.common import (
+    DEFAULT_MODEL,
     OverwriteOption,
     PresetOption,
     console,
     state,
     user_errors,
 )
+from layoutedit.errors import UserError
+
+V2_MODEL = "builtin:shapes-tiny-v2"
 
 HELP = """Generate a three-object shapes scene, learn it, and edit it to three layouts.
 
@@ -25,6 +29,7 @@ scene (a few minutes on a CPU); later runs take the concept from the cache.
 Example:
 
   layoutedit demo --out ./layoutedit-demo
+  layoutedit demo --world v2 --out ./demo-v2     # an overlap, shadows, light
 """
 
 
@@ -44,6 +49,14 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[
             str | None, typer.Option("--seeds", help="Edit seeds, e.g. 0,8 (default: preset's).")
         ] = None,
+        world: Annotated[
+            str,
+            typer.Option(
+                "--world",
+                help="The shapes world: v1, or v2 (an overlap, shadows and light; edited on "
+                "builtin:shapes-tiny-v2 unless --model names another model).",
+            ),
+        ] = "v1",
         preset: PresetOption = None,
         overwrite: OverwriteOption = False,
     ) -> None:
@@ -53,8 +66,12 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         began = time.perf_counter()
+        if world not in ("v1", "v2"):
+            raise UserError(f"--world must be v1 or v2, not {world!r}")
         check_output(out, overwrite=overwrite)
-        cases = demo_cases(scene_seed)
+        if world == "v2" and app_state.model == DEFAULT_MODEL:
+            app_state.model = V2_MODEL
+        cases = demo_cases(scene_seed, world)
         overrides = {"seeds": parse_seeds(seeds)}
         # Scene, edits, sheet and GIF are built in one staging folder and moved into OUT
         # together: an error or Ctrl-C leaves OUT as it was.

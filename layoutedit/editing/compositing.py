@@ -94,6 +94,7 @@ def match_colours(
     source: np.ndarray,
     footprints: np.ndarray,
     source_masks: np.ndarray,
+    gains: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per object, shift and scale each RGB channel inside its footprint so that its mean
     and standard deviation equal those of the object's source pixels (Reinhard's transfer,
@@ -104,16 +105,19 @@ def match_colours(
         source: (H, W, 3) uint8 source image.
         footprints: (K, H, W) bool where each object is in the edit (pasted, visible).
         source_masks: (K, H, W) bool each object's source pixels.
+        gains: (K,) brightness of each object's new place against its old one (`relight`):
+            the wanted mean and spread are the source's times the gain. None: 1.
 
     Returns:
         (H, W, 3) uint8; pixels outside every footprint unchanged.
     """
     out = image.astype(np.float32)
-    for here, there in zip(footprints, source_masks, strict=True):
+    gains = np.ones(len(footprints)) if gains is None else gains
+    for here, there, gain in zip(footprints, source_masks, gains, strict=True):
         if here.sum() < 2 or there.sum() < 2:
             continue
         now = out[here]  # (N, 3)
-        want = source[there].astype(np.float32)  # (M, 3)
+        want = source[there].astype(np.float32) * np.float32(gain)  # (M, 3)
         ratio = np.clip(
             want.std(axis=0) / np.maximum(now.std(axis=0), 1e-3), 1 / MAX_STD_RATIO, MAX_STD_RATIO
         )

@@ -107,7 +107,7 @@ def cfg_prediction(
     timestep: torch.Tensor,
     cond: Conditioning,
     uncond: Conditioning,
-    guidance_scale: float,
+    guidance_scale: float | torch.Tensor,
     *,
     batch: bool,
     cond_context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
@@ -119,7 +119,8 @@ def cfg_prediction(
         latents: (B, C, h, w); B is 1, or the seeds of a batched edit (`seed_batch`).
         timestep: scalar timestep.
         cond, uncond: (B, L, D) prompt and empty-prompt embeddings (or conditionings).
-        guidance_scale: g; with g == 1 only the conditional prediction is computed.
+        guidance_scale: g; with g == 1 only the conditional prediction is computed. A
+            (1, 1, h, w) tensor sets g per latent cell (0: the unconditional prediction).
         batch: run both predictions as one batch of 2 (faster on a GPU).
         cond_context: entered around the call that computes the conditional prediction
             (to record its attention): the batched call, whose last sample is the
@@ -128,7 +129,7 @@ def cfg_prediction(
     Returns:
         (e, e_c): the guided prediction and the conditional one, (B, C, h, w) each.
     """
-    if guidance_scale == 1.0:
+    if not isinstance(guidance_scale, torch.Tensor) and guidance_scale == 1.0:
         with cond_context():
             e_c = predict(latents, timestep, cond)
         return e_c, e_c

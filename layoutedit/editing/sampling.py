@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
@@ -128,6 +129,15 @@ class AttentionGuide:
         return (latents - size * grad).detach()
 
 
+class LatentBlend(Protocol):
+    """Anything that overwrites part of the latent before a step (`BackgroundBlend`,
+    `redraw.RegionalStart`, `redraw.BlendChain`)."""
+
+    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
+        """The latent entering step `step`, (B, C, h, w)."""
+        ...
+
+
 @dataclass
 class BackgroundBlend:
     """Copy the inverted source latents into the edit where both layouts are background.
@@ -190,11 +200,11 @@ def sample(
     start: torch.Tensor,
     cond: Conditioning,
     uncond: Conditioning,
-    guidance_scale: float,
+    guidance_scale: float | torch.Tensor,
     *,
     batch_cfg: bool = False,
     guide: AttentionGuide | None = None,
-    blend: BackgroundBlend | None = None,
+    blend: LatentBlend | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     counter: UNetCounter | None = None,
@@ -210,7 +220,7 @@ def sample(
             reconstruct the source).
         cond, uncond: (1, L, D) prompt and empty-prompt embeddings, or their
             `TextConditioning` (SDXL: with pooled embeddings and time ids).
-        guidance_scale: classifier-free guidance scale g.
+        guidance_scale: classifier-free guidance scale g, or (1, 1, h, w) per latent cell.
         batch_cfg: one UNet call of batch 2 for the two predictions.
         guide: attention guidance and final-loss measurement; None for neither.
         blend: background blending; None for none.

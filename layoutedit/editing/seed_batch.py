@@ -35,7 +35,7 @@ from layoutedit.editing.guidance import refinement_target, step_sizes, total_los
 from layoutedit.editing.noise import cpu_normal
 from layoutedit.editing.sampling import (
     AttentionGuide,
-    BackgroundBlend,
+    LatentBlend,
     SamplingOutput,
     SamplingStats,
     StepHook,
@@ -136,12 +136,12 @@ def sample_batch(
     starts: torch.Tensor,
     cond: Conditioning,
     uncond: Conditioning,
-    guidance_scale: float,
+    guidance_scale: float | torch.Tensor,
     generators: Sequence[torch.Generator],
     *,
     batch_cfg: bool = False,
     guide: AttentionGuide | None = None,
-    blend: BackgroundBlend | None = None,
+    blend: LatentBlend | None = None,
     eta: float = 0.0,
     counter: UNetCounter | None = None,
     on_step: StepHook | None = None,

@@ -18,7 +18,8 @@ edit` then edits one layout for several seeds:
 and returns an `EditResult` (images per seed, per-object final attention loss, timings, UNet
 evaluations). The published method is `init="noise"`, no composite, attention ranking.
 `edit()` is the one-call form. The `no-concepts`, `no-guidance` and `no-blend` variants are
-`EditConfig(use_concept=False)`, `scale_factor=0` and `blend_steps=0` (and no composite).
+`EditConfig(use_concept=False)`, `scale_factor=0` and `blend_steps=0` (and no composite);
+`denoise=False` skips step 3: the paste start is decoded as it is (the bench's `no-model`).
 """
 
 from __future__ import annotations
@@ -40,21 +41,33 @@ from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.detail import apply_detail, moved_detail
 from layoutedit.editing.guidance import total_loss
 from layoutedit.editing.inversion import Inversion, invert
-from layoutedit.editing.low_memory import prepare_editing
+from layoutedit.editing.low_memory import decode_seeds, prepare_editing
 from layoutedit.editing.noise import seed_generator, seeded_normal
 from layoutedit.editing.paste import grow, paste_edit, rim_width
 from layoutedit.editing.ranking import LayoutScorer
+from layoutedit.editing.redraw import (
+    BlendChain,
+    RegionalStart,
+    cells_touched,
+    first_steps,
+    hidden_zones,
+    redraw_mask,
+)
+from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
+    LatentBlend,
     SamplingOutput,
     SamplingStats,
     StepHook,
     sample,
 )
 from layoutedit.editing.seed_batch import sample_batch
+from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
+from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order
@@ -65,6 +78,28 @@ if TYPE_CHECKING:
     from layoutedit.learning.concept import Concept
     from layoutedit.loading.model_loading import LoadedModel
     from layoutedit.scenes.scene import Layout, Scene
+
+SHADOW_REACH = 2.5
+"""Latent cells from an object within which its shadow is looked for (`move_shadows`)."""
+RELIGHT_RING = (2.5, 4.0)
+"""Latent cells: the ring around an object whose background says its light (`relight`)."""
+
+
+def _moves(p: Placement) -> bool:
+    """Whether a placement moves or scales its object (by a tenth of a pixel or more)."""
+    return (
+        abs(p.dst_cx - p.src_cx) > 0.1 or abs(p.dst_cy - p.src_cy) > 0.1 or abs(p.scale - 1) > 1e-3
+    )
+
+
+def _snapped(p: Placement, tolerance_px: float) -> Placement:
+    """`p`, or no move at all when it moves the object by under `tolerance_px` and scales it
+    by under 5 % (`EditConfig.still_tolerance`)."""
+    shift = float(np.hypot(p.dst_cx - p.src_cx, p.dst_cy - p.src_cy))
+    if shift < tolerance_px and abs(p.scale - 1.0) < 0.05:
+        return Placement(p.src_cx, p.src_cy, p.src_cx, p.src_cy, 1.0)
+    return p
+
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total): called as work advances (the CLI draws a bar)."""
@@ -103,6 +138,12 @@ class PasteStart:
     """Where each object went (source and target centre, scale)."""
     order: tuple[int, ...]
     """Object indices back to front, as they were pasted."""
+    redraw: np.ndarray | None = None
+    """(H, W) bool where the model redraws at `redraw_strength` (`redraw.redraw_mask`)."""
+    hidden: np.ndarray | None = None
+    """(H, W) bool where a part the source hid may show (`redraw.hidden_zones`)."""
+    gains: np.ndarray | None = None
+    """(K,) each object's light gain at its new place (`relight`), None: not re-lit."""
 
 
 @dataclass
@@ -203,6 +244,8 @@ class EditSession:
         # 1. check inputs
         if config.use_concept and concept is None:
             raise UserError("no concept given: learn one first, or edit with use_concept off")
+        if not config.denoise and config.init != "paste":
+            raise UserError("edit.denoise off needs init paste: a noise start has no image")
         if concept is not None and config.use_concept and tuple(concept.tokens) != scene.tokens:
             raise UserError(
                 f"the concept was learned for {', '.join(concept.tokens)}, "
@@ -316,12 +359,14 @@ class EditSession:
             max_refinement_steps=cfg.max_refinement_steps,
         )
 
-    def _blend(self, layout: Layout) -> BackgroundBlend | None:
+    def _blend(self, layout: Layout, redraw: np.ndarray | None = None) -> BackgroundBlend | None:
         if self.config.blend_steps == 0:
             return None
         mask = blend_mask(
             self.scene.labels, layout.labels, self.scene.background_index, self.latent_side
         )  # (h, w) bool
+        if redraw is not None:  # a shadow band is background in both, but must change
+            mask &= ~self._cells(redraw)
         return BackgroundBlend(
             mask=torch.from_numpy(mask)[None, None].to(self.source.device),
             inversion=self.ensure_inversion(),
@@ -338,30 +383,116 @@ class EditSession:
         height, width = self.scene.size
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
 
+    def _cells(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W) bool at the source's size -> (h, w) bool latent cells touching it."""
+        square, _ = square_pad(pixels.astype(np.uint8), 0)
+        return cells_touched(square.astype(bool), self.latent_side)
+
     def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
         """The first step, the clean latent and the cut-and-paste start image.
+
+        With `move_shadows` each moved object's shadow is lifted where it was and cast where
+        it goes; with `relight` each moved object is brightened or darkened by the light
+        around its new place; with `redraw_strength` the start says where the model redraws.
 
         Returns:
             (start step i, (1, C, h, w) scaled latent of the source with every object moved
             to its region and the holes filled from the surrounding background, the pasted
             image and where each object was pasted, at the source's size).
         """
+        cfg = self.config
+        k = len(self.scene.objects)
         placements = estimate_placements(
-            self.scene.labels,
-            layout.labels,
-            len(self.scene.objects),
-            fit=self.config.placement == "fit",
+            self.scene.labels, layout.labels, k, fit=cfg.placement == "fit"
         )
+        cell = max(self.scene.size) / self.model.latent_size  # px of one latent cell
+        if cfg.still_tolerance > 0:
+            placements = [_snapped(p, cfg.still_tolerance * cell) for p in placements]
         order = paint_order(self.scene.labels, layout.labels, placements)
-        pasted, footprints = paste_edit(
-            self.scene.image, self.scene.object_masks(), placements, None, order
-        )
+        masks = self.scene.object_masks()
+        moved = [i for i, p in enumerate(placements) if _moves(p)]
+        image, darkening = self.scene.image, None
+        if cfg.move_shadows and moved:
+            reach, rim = round(SHADOW_REACH * cell), rim_width(masks.shape[1:])
+            darkening = shadow_darkening(image, masks, reach, rim)
+            image = remove_shadows(image, darkening, moved)
+        pasted, footprints = paste_edit(image, masks, placements, None, order)
+        gains = None
+        if cfg.relight and moved:
+            background = self.scene.labels == self.scene.background_index
+            inner, outer = round(RELIGHT_RING[0] * cell), round(RELIGHT_RING[1] * cell)
+            gains = light_gains(self.scene.image, background, masks, footprints, inner, outer)
+            pasted = apply_gains(pasted, footprints, gains)
+        if darkening is not None:
+            pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
+        redraw = hidden = None
+        if cfg.redraw_strength > 0:
+            band = round(cfg.redraw_band * cell)
+            hidden = hidden_zones(masks, placements, layout.labels, footprints)
+            redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
         square, _ = square_pad(pasted, None)
         with torch.no_grad():
             latent = self.model.encode_image(square).float()  # (1, C, h, w)
-        steps = self.config.steps
-        start = steps - max(1, round(self.config.paste_strength * steps))
-        return start, latent, PasteStart(pasted, footprints, tuple(placements), tuple(order))
+        steps = cfg.steps
+        strength = max(cfg.paste_strength, cfg.redraw_strength if redraw is not None else 0.0)
+        start = steps - max(1, round(strength * steps))
+        paste_start = PasteStart(
+            pasted,
+            footprints,
+            tuple(placements),
+            tuple(order),
+            redraw=redraw,
+            hidden=hidden,
+            gains=gains,
+        )
+        return start, latent, paste_start
+
+    def _regional(
+        self, paste: PasteStart | None, pasted: torch.Tensor | None, noise: torch.Tensor
+    ) -> RegionalStart | None:
+        """The differential start of `redraw_strength`: cells outside the redraw follow the
+        start noised to each step until `paste_strength` lets them run. None: one strength."""
+        cfg = self.config
+        if paste is None or paste.redraw is None or pasted is None:
+            return None
+        if cfg.redraw_strength <= cfg.paste_strength:
+            return None
+        cells = self._cells(paste.redraw)
+        strengths = np.where(cells, cfg.redraw_strength, cfg.paste_strength)
+        first = torch.from_numpy(first_steps(strengths, cfg.steps))[None, None]
+        return RegionalStart(first=first, clean=pasted, noise=noise, sampler=self.sampler)
+
+    def _guidance(
+        self, paste: PasteStart | None, layout_labels: np.ndarray | None
+    ) -> float | torch.Tensor:
+        """The classifier-free guidance scale: one number, or with `redraw_unconditional` a
+        (1, 1, h, w) map that is 0 on redrawn cells no target region touches."""
+        cfg = self.config
+        if not cfg.redraw_unconditional or paste is None or paste.redraw is None:
+            return cfg.guidance_scale
+        assert layout_labels is not None
+        # Conditional only where a hidden part may show: a redrawn cell that merely touches
+        # an object, guided, paints a halo of the object's colour around it.
+        background = self._cells(paste.redraw)
+        if paste.hidden is not None:
+            background &= ~self._cells(paste.hidden)
+        scale = np.where(background, 0.0, cfg.guidance_scale).astype(np.float32)
+        return torch.from_numpy(scale)[None, None].to(self.source.device)
+
+    def _blends(
+        self,
+        background: BackgroundBlend | None,
+        paste: PasteStart | None,
+        pasted: torch.Tensor | None,
+        noise: torch.Tensor,
+    ) -> LatentBlend | None:
+        """The regional start (first) and the background blend (over it) of one batch."""
+        regional = self._regional(paste, pasted, noise)
+        if regional is None:
+            return background
+        if background is None:
+            return regional
+        return BlendChain((regional, background))
 
     def _layout_scores(self, images: list[np.ndarray], layout: Layout) -> list[float | None]:
         """Per image, the layout score when ranking by layout and the scene allows it."""
@@ -393,7 +524,8 @@ class EditSession:
             images = [apply_detail(i, detail, where, sigma, cfg.object_detail) for i in images]
         if cfg.colour_match and footprints is not None:
             masks = self.scene.object_masks()
-            images = [match_colours(i, self.scene.image, footprints, masks) for i in images]
+            gains = None if start is None else start.gains
+            images = [match_colours(i, self.scene.image, footprints, masks, gains) for i in images]
         if cfg.background_composite:
             # Objects sit on their pasted footprints, else anywhere in their regions. Where
             # an object left, its anti-aliased rim is not background to keep either (it
@@ -407,6 +539,10 @@ class EditSession:
                 vacated = objects
             left = grow(vacated, rim_width(objects.shape))
             keep = ~objects & ~left & ~occupied
+            redraw = None if start is None else start.redraw
+            if redraw is not None:  # the model's, where it redrew
+                keep &= ~redraw
+                left &= ~redraw
             alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
             images = [composite(i, self.scene.image, alpha) for i in images]
             if cfg.vacated == "fill" and start is not None:
@@ -434,6 +570,8 @@ class EditSession:
         start_step: int,
         pasted: torch.Tensor | None,
         on_step: StepHook | None,
+        paste: PasteStart | None = None,
+        layout_labels: np.ndarray | None = None,
     ) -> list[SamplingOutput]:
         """Every seed sampled as one batch (`seed_batch.sample_batch`): each seed's start
         and `eta` noise are drawn from its own generators as the one-seed loop draws them."""
@@ -441,17 +579,18 @@ class EditSession:
             [self._start(seed, start_step, pasted) for seed in seeds]
         )  # (S, C, h, w)
         generators = [seed_generator(s) for s in seeds]
+        noise = torch.cat([self.start_noise(seed) for seed in seeds])  # as `_start` drew it
         return sample_batch(
             runner,
             self.sampler,
             starts,
             self.cond,
             self.uncond,
-            self.config.guidance_scale,
+            self._guidance(paste, layout_labels),
             generators,
             batch_cfg=self.backend.batch_cfg,
             guide=guide,
-            blend=blend,
+            blend=self._blends(blend, paste, pasted, noise),
             eta=self.config.eta,
             counter=counter,
             on_step=on_step,
@@ -483,10 +622,11 @@ class EditSession:
             raise UserError("give at least one seed")
         # 2. masks
         guide = self._guide(layout)
-        blend = self._blend(layout)
         start_step, pasted, paste_start = (
             self._paste_start(layout) if cfg.init == "paste" else (0, None, None)
         )
+        redraw = None if paste_start is None else paste_start.redraw
+        blend = self._blend(layout, redraw) if cfg.denoise else None
         # 3. guided sampling, one seed at a time (the same seed gives the same noise), or
         # every seed in one batch when the backend asks for it
         counter = UNetCounter()
@@ -495,9 +635,26 @@ class EditSession:
         outputs: list[SamplingOutput] = []
         seconds: list[float] = []
         sampling_began = time.perf_counter()
-        if getattr(self.backend, "batch_seeds", False) and len(seeds) > 1:
+        if not cfg.denoise:
+            # No denoising step: every seed's latent is the paste start itself, with no
+            # attention measured (NaN losses).
+            assert pasted is not None  # checked in __init__: init is paste
+            nan = torch.full((len(self.scene.objects),), float("nan"))
+            outputs = [SamplingOutput(pasted, nan, SamplingStats()) for _ in seeds]
+            latents = [pasted for _ in seeds]
+            seconds = [0.0] * len(seeds)
+        elif getattr(self.backend, "batch_seeds", False) and len(seeds) > 1:
             outputs = self._sample_batch(
-                runner, counter, seeds, guide, blend, start_step, pasted, on_step
+                runner,
+                counter,
+                seeds,
+                guide,
+                blend,
+                start_step,
+                pasted,
+                on_step,
+                paste_start,
+                layout.labels,
             )
             latents = [out.latents for out in outputs]
             # One batch: its seconds are shared evenly by its seeds.
@@ -515,10 +672,10 @@ class EditSession:
                     self._start(seed, start_step, pasted),
                     self.cond,
                     self.uncond,
-                    cfg.guidance_scale,
+                    self._guidance(paste_start, layout.labels),
                     batch_cfg=self.backend.batch_cfg,
                     guide=guide,
-                    blend=blend,
+                    blend=self._blends(blend, paste_start, pasted, self.start_noise(seed)),
                     eta=cfg.eta,
                     generator=generator,
                     counter=counter,
@@ -534,8 +691,8 @@ class EditSession:
         # 4. decode, one seed at a time: a batched decode can round differently with the
         # batch size, and the same seed must give the same image whatever else is decoded
         began = time.perf_counter()
-        with torch.no_grad():
-            decoded = [self.model.decode_latents(z)[0] for z in latents]  # (S, S, 3) each
+        with phase("decode"):  # with low_memory, a large image tile by tile
+            decoded = decode_seeds(self.model, latents, cfg.low_memory)  # (S, S, 3) each
         images = self._finish(self.to_source_size(np.stack(decoded)), layout, paste_start)
         decode_s = time.perf_counter() - began
 

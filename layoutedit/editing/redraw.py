@@ -1,0 +1,185 @@
+"""Where the model redraws more than the pasted objects, and a start that differs by cell.
+
+A paste start (`EditConfig.init="paste"`) keeps each object's own pixels by noising them
+only part-way (`paste_strength`). What cut-and-paste cannot get right needs the model at a
+higher strength: where an object left (the hole and the shadow it cast there), a band
+around each object's new place (the shadow it casts there, the edge), and the part of a
+target region that no pasted pixel covers (an object's hidden part, uncovered by the move).
+`redraw_mask` says where, in pixels; `RegionalStart` makes every latent cell join the DDIM
+loop at the step its own strength says (a differential start: until then the cell follows
+the start latent noised to the current step), so one loop serves both strengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+from layoutedit.editing.paste import grow
+from layoutedit.scenes.layout_ops import Placement, warp_mask
+
+
+def redraw_mask(
+    source_labels: np.ndarray,
+    layout_labels: np.ndarray,
+    source_masks: np.ndarray,
+    footprints: np.ndarray,
+    band_px: int,
+    hidden: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pixels the model redraws at the higher strength.
+
+    Args:
+        source_labels: (H, W) int source labels, K = background.
+        layout_labels: (H, W) int target regions, same coding (unused but for `hidden`).
+        source_masks: (K, H, W) bool each object's visible source pixels.
+        footprints: (K, H, W) bool where each object was pasted (visible pixels).
+        band_px: width of the band around a moved object's old and new place, px.
+        hidden: (H, W) bool where a hidden part may show (`hidden_zones`), or None.
+
+    Returns:
+        (H, W) bool: where an object left, the bands around every object that moved, and
+        the hidden zones; never a pasted pixel.
+    """
+    del layout_labels  # the regions' margins are not redrawn: only their hidden zones
+    k = source_masks.shape[0]
+    occupied = footprints.any(axis=0)
+    out = (source_labels < k) & ~occupied  # vacated
+    if hidden is not None:
+        out |= hidden
+    for i in range(k):
+        if np.array_equal(source_masks[i], footprints[i]):
+            continue  # stayed where it was, whole
+        if band_px > 0:
+            out |= grow(source_masks[i], band_px) | grow(footprints[i], band_px)
+    return out & ~occupied
+
+
+def hidden_zones(
+    source_masks: np.ndarray,
+    placements: Sequence[Placement],
+    layout_labels: np.ndarray,
+    footprints: np.ndarray,
+) -> np.ndarray:
+    """(H, W) bool where an object's part that the source hid may show after the edit.
+
+    An object's hidden part lies under the objects that covered it in the source, next to
+    its visible pixels: those pixels (within half the object's size), moved with the object
+    to its target, inside its target region and not covered by anything pasted there.
+    """
+    k = source_masks.shape[0]
+    occupied = footprints.any(axis=0)
+    out = np.zeros(occupied.shape, dtype=bool)
+    hulls = [convex_hull_mask(m) for m in source_masks]
+    for i in range(k):
+        # Only an object in front can hide another: the back one's hull holds the front
+        # one's pixels over it, more than the other way round.
+        front = [
+            j
+            for j in range(k)
+            if j != i and (hulls[i] & source_masks[j]).sum() > (hulls[j] & source_masks[i]).sum()
+        ]
+        if not front:
+            continue
+        others = source_masks[front].any(axis=0)
+        reach = max(1, round(0.5 * float(np.sqrt(source_masks[i].sum()))))
+        near = grow(source_masks[i], reach) & others
+        if not near.any():
+            continue
+        out |= warp_mask(near, placements[i]) & (layout_labels == i)
+    return out & ~occupied
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool the pixels whose centres lie in the convex hull of `mask`'s pixel
+    corners (empty for an empty mask)."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    corners = {
+        (x + dx, y + dy) for x, y in zip(xs.tolist(), ys.tolist()) for dx in (0, 1) for dy in (0, 1)
+    }
+    pts = sorted(corners)
+
+    def cross(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[int, int]] = []
+    upper: list[tuple[int, int]] = []
+    for pt in pts:  # Andrew's monotone chain
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], pt) <= 0:
+            lower.pop()
+        lower.append(pt)
+    for pt in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], pt) <= 0:
+            upper.pop()
+        upper.append(pt)
+    hull = lower[:-1] + upper[:-1]  # counter-clockwise in (x, y)
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5
+    inside = np.ones(mask.shape, dtype=bool)
+    for (x0, y0), (x1, y1) in zip(hull, hull[1:] + hull[:1], strict=True):
+        inside &= (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0) >= 0
+    return inside
+
+
+def cells_touched(mask: np.ndarray, side: int) -> np.ndarray:
+    """(S, S) bool pixels of a square image -> (side, side) bool latent cells that hold
+    any of them (any side S: each cell covers the pixels its span overlaps)."""
+    s = mask.shape[0]
+    edges = np.linspace(0, s, side + 1)
+    lo, hi = np.floor(edges[:-1]).astype(int), np.ceil(edges[1:]).astype(int)
+    rows = np.stack([mask[a:b].any(axis=0) for a, b in zip(lo, hi, strict=True)])
+    return np.stack([rows[:, a:b].any(axis=1) for a, b in zip(lo, hi, strict=True)], axis=1)
+
+
+def first_steps(strengths: np.ndarray, steps: int) -> np.ndarray:
+    """(h, w) int64 the DDIM step at which each cell starts being denoised: a strength s
+    runs the last max(1, round(s * steps)) of `steps`."""
+    runs = np.maximum(1, np.rint(strengths * steps)).astype(np.int64)
+    return steps - np.minimum(runs, steps)
+
+
+@dataclass
+class RegionalStart:
+    """Cells that have not started yet follow the start latent, noised to the current step.
+
+    Attributes:
+        first: (1, 1, h, w) int64 each cell's first denoised step (`first_steps`).
+        clean: (1, C, h, w) the start latent (the paste start, encoded).
+        noise: (B, C, h, w) the noise each seed's start was drawn with.
+        sampler: the DDIM scheduler, `set_timesteps` done.
+    """
+
+    first: torch.Tensor
+    clean: torch.Tensor
+    noise: torch.Tensor
+    sampler: DDIMScheduler
+
+    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
+        """z_t <- where(step < first, add_noise(clean, noise, t_step), z_t)."""
+        waiting = self.first.to(latents.device) > step
+        if not bool(waiting.any()):
+            return latents
+        t = self.sampler.timesteps[step : step + 1]
+        noised = self.sampler.add_noise(
+            self.clean.to(latents), self.noise.to(latents), cast(torch.IntTensor, t)
+        )
+        return torch.where(waiting, noised, latents)
+
+
+@dataclass
+class BlendChain:
+    """Several latent blends applied in order (later ones win where they overlap)."""
+
+    blends: tuple[object, ...]
+
+    def apply(self, latents: torch.Tensor, step: int) -> torch.Tensor:
+        """Each blend's `apply(latents, step)` in turn."""
+        for blend in self.blends:
+            latents = blend.apply(latents, step)  # type: ignore[attr-defined]
+        return latents

@@ -1,0 +1,131 @@
+"""What cut-and-paste gets wrong, redrawn: the redraw mask, the differential start, the
+re-lighting of a moved object and its shadow moved with it (pure functions, world v2)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+
+from layoutedit.editing.compositing import match_colours
+from layoutedit.editing.paste import paste_edit
+from layoutedit.editing.redraw import (
+    RegionalStart,
+    cells_touched,
+    first_steps,
+    hidden_zones,
+    redraw_mask,
+)
+from layoutedit.editing.relight import apply_gains, light_gains
+from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
+from layoutedit.scenes.layout_ops import Placement
+from layoutedit.shapes.lighting import Light
+from layoutedit.shapes.world import moved, sample_scene
+from layoutedit.shapes.world_v2 import render_lit
+
+
+def _disk(cx: int, cy: int, r: int, size: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def test_the_redraw_mask_holds_the_hole_and_the_bands_but_not_region_margins() -> None:
+    a_src, a_dst = _disk(16, 16, 6), _disk(44, 16, 6)
+    b = _disk(20, 44, 6)  # stays put
+    source_masks, footprints = np.stack([a_src, b]), np.stack([a_dst, b])
+    labels = np.full((64, 64), 2, dtype=np.int16)
+    labels[a_src], labels[b] = 0, 1
+    layout = np.full((64, 64), 2, dtype=np.int16)
+    layout[_disk(44, 16, 8)] = 0  # a rough region, larger than the object
+    layout[b] = 1
+    layout[_disk(20, 52, 3)] = 1  # part of b's region its pasted pixels do not cover
+    out = redraw_mask(labels, layout, source_masks, footprints, band_px=3)
+    assert out[16, 16] and out[16, 16 - 8]  # the hole, and the band around it
+    assert out[16, 44 + 8] and not out[16, 44]  # the band at the new place; never the object
+    assert not out[54, 20]  # a region's margin that nothing hid is not redrawn
+    assert not out[44, 20 - 9] and not out[32, 32]  # b did not move: no band; far: nothing
+    assert not (out & footprints.any(axis=0)).any()
+
+
+def test_a_hidden_zone_is_where_the_front_object_covered_the_back_one_after_the_move() -> None:
+    back_whole, front = _disk(24, 32, 8), _disk(34, 32, 6)
+    back = back_whole & ~front
+    masks = np.stack([back, front])
+    stay = Placement(24.0, 32.0, 24.0, 32.0, 1.0)
+    away = Placement(34.0, 32.0, 34.0, 10.0, 1.0)
+    footprints = np.stack([back, _disk(34, 10, 6)])
+    layout = np.full((64, 64), 2, dtype=np.int16)
+    layout[_disk(24, 32, 10)] = 0
+    layout[_disk(34, 10, 7)] = 1
+    zone = hidden_zones(masks, [stay, away], layout, footprints)
+    revealed = back_whole & ~back
+    assert (zone & revealed).sum() >= 0.8 * revealed.sum()  # the part that shows now
+    assert not (zone & footprints.any(axis=0)).any()
+    assert not zone[:, :20].any()  # nothing hid the back object's far side
+
+
+def test_cells_and_first_steps() -> None:
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[5, 9] = True
+    cells = cells_touched(mask, 16)
+    assert cells.shape == (16, 16) and cells.sum() == 1 and cells[1, 2]
+    steps = first_steps(np.array([[0.4, 0.8], [1.0, 0.01]]), 25)
+    assert steps.tolist() == [[15, 5], [0, 24]]
+
+
+def test_a_waiting_cell_follows_the_noised_start_and_a_running_one_is_left_alone() -> None:
+    sampler = DDIMScheduler(num_train_timesteps=1000)
+    sampler.set_timesteps(10)
+    clean, noise = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+    first = torch.full((1, 1, 4, 4), 2, dtype=torch.int64)
+    first[..., 0, 0] = 6  # this cell starts late
+    regional = RegionalStart(first=first, clean=clean, noise=noise, sampler=sampler)
+    latents = torch.zeros(1, 4, 4, 4)
+    out = regional.apply(latents, 3)
+    t = sampler.timesteps[3:4]
+    expected = sampler.add_noise(clean, noise, t)  # type: ignore[arg-type]
+    torch.testing.assert_close(out[..., 0, 0], expected[..., 0, 0])
+    assert not out[..., 1:, :].any() and not out[..., 0, 1:].any()
+    assert torch.equal(regional.apply(latents, 6), latents)  # every cell running
+
+
+def _lit_scene(cx: float, light: Light) -> tuple[np.ndarray, np.ndarray]:
+    spec = replace(sample_scene(3).objects[0], shape="circle", pattern="plain", size=14.0)
+    scene = render_lit([moved(spec, cx, 32.0)], "gray", 1, light)
+    return scene.image, scene.masks
+
+
+def test_an_object_moved_towards_the_light_is_brightened_by_about_the_light_ratio() -> None:
+    light = Light(angle=0.0, gain=0.25, offset=0.1, softness=0.5, strength=0.0)
+    image, masks = _lit_scene(16.0, light)
+    truth, truth_masks = _lit_scene(48.0, light)
+    placement = Placement(16.0, 32.0, 48.0, 32.0, 1.0)
+    pasted, footprints = paste_edit(image, masks, [placement], None)
+    gains = light_gains(image, ~masks[0], masks, footprints, inner=10, outer=16)
+    want = truth[truth_masks[0]].mean() / image[masks[0]].mean()
+    assert abs(gains[0] - want) < 0.1 * want and gains[0] > 1.1
+    relit = apply_gains(pasted, footprints, gains)
+    before = np.abs(pasted[truth_masks[0]].astype(float) - truth[truth_masks[0]]).mean()
+    after = np.abs(relit[truth_masks[0]].astype(float) - truth[truth_masks[0]]).mean()
+    assert after < before / 2
+    matched = match_colours(relit, image, footprints, masks, gains)
+    assert abs(matched[footprints[0]].mean() - relit[footprints[0]].mean()) < 3
+
+
+def test_a_shadow_is_lifted_where_the_object_left_and_cast_where_it_went() -> None:
+    light = Light(angle=20.0, gain=0.0, offset=3.5, softness=1.0, strength=0.5)
+    image, masks = _lit_scene(20.0, light)
+    truth, _ = _lit_scene(44.0, light)
+    placement = Placement(20.0, 32.0, 44.0, 32.0, 1.0)
+    darkening = shadow_darkening(image, masks, band_px=10, rim_px=1)
+    assert darkening[0].max() > 0.3  # found
+    assert darkening[0][:, 25:].sum() < darkening[0][:, :20].sum()  # away from the light
+    plain, footprints = paste_edit(image, masks, [placement], None)
+    lifted = remove_shadows(image, darkening, [0])
+    start, _ = paste_edit(lifted, masks, [placement], None)
+    start = cast_shadows(start, darkening, [placement], footprints, [0])
+    err_plain = np.abs(plain.astype(float) - truth).mean()
+    err_start = np.abs(start.astype(float) - truth).mean()
+    assert err_start < err_plain * 0.6

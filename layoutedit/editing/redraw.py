@@ -102,7 +102,10 @@ def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
     if len(ys) == 0:
         return np.zeros(mask.shape, dtype=bool)
     corners = {
-        (x + dx, y + dy) for x, y in zip(xs.tolist(), ys.tolist()) for dx in (0, 1) for dy in (0, 1)
+        (x + dx, y + dy)
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=True)
+        for dx in (0, 1)
+        for dy in (0, 1)
     }
     pts = sorted(corners)
 

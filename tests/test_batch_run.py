@@ -55,19 +55,33 @@ def _mask_of(scene: Path, name: str) -> np.ndarray:
     return (mask == np.asarray(labels[name])).all(-1)
 
 
-def test_a_batch_writes_a_dataset_and_isolates_failures(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    manifest, names = _write_batch(tmp_path)
-    config = write_fast_config(tmp_path)
-    out, cache = tmp_path / "out", tmp_path / "cache"
+@pytest.fixture(scope="module")
+def dataset(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[tuple[str, ...]], tuple[str, ...]]:
+    """(root, object names per good scene, the batch's CLI arguments) after one batch run
+    (exit code and output checked by the first test)."""
+    root = tmp_path_factory.mktemp("batch-run")
+    manifest, names = _write_batch(root)
+    config = write_fast_config(root)
+    out, cache = root / "out", root / "cache"
     args = ("batch", str(manifest), "--out", str(out), "--config", str(config), "--seeds", "0")
     # --seeds is not a batch option: a usage error (one line, exit 2) before any work.
     code, _, err = run_cli(tiny_model_dir, cache, *args)
     assert code == 2 and "--seeds" in err
     args = (*args[:-2], "--skip-bad-rows", "--all")
     code, _, err = run_cli(tiny_model_dir, cache, *args)
-    assert code == 1, err  # a row failed: not every row succeeded
+    (root / "first-run.txt").write_text(f"{code}\n{err}")
+    return root, names, args
+
+
+def test_a_batch_writes_a_dataset_and_isolates_failures(
+    dataset: tuple[Path, list[tuple[str, ...]], tuple[str, ...]],
+) -> None:
+    tmp_path, names, _args = dataset
+    out = tmp_path / "out"
+    code, err = (tmp_path / "first-run.txt").read_text().split("\n", 1)
+    assert code == "1", err  # a row failed: not every row succeeded
     assert "line 5" in err and "nobody" in err  # the bad row, reported
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == {"total": 5, "done": 3, "skipped": 0, "failed": 1, "bad": 1}
@@ -113,6 +127,13 @@ def test_a_batch_writes_a_dataset_and_isolates_failures(
         # `a` moved 3 px right, under `b` where they overlap (b is drawn over it).
         assert np.array_equal(by_image[moved_id][b], mask_b)
         assert np.array_equal(by_image[moved_id][a], np.roll(mask_a, 3, axis=1) & ~mask_b)
+
+
+def test_the_coco_file_loads_with_pycocotools(
+    dataset: tuple[Path, list[tuple[str, ...]], tuple[str, ...]],
+) -> None:
+    out = dataset[0] / "out"
+    coco = json.loads((out / "coco.json").read_text())
     cocotools = pytest.importorskip("pycocotools.coco", reason="pycocotools not installed")
     mask_utils = pytest.importorskip("pycocotools.mask")
     loaded = cocotools.COCO(str(out / "coco.json"))
@@ -123,14 +144,30 @@ def test_a_batch_writes_a_dataset_and_isolates_failures(
         assert mask_utils.toBbox(rle).tolist() == ann["bbox"]
         assert int(mask.sum()) == ann["area"]
 
-    # A rerun skips the done rows (their records untouched) and tries the failed one again.
+
+def test_the_metadata_loads_as_a_hugging_face_image_folder(
+    dataset: tuple[Path, list[tuple[str, ...]], tuple[str, ...]],
+) -> None:
+    datasets = pytest.importorskip("datasets", reason="datasets not installed")
+    out = dataset[0] / "out"
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    assert loaded.num_rows == 9 and loaded["kind"].count("edit") == 6
+    assert loaded[1]["image"].size == (64, 64) and loaded[1]["objects"]["name"]
+
+
+def test_a_rerun_skips_what_is_done_and_retries_what_failed(
+    tiny_model_dir: Path, dataset: tuple[Path, list[tuple[str, ...]], tuple[str, ...]]
+) -> None:
+    root, _names, args = dataset
+    out = root / "out"
+    lines = (out / "metadata.jsonl").read_text()
     record = (out / "rows" / "s1" / "row.json").read_text()
-    code, _, err = run_cli(tiny_model_dir, cache, *args)
+    code, _, err = run_cli(tiny_model_dir, root / "cache", *args)
     assert code == 1, err
     again = json.loads((out / "summary.json").read_text())
     assert again["rows"] == {"total": 5, "done": 0, "skipped": 3, "failed": 1, "bad": 1}
-    assert (out / "rows" / "s1" / "row.json").read_text() == record
-    assert (out / "metadata.jsonl").read_text() == "".join(json.dumps(m) + "\n" for m in lines)
+    assert (out / "rows" / "s1" / "row.json").read_text() == record  # not run again
+    assert (out / "metadata.jsonl").read_text() == lines
 
 
 def test_an_output_folder_with_a_users_files_is_refused(

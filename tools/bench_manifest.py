@@ -32,7 +32,9 @@ def main() -> None:
     for seed, cases in by_scene.items():
         name = f"scene-{seed}"
         write_scene_folder(cases[0].source, args.out / name, [c.layout for c in cases])
-        edits = [{"layout": f"{name}/target_layout/layout{i}.png"} for i in range(1, len(cases) + 1)]
+        edits = [
+            {"layout": f"{name}/target_layout/layout{i}.png"} for i in range(1, len(cases) + 1)
+        ]
         rows.append({"scene": name, "edits": edits, "id": name})
     manifest = args.out / "scenes.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))

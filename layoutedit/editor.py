@@ -41,6 +41,7 @@ from layoutedit.config import Settings, resolve_settings
 from layoutedit.editing.edit_outcome import EditOutcome
 from layoutedit.editing.session import EditResult
 from layoutedit.errors import UserError
+from layoutedit.out_of_memory import phase
 from layoutedit.scenes.layout_edits import Operation, operations_layout, parse_step
 from layoutedit.scenes.scene import Layout, Scene, layout_from_labels, load_layout, load_scene
 
@@ -334,7 +335,7 @@ class Editor:
             if not force and key in self._concepts:
                 return ObtainedConcept(self._concepts[key], key, cached=True)
             model = self._fresh_model(learn_precision(self.settings.learn, self.backend.device))
-            with ConceptCache(self.cache_dir, report=self.report) as cache:
+            with ConceptCache(self.cache_dir, report=self.report) as cache, phase("learn"):
                 obtained = obtain_concept(
                     model,
                     scene,
@@ -443,7 +444,7 @@ class Editor:
             if inv_key in self._inversions:
                 session.use_inversion(self._inversions[inv_key])
             else:
-                with ConceptCache(self.cache_dir, report=self.report) as cache:
+                with ConceptCache(self.cache_dir, report=self.report) as cache, phase("inversion"):
                     cached_inversion(session, cache, concept_key)
                 self._inversions[inv_key] = session.ensure_inversion()
                 while len(self._inversions) > _KEEP:
@@ -506,7 +507,8 @@ class Editor:
 
             session.progress = progress
             try:
-                result = session.edit(target, chosen, on_step=on_step)
+                with phase("edit"):  # out of memory: one line naming the phase (decode inside)
+                    result = session.edit(target, chosen, on_step=on_step)
             finally:
                 session.progress = None
             evals = dict(result.unet_evaluations)

@@ -116,13 +116,18 @@ def print_user_error(exc: UserError) -> None:
 
 
 def user_errors(func: F) -> F:
-    """Turn a UserError into one line on stderr and its exit code (2), and an interrupt
-    (Ctrl-C, SIGTERM) into one line and exit 130/143 (`exit_interrupted`)."""
+    """Turn a UserError into one line on stderr and its exit code (2), running out of memory
+    anywhere into one such line too (`layoutedit.out_of_memory`), and an interrupt (Ctrl-C,
+    SIGTERM) into one line and exit 130/143 (`exit_interrupted`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from layoutedit.out_of_memory import phase
+
         try:
-            return func(*args, **kwargs)
+            # A phase not named deeper down (loading, a bench, a plan) gets the general advice.
+            with phase(func.__name__.removesuffix("_command").replace("_", " ")):
+                return func(*args, **kwargs)
         except UserError as exc:
             print_user_error(exc)
             raise typer.Exit(exc.exit_code) from None

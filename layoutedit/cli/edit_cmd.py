@@ -21,6 +21,7 @@ from layoutedit.cli.common import (
     OverwriteOption,
     PresetOption,
     SceneArgument,
+    check_cache_writable,
     console,
     err_console,
     scene_notes,
@@ -245,6 +246,7 @@ def run_edit(
     out_root = out if out is not None else default_out_root(scene_dir, image)
     if stage is None:
         check_output(out_root, overwrite=overwrite)
+    check_cache_writable(app.cache_dir)
     settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit
     check_concept_folder(concept_dir, cfg.use_concept)
@@ -432,6 +434,15 @@ def register(app: typer.Typer) -> None:
                 "shading stay the model's. 0 = published.",
             ),
         ] = None,
+        low_memory: Annotated[
+            bool | None,
+            typer.Option(
+                "--low-memory/--no-low-memory",
+                help="Decode an image larger than 512 px tile by tile (what an edit at "
+                "1024 px needs on a small GPU). Default: the settings' edit.low_memory.",
+                show_default=False,
+            ),
+        ] = None,
         move: MoveOption = None,
         scale: ScaleOption = None,
         swap: SwapOption = None,
@@ -459,6 +470,7 @@ def register(app: typer.Typer) -> None:
             "paste_strength": paste_strength,
             "object_detail": object_detail,
             "use_concept": False if no_concept else None,
+            "low_memory": low_memory,
         }
         if no_concept and concept is not None:
             raise UserError("--concept and --no-concept exclude each other")

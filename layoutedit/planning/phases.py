@@ -31,6 +31,7 @@ from layoutedit.config import EditConfig, LearnConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.editing.denoising import UNetRunner, cfg_prediction, scheduler_pair
 from layoutedit.editing.guidance import text_attention
+from layoutedit.editing.low_memory import vae_tiling
 from layoutedit.editing.sampling import AttentionGuide
 from layoutedit.learning.attention_supervision import (
     LayerProbabilities,
@@ -356,11 +357,13 @@ def vae_encode(ctx: PhaseContext) -> PhaseCost:
 
 
 def vae_decode(ctx: PhaseContext) -> PhaseCost:
-    """Decoding one seed's latent (the editor decodes seeds one at a time)."""
+    """Decoding one seed's latent (the editor decodes seeds one at a time; in low memory a
+    large one tile by tile, `editing.low_memory.vae_tiling`)."""
     model = ctx.plan.model
 
     def step() -> None:
-        with torch.no_grad():
+        side = model.latent_size
+        with torch.no_grad(), vae_tiling(model.vae, side, ctx.low_memory):
             z = torch.zeros(1, *ctx.latent_shape, device=model.device, dtype=model.vae.dtype)
             model.vae.decode(z / model.scaling_factor)
 

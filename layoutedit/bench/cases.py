@@ -63,6 +63,14 @@ class Case:
     """(S, S) int16 rough target regions, object i -> i, background K (the method's input)."""
     region_shapes: tuple[str, ...]
     """Per object: `ellipse` or `blob`."""
+    depth_order: tuple[int, ...] | None = None
+    """World v2: object indices back to front in the truth (the layout says it: where two
+    regions overlap, the front object's holds the overlap); None: the drawing order."""
+
+    @property
+    def world(self) -> str:
+        """`v1` or `v2`: the shapes world of the source."""
+        return self.source.world
 
     @property
     def n_objects(self) -> int:
@@ -107,6 +115,14 @@ class Case:
         """(K, 3) float64 mean RGB of each object's visible source pixels."""
         img = self.source.image.astype(np.float64)
         return np.stack([img[m].mean(axis=0) for m in self.source.masks])
+
+    def truth_colours(self) -> np.ndarray:
+        """(K, 3) float64 mean RGB of each object's visible pixels in the truth (world v2: an
+        object moved across the light or into a shadow changes colour; NaN when hidden)."""
+        img = self.truth.image.astype(np.float64)
+        return np.stack(
+            [img[m].mean(axis=0) if m.any() else np.full(3, np.nan) for m in self.truth.masks]
+        )
 
 
 def identity_case(case: Case) -> Case:
@@ -165,7 +181,7 @@ def rough_region(
     return (((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2) <= 1.0
 
 
-def _into_frame(spec: ShapeSpec, size: int) -> ShapeSpec | None:
+def into_frame(spec: ShapeSpec, size: int) -> ShapeSpec | None:
     """`spec` shifted by whole pixels just enough to lie in frame; None if it cannot fit."""
     r = EXTENT * spec.size
     if 2 * r > size:
@@ -176,20 +192,23 @@ def _into_frame(spec: ShapeSpec, size: int) -> ShapeSpec | None:
     return out if in_frame(out, size) else None
 
 
-def _shift(rng: np.random.Generator, low: float, high: float) -> tuple[int, int]:
+def random_shift(rng: np.random.Generator, low: float, high: float) -> tuple[int, int]:
+    """A whole-pixel shift (dx, dy), each in -high..high, at least `low` px long."""
     while True:
         dx, dy = (int(v) for v in rng.integers(-int(high), int(high) + 1, size=2))
         if np.hypot(dx, dy) >= low:
             return dx, dy
 
 
-def _propose(kind: str, specs: Sequence[ShapeSpec], rng: np.random.Generator) -> list[ShapeSpec]:
+def propose(kind: str, specs: Sequence[ShapeSpec], rng: np.random.Generator) -> list[ShapeSpec]:
+    """The objects after one random `move`, `swap` or `scale` (unchecked: may leave the
+    frame); [] when the drawn scale is refused."""
     out = list(specs)
     k = len(specs)
     if kind == "move":
         n_moved = int(rng.integers(1, min(2, k) + 1))
         for i in rng.choice(k, size=n_moved, replace=False):
-            dx, dy = _shift(rng, MIN_MOVE, 24)
+            dx, dy = random_shift(rng, MIN_MOVE, 24)
             out[i] = moved(specs[i], specs[i].cx + dx, specs[i].cy + dy)
     elif kind == "swap":
         # Each takes the other's place: whole-pixel moves, a little jitter so that objects of
@@ -206,7 +225,7 @@ def _propose(kind: str, specs: Sequence[ShapeSpec], rng: np.random.Generator) ->
         new_size = specs[i].size * s
         if abs(s - 1.0) < MIN_SCALE_CHANGE or not MIN_TARGET_SIZE <= new_size <= MAX_TARGET_SIZE:
             return []
-        dx, dy = _shift(rng, 0, 6)
+        dx, dy = random_shift(rng, 0, 6)
         out[i] = moved(specs[i], specs[i].cx + dx, specs[i].cy + dy, s)
     else:
         raise ValueError(f"unknown layout kind {kind!r}")
@@ -226,12 +245,12 @@ def _try_layout(
         return cache[spec]
 
     for _ in range(_TRIES):
-        specs = _propose(kind, source.objects, rng)
+        specs = propose(kind, source.objects, rng)
         if not specs:
             continue
         # A swap or a scale may be nudged into frame; a move that leaves it is redrawn.
         fitted = [
-            s if s is o else (_into_frame(s, size) if kind != "move" else s)
+            s if s is o else (into_frame(s, size) if kind != "move" else s)
             for s, o in zip(specs, source.objects, strict=True)
         ]
         specs = [s for s in fitted if s is not None]
@@ -255,13 +274,22 @@ def _try_layout(
     return None
 
 
-def make_cases(n_scenes: int, seed: int = 0, layouts_per_scene: int = 2) -> list[Case]:
+def make_cases(
+    n_scenes: int, seed: int = 0, layouts_per_scene: int = 2, world: str = "v1"
+) -> list[Case]:
     """`n_scenes` scenes of 2 or 3 objects, `layouts_per_scene` target layouts each.
 
     Deterministic in its arguments; another `seed` (0..MAX_SEED_OFFSET) gives other scenes.
+    `world="v2"`: scenes of world v2 and its layout kinds (`cases_v2`).
     """
     if n_scenes < 1 or layouts_per_scene < 1:
         raise ValueError("n_scenes and layouts_per_scene must be at least 1")
+    if world != "v1":
+        from layoutedit.bench.cases_v2 import make_cases_v2
+
+        if world != "v2":
+            raise ValueError(f"unknown world {world!r}: v1 or v2")
+        return make_cases_v2(n_scenes, seed, layouts_per_scene)
     cases: list[Case] = []
     scenes = 0
     for scene_seed in case_seeds(seed):

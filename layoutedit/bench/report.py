@@ -57,6 +57,19 @@ LEFT_COLUMN: Column = ("left\ndB", lambda r: r.metrics["vacated_psnr"], _f(1))
 OBJECT_COLUMN: Column = ("object\ndB", lambda r: r.metrics.get("object_psnr"), _f(1))
 """These in Markdown only (the terminal prints the share below the table, which must fit
 80 columns; the vacated-pixel and object PSNRs are in bench.json and bench.md)."""
+V2_COLUMNS: tuple[Column, ...] = (
+    ("image\ndB", lambda r: r.metrics.get("image_psnr"), _f(1)),
+    ("revealed\ndB", lambda r: r.metrics.get("revealed_psnr"), _f(1)),
+    ("shadow\ndB", lambda r: r.metrics.get("shadow_psnr"), _f(1)),
+    ("left\ntexture", lambda r: r.metrics.get("vacated_texture_distance"), _f(3)),
+    ("seam\nerr", lambda r: r.metrics.get("seam_error"), _f(1)),
+)
+"""World v2's metrics, in Markdown only as well (the terminal shows their differences)."""
+
+
+def is_v2(rows: Sequence[VariantRow]) -> bool:
+    """Whether the rows scored world v2 cases (they carry v2's metrics)."""
+    return any("image_psnr" in r.metrics for r in rows)
 
 
 def attention_share_line(result: BenchResult) -> str | None:
@@ -77,9 +90,9 @@ def table_cells(
     columns, and bench.json always has them all."""
     columns = list(COLUMNS)
     if wide:
-        columns[5:5] = [LEFT_COLUMN, OBJECT_COLUMN]
+        columns[5:5] = [LEFT_COLUMN, OBJECT_COLUMN, *(V2_COLUMNS if is_v2(rows) else ())]
     if wide and any(r.attention_share is not None for r in rows):
-        columns.insert(7, SHARE_COLUMN)
+        columns.insert(columns.index(COLUMNS[5]), SHARE_COLUMN)
     if wide and any(r.peak_cuda_mb is not None for r in rows):
         columns.append(GPU_COLUMN)
     header = ["variant", *(c[0] for c in columns)]
@@ -92,8 +105,9 @@ def rich_table(result: BenchResult) -> Table:
     header, body = table_cells(result.rows)
     n_cases = len(result.cases)
     n_scenes = len({c["scene_seed"] for c in result.cases})
+    world = " (world v2)" if is_v2(result.rows) else ""
     table = Table(
-        title=f"layoutedit bench: {n_scenes} scenes, {n_cases} edits per variant",
+        title=f"layoutedit bench{world}: {n_scenes} scenes, {n_cases} edits per variant",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
@@ -120,8 +134,24 @@ METRIC_NAMES = {
 }
 
 
-SHORT_METRIC_NAMES = {m: name.replace(" ", "\n", 1) for m, name in METRIC_NAMES.items()}
-"""Two-line headers for the terminal (`layout\nIoU`), as the main table has."""
+METRIC_NAMES_V2 = {
+    "image_psnr": "image dB",
+    "revealed_psnr": "revealed dB",
+    "shadow_psnr": "shadow dB",
+    "vacated_psnr": "left dB",
+    "vacated_texture_distance": "left texture",
+    "seam_error": "seam err",
+}
+"""The difference table of world v2 (left dB is in both: where an object left matters most
+there)."""
+
+
+def _short(names: dict[str, str]) -> dict[str, str]:
+    """Two-line headers for the terminal (`layout\nIoU`), as the main table has."""
+    return {m: name.replace(" ", "\n", 1) for m, name in names.items()}
+
+
+SHORT_METRIC_NAMES = _short(METRIC_NAMES)
 
 
 def _terse(value: float) -> str:
@@ -133,19 +163,23 @@ def _terse(value: float) -> str:
 
 
 def difference_cells(
-    comparisons: Sequence[Comparison], label: str, intervals: bool = True
+    comparisons: Sequence[Comparison],
+    label: str,
+    intervals: bool = True,
+    metrics: dict[str, str] = METRIC_NAMES,
 ) -> tuple[list[str], list[list[str]]]:
     """One row per variant, one cell per metric: the mean difference [95 % interval], `*`
     where the interval excludes zero on the better side, `-` on the worse side.
 
     `intervals=False` (the terminal) leaves the intervals out and uses two-line headers,
-    so that seven metrics fit 80 columns; the Markdown reports keep them."""
-    names = METRIC_NAMES if intervals else SHORT_METRIC_NAMES
+    so that seven metrics fit 80 columns; the Markdown reports keep them. `metrics`: metric
+    -> header (`METRIC_NAMES`, or `METRIC_NAMES_V2` for world v2's own table)."""
+    names = metrics if intervals else _short(metrics)
     header = [label, *names.values()]
     body = []
     for name in dict.fromkeys(c.variant for c in comparisons):
         cells = [name]
-        for metric in METRIC_NAMES:
+        for metric in metrics:
             found = [c for c in comparisons if c.variant == name and c.metric == metric]
             if not found:
                 cells.append("")
@@ -165,23 +199,25 @@ def difference_cells(
 
 
 def comparison_cells(
-    result: BenchResult, intervals: bool = True
+    result: BenchResult, intervals: bool = True, metrics: dict[str, str] = METRIC_NAMES
 ) -> tuple[list[str], list[list[str]]]:
     """`full` minus each row, per metric (`difference_cells`; `*`: full better)."""
-    return difference_cells(result.comparisons, "full minus", intervals)
+    return difference_cells(result.comparisons, "full minus", intervals, metrics)
 
 
 def _interval_text(low: float, high: float) -> str:
     return "-" if math.isnan(low) else f"[{low:.3g}, {high:.3g}]"
 
 
-def interval_cells(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+def interval_cells(
+    result: BenchResult, metrics: dict[str, str] = METRIC_NAMES
+) -> tuple[list[str], list[list[str]]]:
     """Each row's 95 % bootstrap interval of each metric's mean."""
-    header = ["variant", *METRIC_NAMES.values()]
+    header = ["variant", *metrics.values()]
     body = [
         [
             r.name,
-            *(_interval_text(*r.intervals[m]) if m in r.intervals else "" for m in METRIC_NAMES),
+            *(_interval_text(*r.intervals[m]) if m in r.intervals else "" for m in metrics),
         ]
         for r in result.rows
     ]
@@ -200,9 +236,28 @@ def rich_comparisons(result: BenchResult) -> Table | None:
     )
 
 
-def rich_differences(comparisons: Sequence[Comparison], label: str, title: str) -> Table:
+def rich_comparisons_v2(result: BenchResult) -> Table | None:
+    """The terminal table of `full` minus each row on world v2's metrics (None without a
+    `full` row or for v1 results)."""
+    if not result.comparisons or not is_v2(result.rows):
+        return None
+    return rich_differences(
+        result.comparisons,
+        "full minus",
+        "world v2 metrics, full minus each row (mean; lower is better for texture and seam): "
+        "* full better, - full worse, where the 95 % paired interval excludes 0",
+        METRIC_NAMES_V2,
+    )
+
+
+def rich_differences(
+    comparisons: Sequence[Comparison],
+    label: str,
+    title: str,
+    metrics: dict[str, str] = METRIC_NAMES,
+) -> Table:
     """The terminal table of `difference_cells` (means and marks, 80 columns)."""
-    header, body = difference_cells(comparisons, label, intervals=False)
+    header, body = difference_cells(comparisons, label, intervals=False, metrics=metrics)
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
@@ -242,6 +297,14 @@ def markdown(result: BenchResult) -> str:
         *markdown_table(*interval_cells(result)),
         "",
     ]
+    v2 = is_v2(result.rows)
+    if v2:
+        lines += [
+            "World v2 metrics, 95 % bootstrap intervals of each mean:",
+            "",
+            *markdown_table(*interval_cells(result, METRIC_NAMES_V2)),
+            "",
+        ]
     if result.comparisons:
         lines += [
             "`full` minus each row on the same edits: mean [95 % paired bootstrap interval]; "
@@ -249,6 +312,14 @@ def markdown(result: BenchResult) -> str:
             "(colour error: lower is better). `identity` edits other cases and is not paired.",
             "",
             *markdown_table(*comparison_cells(result)),
+            "",
+        ]
+    if result.comparisons and v2:
+        lines += [
+            "World v2 metrics, `full` minus each row (as above; lower is better for the "
+            "left texture and the seam error):",
+            "",
+            *markdown_table(*comparison_cells(result, metrics=METRIC_NAMES_V2)),
             "",
         ]
     lines += [
@@ -271,6 +342,21 @@ def markdown(result: BenchResult) -> str:
         "allocator's peak, when on a GPU).",
         "",
     ]
+    if v2:
+        lines += [
+            "World v2 (each against the re-rendered truth): the colour error compares with "
+            "each object's colour in the truth (lit where it now stands); bg PSNR keeps only "
+            "pixels that no shadow touches in the source or the target; image dB, PSNR of the "
+            "whole image; revealed dB, over object pixels the source hid and the target shows; "
+            "shadow dB, where any object's shadow shows in the source or the target (darkening "
+            "over a tenth of the light's strength), objects excluded: a ghost shadow left "
+            "behind and a missing new one both cost; left texture, 0-1 distance of local "
+            "gradient orientation and magnitude histograms (8 px cells) of the output and the "
+            "truth where an object left, which a blur or a smooth fill cannot fake (lower is "
+            "better); seam err, mean absolute error (0-255) in a 2 px band along the moved "
+            "objects' edges (lower is better).",
+            "",
+        ]
     seg = result.segmenter
     verdict = "passed" if seg["passed"] else "FAILED"
     lines += [

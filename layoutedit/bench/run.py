@@ -28,6 +28,7 @@ from layoutedit.bench.scoring import (
     METRICS,
     Scores,
     colour_model,
+    metrics_of,
     score,
     segmenter_check,
 )
@@ -49,7 +50,7 @@ class VariantRow:
     description: str
     edits: int
     metrics: dict[str, float]
-    """Mean over edits of each of `scoring.METRICS`."""
+    """Mean over edits of each of `scoring.METRICS` (world v2: `scoring.METRICS_V2`)."""
     learn_seconds: float
     """Mean per scene (0 for variants that learn nothing)."""
     learn_unet_evaluations: float
@@ -115,7 +116,9 @@ class BenchResult:
 
 
 def case_record(case: Case) -> dict[str, Any]:
-    """JSON description of a case: seed, kind, objects and how each moves."""
+    """JSON description of a case: seed, kind, objects and how each moves (world v2: also
+    the depth order, back to front)."""
+    extra = {} if case.depth_order is None else {"depth_order": list(case.depth_order)}
     return {
         "id": case.case_id,
         "scene_seed": case.scene_seed,
@@ -131,6 +134,7 @@ def case_record(case: Case) -> dict[str, Any]:
             }
             for name, p, shape in zip(case.names, case.placements, case.region_shapes, strict=True)
         ],
+        **extra,
     }
 
 
@@ -140,7 +144,9 @@ def check_segmenter(cases: Sequence[Case]) -> dict[str, Any]:
     source, pasted = [], []
     for case in cases:
         fill = background_mean(case.source.image, case.source_labels, case.n_objects)
-        image, masks = paste_edit(case.source.image, case.source.masks, case.placements, fill)
+        image, masks = paste_edit(
+            case.source.image, case.source.masks, case.placements, fill, case.depth_order
+        )
         check = segmenter_check(case, image, masks)
         source.append(check["source_min_iou"])
         pasted.append(check["paste_min_iou"])
@@ -154,11 +160,16 @@ def check_segmenter(cases: Sequence[Case]) -> dict[str, Any]:
     }
 
 
-def compare(scores: dict[str, dict[str, Scores]], reference: str = "full") -> list[Comparison]:
+def compare(
+    scores: dict[str, dict[str, Scores]],
+    reference: str = "full",
+    metrics: Sequence[str] = METRICS,
+) -> list[Comparison]:
     """`reference` minus every other row, per metric, paired over their common edits.
 
     Args:
         scores: variant -> case id -> scores.
+        metrics: the metric names to compare (`scoring.metrics_of` the cases' world).
     """
     if reference not in scores:
         return []
@@ -168,7 +179,7 @@ def compare(scores: dict[str, dict[str, Scores]], reference: str = "full") -> li
         common = [case for case in base if case in rows]
         if name == reference or not common:
             continue
-        for metric in METRICS:
+        for metric in metrics:
             ref = [getattr(base[c], metric) for c in common]
             other = [getattr(rows[c], metric) for c in common]
             diff = paired_difference(ref, other)
@@ -203,6 +214,7 @@ def run_bench(
     """
     say = say or (lambda _line: None)
     began = time.perf_counter()
+    metrics = metrics_of(cases[0].world) if cases else METRICS
     scenes = [list(group) for _, group in groupby(cases, key=lambda c: c.scene_seed)]
     models = {c.case_id: colour_model(c) for c in cases}
     rows, records = [], []
@@ -246,9 +258,9 @@ def run_bench(
                 name=variant.name,
                 description=variant.description,
                 edits=len(scores),
-                metrics={m: _mean([getattr(s, m) for s in scores]) for m in METRICS},
+                metrics={m: _mean([getattr(s, m) for s in scores]) for m in metrics},
                 intervals={
-                    m: _bounds(bootstrap_mean([getattr(s, m) for s in scores])) for m in METRICS
+                    m: _bounds(bootstrap_mean([getattr(s, m) for s in scores])) for m in metrics
                 },
                 attention_share=_mean(shares) if shares else None,
                 learn_seconds=_mean(learn_s),
@@ -266,7 +278,7 @@ def run_bench(
         edits=records,
         segmenter=check_segmenter(cases),
         seconds=time.perf_counter() - began,
-        comparisons=compare(by_variant),
+        comparisons=compare(by_variant, metrics=metrics),
         outputs=outputs,
         case_list=list(cases),
     )

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from layoutedit.bench.run import Comparison
-from layoutedit.bench.scoring import LOWER_IS_BETTER, METRICS
+from layoutedit.bench.scoring import LOWER_IS_BETTER, metrics_of
 from layoutedit.bench.stats import paired_difference
 from layoutedit.errors import UserError
 
 RESULT_FILE = "bench.json"
-CASE_OPTIONS = ("scenes", "layouts", "seed")
-"""The options that decide which cases a run edits."""
+CASE_OPTIONS = ("scenes", "layouts", "seed", "world")
+"""The options that decide which cases a run edits (a run written before `world` existed
+edited world v1)."""
+_DEFAULTS = {"world": "v1"}
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def diff_runs(before: dict[str, Any], after: dict[str, Any]) -> list[Comparison]
     Raises:
         UserError: the runs edited different cases, or share no variant.
     """
-    options = [run.get("options", {}) for run in (before, after)]
+    options = [{**_DEFAULTS, **run.get("options", {})} for run in (before, after)]
     differ = [k for k in CASE_OPTIONS if options[0].get(k) != options[1].get(k)]
     if differ:
         shown = ", ".join(f"{k} {options[0].get(k)} vs {options[1].get(k)}" for k in differ)
@@ -73,7 +75,7 @@ def diff_runs(before: dict[str, Any], after: dict[str, Any]) -> list[Comparison]
     out = []
     for variant in variants:
         keys = [key for key in edits[1] if key[0] == variant and key in edits[0]]
-        for metric in METRICS:
+        for metric in metrics_of(str(options[1]["world"])):
             new = [_value(edits[1][k], metric) for k in keys]
             old = [_value(edits[0][k], metric) for k in keys]
             diff = paired_difference(new, old)

@@ -65,7 +65,8 @@ class Variant(Protocol):
 
 
 class PasteVariant:
-    """Cut the source objects and paste them at their exact targets (no model)."""
+    """Cut the source objects and paste them at their exact targets (no model), in the
+    layout's depth order (world v2; v1's cases never overlap)."""
 
     name = "paste"
     description = "cut-and-paste at the exact targets, holes filled with the background colour"
@@ -78,7 +79,9 @@ class PasteVariant:
         for case in cases:
             began = time.perf_counter()
             fill = background_mean(case.source.image, case.source_labels, case.n_objects)
-            image, _ = paste_edit(case.source.image, case.source.masks, case.placements, fill)
+            image, _ = paste_edit(
+                case.source.image, case.source.masks, case.placements, fill, case.depth_order
+            )
             edits.append(EditOutput(image, time.perf_counter() - began, 0.0))
         return SceneOutput(edits)
 

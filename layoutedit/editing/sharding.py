@@ -64,11 +64,12 @@ _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
 def claim_shard() -> Shard:
     """`current_shard()`, then the launcher's rank variables taken out of `os.environ`.
 
-    Called by `run`, `edit` and `learn` before anything builds an `Accelerator`. On CUDA
-    the process's GPU is chosen first (`use_local_device`), since `LOCAL_RANK` is gone after.
+    Called by `run`, `edit` and `learn` before any work. On CUDA the process's GPU is chosen
+    first (`use_local_device`), since `LOCAL_RANK` is gone after.
 
-    Why: learning builds an `accelerate.Accelerator`, which joins a process group whenever
-    it sees `WORLD_SIZE` > 1, and joining blocks until every process joins. One process
+    Why: a library that sees `WORLD_SIZE` > 1 may join a process group (an
+    `accelerate.Accelerator` does; learning builds none since its precision moved to
+    `layoutedit.precision`), and joining blocks until every process joins. One process
     learns while the others wait on the cache's lock for its result, so they would never
     join: a deadlock. Each process learns and edits as a single process; only `gather`
     (given rank and world size explicitly, `MASTER_ADDR`/`MASTER_PORT` still set) talks to
@@ -133,7 +134,7 @@ def cuda_device_index(environ: Mapping[str, str] | None = None) -> int:
 
 def use_local_device(index: int | None) -> None:
     """Make `LOCAL_RANK`'s GPU the current CUDA device (`torch.cuda.set_device`), so that
-    every model, tensor and `Accelerator` of this process lands on it. Nothing without a
+    every model and tensor of this process lands on it. Nothing without a
     local rank or without CUDA (torch is not even imported without a local rank)."""
     if index is None:
         return

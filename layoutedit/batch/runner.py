@@ -249,6 +249,7 @@ class BatchProcess:
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # one scene's failure must not stop the others
+            _free_device_memory()  # after a GPU out-of-memory, the next scene starts clean
             seconds = time.perf_counter() - began
             reason = exc.line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             self.workspace.write_failure(
@@ -296,6 +297,13 @@ class BatchProcess:
             eta = sum(self._timed) / len(self._timed) * left / t.world
             line += f"; about {_duration(eta)} left ({left} rows)"
         self.say(line)
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _duration(seconds: float) -> str:

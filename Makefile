@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,25 +14,16 @@ setup: $(PY)
 	$(PY) -m pip install "torch==2.13.*"
 	$(PY) -m pip install -e ".[dev]"
 
-## setup-ui: the `ui` extra (Gradio) for `layoutedit serve` and its tests, next to Pillow 13.
-## gradio 6.31 caps pillow<13 in its metadata, so `pip install ".[ui]"` would move the whole
-## environment back to Pillow 12. It runs on Pillow 13 (it uses only Image.open/new/fromarray/
-## alpha_composite/init/registered_extensions, ImageOps.exif_transpose/fit, ImageSequence,
-## PngInfo; none is among Pillow 13's removals, and the serve tests pass), so gradio and the
-## gradio_client it pins go in without dependencies and the rest of its requirements
-## (gradio's own list, Pillow left out) with theirs. Keep the pins and the list together.
-UI_NO_DEPS ?= "gradio==6.31.0" "gradio-client==2.7.2"
-UI_DEPS ?= "anyio>=3.0,<5.0" "brotli>=1.2.1" "fastapi>=0.115.2,<1.0" "groovy~=0.1" \
-	"hf-gradio>=0.4.1,<1.0" "httpx>=0.24.1,<1.0" "huggingface-hub>=1.16.0,<3.0" "jinja2<4.0" \
-	"markupsafe>=2.0,<4.0" "numpy>=1.0,<3.0" "orjson~=3.0" packaging "pandas>=1.0,<4.0" \
-	"pydantic>=2.0,<=3.0" "pydub<1.0" "python-multipart>=0.0.18,<1.0" "pytz>=2017.2" \
-	"pyyaml>=5.0,<7.0" "safehttpx>=0.1.7,<0.2.0" "semantic-version~=2.0" \
-	"starlette>=1.0.1,<2.0" "tomlkit>=0.12.0,<0.15.0" "typer>=0.12,<1.0" \
-	"typing-extensions~=4.0" "uvicorn>=0.14.0" fsspec
+## setup-ui: the `ui` extra (Gradio and its box editor) for `layoutedit serve` and its tests,
+## installed the way the README says, with torch held at the CPU build `setup` installed.
+## Gradio caps pillow<13, so this environment has Pillow 12 (the core asks only pillow>=10;
+## `test-oldest` keeps testing the core on the newest Pillow); `pip check` proves the
+## extra and the core agree. The browser tests also need Debian's chromium and
+## chromium-driver (apt-get; .ci/run installs them).
 setup-ui: $(PY)
-	$(PY) -m pip install $(UI_DEPS)
-	$(PY) -m pip install --no-deps $(UI_NO_DEPS)
-	$(PY) -c "import gradio, gradio_client, PIL; print('gradio', gradio.__version__, 'on Pillow', PIL.__version__)"
+	$(PY) -m pip install -e ".[ui]" "torch==2.13.*"
+	$(PY) -m pip check
+	$(PY) -c "import gradio, gradio_image_annotation, PIL; print('gradio', gradio.__version__, 'on Pillow', PIL.__version__)"
 
 ## setup-docs: the `docs` and `release` extras (MkDocs, Material, mkdocstrings; build, twine)
 setup-docs: $(PY)
@@ -109,6 +100,15 @@ decoder:
 ## memory and seconds per step against the planner, in one report (under 8 minutes)
 gpu-check:
 	$(PY) -m layoutedit.planning.gpu_check --out gpu-check-report.json
+
+## model-v2: continue the embedded model on world v2 (resumable from runs/shapes-tiny-v2; the
+## shipped builtin:shapes-tiny-v2 was made so, stopped at step 8000)
+model-v2:
+	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny-v2 --init-from layoutedit/models/shapes-tiny --world v2 --scenes 12000 --vae-continue-steps 600 --unet-steps 9400 --unet-batch 32 --lr 8e-4 --threads 1 --export layoutedit/models/shapes-tiny-v2 $(MODEL_ARGS)
+
+## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
+evaluate-model-v2:
+	$(PY) -m layoutedit.shapes.evaluate --model layoutedit/models/shapes-tiny-v2 --world v2
 
 evaluate-model:
 	$(PY) -m layoutedit.shapes.evaluate --model layoutedit/models/shapes-tiny

@@ -21,7 +21,7 @@ import numpy as np
 
 from layoutedit.bench.cases import Case
 from layoutedit.bench.variants import DiffusionSpec, EditOutput, SceneOutput
-from layoutedit.config import EditConfig, LearnConfig, SceneOptions, Settings
+from layoutedit.config import PRESETS, EditConfig, LearnConfig, SceneOptions, Settings
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
 
 if TYPE_CHECKING:
@@ -130,9 +130,14 @@ class DiffusionRuntime:
         )
 
     def edit_config(self, spec: DiffusionSpec) -> EditConfig:
-        """`settings.edit` with the variant's overrides, validated."""
-        data = {**self.settings.edit.model_dump(), **spec.edit_overrides}
-        return EditConfig.model_validate(data)
+        """`settings.edit` (or the spec's preset's edit section) with the variant's
+        overrides, validated."""
+        base = (
+            self.settings.edit.model_dump()
+            if spec.edit_preset is None
+            else PRESETS[spec.edit_preset].get("edit", {})
+        )
+        return EditConfig.model_validate({**base, **spec.edit_overrides})
 
     def learn_config(self, spec: DiffusionSpec) -> LearnConfig:
         """`settings.learn` with the variant's overrides, validated."""
@@ -199,23 +204,24 @@ class DiffusionRuntime:
         stored = (
             learned.concept.meta.get("attention_shares") if learned and cfg.use_concept else None
         )
-        shares = (
-            [stored[name] for name in scene.names]
-            if stored
-            else source_attention_shares(
+        shares: list[float] | None = None
+        if stored:
+            shares = [stored[name] for name in scene.names]
+        elif cfg.denoise:  # a row with no denoising step has no attention to measure
+            shares = source_attention_shares(
                 model, scene, session.prompt, session.positions, attention_res=session.res
             )
-        )
         inv_key = (seed, _settings_key(learn_cfg, options), cfg.steps)
+        blends = cfg.blend_steps > 0 and cfg.denoise  # no step: nothing to blend
         shared = self._inverted.get(inv_key) if spec.uses_concept else None
-        if shared is not None and cfg.blend_steps > 0:
+        if shared is not None and blends:
             session.use_inversion(shared.inversion)
         results = [session.edit(layout_from_labels(c.layout, scene)) for c in cases]
         wall = time.perf_counter() - began
         # Per-scene work (prepare, inversion) is shared over the scene's edits.
         inv_s = float(session.timings.get("inversion", 0.0))
         inv_evals = int(session.inversion_counter.total)
-        if cfg.blend_steps > 0 and spec.uses_concept:
+        if blends and spec.uses_concept:
             if shared is None:
                 self._inverted[inv_key] = _Inverted(session.ensure_inversion(), inv_s, inv_evals)
             else:

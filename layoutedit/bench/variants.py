@@ -4,15 +4,16 @@ A variant edits all the cases of one scene at a time (`run_scene`), so that per-
 (learning a concept, inverting the source) is done once and its cost counted once per
 scene. `paste` is pure numpy. The diffusion variants share a `DiffusionRuntime`
 (`layoutedit.bench.diffusion`) that learns each scene's concept once and hands the same
-concept to every row that uses one (`full`, `no-guidance`, `no-steering`, `no-blend`);
-they differ only in their edit settings.
+concept to every row that uses one (`full`, `published`, `no-guidance`, `no-steering`,
+`no-blend`); they differ only in their edit settings. `no-model` runs `full`'s pipeline with
+no denoising step (`EditConfig.denoise` off): what the pipeline gives without diffusion.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,6 +101,9 @@ class DiffusionSpec:
     """Scene-option changes (e.g. the prompt template): also a concept of its own."""
     identity: bool = False
     """Edit each scene once to its own mask (`cases.identity_case`) instead of its cases."""
+    edit_preset: str | None = None
+    """Start the edit settings from this preset's `edit` section (`config.PRESETS`) instead
+    of the run's; `edit_overrides` still apply on top."""
 
 
 DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
@@ -132,6 +136,20 @@ DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
             "no-blend",
             "full without background blending",
             {"blend_steps": 0, "background_composite": False},
+        ),
+        DiffusionSpec(
+            "published",
+            "the published method's edit settings: noise start, no composite, colour "
+            "matching or detail, ranking by attention (the run's learned concept)",
+            {},
+            edit_preset="published",
+        ),
+        DiffusionSpec(
+            "no-model",
+            "full with no denoising step: the paste start (objects pasted, holes filled) "
+            "through the VAE, then full's pixel passes; no learning",
+            {"denoise": False, "init": "paste", "use_concept": False},
+            uses_concept=False,
         ),
         DiffusionSpec(
             "identity",
@@ -180,16 +198,26 @@ def parse_variants(text: str) -> list[str]:
     return list(dict.fromkeys(names))  # keep order, drop repeats
 
 
+def published_spec(preset: str | None) -> DiffusionSpec:
+    """The `published` row for a run under `preset`: the published preset's edit settings,
+    or the `fast` preset's when the run is fast (`--quick`: the published method with fewer
+    steps, as the run's other rows)."""
+    spec = DIFFUSION_SPECS["published"]
+    return replace(spec, edit_preset="fast") if preset == "fast" else spec
+
+
 def build_variants(
     names: Sequence[str],
     runtime_factory: Callable[[], DiffusionRunner],
     extra: Sequence[DiffusionSpec] = (),
+    preset: str | None = None,
 ) -> list[Variant]:
     """Variant objects for `names`, then one per `extra` spec (sweep rows); the diffusion
-    runtime is built only when one needs it."""
+    runtime is built only when one needs it. `preset`: the run's preset (`published_spec`)."""
     runtime: DiffusionRunner | None = None
     out: list[Variant] = []
-    specs = [DIFFUSION_SPECS.get(name) for name in names] + list(extra)
+    table = {**DIFFUSION_SPECS, "published": published_spec(preset)}
+    specs = [table.get(name) for name in names] + list(extra)
     for spec in specs:
         if spec is None:
             out.append(PasteVariant())

@@ -34,9 +34,16 @@ Example: layoutedit bench --quick --out ./bench-out
 
 A sweep file adds one row per TOML table, `full` with that table's scene/learn/edit changes,
 e.g. `\\[res16]` with `edit = { attention_res = 16 }`.
+
+--world v2 edits world v2 scenes (hidden parts, cast shadows, uneven light, structured
+backgrounds; layouts that uncover, hide and relight objects), adds its metrics (whole image,
+revealed, shadow and vacated PSNRs, vacated texture distance, seam error) and the rows
+`published` and `no-model`.
 """
 
 DEFAULT_VARIANTS = "full,no-guidance,no-steering,no-concepts,no-blend,identity,paste"
+DEFAULT_VARIANTS_V2 = "full,published,no-model,no-guidance,no-steering,no-concepts,no-blend,paste"
+WORLDS = ("v1", "v2")
 DEFAULT_SCENES, DEFAULT_LAYOUTS = 8, 2
 QUICK_SCENES, QUICK_LAYOUTS, QUICK_PRESET = 1, 1, "fast"
 
@@ -109,13 +116,14 @@ def run_command(
     scenes: int | None,
     layouts: int | None,
     seed: int,
-    variants: str,
+    variants: str | None,
     quick: bool,
     out: Path,
     preset: str | None,
     config: Path | None,
     sweep: Path | None = None,
     overwrite: bool = False,
+    world: str = "v1",
 ) -> dict[str, Path]:
     """The command's work: options -> cases -> variants -> table and files (`out` checked
     before any work, written whole at the end: `layoutedit.output_guard`)."""
@@ -126,6 +134,7 @@ def run_command(
     from layoutedit.bench.report import (
         attention_share_line,
         rich_comparisons,
+        rich_comparisons_v2,
         rich_table,
         write_reports,
     )
@@ -135,6 +144,10 @@ def run_command(
     from layoutedit.config import resolve_settings
     from layoutedit.errors import UserError
 
+    if world not in WORLDS:
+        raise UserError(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
+    if variants is None:  # the world's default rows
+        variants = DEFAULT_VARIANTS_V2 if world == "v2" else DEFAULT_VARIANTS
     names = parse_variants(variants) if variants.strip() or sweep is None else []
     n_scenes = scenes if scenes is not None else (QUICK_SCENES if quick else DEFAULT_SCENES)
     n_layouts = layouts if layouts is not None else (QUICK_LAYOUTS if quick else DEFAULT_LAYOUTS)
@@ -157,6 +170,7 @@ def run_command(
         "variants": ",".join([*names, *(r.name for r in rows)]),
         "sweep": str(sweep) if sweep is not None else None,
         "quick": quick,
+        "world": world,
         "preset": preset_name,
         "model": app_state.model if diffusion else None,
         "backend": app_state.backend if diffusion else None,
@@ -175,9 +189,10 @@ def run_command(
                 say=say,
             )
 
-        built = build_variants(names, runtime, rows)  # loads the model: a bad --model fails here
-        say(f"making {n_scenes} scenes x {n_layouts} layouts (seed {seed})")
-        cases = make_cases(n_scenes, seed=seed, layouts_per_scene=n_layouts)
+        # Loads the model: a bad --model fails here.
+        built = build_variants(names, runtime, rows, preset=preset_name)
+        say(f"making {n_scenes} scenes x {n_layouts} layouts (seed {seed}, world {world})")
+        cases = make_cases(n_scenes, seed=seed, layouts_per_scene=n_layouts, world=world)
         result = run_bench(cases, built, options=options, say=say)
     if diffusion:
         result.options["settings"] = settings.model_dump(mode="json")
@@ -193,9 +208,9 @@ def run_command(
     share = attention_share_line(result)
     if share is not None:
         console.print(share)
-    comparisons = rich_comparisons(result)
-    if comparisons is not None:
-        console.print(comparisons)
+    for comparisons in (rich_comparisons(result), rich_comparisons_v2(result)):
+        if comparisons is not None:
+            console.print(comparisons)
     if not result.segmenter["passed"]:
         err_console.print(
             "[yellow]warning:[/] the colour segmenter missed the 0.9 IoU check on these cases; "
@@ -236,9 +251,14 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--seed", help="Case seed: another seed gives other scenes.")
         ] = 0,
         variants: Annotated[
-            str,
-            typer.Option("--variants", help="Comma-separated rows of the table."),
-        ] = DEFAULT_VARIANTS,
+            str | None,
+            typer.Option(
+                "--variants",
+                help=f"Comma-separated rows of the table. [default: {DEFAULT_VARIANTS}; "
+                f"with --world v2: {DEFAULT_VARIANTS_V2}]",
+                show_default=False,
+            ),
+        ] = None,
         quick: Annotated[
             bool,
             typer.Option(
@@ -260,6 +280,14 @@ def register(app: typer.Typer) -> None:
                 "changes. With --variants '' only the sweep rows run.",
             ),
         ] = None,
+        world: Annotated[
+            str,
+            typer.Option(
+                "--world",
+                help="Shapes world of the cases: v1, or v2 (hidden parts, shadows, light, "
+                "structured backgrounds; its own layouts, metrics and rows).",
+            ),
+        ] = "v1",
         backends: Annotated[
             str | None,
             typer.Option(
@@ -296,4 +324,5 @@ def register(app: typer.Typer) -> None:
             config=config,
             sweep=sweep,
             overwrite=overwrite,
+            world=world,
         )

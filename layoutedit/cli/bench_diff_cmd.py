@@ -43,12 +43,18 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         from layoutedit.atomic import write_text_atomic
-        from layoutedit.bench.report import difference_cells, markdown_table, rich_differences
+        from layoutedit.bench.report import (
+            METRIC_NAMES_V2,
+            difference_cells,
+            markdown_table,
+            rich_differences,
+        )
         from layoutedit.bench.run_diff import diff_runs, load_run
 
         if markdown is not None and markdown.is_dir():
             raise UserError("is a folder: give --markdown a file name", path=markdown)
         comparisons = diff_runs(load_run(before), load_run(after))
+        v2 = any(c.metric == "image_psnr" for c in comparisons)  # runs of world v2
         app_state = state(ctx)
         if markdown is not None:
             lines = [
@@ -60,6 +66,9 @@ def register(app: typer.Typer) -> None:
                 *markdown_table(*difference_cells(comparisons, "after minus")),
                 "",
             ]
+            if v2:
+                cells = difference_cells(comparisons, "after minus", metrics=METRIC_NAMES_V2)
+                lines += ["World v2 metrics:", "", *markdown_table(*cells), ""]
             try:
                 write_text_atomic(markdown, "\n".join(lines))
             except OSError as exc:
@@ -72,5 +81,14 @@ def register(app: typer.Typer) -> None:
             "interval excludes 0" + ("" if markdown else " (--markdown writes the intervals)")
         )
         console.print(rich_differences(comparisons, "after minus", title))
+        if v2:
+            console.print(
+                rich_differences(
+                    comparisons,
+                    "after minus",
+                    "world v2 metrics (lower is better for texture and seam)",
+                    METRIC_NAMES_V2,
+                )
+            )
         if markdown is not None and not app_state.quiet:
             console.print(f"written: {markdown}", highlight=False)

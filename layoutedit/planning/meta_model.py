@@ -147,6 +147,9 @@ def _build(
         unet=unet,
         scheduler_config=dict(arch.scheduler),
         fingerprint="plan",
+        # SDXL's second encoder belongs to the model as a loaded one's does, so that what
+        # acts on `model.text_encoders` (the low-memory cast to fp16) reaches it too.
+        text_encoder_2=encoders[1] if len(encoders) > 1 else None,
     )
     plan = PlanModel(model=model, text_encoders=encoders, family=arch.family)
     if arch.family == "sdxl":

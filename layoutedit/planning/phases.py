@@ -339,7 +339,7 @@ def finetune_step(ctx: PhaseContext, cfg: LearnConfig) -> PhaseCost:
             batch,
             lambda pred, target: ((pred.float() - target.float()) ** 2).mean(),
             cfg.attention_loss_weight,
-            cfg.optimizer,  # the fine-tune's optimiser is the setting's (textual inversion: AdamW)
+            optimizer_kind=cfg.optimizer,  # textual inversion's is always AdamW
         )
 
 

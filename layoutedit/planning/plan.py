@@ -91,10 +91,13 @@ def backend_instance(name: str) -> Any:
 
 def low_memory_settings(settings: Settings, backend: Any) -> Settings:
     """`settings` with low_memory on; on a reduced-precision backend, learning in its
-    mixed precision too (so the frozen weights can be stored in it)."""
+    mixed precision too (so the frozen weights can be stored in it) and the fine-tune's
+    moments in 8 bits (`learning.low_memory.learn_overrides` with bitsandbytes installed)."""
     learn_update: dict[str, Any] = {"low_memory": True}
     if backend.dtype == torch.float16 and settings.learn.mixed_precision == "no":
         learn_update["mixed_precision"] = "fp16"
+    if backend.dtype == torch.float16:
+        learn_update["optimizer"] = "adamw8bit"
     return settings.model_copy(
         update={
             "learn": settings.learn.model_copy(update=learn_update),
@@ -170,6 +173,30 @@ def plan_editing(
     return {p.name: p for p in phases}
 
 
+TRAINED_BYTES_PER_ELEMENT = 12
+"""fp32 gradient and two fp32 Adam moments of a trained element."""
+
+
+def rows_note(arch: ArchSpec, cfg: LearnConfig, objects: int) -> str:
+    """What training only the new embedding rows saves against training whole tables.
+
+    Textual inversion trains `objects` rows per table in joint mode (else one per stage);
+    a whole table (V x D, every text encoder's) would hold a gradient and two Adam moments
+    of all its rows, 12 bytes an element, whatever the rows.
+    """
+    rows = objects if cfg.ti_joint else 1
+    widths = [int(enc.get("hidden_size", 768)) for enc in arch.text_encoders]
+    vocab = [int(enc.get("vocab_size", 49408)) for enc in arch.text_encoders]
+    kept = sum(rows * d for d in widths) * TRAINED_BYTES_PER_ELEMENT
+    whole = sum(v * d for v, d in zip(vocab, widths, strict=True)) * TRAINED_BYTES_PER_ELEMENT
+    tables = "table" if len(widths) == 1 else f"{len(widths)} tables"
+    return (
+        f"textual inversion trains {rows} new row(s) per embedding table: gradients and Adam "
+        f"moments {kept / 2**10:.0f} KiB, where the whole {tables} would hold "
+        f"{whole / 2**30:.2f} GiB"
+    )
+
+
 def make_plan(
     arch: ArchSpec,
     settings: Settings,
@@ -197,6 +224,12 @@ def make_plan(
         notes.append(
             "SDXL: both text encoders' embedding tables train, and every UNet call also "
             "reads the pooled text embedding and time ids"
+        )
+    notes.append(rows_note(arch, settings.learn, objects))
+    if settings.learn.optimizer == "adamw8bit":
+        notes.append(
+            "the fine-tune's Adam moments in 8 bits (learn.optimizer = 'adamw8bit': CUDA, "
+            "pip install bitsandbytes; `learn --low-memory` takes it when installed)"
         )
     learn_phases = plan_learning(arch, settings.learn, instance, objects)
     edit_phases = plan_editing(arch, settings.edit, instance, objects)

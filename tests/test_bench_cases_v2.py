@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from layoutedit.bench.cases import CASE_SEED_BASE, Case, in_frame, make_cases
+from layoutedit.bench.cases import CASE_SEED_BASE, Case, identity_case, in_frame, make_cases
 from layoutedit.bench.cases_v2 import (
     MIN_REVEALED,
     RELIGHT_RISE,
@@ -162,6 +162,8 @@ def test_the_layout_says_the_depth_order(cases: list[Case], reordering_hide: Cas
                 front = a if case.depth_order.index(a) > case.depth_order.index(b) else b
                 assert (case.layout[both] == front).all(), case.case_id
                 assert order.index(front) > order.index(a + b - front), case.case_id
+    # Its identity case (the source as the target) is drawn in the source's order.
+    assert identity_case(reordering_hide).depth_order == (0, 1)
     # The paste row pastes in that order: the moved object lands behind the other.
     [edit] = PasteVariant().run_scene([reordering_hide]).edits
     back, front = reordering_hide.depth_order

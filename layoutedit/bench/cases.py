@@ -138,6 +138,7 @@ def identity_case(case: Case) -> Case:
         truth=case.source,
         layout=case.source_labels,
         region_shapes=("exact",) * case.n_objects,
+        depth_order=None if case.depth_order is None else tuple(range(case.n_objects)),
     )
 
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from layoutedit.cli.common import (
+    DEFAULT_MODEL,
+    WORLD_MODELS,
     AppState,
     ConfigOption,
     OverwriteOption,
@@ -36,9 +38,10 @@ A sweep file adds one row per TOML table, `full` with that table's scene/learn/e
 e.g. `\\[res16]` with `edit = { attention_res = 16 }`.
 
 --world v2 edits world v2 scenes (hidden parts, cast shadows, uneven light, structured
-backgrounds; layouts that uncover, hide and relight objects), adds its metrics (whole image,
-revealed, shadow and vacated PSNRs, vacated texture distance, seam error) and the rows
-`published` and `no-model`.
+backgrounds; layouts that uncover, hide and relight objects) on builtin:shapes-tiny-v2
+unless --model names another model, adds its metrics (whole image, revealed, shadow and
+vacated PSNRs, vacated texture distance, seam error) and the rows `published` and
+`no-model`.
 """
 
 DEFAULT_VARIANTS = "full,no-guidance,no-steering,no-concepts,no-blend,identity,paste"
@@ -146,6 +149,8 @@ def run_command(
 
     if world not in WORLDS:
         raise UserError(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
+    if app_state.model == DEFAULT_MODEL:  # the world's own embedded model
+        app_state.model = WORLD_MODELS[world]
     if variants is None:  # the world's default rows
         variants = DEFAULT_VARIANTS_V2 if world == "v2" else DEFAULT_VARIANTS
     names = parse_variants(variants) if variants.strip() or sweep is None else []

@@ -30,6 +30,9 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_MODEL = "builtin:shapes-tiny"
+WORLD_MODELS: dict[str, str] = {"v1": DEFAULT_MODEL, "v2": "builtin:shapes-tiny-v2"}
+"""The embedded model of each shapes world: `demo` and `bench --world` take it unless
+`--model` names another."""
 PRESET_HELP = (
     "Settings preset: published, fast or shapes-tiny. Default: the model's tuned preset "
     "(shapes-tiny for the embedded model, published for any other)."
@@ -254,6 +257,26 @@ def check_cache_dir(path: Path, source: str = "--cache-dir") -> None:
         if part.exists() or part.is_symlink():
             what = "is a file" if part == path else f"lies under {part}, which is a file"
             raise UserError(f"cache folder {what}; give a folder with {source}", path=path)
+
+
+def check_folder(path: Path | None, option: str) -> None:
+    """UserError (one line) unless `path` (given with `option`) is an existing folder:
+    checked before any model work, so a file given for a folder fails at once."""
+    if path is None:
+        return
+    if path.is_file():
+        raise UserError(f"{option} takes a folder; this is a file", path=path)
+    if not path.is_dir():
+        raise UserError(f"{option}: folder not found", path=path)
+
+
+def check_cache_writable(path: Path) -> None:
+    """UserError (one line) when the cache folder cannot be written: learn and edit store
+    their results and checkpoints there, so they stop before any work. Reading commands
+    (`cache ls`, `show`, `verify`, `export`) work on a read-only cache."""
+    from layoutedit_cache import ConceptCache
+
+    ConceptCache(path).require_writable()
 
 
 def check_backend_name(name: str) -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from layoutedit.cli.common import (
     DEFAULT_MODEL,
+    WORLD_MODELS,
     OverwriteOption,
     PresetOption,
     console,
@@ -18,8 +19,6 @@ from layoutedit.cli.common import (
     user_errors,
 )
 from layoutedit.errors import UserError
-
-V2_MODEL = "builtin:shapes-tiny-v2"
 
 HELP = """Generate a three-object shapes scene, learn it, and edit it to three layouts.
 
@@ -69,8 +68,8 @@ def register(app: typer.Typer) -> None:
         if world not in ("v1", "v2"):
             raise UserError(f"--world must be v1 or v2, not {world!r}")
         check_output(out, overwrite=overwrite)
-        if world == "v2" and app_state.model == DEFAULT_MODEL:
-            app_state.model = V2_MODEL
+        if app_state.model == DEFAULT_MODEL:
+            app_state.model = WORLD_MODELS[world]
         cases = demo_cases(scene_seed, world)
         overrides = {"seeds": parse_seeds(seeds)}
         # Scene, edits, sheet and GIF are built in one staging folder and moved into OUT

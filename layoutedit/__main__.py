@@ -1,3 +1,3 @@
-from layoutedit.cli.app import main
+from layoutedit.cli.entry import main
 
 main()

@@ -468,6 +468,14 @@ def normalise_edit_section(edit: Any, path: Path, where: str = "") -> None:
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file into nested dicts (sections `scene`, `learn`, `edit`)."""
     data = read_toml(path)
+    for key in ("scene", "learn", "edit"):
+        # A section that is not a table would be replaced by the flags' empty table when
+        # the sources are merged, and the mistake would pass unseen.
+        if key in data and not isinstance(data[key], dict):
+            raise UserError(
+                f"`{key}` must be a table ([{key}] with `name = value` lines), got {data[key]!r}",
+                path=path,
+            )
     normalise_edit_section(data.get("edit"), path)
     return data
 

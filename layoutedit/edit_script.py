@@ -125,7 +125,20 @@ def step_operations(table: dict[str, Any], where: str) -> list[Operation]:
 
 
 def _in_step(number: int, exc: UserError, path: Path) -> UserError:
-    return UserError(f"step {number}: {exc.line()}", path=path)
+    line = exc.line()
+    prefix = f"step {number}: "
+    return UserError(line if line.startswith(prefix) else prefix + line, path=path)
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """The TOML table `data[key]` (empty when absent); UserError naming the key otherwise."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(
+            f"`{key}` must be a table ([{key}] with `name = value` lines), got {value!r}",
+            path=path,
+        )
+    return dict(value)
 
 
 def load_script(
@@ -155,11 +168,13 @@ def load_script(
     if not isinstance(data.get("scene"), str):
         raise UserError('the edit script needs `scene = "FOLDER"`', path=path)
     scene_dir = base / data["scene"]
-    out = base / data["out"] if isinstance(data.get("out"), str) else None
+    if "out" in data and (not isinstance(data["out"], str) or not data["out"].strip()):
+        raise UserError(f"`out` must be a folder name, got {data['out']!r}", path=path)
+    out = base / data["out"] if "out" in data else None
     overrides: dict[str, dict[str, Any]] = {
-        "scene": dict(data.get("scene_options", {})),
-        "learn": dict(data.get("learn", {})),
-        "edit": dict(data.get("edit", {})),
+        "scene": _table(data, "scene_options", path),
+        "learn": _table(data, "learn", path),
+        "edit": _table(data, "edit", path),
     }
     if "seeds" in data:
         overrides["edit"]["seeds"] = data["seeds"]

@@ -159,7 +159,7 @@ def test_learn_killed_twenty_times_never_serves_a_bad_entry(
     # A damaged entry: marked by `cache ls`, never served, and verify then agrees again.
     with ConceptCache(cache_dir) as cache:
         key = cache.all_keys()[0]
-        (artifact,) = (cache.artifacts_dir / key).iterdir()
+        (artifact,) = (cache.artifacts_dir / key).glob("*.safetensors")
     artifact.write_bytes(artifact.read_bytes()[:-7])
     listed = runner.invoke(app, ["--cache-dir", str(cache_dir), "cache", "ls"])
     assert f"DAMAGED {key[:12]}" in listed.stdout and "truncated" in listed.stdout

@@ -74,8 +74,9 @@ def test_put_then_get_round_trips_tensors_and_meta(cache: ConceptCache) -> None:
         assert _same(got.tensors(name), group)
         assert _same(got.tensors(name), group)  # a second call reads and verifies the file
     files = {p.name: p.stat().st_size for p in (cache.artifacts_dir / K1).iterdir()}
-    assert files.keys() == {"embeddings.safetensors", "kv.safetensors"}
-    assert got.size == put.size == sum(files.values())
+    # Beside the artifacts, the copy of the index record that rebuilds a damaged index.
+    assert files.keys() == {"embeddings.safetensors", "kv.safetensors", "record.json"}
+    assert got.size == put.size == sum(v for k, v in files.items() if k != "record.json")
     assert got.created == put.created <= got.last_used
     assert not any(cache.tmp_dir.iterdir())
 
@@ -94,7 +95,10 @@ def test_put_replaces_an_entry_and_leaves_no_staging(cache: ConceptCache) -> Non
     cache.put(K1, "concept", {"only": {"x": torch.ones(2)}}, {"v": 2})
     got = cache.get(K1)
     assert got is not None and got.meta == {"v": 2} and got.artifact_names == ("only",)
-    assert [p.name for p in (cache.artifacts_dir / K1).iterdir()] == ["only.safetensors"]
+    assert sorted(p.name for p in (cache.artifacts_dir / K1).iterdir()) == [
+        "only.safetensors",
+        "record.json",
+    ]
     assert not any(cache.tmp_dir.iterdir())
 
 

@@ -299,9 +299,9 @@ def damaged_cache(tmp_path: Path) -> Path:
     cache = ConceptCache(root)
     for key in (K1, K2, K3):
         cache.put(key, "concept", {"concept": {"w": torch.randn(64)}}, {"scene": "s"})
-    (path2,) = (root / "artifacts" / K2).iterdir()
+    (path2,) = (root / "artifacts" / K2).glob("*.safetensors")
     path2.write_bytes(path2.read_bytes()[:-10])
-    (path3,) = (root / "artifacts" / K3).iterdir()
+    (path3,) = (root / "artifacts" / K3).glob("*.safetensors")
     path3.unlink()
     cache.close()
     return root

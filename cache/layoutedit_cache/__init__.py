@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from layoutedit_cache.artifacts import ArtifactError, ArtifactInfo
 from layoutedit_cache.keys import CACHE_FORMAT_VERSION, concept_key, inversion_key, prior_key
-from layoutedit_cache.store import KINDS, CacheEntry, ConceptCache
+from layoutedit_cache.store import KINDS, CacheEntry, CacheReadOnly, ConceptCache, IndexDamaged
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -18,7 +18,9 @@ __all__ = [
     "ArtifactError",
     "ArtifactInfo",
     "CacheEntry",
+    "CacheReadOnly",
     "ConceptCache",
+    "IndexDamaged",
     "concept_key",
     "inversion_key",
     "prior_key",

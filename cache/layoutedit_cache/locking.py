@@ -29,6 +29,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 _NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_READ_ONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+"""A lock file that cannot be made in a read-only cache: nothing will be written there, so
+the in-process lock is enough (the cache refuses every write itself)."""
 
 
 class KeyLocks:
@@ -79,7 +82,7 @@ class KeyLocks:
                 return
             try:
                 lock.acquire(blocking=False)
-            except Timeout:
+            except (Timeout, PermissionError):
                 yield False
                 return
             try:
@@ -101,7 +104,12 @@ class KeyLocks:
         with self._mutex:
             lock = self._files.get(key)
             if lock is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    if exc.errno in _READ_ONLY_ERRNOS:
+                        return None
+                    raise
                 lock = self._files[key] = FileLock(str(self.path(key)), thread_local=True)
             return lock
 
@@ -120,6 +128,9 @@ class KeyLocks:
                     on_wait()
                 lock.acquire()
         except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                yield
+                return
             if exc.errno not in _NO_LOCK_ERRNOS:
                 raise
             self._fallback(str(exc))

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from layoutedit_cache.artifacts import ArtifactError, check_file
 from layoutedit_cache.keys import is_key
-from layoutedit_cache.store import CacheEntry, ConceptCache, OldFormatError, RecordError
+from layoutedit_cache.store import (
+    CacheEntry,
+    ConceptCache,
+    IndexDamaged,
+    OldFormatError,
+    RecordError,
+)
 
 
 @dataclass
@@ -44,6 +50,8 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     leftovers: list[Path] = field(default_factory=list)
     leftovers_removed: int = 0
+    rebuilt: tuple[int, int] | None = None
+    """(restored, not restorable) when a damaged index was rebuilt from the artifacts."""
 
     @property
     def bad(self) -> list[Problem]:
@@ -135,9 +143,24 @@ def listing(cache: ConceptCache) -> list[Listed]:
 
 
 def verify(cache: ConceptCache, *, fix: bool = False) -> VerifyReport:
-    """Check every entry; with `fix`, evict bad and stale ones and remove leftovers."""
+    """Check every entry; with `fix`, evict bad and stale ones and remove leftovers, and
+    rebuild a damaged index from the artifacts (`ConceptCache.rebuild_index`).
+
+    Raises:
+        IndexDamaged: the index cannot be read and `fix` is off.
+        CacheReadOnly: `fix` on a cache folder that cannot be written.
+    """
     report = VerifyReport()
-    for key in cache.all_keys():
+    if fix:
+        cache.require_writable()
+    try:
+        keys = cache.all_keys()
+    except IndexDamaged:
+        if not fix:
+            raise
+        report.rebuilt = cache.rebuild_index()
+        keys = cache.all_keys()
+    for key in keys:
         raw, problem = check_entry(cache, key)
         if raw is None:
             continue  # removed meanwhile
@@ -190,6 +213,8 @@ def prune(
     folders are always removed (unless `dry_run`).
     """
     now = time.time() if now is None else now
+    if not dry_run:
+        cache.require_writable()
     report = PruneReport()
     entries = sorted(cache.entries(), key=lambda e: e.last_used)  # least recently used first
     doomed: list[CacheEntry] = []

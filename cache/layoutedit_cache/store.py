@@ -4,6 +4,7 @@ Layout of a cache folder::
 
     root/index/                     diskcache: key -> entry record (JSON text; nothing pickled)
     root/artifacts/<key>/<name>.safetensors
+    root/artifacts/<key>/record.json    a copy of the index record (to rebuild a lost index)
     root/locks/<key>.lock           per-key lock files (filelock; see `locking`)
     root/tmp/                       staging folders of writes in progress
 
@@ -16,6 +17,11 @@ What survives a crash: a write stages every artifact in `root/tmp`, fsyncs it, r
 index entry, renames the folder to `root/artifacts/<key>` and writes the index entry last. A
 process killed at any point leaves either the complete new entry or no entry; the staging or
 orphan folders it leaves are not entries, and `cache verify --fix` / `cache prune` remove them.
+
+Broken conditions: a cache folder that cannot be written is read through `ReadOnlyIndex`
+(reading works; every write raises `CacheReadOnly`, one line). An index that is not a
+database raises `IndexDamaged` (one line saying to run `cache verify --fix`), and
+`rebuild_index` makes a new one from the `record.json` copies whose artifacts check out.
 
 What happens to a bad entry: every artifact is checked on `get` (size, then SHA-256). A
 missing, truncated or corrupted file is reported in one line (the `report` callback), the
@@ -33,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +65,7 @@ from layoutedit_cache.artifacts import (
 from layoutedit_cache.entry import CacheEntry
 from layoutedit_cache.keys import CACHE_FORMAT_VERSION, check_key, is_key, to_jsonable
 from layoutedit_cache.locking import KeyLocks
+from layoutedit_cache.readonly import CacheReadOnly, IndexDamaged, ReadOnlyIndex
 
 if TYPE_CHECKING:
     import diskcache
@@ -64,10 +73,36 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("layoutedit_cache")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-__all__ = ["KINDS", "CacheEntry", "ConceptCache", "OldFormatError", "RecordError"]
+__all__ = [
+    "KINDS",
+    "CacheEntry",
+    "CacheReadOnly",
+    "ConceptCache",
+    "IndexDamaged",
+    "OldFormatError",
+    "RecordError",
+    "check_kind",
+]
+RECORD_FILE = "record.json"
+"""The copy of an entry's index record in its artifact folder."""
 
 KINDS = ("concept", "inversion", "prior")
 """The kinds layoutedit stores; others are accepted (same naming rule) for extensions."""
+
+
+def check_kind(kind: Any) -> str:
+    """`kind` if it is an entry kind (lower-case letters, digits, `_-`, at most 32), else
+    ValueError."""
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise ValueError(f"bad entry kind {kind!r}")
+    return kind
+
+
+def _finite_time(value: Any, what: str) -> float:
+    """A time in seconds since the epoch: a finite number, not a bool; ValueError else."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} is not a finite number of seconds ({value!r})")
+    return float(value)
 
 
 class RecordError(Exception):
@@ -98,17 +133,50 @@ class ConceptCache:
         self._mutex = threading.Lock()
 
     # -- index ---------------------------------------------------------------------------
-    def _open(self, create: bool) -> diskcache.Cache | None:
+    def _open(self, create: bool) -> Any:
+        """The index (a diskcache.Cache, or a `ReadOnlyIndex` when the folder cannot be
+        written), or None when there is none and `create` is off.
+
+        Raises:
+            CacheReadOnly: `create` on a folder that cannot be written.
+            IndexDamaged: the index is not a readable database.
+        """
         with self._mutex:
             if self._index is None:
-                if not create and not self.index_dir.is_dir():
+                if not create and not self.index_dir.exists():
                     return None
+                if create:
+                    self.require_writable()
+                if self.index_dir.exists() and not self.index_dir.is_dir():
+                    raise IndexDamaged(self.index_dir, "it is a file, not a folder")
+                if not self.writable():
+                    self._index = ReadOnlyIndex(self.index_dir)
+                    return self._index
                 import diskcache
 
-                # No eviction by diskcache: index entries are tiny, and dropping one silently
-                # would orphan its artifacts. Size limits are ours (`prune`).
-                self._index = diskcache.Cache(str(self.index_dir), eviction_policy="none")
+                try:
+                    # No eviction by diskcache: index entries are tiny, and dropping one
+                    # silently would orphan its artifacts. Size limits are ours (`prune`).
+                    self._index = diskcache.Cache(str(self.index_dir), eviction_policy="none")
+                except sqlite3.DatabaseError as exc:
+                    raise IndexDamaged(self.index_dir, str(exc)) from None
             return self._index
+
+    def writable(self) -> bool:
+        """Whether this process can write the cache folder (and its parts that exist); a
+        folder that does not exist yet is writable if its nearest existing parent is."""
+        parts = [self.root, self.index_dir, self.index_dir / "cache.db", self.artifacts_dir]
+        parts += [self.tmp_dir, self.root / "locks"]
+        existing = [p for p in parts if p.exists()]
+        if not existing:
+            parent = next((q for q in self.root.parents if q.exists()), None)
+            return parent is None or os.access(parent, os.W_OK | os.X_OK)
+        return all(os.access(p, os.W_OK) for p in existing)
+
+    def require_writable(self) -> None:
+        """CacheReadOnly (one line) unless the cache folder can be written."""
+        if not self.writable():
+            raise CacheReadOnly(self.root)
 
     def close(self) -> None:
         """Close the index connection (reopened on next use)."""
@@ -124,19 +192,26 @@ class ConceptCache:
         self.close()
 
     def raw_record(self, key: str) -> str | None:
-        """The index record text of `key`, or None."""
+        """The index record text of `key`, or None (IndexDamaged if it cannot be read)."""
         index = self._open(create=False)
         if index is None:
             return None
-        value = index.get(key)
+        try:
+            value = index.get(key)
+        except sqlite3.DatabaseError as exc:
+            raise IndexDamaged(self.index_dir, str(exc)) from None
         return value if isinstance(value, str) else None
 
     def all_keys(self) -> list[str]:
-        """Every key in the index, sorted (entries of any format)."""
+        """Every key in the index, sorted (entries of any format); IndexDamaged if the
+        index cannot be read."""
         index = self._open(create=False)
         if index is None:
             return []
-        return sorted(k for k in index.iterkeys() if isinstance(k, str))
+        try:
+            return sorted(k for k in index.iterkeys() if isinstance(k, str))
+        except sqlite3.DatabaseError as exc:
+            raise IndexDamaged(self.index_dir, str(exc)) from None
 
     def artifact_dir(self, key: str) -> Path:
         return self.artifacts_dir / check_key(key)
@@ -155,10 +230,10 @@ class ConceptCache:
             artifacts = tuple(ArtifactInfo.from_json(a) for a in data["artifacts"])
             return CacheEntry(
                 key=key,
-                kind=str(data["kind"]),
+                kind=check_kind(data["kind"]),
                 meta=dict(data["meta"]),
-                created=float(data["created"]),
-                last_used=float(data["last_used"]),
+                created=_finite_time(data["created"], "created"),
+                last_used=_finite_time(data["last_used"], "last used"),
                 size=sum(a.size for a in artifacts),
                 artifacts=artifacts,
                 directory=self.artifact_dir(key),
@@ -167,7 +242,7 @@ class ConceptCache:
         except RecordError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
-            raise RecordError(f"index record is unreadable ({type(exc).__name__})") from None
+            raise RecordError(f"index record is unreadable ({exc})") from None
 
     def entries(self) -> list[CacheEntry]:
         """Usable-looking entries (current format, readable record), newest use first.
@@ -220,6 +295,12 @@ class ConceptCache:
             else:
                 self._touch(key, raw, entry)
                 return entry
+            if not self.writable():
+                self.report(
+                    f"cache entry {key[:12]}: {problem}; not used (the cache folder is "
+                    "read-only, so it stays)"
+                )
+                return None
             # Evict only if the record is still the one we checked: a `put` may have replaced it
             # while we read, and then the new entry deserves its own check.
             with self.lock(key):
@@ -245,7 +326,11 @@ class ConceptCache:
             tensors: artifact name -> {tensor name -> tensor}; each artifact becomes one
                 safetensors file (tensors are stored as CPU copies).
             meta: JSON-able dict (paths and tuples are converted); see the module docstring.
+
+        Raises:
+            CacheReadOnly: the cache folder cannot be written.
         """
+        self.require_writable()
         blobs = {check_artifact_name(name): serialise(group) for name, group in tensors.items()}
         return self.put_blobs(key, kind, blobs, meta)
 
@@ -258,12 +343,19 @@ class ConceptCache:
         *,
         created: float | None = None,
     ) -> CacheEntry:
-        """`put` for artifacts already serialised as safetensors bytes (used by import)."""
+        """`put` for artifacts already serialised as safetensors bytes (used by import).
+
+        Raises:
+            CacheReadOnly: the cache folder cannot be written.
+            ValueError: a bad key, kind, time or artifact name.
+        """
         check_key(key)
-        if not _KIND.match(kind):
-            raise ValueError(f"bad entry kind {kind!r}")
+        check_kind(kind)
         if not blobs:
             raise ValueError("an entry needs at least one artifact")
+        if created is not None:
+            _finite_time(created, "created")
+        self.require_writable()
         infos = tuple(ArtifactInfo.of_bytes(name, blob) for name, blob in blobs.items())
         now = time.time()
         record = {
@@ -276,7 +368,17 @@ class ConceptCache:
             "artifacts": [a.to_json() for a in infos],
             "id": secrets.token_hex(8),
         }
-        text = json.dumps(record, sort_keys=True)
+        text = json.dumps(record, sort_keys=True, allow_nan=False)
+        try:
+            self._store(key, infos, blobs, text)
+        except PermissionError:
+            raise CacheReadOnly(self.root) from None
+        return self.parse(key, text)
+
+    def _store(
+        self, key: str, infos: tuple[ArtifactInfo, ...], blobs: Mapping[str, bytes], text: str
+    ) -> None:
+        """The write of `put_blobs`, under the key's lock."""
         with self.lock(key):
             index = self._open(create=True)
             assert index is not None
@@ -287,6 +389,7 @@ class ConceptCache:
             try:
                 for info in infos:
                     write_durable(stage / info.filename, blobs[info.name])
+                write_durable(stage / RECORD_FILE, text.encode("utf-8"))
                 fsync_dir(stage)
                 # From here a crash must leave no entry rather than a record over other files:
                 # drop the old record first, swap the folders, write the new record last.
@@ -303,7 +406,51 @@ class ConceptCache:
                 shutil.rmtree(stage, ignore_errors=True)
                 if trash is not None:
                     shutil.rmtree(trash, ignore_errors=True)
-        return self.parse(key, text)
+
+    def rebuild_index(self) -> tuple[int, int]:
+        """Replace a damaged index by one made from the entries' `record.json` copies.
+
+        Every artifact of an entry is checked (size and SHA-256) before its record goes back
+        into the index; entries whose copy is missing (written before copies were kept),
+        unreadable or of another format are not restored, and their folders become the
+        leftovers that `cache verify --fix` and `cache prune` remove.
+
+        Returns:
+            (entries restored, entry folders that could not be restored).
+
+        Raises:
+            CacheReadOnly: the cache folder cannot be written.
+        """
+        from layoutedit_cache.artifacts import check_file
+        from layoutedit_cache.keys import is_key
+
+        self.require_writable()
+        self.close()
+        if self.index_dir.exists() or self.index_dir.is_symlink():
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            trash = self.tmp_dir / f"index.damaged.{secrets.token_hex(4)}"
+            os.replace(self.index_dir, trash)
+            if trash.is_dir() and not trash.is_symlink():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink(missing_ok=True)
+        index = self._open(create=True)
+        restored = lost = 0
+        folders = sorted(self.artifacts_dir.iterdir()) if self.artifacts_dir.is_dir() else []
+        for folder in folders:
+            if not is_key(folder.name) or not folder.is_dir():
+                continue
+            try:
+                text = (folder / RECORD_FILE).read_text(encoding="utf-8")
+                entry = self.parse(folder.name, text)
+                for info in entry.artifacts:
+                    check_file(folder, info)
+            except (OSError, UnicodeDecodeError, RecordError, ArtifactError):
+                lost += 1
+                continue
+            index.set(folder.name, text)
+            restored += 1
+        return restored, lost
 
     def resolve(self, prefix: str) -> str:
         """The one key starting with `prefix` (case-insensitive); UserError if none or several."""
@@ -327,7 +474,11 @@ class ConceptCache:
 
         With `expect`, only if the entry is still that one, unused since (same write, same
         `last_used`): maintenance that decided on a listing never removes a newer entry.
+
+        Raises:
+            CacheReadOnly: the cache folder cannot be written.
         """
+        self.require_writable()
         with self.lock(key):
             raw = self.raw_record(key)
             if expect is not None:

@@ -17,16 +17,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 from layoutedit.atomic import write_atomic
 from layoutedit.errors import UserError
 from layoutedit_cache.artifacts import (
+    SUFFIX,
     ArtifactError,
-    ArtifactInfo,
     check_artifact_name,
     deserialise,
     header,
@@ -34,7 +37,7 @@ from layoutedit_cache.artifacts import (
     sha256_hex,
 )
 from layoutedit_cache.keys import CACHE_FORMAT_VERSION, is_key
-from layoutedit_cache.store import CacheEntry, ConceptCache
+from layoutedit_cache.store import CacheEntry, ConceptCache, check_kind
 
 EXPORT_VERSION = 1
 _META_KEY = "layoutedit_cache_export"
@@ -166,33 +169,58 @@ def _write_single(path: Path, entry: CacheEntry, blobs: dict[str, bytes]) -> Non
     save_file(tensors, str(path), metadata={_META_KEY: json.dumps(_manifest(entry, digests))})
 
 
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_ARTIFACT_BYTES = 16 << 30
+"""The largest artifact an import accepts (an SDXL concept's K/V weights are about 1.3 GB
+in float32); members are read in chunks, and only once their name and size are known."""
+_CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def import_entry(cache: ConceptCache, path: Path, *, force: bool = False) -> tuple[str, bool]:
     """Add the entry in `path` to the cache; returns (key, stored).
 
-    `stored` is False when a good entry of that key was already there and `force` is off.
+    The whole file is checked before anything is written: the manifest (key, kind, meta,
+    time, every artifact's name, size and digest) and every artifact's bytes; tar members
+    are read only when their name and size are the manifest's. `stored` is False when a
+    good entry of that key was already there and `force` is off.
+
+    Raises:
+        UserError: not a current layoutedit export (one line naming the file), or a
+            read-only cache folder.
     """
     suffix = _suffix(path)
+    if not path.exists():
+        raise UserError("file not found", path=path)
+    if not path.is_file():
+        raise UserError("is not a file; give a file written by `cache export`", path=path)
+    cache.require_writable()
     try:
         if suffix == ".tar":
             manifest, blobs = _read_tar(path)
         else:
             manifest, blobs = _read_single(path)
-    except FileNotFoundError:
-        raise UserError("file not found", path=path) from None
+    except UserError:
+        raise
     except (OSError, tarfile.TarError, ArtifactError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"not a layoutedit cache export ({exc})", path=path) from None
     key = manifest["key"]
     if not force and cache.get(key) is not None:
         return key, False
-    cache.put_blobs(
-        key, manifest["kind"], blobs, manifest["meta"], created=float(manifest["created"])
-    )
+    cache.put_blobs(key, manifest["kind"], blobs, manifest["meta"], created=manifest["created"])
     return key, True
 
 
-def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+def _check_manifest(manifest: Any, path: Path, *, single: bool = False) -> dict[str, Any]:
+    """The manifest, with every field checked (UserError naming the first bad one)."""
+
+    def bad(what: str) -> UserError:
+        return UserError(f"not a usable layoutedit cache export: {what}", path=path)
+
     if not isinstance(manifest, dict) or "export_version" not in manifest:
         raise UserError("not a layoutedit cache export (no manifest)", path=path)
+    if manifest.get("export_version") != EXPORT_VERSION:
+        raise bad(f"export version {manifest.get('export_version')!r} (this version reads 1)")
     if manifest.get("format") != CACHE_FORMAT_VERSION:
         raise UserError(
             f"exported by cache format {manifest.get('format')}; this version reads "
@@ -201,52 +229,114 @@ def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
         )
     if not isinstance(manifest.get("key"), str) or not is_key(manifest["key"]):
         raise UserError("the export's key is not a cache key", path=path)
-    if not isinstance(manifest.get("meta"), dict) or not manifest.get("artifacts"):
+    try:
+        check_kind(manifest.get("kind"))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    meta = manifest.get("meta")
+    if not isinstance(meta, dict):
+        raise bad("`meta` is not a table")
+    try:
+        json.dumps(meta, allow_nan=False)
+    except ValueError:
+        raise bad("`meta` holds NaN or infinity") from None
+    created = manifest.get("created")
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, int | float)
+        or not math.isfinite(created)
+        or not 0 <= created <= time.time() + 86_400
+    ):
+        raise bad(f"`created` is not a time ({created!r})")
+    items = manifest.get("artifacts")
+    if not isinstance(items, list) or not items:
         raise UserError("the export's manifest is incomplete", path=path)
+    names: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise bad("an artifact is not a table")
+        try:
+            name = check_artifact_name(item["name"] if isinstance(item.get("name"), str) else "")
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        if name in names:
+            raise bad(f"artifact {name!r} is listed twice")
+        names.add(name)
+        size = item.get("size")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 0 < size <= MAX_ARTIFACT_BYTES
+        ):
+            raise bad(f"artifact {name!r} has size {size!r}")
+        digests = ("sha256", "content_sha256") if single else ("sha256",)
+        for field in digests:
+            if not isinstance(item.get(field), str) or not _HEX64.match(item[field]):
+                raise bad(f"artifact {name!r} has no {field}")
     return manifest
 
 
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+    """A regular member's bytes, read in chunks and never past `limit`."""
+    if not member.isfile():
+        raise ValueError(f"unexpected tar member {member.name!r}")
+    if member.size > limit:
+        raise ValueError(f"tar member {member.name!r} is larger than expected")
+    handle = tar.extractfile(member)
+    assert handle is not None
+    parts, got = [], 0
+    while chunk := handle.read(min(_CHUNK, limit + 1 - got)):
+        parts.append(chunk)
+        got += len(chunk)
+        if got > limit:
+            raise ValueError(f"tar member {member.name!r} is larger than expected")
+    return b"".join(parts)
+
+
 def _read_tar(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    files: dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            # Read regular files by name only; nothing is ever extracted to the file system.
-            if not member.isfile():
-                raise ValueError(f"unexpected tar member {member.name!r}")
-            handle = tar.extractfile(member)
-            assert handle is not None
-            files[member.name] = handle.read()
-    if "manifest.json" not in files:
-        raise ValueError("no manifest.json")
-    manifest = _check_manifest(json.loads(files.pop("manifest.json")), path)
     blobs: dict[str, bytes] = {}
-    for item in manifest["artifacts"]:
-        info = ArtifactInfo.from_json(item)
-        blob = files.pop(f"artifacts/{info.filename}", None)
-        if blob is None:
-            raise UserError(f"the export lacks artifact {info.name!r}", path=path)
-        if len(blob) != info.size or sha256_hex(blob) != info.sha256:
-            raise UserError(f"artifact {info.name!r} in the export is damaged", path=path)
-        header(blob)
-        blobs[info.name] = blob
-    if files:
-        raise ValueError(f"unexpected tar members {sorted(files)}")
+    with tarfile.open(path, "r:*") as tar:
+        # Members are read by name only, nothing is ever extracted to the file system; the
+        # manifest comes first (as `export_entry` writes it), so every later member's name
+        # and size are known before a byte of it is read.
+        first = tar.next()
+        if first is None or first.name != "manifest.json":
+            raise ValueError("the first member is not manifest.json")
+        text = _read_member(tar, first, MAX_MANIFEST_BYTES)
+        manifest = _check_manifest(json.loads(text), path)
+        expected = {f"artifacts/{item['name']}{SUFFIX}": item for item in manifest["artifacts"]}
+        while (member := tar.next()) is not None:  # (iterating would start over)
+            item = expected.pop(member.name, None)
+            if item is None:
+                raise ValueError(f"unexpected tar member {member.name!r}")
+            if member.size != item["size"]:
+                raise UserError(f"artifact {item['name']!r} in the export is damaged", path=path)
+            blob = _read_member(tar, member, item["size"])
+            if sha256_hex(blob) != item["sha256"]:
+                raise UserError(f"artifact {item['name']!r} in the export is damaged", path=path)
+            header(blob)
+            blobs[item["name"]] = blob
+    if expected:
+        name = next(iter(expected.values()))["name"]
+        raise UserError(f"the export lacks artifact {name!r}", path=path)
     return manifest, blobs
 
 
 def _read_single(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    if path.stat().st_size > MAX_ARTIFACT_BYTES + MAX_MANIFEST_BYTES:
+        raise ValueError("the file is larger than any export")
     data = path.read_bytes()
     meta = header(data).get("__metadata__") or {}
-    if _META_KEY not in meta:
+    if not isinstance(meta, dict) or _META_KEY not in meta:
         raise ValueError("no layoutedit manifest in the header")
-    manifest = _check_manifest(json.loads(meta[_META_KEY]), path)
+    manifest = _check_manifest(json.loads(meta[_META_KEY]), path, single=True)
     groups: dict[str, dict[str, Any]] = {}
     for full, tensor in deserialise(data).items():
         artifact, _, tname = full.partition("/")
         groups.setdefault(check_artifact_name(artifact), {})[tname] = tensor
     blobs: dict[str, bytes] = {}
     for item in manifest["artifacts"]:
-        name = check_artifact_name(item["name"])
+        name = item["name"]
         if name not in groups:
             raise UserError(f"the export lacks artifact {name!r}", path=path)
         blob = serialise(groups.pop(name))

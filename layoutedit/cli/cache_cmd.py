@@ -300,9 +300,13 @@ def verify_command(
     """
     cache, app_state = _open(ctx)
     report = verify_cache(cache, fix=fix)
+    rebuilt = report.rebuilt
     if app_state.json:
         app_state.emit_json(
             {
+                "rebuilt": None
+                if rebuilt is None
+                else {"restored": rebuilt[0], "not_restorable": rebuilt[1]},
                 "checked": report.checked,
                 "problems": [vars(p) for p in report.problems],
                 "leftovers": [str(p) for p in report.leftovers],
@@ -311,6 +315,13 @@ def verify_command(
             }
         )
     else:
+        if rebuilt is not None:
+            err_console.print(
+                f"the index was damaged: rebuilt from the artifacts, {rebuilt[0]} entries "
+                f"restored, {rebuilt[1]} not restorable (their folders are cleared below)",
+                highlight=False,
+                markup=False,
+            )
         for p in report.problems:
             state_word = "evicted" if p.fixed else ("old format" if p.stale else "BAD")
             err_console.print(

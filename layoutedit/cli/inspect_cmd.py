@@ -55,6 +55,12 @@ def load_tokenizer_positions(folder: Path, scene: Scene) -> tuple[dict[str, int]
     from transformers import CLIPTokenizer  # here, so inspect without --tokenizer stays fast
 
     source = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+    if source.is_dir() and not all((source / f).is_file() for f in ("vocab.json", "merges.txt")):
+        # transformers would make an all-but-empty tokenizer and count nonsense
+        raise UserError(
+            "no CLIP tokenizer here (vocab.json and merges.txt, or a model's tokenizer/)",
+            path=folder,
+        )
     if not source.is_dir():
         raise UserError("tokenizer folder not found", path=folder)
     try:

@@ -17,6 +17,8 @@ from layoutedit.cli.common import (
     OverwriteOption,
     PresetOption,
     SceneArgument,
+    check_cache_writable,
+    check_folder,
     console,
     err_console,
     scene_notes,
@@ -238,6 +240,9 @@ def run_learn(
     began = time.perf_counter()
     if out is not None:
         check_output(out, overwrite=overwrite)
+    check_cache_writable(app_state.cache_dir)
+    check_folder(overrides.get("learn", {}).get("prior_dir"), "--prior-dir")
+    check_folder(model_config, "--model-config")
     settings = resolve_settings(preset, config, overrides, model=app_state.model)
     # Options and scene files are checked before the model stack is imported (seconds).
     scene = load_scene(scene_dir, image=image, mask=mask, labels=labels, options=settings.scene)

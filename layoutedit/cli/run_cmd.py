@@ -10,6 +10,7 @@ import typer
 from layoutedit.cli.common import (
     OverwriteOption,
     PresetOption,
+    check_cache_writable,
     console,
     err_console,
     state,
@@ -92,6 +93,7 @@ def register(app: typer.Typer) -> None:
         from layoutedit.output_guard import check_output
 
         check_output(checked.out, overwrite=overwrite)
+        check_cache_writable(app_state.cache_dir)
         chatty = not (app_state.quiet or app_state.json)
         if chatty:
             err_console.print(

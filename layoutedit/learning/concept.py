@@ -130,6 +130,11 @@ class Concept:
             UserError: the folder or a file is missing or damaged.
         """
         folder = Path(folder)
+        if folder.is_file():
+            raise UserError(
+                "is a file: give the concept folder that `learn --out` writes (OUT/concept)",
+                path=folder,
+            )
         try:
             header = json.loads((folder / META_FILE).read_text())
             tensors = load_file(str(folder / TENSORS_FILE))

@@ -65,6 +65,8 @@ def load_segmenter(spec: str | Path | None = None) -> Segmenter:
     source = str(spec) if spec is not None else DEFAULT_SEGMENTER
     path = Path(source).expanduser()
     looks_local = path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1
+    if looks_local and path.is_file():
+        raise UserError("--segmenter takes a CLIPSeg model folder; this is a file", path=path)
     if looks_local and not path.is_dir():
         raise UserError("CLIPSeg model folder not found (--segmenter)", path=path)
     if not looks_local and not _in_hub_cache(source):

@@ -96,8 +96,11 @@ DECODER_ARGS ?=
 decoder:
 	$(PY) -m layoutedit.shapes.decoder_finetune --model layoutedit/models/shapes-tiny --run-dir runs/decoder --threads 2 --steps 2400 --batch 32 --export layoutedit/models/shapes-tiny $(DECODER_ARGS)
 
-## gpu-check: on a CUDA machine, the GPU tests, backend timings and an SD 1.5-sized model's real
-## memory and seconds per step against the planner, in one report (under 8 minutes)
+## gpu-check: on a CUDA machine, in one report (5 minutes at most): SD 1.5- and SDXL-sized
+## random models loaded as edit loads them (load peak, finite latents and images, xformers vs
+## SDPA, fp16 guidance gradients vs fp32), the learn --low-memory -> edit -> learn round trip,
+## a forced out-of-memory (one line, exit 2), the planner against measured peaks, the GPU
+## tests and backend timings. `--device cpu --tiny` is its CPU self-test (tests/test_gpu_check.py).
 gpu-check:
 	$(PY) -m layoutedit.planning.gpu_check --out gpu-check-report.json
 

@@ -2,20 +2,30 @@
 
     python -m layoutedit.planning.gpu_check --out gpu-check-report.json
 
-Parts, each timed, each recorded even when it fails (the report says which failed and why):
+Parts, in this order, each timed, each recorded even when it fails (the report says which
+failed and why), each skipped with the reason when the time budget (5 minutes) is short:
 
-1. `tests`: `pytest -m gpu` (the GPU tests; they skip without CUDA).
-2. `backends`: learn and edit shapes-tiny scenes on every usable backend, same cases, with
-   the speed-up over the first (`bench.backend_compare`).
-3. `sd15`: an SD 1.5-sized model with random weights on the device: one step of every
+1. `sizes`: a random model of SD 1.5's size and one of SDXL's, written as diffusers folders
+   and loaded as `edit` loads them (`gpu_check_sizes`): peak memory right after loading
+   within the fp16 weights + 1 GiB, the source latent and decoded image finite, xformers
+   and SDPA within 1e-2, the guidance gradient finite with cosine >= 0.9 against fp32.
+2. `round_trip`: the embedded model learned with `learn --low-memory`'s settings, edited
+   (the concept from the cache), learned again in the normal mode, in one process.
+3. `oom`: `layoutedit edit` with the allocator held to a small share of the GPU
+   (`torch.cuda.set_per_process_memory_fraction`): one `error:` line and exit 2.
+4. `planner`: an SD 1.5-sized model with random weights on the device: one step of every
    learning and editing phase (plain and `--low-memory`), its real peak memory
-   (`torch.cuda.max_memory_allocated`) and seconds per step, next to the planner's figures
-   for the same phases (the ratio measured / planned), and predicted totals for a learn and
-   an edit from the measured seconds.
+   (`torch.cuda.max_memory_allocated`) and seconds per step next to the planner's figures
+   for the same phases (the ratio measured / planned), and predicted totals.
+5. `tests`: `pytest -m gpu` (the GPU tests; they skip without CUDA).
+6. `backends`: learn and edit shapes-tiny scenes on every usable backend, same cases, with
+   the speed-up over the first (`bench.backend_compare`).
 
-Writes one JSON report and prints a summary. A part that would not fit the time budget is
-skipped with that reason. `--device cpu --tiny` runs the same parts on the CPU with tiny
-models (what the tests run, in seconds).
+Writes one JSON report and prints a summary; exit 1 when a part failed. `--device cpu
+--tiny` runs the same code on the CPU with tiny models (the self-test the tests run): the
+CUDA-only figures (peak memory, the allocator limit) are recorded as not measured, the
+out-of-memory error is raised by a stand-in decoder, and the half-precision run is the
+`cpu` backend with fp16 weights.
 """
 
 from __future__ import annotations
@@ -34,15 +44,23 @@ from typing import Any
 import torch
 
 from layoutedit.config import Settings, resolve_settings
+from layoutedit.planning.gpu_check_flows import forced_oom, round_trip
 
-BUDGET_S = 480.0  # 8 minutes in all
+GIB = 2**30
+
+BUDGET_S = 300.0  # 5 minutes in all
 
 
 def _part(report: dict[str, Any], name: str, work: Callable[[], Any]) -> None:
-    """Run one part; record its result or its error and its seconds."""
+    """Run one part; record its result (failed when it says `ok: false`) or its error, and
+    its seconds."""
     began = time.perf_counter()
     try:
-        report["parts"][name] = {"ok": True, "result": work()}
+        result = work()
+        failed = isinstance(result, dict) and result.get("ok") is False
+        report["parts"][name] = {"ok": not failed, "result": result}
+        if failed:
+            report["parts"][name]["error"] = "a check failed (see result)"
     except Exception as exc:  # one failing part must not hide the others
         report["parts"][name] = {
             "ok": False,
@@ -78,7 +96,9 @@ def usable_backends(device: str) -> list[str]:
     from layoutedit.backend import list_backends
 
     usable = {i.name for i in list_backends() if i.available}
-    wanted = ["cpu", "cpu-fast", "cuda"] if device == "cuda" else ["cpu", "cpu-fast"]
+    # On a GPU the CPU reference and cuda (cpu-fast's compile would take a minute of the
+    # five); on the CPU both CPU backends.
+    wanted = ["cpu", "cuda"] if device == "cuda" else ["cpu", "cpu-fast"]
     return [n for n in wanted if n in usable]
 
 
@@ -146,19 +166,60 @@ def measure_model(
     }
 
 
+def _size_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for size in result.get("sizes", []):
+        if "skipped" in size:
+            lines.append(f"  {size['size']}: skipped ({size['skipped']})")
+            continue
+        load, finite, kernels, guidance = (
+            size["load"],
+            size["finite"],
+            size["kernels"],
+            size["guidance"],
+        )
+        peak = load["peak_bytes"]
+        loaded = (
+            f"load peak {peak / GIB:.2f} GiB (limit {load['limit_bytes'] / GIB:.2f})"
+            if peak is not None
+            else f"weights {load['weights_bytes'] / GIB:.2f} GiB (peak on CUDA only)"
+        )
+        kernel = (
+            f"{kernels['other']} vs sdpa {kernels['max_abs_diff']:.1e}"
+            if kernels.get("compared")
+            else f"kernels not compared ({kernels.get('reason')})"
+        )
+        lines.append(
+            f"  {size['size']}: {'ok' if size['ok'] else 'FAILED'}; {loaded}; latent finite "
+            f"{finite['latent']}, image finite {finite['image']}; {kernel}; guidance cosine "
+            f"{guidance['cosine_vs_fp32']:.3f} vs fp32, finite {guidance['finite']}"
+        )
+    return lines
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
-    """One line per part and per measured model phase."""
+    """One line per part, and per model size, round-trip check and measured model phase."""
     lines = []
     for name, part in report["parts"].items():
+        if "skipped" in part:
+            lines.append(f"{name}: skipped ({part['skipped']})")
+            continue
         state = "ok" if part["ok"] else f"FAILED ({part['error'][:160]})"
         lines.append(f"{name}: {state} in {part['seconds']:.1f} s")
         result = part.get("result") or {}
-        for row in result.get("rows", []) if isinstance(result, dict) else []:
+        if not isinstance(result, dict):
+            continue
+        lines.extend(_size_lines(result))
+        for check, passed in result.get("checks", {}).items():
+            lines.append(f"  {check}: {'yes' if passed else 'NO'}")
+        for error in result.get("error_lines", []):
+            lines.append(f"  exit {result['exit_code']}: {error}")
+        for row in result.get("rows", []):
             lines.append(
                 f"  {row['backend']}: learn {row['learn_s']:.1f} s, edit {row['edit_s']:.2f} s, "
                 f"edit x{row['edit_speedup']:.2f}, max px diff {row['max_pixel_diff']}"
             )
-        for variant in result.get("models", []) if isinstance(result, dict) else []:
+        for variant in result.get("models", []):
             tag = "low memory" if variant["low_memory"] else "plain"
             learn_s, edit_s = variant["predicted_learn_seconds"], variant["predicted_edit_seconds"]
             lines.append(
@@ -174,6 +235,52 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+NEED_S = {
+    "sd15": 40.0,
+    "sdxl": 90.0,
+    "round_trip": 45.0,
+    "oom": 30.0,
+    "planner": 45.0,
+    "tests": 45.0,
+    "backends": 60.0,
+}
+"""Seconds a part (or model size) needs at least on a GPU: it is skipped, with that reason,
+when less of the budget is left."""
+
+
+def _tiny_folders(work: Path) -> dict[str, Path]:
+    """The self-test's stand-ins for SD 1.5 and SDXL: the tests' tiny folders."""
+    from layoutedit.shapes.architecture import (
+        TEST_TINY,
+        build_pipeline_folder,
+        build_sdxl_pipeline_folder,
+    )
+
+    return {
+        "sd15": build_pipeline_folder(work / "tiny", TEST_TINY),
+        "sdxl": build_sdxl_pipeline_folder(work / "tiny-sdxl", TEST_TINY),
+    }
+
+
+def _half_backend(device: str) -> Any:
+    """The half-precision run's backend: `cuda`; on the CPU, `cpu` with fp16 weights."""
+    from layoutedit.backend import get_backend
+    from layoutedit.planning.gpu_check_sizes import with_dtype
+
+    if device == "cuda":
+        return get_backend("cuda")
+    return with_dtype(get_backend("cpu"), torch.float16)
+
+
+def _run_device(device: str) -> torch.device:
+    """The device the checks run on: this process's GPU (`LOCAL_RANK`), or the CPU."""
+    if device != "cuda":
+        return torch.device("cpu")
+    from layoutedit.editing.sharding import cuda_device_index
+
+    return torch.device("cuda", cuda_device_index())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every part, write the report, print the summary; exit 1 if a part failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -187,46 +294,99 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here; `--device cpu --tiny` runs the self-test")
         return 2
+    device = _run_device(args.device)
     report: dict[str, Any] = {
-        "device": args.device,
-        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "tiny": args.tiny,
+        "budget_s": args.budget_s,
         "parts": {},
     }
 
     def left() -> float:
         return args.budget_s - (time.perf_counter() - began)
 
-    _part(report, "tests", lambda: run_gpu_tests(args.pytest_args.split(), max(30.0, left() / 4)))
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
-        tiny_dir = None
-        if args.tiny:
-            from layoutedit.shapes.architecture import TEST_TINY, build_pipeline_folder
+    def run(name: str, work: Callable[[], Any]) -> None:
+        need = NEED_S[name] if device.type == "cuda" else 0.0
+        if left() < need:
+            report["parts"][name] = {
+                "ok": True,
+                "skipped": f"time budget: {left():.0f} s left, needs about {need:.0f} s",
+                "seconds": 0.0,
+            }
+            return
+        _part(report, name, work)
 
-            tiny_dir = build_pipeline_folder(Path(work) / "tiny", TEST_TINY)
-        model = str(tiny_dir) if tiny_dir else "builtin:shapes-tiny"
-        _part(
-            report,
-            "backends",
-            lambda: time_backends(
-                model, usable_backends(args.device), resolve_settings("fast", model=model)
-            ),
+    backend = "cuda" if device.type == "cuda" else "cpu"
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work_dir:
+        work = Path(work_dir)
+        cache = work / "cache"
+        tiny = _tiny_folders(work) if args.tiny else {}
+        folders: dict[str, Path] = {}
+
+        def sizes() -> dict[str, Any]:
+            from layoutedit.planning.archs import load_arch
+            from layoutedit.planning.gpu_check_sizes import check_size, write_random_folder
+
+            results: list[dict[str, Any]] = []
+            for name in ("sd15", "sdxl"):
+                need = NEED_S[name] if device.type == "cuda" else 0.0
+                if left() < need:
+                    results.append({"size": name, "skipped": f"time budget: {left():.0f} s left"})
+                    continue
+                arch = load_arch(str(tiny[name]) if tiny else name)
+                folder = write_random_folder(arch, work / f"{name}-random", device)
+                folders[name] = folder
+                results.append(check_size(name, folder, device, _half_backend(args.device), cache))
+            return {"sizes": results, "ok": all(r.get("ok", True) for r in results)}
+
+        run("sizes", sizes)
+        model = str(tiny["sd15"]) if tiny else "builtin:shapes-tiny"
+        fast = resolve_settings("fast", model=model)
+        if tiny:  # a few steps: the self-test checks the flow, not the learning
+            fast = resolve_settings(
+                "fast",
+                overrides={"learn": {"ti_steps": 2, "ft_steps": 2}, "edit": {"steps": 3}},
+                model=model,
+            )
+        run(
+            "round_trip",
+            lambda: round_trip(model, backend, work / "round-trip-cache", work, fast),
         )
-        arch = str(tiny_dir) if tiny_dir else "sd15"
-        backend = "cuda" if args.device == "cuda" else "cpu-fast"
-        settings = resolve_settings("published", model=arch)
 
-        def models() -> dict[str, Any]:
+        def oom() -> dict[str, Any]:
+            target, fraction = model, 0.0
+            if device.type == "cuda":
+                # SD 1.5's fp16 weights alone exceed 1 GiB (the tiny model's exceed 1 MiB), so
+                # loading or the first step runs out of memory.
+                target = str(folders["sd15"]) if "sd15" in folders and not tiny else model
+                allowed = GIB if target != model else 2**20
+                total = torch.cuda.get_device_properties(device).total_memory
+                fraction = min(1.0, allowed / total)
+            # A GPU machine starts the command in seconds; a busy CPU box may take minutes.
+            limit = max(30.0, min(120.0, left() - 5.0) if device.type == "cuda" else left() - 5.0)
+            return forced_oom(target, backend, device.type, cache, work, fraction, limit)
+
+        run("oom", oom)
+        arch = str(tiny["sd15"]) if tiny else "sd15"
+        planner_backend = "cuda" if device.type == "cuda" else "cpu-fast"
+        published = resolve_settings("published", model=arch)
+
+        def planner() -> dict[str, Any]:
             variants: list[dict[str, Any]] = []
             for low in (False, True):
-                if left() < 60 and variants:
-                    variants.append({"skipped": "time budget", "low_memory": low})
-                    continue
-                variants.append(measure_model(arch, args.device, backend, settings, low))
-            return {"models": [v for v in variants if "phases" in v]}
+                if device.type == "cuda" and left() < NEED_S["planner"] / 2 and variants:
+                    continue  # the plain variant is kept; the low-memory one would not fit
+                variants.append(measure_model(arch, args.device, planner_backend, published, low))
+            return {"models": variants}
 
-        _part(report, "sd15", models)
+        run("planner", planner)
+        run("tests", lambda: run_gpu_tests(args.pytest_args.split(), max(30.0, left() / 2)))
+        run(
+            "backends",
+            lambda: time_backends(model, usable_backends(args.device), fast),
+        )
     report["seconds"] = time.perf_counter() - began
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from layoutedit.atomic import write_text_atomic

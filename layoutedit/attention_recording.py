@@ -158,7 +158,9 @@ class RecordingAttnProcessor:
     Computes exactly what diffusers' `AttnProcessor` computes (same hidden states out) and,
     for cross-attention while `store.active`, hands the probabilities (B, heads, Q, T) to
     `store.add`. While not recording it runs `idle` instead (a backend passes its fast kernel,
-    e.g. `AttnProcessor2_0`; by default the explicit `AttnProcessor`).
+    e.g. `AttnProcessor2_0`; by default the explicit `AttnProcessor`). While `replaying` (a
+    gradient checkpoint recomputing a recorded pass in backward, `replaying_recorded`) it
+    computes explicitly again, as the recorded pass did, and hands nothing to the store.
 
     Args:
         name: layer name for messages (set by `AttentionStore.attach`).
@@ -169,6 +171,7 @@ class RecordingAttnProcessor:
         self.name = name
         self.idle = idle if idle is not None else AttnProcessor()
         self.store: AttentionStore | None = None
+        self.replaying = False
 
     def __call__(
         self,
@@ -181,7 +184,8 @@ class RecordingAttnProcessor:
         **kwargs: Any,
     ) -> torch.Tensor:
         store = self.store
-        if store is None or not store.active or encoder_hidden_states is None:
+        explicit = self.replaying or (store is not None and store.active)
+        if not explicit or encoder_hidden_states is None:
             return self.idle(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
@@ -226,10 +230,28 @@ class RecordingAttnProcessor:
             out = out + residual
         out = out / attn.rescale_output_factor
 
+        if self.replaying:  # the recorded pass already handed these to the store
+            return out
         assert self.store is not None
         # head_to_batch_dim orders the batch axis as (B, heads).
         self.store.add(self.name, probs.reshape(batch, attn.heads, *probs.shape[1:]))
         return out
+
+
+@contextlib.contextmanager
+def replaying_recorded(unet: Any) -> Iterator[None]:
+    """Every `RecordingAttnProcessor` of `unet` replays for the block: it computes attention
+    explicitly, as a recorded pass did, and records nothing. The recomputation context of a
+    gradient checkpoint over a recorded pass (`torch.utils.checkpoint`'s `context_fn`): it
+    runs in backward, after recording stopped, and must save what the recorded pass saved."""
+    procs = [p for p in unet.attn_processors.values() if isinstance(p, RecordingAttnProcessor)]
+    for proc in procs:
+        proc.replaying = True
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.replaying = False
 
 
 def install_processors(

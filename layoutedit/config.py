@@ -322,7 +322,8 @@ class EditConfig(_Strict):
     )
     low_memory: bool = Field(
         default=False,
-        description="Decode an image larger than 512 px (64 latent cells) tile by tile "
+        description="Gradient checkpointing in the guidance's gradient pass, and an image "
+        "larger than 512 px (64 latent cells) decoded tile by tile "
         "(layoutedit.editing.low_memory).",
     )
 

@@ -438,8 +438,9 @@ def register(app: typer.Typer) -> None:
             bool | None,
             typer.Option(
                 "--low-memory/--no-low-memory",
-                help="Decode an image larger than 512 px tile by tile (what an edit at "
-                "1024 px needs on a small GPU). Default: the settings' edit.low_memory.",
+                help="Gradient checkpointing in the guidance pass and an image larger than "
+                "512 px decoded tile by tile (what an edit at 1024 px needs on a small GPU). "
+                "Default: the settings' edit.low_memory.",
                 show_default=False,
             ),
         ] = None,

@@ -55,8 +55,9 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--low-memory",
-                help="Plan with low_memory on: gradient checkpointing, fp16 frozen weights "
-                "with fp32 trained ones (on fp16 backends), VAE slicing.",
+                help="Plan with low_memory on: gradient checkpointing (learning and the "
+                "guidance pass), fp16 frozen weights with fp32 trained ones and 8-bit Adam "
+                "moments for the fine-tune (on fp16 backends), a tiled decode above 512 px.",
             ),
         ] = False,
         objects: Annotated[

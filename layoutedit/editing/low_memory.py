@@ -1,20 +1,25 @@
 """The `low_memory` setting of editing (`EditConfig.low_memory`, `edit --low-memory`), also
-applied by the planner (`layoutedit plan --low-memory`) to its `meta` model: each seed's
-latent is decoded alone (always), and, for an image larger than `TILE_LATENT` latent cells a
-side (SDXL's 1024 px: 128 cells), tile by tile (`vae_tiling`): the decoder's activations at
-full resolution, the largest tensors of an edit at 1024 px, then exist for one tile at a
-time. The source is encoded whole either way, so a cached inversion stays the same.
+applied by the planner (`layoutedit plan --low-memory`) to its `meta` model:
 
-Not gradient checkpointing: the recording processors compute attention explicitly only while
-their store records, so a recomputation in the backward pass (after recording stopped) would
-run the other kernel and torch.utils.checkpoint refuses the mismatch. The guidance pass is
-small anyway (it stops after the last recorded layer).
+- each seed's latent is decoded alone (always), and, for an image larger than `TILE_LATENT`
+  latent cells a side (SDXL's 1024 px: 128 cells), tile by tile (`vae_tiling`): the
+  decoder's activations at full resolution, the largest tensors of an edit at 1024 px, then
+  exist for one tile at a time. The source is encoded whole either way, so a cached
+  inversion stays the same;
+- gradient checkpointing in the UNet for the guidance's gradient pass (`guidance_checkpointing`;
+  the passes without gradients never checkpoint): each block keeps its inputs only and is
+  recomputed in the backward pass. The recording processors compute attention explicitly
+  only while their store records, and the recomputation runs after recording stopped, so it
+  runs under `attention_recording.replaying_recorded`: explicit again, recording nothing,
+  saving what the recorded pass saved (torch.utils.checkpoint checks that). On SDXL at
+  1024 px the pass's activations fall from 3.54 to 0.34 GiB (planned); a guided step computes
+  about a third more (11.1 -> 15.1 TFLOPs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,11 +38,37 @@ TILE_OVERLAP = 0.25
 
 
 def prepare_editing(model: LoadedModel, cfg: EditConfig) -> None:
-    """Make a model ready to edit: gradient checkpointing off (a low-memory learn on the same
-    model leaves it on, and the guidance pass cannot use it, see above). The low-memory
+    """Make a model ready to edit: with `cfg.low_memory` the guidance's checkpointing
+    (`guidance_checkpointing`), else no gradient checkpointing (a low-memory learn on the
+    same model leaves its own on, which a recorded pass cannot replay). The low-memory
     decode is chosen per decode (`decode_seeds`)."""
     if getattr(model.unet, "is_gradient_checkpointing", False):
         model.unet.disable_gradient_checkpointing()
+    if cfg.low_memory:
+        guidance_checkpointing(model.unet)
+
+
+def guidance_checkpointing(unet: Any) -> None:
+    """Gradient checkpointing in `unet` whose recomputation replays recorded attention.
+
+    diffusers checkpoints each resnet and transformer block only when gradients are on, so
+    only the guidance's gradient pass pays for it. Each block's recomputation runs under
+    `replaying_recorded` (non-reentrant checkpoint, its `context_fn`); the autocast of the
+    pass is replayed by torch.
+    """
+    import torch.utils.checkpoint
+
+    from layoutedit.attention_recording import replaying_recorded
+
+    def contexts() -> tuple[Any, Any]:
+        return nullcontext(), replaying_recorded(unet)
+
+    def run(module: Any, *args: Any) -> Any:
+        return torch.utils.checkpoint.checkpoint(
+            module, *args, use_reentrant=False, context_fn=contexts
+        )
+
+    unet.enable_gradient_checkpointing(run)
 
 
 def tiles(latent_side: int, tile: int | None = None) -> bool:

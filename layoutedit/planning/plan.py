@@ -141,6 +141,7 @@ def plan_learning(
     backend.install_attention(plan.model.unet, [])
     if device == "meta":
         use_fused_model(plan.model.unet)
+        use_fused_model(plan.model.vae)  # its mid-block attention runs diffusers' SDPA
     tracker = _tracker(plan, _AUTOCAST.get(cfg.mixed_precision))
     ctx = PhaseContext(plan, tracker, cfg.low_memory, objects, check_flops)
     phases = [vae_encode(ctx), textual_inversion_step(ctx, cfg), finetune_step(ctx, cfg)]
@@ -160,6 +161,10 @@ def plan_editing(
     for `device` and `check_flops`)."""
     plan = build_plan_model(arch, device=device, dtype=backend.dtype)
     prepare_editing(plan.model, cfg)
+    if device == "meta":
+        # The VAE keeps diffusers' SDPA processor on every backend: a fused kernel on a
+        # device, where `meta` would plan SDXL's 16384 x 16384 attention matrix (0.5 GiB).
+        use_fused_model(plan.model.vae)
     tracker = _tracker(plan, None)
     ctx = PhaseContext(plan, tracker, cfg.low_memory, objects, check_flops)
     edit = install_edit_attention(ctx, backend, cfg)

@@ -256,7 +256,9 @@ def _editor(
 ) -> Any:
     from layoutedit import Editor
 
-    fast = fast_config().model_dump()
+    # Three DDIM steps, two guided, one refinement pass: every phase runs, briefly.
+    fast = fast_config(steps=3, max_iter_to_alter=2, blend_steps=2, max_refinement_steps=1)
+    fast = fast.model_dump()
     overrides = {
         "learn": {**TINY_LEARN.model_dump(), **(learn or {})},
         "edit": {**fast, "use_concept": True, **(edit or {})},

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 import torch
 
@@ -80,3 +84,54 @@ def test_plan_says_what_training_only_the_new_rows_saves(arch: str, whole: str) 
     assert "1 new row(s)" in note and whole in note
     joint = rows_note(load_arch(arch), LearnConfig(ti_joint=True), objects=3)
     assert "3 new row(s)" in joint
+
+
+def _edit_editor(device: str) -> Any:
+    return SimpleNamespace(
+        backend=SimpleNamespace(device=torch.device(device), name="cuda"),
+        settings=Settings(),
+        model=None,
+        cache_dir=None,
+    )
+
+
+def test_edit_switches_to_low_memory_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layoutedit.cli import edit_cmd
+    from layoutedit.planning import auto_edit_memory
+    from layoutedit.planning.auto_memory import MemoryChoice
+
+    calls: list[Any] = []
+
+    def choice(*args: Any) -> MemoryChoice:
+        calls.append(args)
+        return MemoryChoice(True, "switching to --low-memory: test")
+
+    monkeypatch.setattr(auto_edit_memory, "edit_memory_choice", choice)
+    scene = SimpleNamespace(objects=(1, 2, 3))
+    cpu = _edit_editor("cpu")
+    edit_cmd.choose_edit_memory(cpu, scene, quiet=True)  # type: ignore[arg-type]
+    assert not calls and cpu.settings == Settings()
+    cuda = _edit_editor("cuda")
+    edit_cmd.choose_edit_memory(cuda, scene, quiet=True)  # type: ignore[arg-type]
+    assert len(calls) == 1 and calls[0][2] == 3  # three objects
+    assert cuda.settings.edit.low_memory and not cuda.settings.learn.low_memory
+
+
+def test_edit_choice_plans_the_normal_mode_and_keeps_the_answer(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layoutedit.config import EditConfig
+    from layoutedit.loading.model_loading import load_model
+    from layoutedit.planning import auto_edit_memory
+    from layoutedit.planning.auto_memory import GIB
+
+    model = load_model(str(tiny_model_dir))
+    cfg = EditConfig(steps=2, seeds=(0,))
+    peak = auto_edit_memory.predicted_edit_peak(model, cfg, 2, "cpu", tmp_path)
+    assert 0 < peak < GIB
+    [kept] = (tmp_path / "memory-plans").glob("edit-*.json")
+    monkeypatch.setattr(auto_edit_memory, "arch_of", lambda m: pytest.fail("planned again"))
+    assert auto_edit_memory.predicted_edit_peak(model, cfg, 2, "cpu", tmp_path) == peak
+    assert kept.exists()
+    # Off CUDA, or already in low memory: no choice to make.
+    assert auto_edit_memory.edit_memory_choice(model, cfg, 2, "cpu") is None

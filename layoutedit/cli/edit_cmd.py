@@ -164,6 +164,24 @@ def ensure_concept(
         editor.learn(scene, progress=progress)
 
 
+def choose_edit_memory(editor: Any, scene: Scene, *, quiet: bool) -> None:
+    """On CUDA, switch the editor's edits to low memory when the normal mode's planned peak
+    does not fit the free GPU memory (`planning.auto_edit_memory`); nothing on the CPU."""
+    if editor.backend.device.type != "cuda":
+        return
+    from layoutedit.planning.auto_edit_memory import edit_memory_choice
+
+    edit = editor.settings.edit
+    name = editor.backend.name
+    choice = edit_memory_choice(editor.model, edit, len(scene.objects), name, editor.cache_dir)
+    if choice is None or not choice.low_memory:
+        return
+    update = {"edit": edit.model_copy(update={"low_memory": True})}
+    editor.settings = editor.settings.model_copy(update=update)
+    if not quiet:
+        err_console.print(choice.reason, highlight=False)
+
+
 def make_editor(app: AppState, settings: Settings) -> Editor:
     """The CLI's Editor: global options, resolved settings, notices on stderr."""
     from layoutedit.editor import Editor
@@ -259,6 +277,8 @@ def run_edit(
     editor = make_editor(app, settings)
     scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
     scene_notes(app, scene, editor.model)  # its warnings, a too long prompt, the model's note
+    if settings_overrides.get("low_memory") is None:  # neither --low-memory nor --no-low-memory
+        choose_edit_memory(editor, scene, quiet=app.quiet or app.json)
     for warning in [w for _, lay in targets for w in lay.warnings]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if cfg.use_concept and concept_dir is None:
@@ -440,7 +460,8 @@ def register(app: typer.Typer) -> None:
                 "--low-memory/--no-low-memory",
                 help="Gradient checkpointing in the guidance pass and an image larger than "
                 "512 px decoded tile by tile (what an edit at 1024 px needs on a small GPU). "
-                "Default: the settings' edit.low_memory.",
+                "Default: the settings' edit.low_memory, switched on (one line says so) on "
+                "CUDA when the planned peak plus 1 GiB exceeds the free GPU memory.",
                 show_default=False,
             ),
         ] = None,

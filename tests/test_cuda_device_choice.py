@@ -130,8 +130,9 @@ def test_a_working_xformers_is_chosen(fake_xformers: Callable[[Callable], None])
 def test_the_cuda_extra_cannot_replace_torch() -> None:
     """The `cuda` extra installs no xformers (each xformers wheel pins one exact torch and
     would replace the user's); the README says how to add a matching one without deps."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][

@@ -205,7 +205,10 @@ def check_output(root: Path, *, overwrite: bool, option: str = "--out") -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == root.absolute() else f" ({existing} is read-only)"
         raise UserError(f"output folder cannot be written{where}; give another {option}", path=root)
-    if overwrite or existing != root.absolute():
+    if existing != root.absolute():
+        return
+    _check_marker_place(root)
+    if overwrite:
         return
     first = next(user_entries(root), None)
     if first is not None:
@@ -213,6 +216,17 @@ def check_output(root: Path, *, overwrite: bool, option: str = "--out") -> None:
             f"output folder holds files layoutedit did not write (e.g. {first!r}); give "
             f"another {option}, or pass --overwrite to write there (only the files layoutedit "
             "writes are replaced)",
+            path=root,
+        )
+
+
+def _check_marker_place(root: Path) -> None:
+    """A folder at the marker's name is the user's: it is never replaced, so refuse."""
+    marker = root / MARKER
+    if marker.is_dir() and not marker.is_symlink():
+        raise UserError(
+            f"output folder holds a folder named {MARKER}, where layoutedit keeps the list of "
+            "the files it wrote; move it away",
             path=root,
         )
 
@@ -300,6 +314,7 @@ class OutputStage:
                 f"output folder is no longer a folder; give a folder with {self.option}",
                 path=self.root,
             )
+        _check_marker_place(target)
         ours = read_marker(target)
         units = sorted(p.name for p in self.path.iterdir())
         for name in units:

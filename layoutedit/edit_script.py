@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from layoutedit.learning.training import ProgressHook
 
 SUMMARY_FILE = "summary.json"
+MAX_FRAMES = 1000
+"""In-between frames per step: more is a typo (each frame is a whole edit)."""
 SHEET_FILE = "sheet.png"
 _TOP_KEYS = {"scene", "out", "preset", "seeds", "frames", "step", "scene_options", "learn", "edit"}
 _STEP_KEYS = {"layout", "ops", "name", *(k.replace("-", "_") for k in FLAG_ORDER)}
@@ -235,8 +237,8 @@ def load_script(
     if out is None:
         out = Path("layoutedit-out") / path.stem
     frames = data.get("frames", 0) if frames is None else frames
-    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 0:
-        raise UserError("`frames` must be a whole number >= 0", path=path)
+    if not isinstance(frames, int) or isinstance(frames, bool) or not 0 <= frames <= MAX_FRAMES:
+        raise UserError(f"`frames` must be a whole number from 0 to {MAX_FRAMES}", path=path)
     return Script(path, scene_dir, out, settings, tuple(steps), scene, frames)
 
 

@@ -158,3 +158,61 @@ def test_path_options_are_checked_before_any_model_work(
     code, _, err = run_cli(NO_MODEL, tmp_path / "c", *[names.get(a, a) for a in args])
     _one_line(code, err, *words)
     assert "model not found" not in err
+
+
+# --- near misses: images, labels, frames --------------------------------------------------------
+
+
+def test_an_animated_image_is_refused_wherever_it_is_given(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    scene = write_scene(tmp_path / "scene")
+    first = Image.open(scene / "image.png").convert("RGB")
+    second = Image.fromarray(255 - np.asarray(first))
+    gif = tmp_path / "moving.gif"
+    first.save(gif, save_all=True, append_images=[second], duration=100)
+    files = ["--mask", str(scene / "mask.png"), "--labels", str(scene / "semantic_dict.json")]
+    code, _, err = run_cli(NO_MODEL, tmp_path / "c", "inspect", "--image", str(gif), *files)
+    _one_line(code, err, "2 frames")
+    code, _, err = run_cli(
+        NO_MODEL, tmp_path / "c", "mask", str(gif), "--objects", "a", "--out", str(tmp_path / "m")
+    )
+    _one_line(code, err, "2 frames")
+
+
+def test_a_label_with_spaces_at_its_ends_is_refused(tmp_path: Path) -> None:
+    labels = {" cat ": [250, 20, 20], "pot": [20, 250, 20], "background": [255, 255, 255]}
+    scene = write_scene(tmp_path / "scene", labels=labels)
+    code, _, err = run_cli(NO_MODEL, tmp_path / "c", "inspect", str(scene))
+    _one_line(code, err, "spaces at its ends")
+
+
+def test_frames_have_an_upper_bound(tmp_path: Path) -> None:
+    write_scene(tmp_path / "scene")
+    script = tmp_path / "script.toml"
+    script.write_text('scene = "scene"\n[[step]]\nmove = ["cat=+1,0"]\n')
+    code, _, err = run_cli(NO_MODEL, tmp_path / "c", "run", str(script), "--frames", "100000")
+    _one_line(code, err, "--frames")
+    script.write_text('scene = "scene"\nframes = 100000\n[[step]]\nmove = ["cat=+1,0"]\n')
+    code, _, err = run_cli(NO_MODEL, tmp_path / "c", "run", str(script))
+    _one_line(code, err, "`frames`")
+
+
+def test_a_large_image_brings_no_raw_library_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from PIL import Image
+
+    scene = write_scene(tmp_path / "scene", size=40)
+    # Pillow warns between its pixel limit and twice it (89 to 179 Mpx); a lower limit makes
+    # the same case from a small image.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(NO_MODEL, tmp_path / "c", "inspect", str(scene))
+    assert code == 0, err
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert "DecompressionBomb" not in err

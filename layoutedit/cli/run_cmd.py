@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--frames",
                 min=0,
+                max=1000,
                 help="Animate: N in-between frames per step, one seed, PNGs + animation.gif.",
             ),
         ] = None,

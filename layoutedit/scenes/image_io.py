@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,25 @@ def _open(path: Path, what: str) -> Image.Image:
     if path.is_dir():
         raise UserError(f"{what} is a folder, not an image file", path=path)
     try:
-        image = Image.open(path)
-        image.load()  # decode now, so truncation is found here and not later
+        with warnings.catch_warnings():
+            # Between Pillow's pixel limit and twice it, Pillow warns instead of refusing; the
+            # image is read (and scaled to the model), so its raw warning line stays out.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()  # decode now, so truncation is found here and not later
     except UnidentifiedImageError:
         raise UserError(f"{what} is not an image Pillow can read", path=path) from None
     except Image.DecompressionBombError as exc:
         raise UserError(f"{what} is too large to read safely: {exc}", path=path) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{what} is truncated or damaged ({exc})", path=path) from None
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:  # which frame was meant? (a scene folder refuses .gif files alike)
+        raise UserError(
+            f"{what} holds {frames} frames (an animation or a multi-page file); save the one "
+            "you mean as a PNG",
+            path=path,
+        )
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a good image unreadable

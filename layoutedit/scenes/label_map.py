@@ -62,6 +62,8 @@ def parse_label_map(
     for name, value in data.items():
         if not isinstance(name, str) or not name.strip():
             raise UserError("label map has an empty name", path=path)
+        if name != name.strip():  # `--move cat=...` could never name " cat "
+            raise UserError(f"label {_short(name)} has spaces at its ends; remove them", path=path)
         colour = _colour(value)
         if colour is None:
             raise UserError(

@@ -97,3 +97,16 @@ def test_colour_labels_uses_the_palette() -> None:
     out = colour_labels(labels, [(1, 2, 3), (4, 5, 6), (7, 8, 9)])
     assert out.shape == (2, 2, 3) and out.dtype == np.uint8
     assert out[1, 0].tolist() == [7, 8, 9]
+
+
+def test_an_edit_without_a_measured_loss_writes_strict_json(tmp_path: Path) -> None:
+    scene = shapes_scene(crop=40)
+    result = _result(scene, {0: float("nan")})  # edit.denoise off measures no attention
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    folder = write_edit(result, scene, tmp_path / "out" / "layout1", concept_id=None)
+    record = json.loads((folder / RESULT_FILE).read_text(), parse_constant=refuse)
+    assert record["candidates"][0]["loss"] is None
+    assert set(record["candidates"][0]["object_losses"].values()) == {None}

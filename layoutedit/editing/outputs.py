@@ -16,6 +16,7 @@ into it, so an interrupted run leaves the previous folder or the new one, never 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
     from layoutedit.scenes.scene import Scene
 
 RESULT_FILE = "edit.json"
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A loss as strict JSON has it: None where none was measured (NaN, e.g. `denoise` off),
+    since NaN is not JSON."""
+    return value if math.isfinite(value) else None
 SHEET_FILE = "sheet.png"
 _TILE_MIN, _TILE_MAX = 160, 384  # longest side of a sheet tile, pixels
 _CAPTION_H = 30
@@ -122,8 +129,8 @@ def result_record(
             {
                 "seed": c.seed,
                 "file": seed_file(c.seed) if c.seed in kept_seeds else None,
-                "loss": c.loss,
-                "object_losses": c.object_losses,
+                "loss": _finite_or_none(c.loss),
+                "object_losses": {k: _finite_or_none(v) for k, v in c.object_losses.items()},
                 "seconds": c.seconds,
                 "guided_steps": c.guided_steps,
                 "refinement_passes": c.refinement_passes,

@@ -169,7 +169,7 @@ def test_unchanged_boxes_leave_the_layout_as_it_is() -> None:
 def test_a_box_moves_and_scales_its_object_only() -> None:
     labels = square_scene_labels()
     boxes = boxes_of(labels, 2)
-    boxes[0] = ObjectBox(0.5, 0.25, 2.0)  # centre to (20, 10), twice the size
+    boxes[0] = ObjectBox.scaled(0.5, 0.25, 2.0)  # centre to (20, 10), twice the size
     out = layout_from_boxes(labels, ["a", "b"], boxes)
     ys, xs = np.nonzero(out == 0)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (12, 28, 2, 18)

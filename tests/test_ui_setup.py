@@ -1,5 +1,6 @@
-"""`make setup-ui` (run by CI) installs gradio and gradio_client without dependencies and the
-rest of gradio's requirements with theirs, so Pillow 13 stays; these keep that list right."""
+"""How the web app's `ui` extra gets installed: CI installs it the way the README says
+(`pip install -e ".[ui]"`, then `pip check`) and Debian's Chromium for the browser tests,
+and the extra's own pins agree with what they install (the box editor's gradio range)."""
 
 from __future__ import annotations
 
@@ -8,65 +9,69 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-# Left to the project's own requirement (gradio's metadata caps it below 13).
-NOT_FROM_GRADIO = {"pillow"}
 
 
-def _make_variable(name: str) -> list[Requirement]:
-    """The requirements a Makefile variable `NAME ?= ...` lists (continuation lines joined)."""
-    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    line = next(x for x in text.splitlines() if x.startswith(f"{name} ?="))
-    return [Requirement(item.strip('"')) for item in line.split("?=", 1)[1].split()]
+def _steps(path: Path) -> list[str]:
+    """The commands of a shell script or a make recipe, comments and blanks left out."""
+    lines = [x.split("#")[0].strip() for x in path.read_text().splitlines()]
+    return [x for x in lines if x]
 
 
-def _by_name(requirements: list[Requirement]) -> dict[str, Requirement]:
-    return {canonicalize_name(r.name): r for r in requirements}
+def _extra(name: str) -> dict[str, Requirement]:
+    import tomllib  # Python 3.11+, as the suite runs
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = [Requirement(r) for r in project["optional-dependencies"][name]]
+    return {canonicalize_name(r.name): r for r in found}
 
 
-def _runtime_requirements(distribution: str) -> list[Requirement]:
-    """`distribution`'s installed requirements that apply here (no extras)."""
-    env = {**default_environment(), "extra": ""}
-    found = [Requirement(r) for r in metadata.requires(distribution) or []]
-    return [r for r in found if r.marker is None or r.marker.evaluate(env)]
+def _recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, re.MULTILINE)
+    assert match is not None, target
+    return [line.strip() for line in match.group(1).splitlines()]
 
 
-def test_ci_installs_the_ui_extra_before_the_tests() -> None:
-    steps = [x.split("#")[0].strip() for x in (ROOT / ".ci" / "run").read_text().splitlines()]
-    assert "make setup-ui" in steps
-    assert steps.index("make setup") < steps.index("make setup-ui") < steps.index("make test")
-    pinned = _by_name(_make_variable("UI_NO_DEPS"))
-    assert set(pinned) == {"gradio", "gradio-client"}
-    for requirement in pinned.values():
-        assert str(requirement.specifier).startswith("=="), requirement  # exact pins only
-    # The pinned gradio satisfies the `ui` extra that pyproject.toml declares.
-    declared = re.search(r'ui = \["gradio([^"]*)"\]', (ROOT / "pyproject.toml").read_text())
-    assert declared is not None
-    version = str(pinned["gradio"].specifier).removeprefix("==")
-    assert Requirement(f"gradio{declared.group(1)}").specifier.contains(version)
+def test_ci_installs_chromium_and_the_ui_extra_before_the_tests() -> None:
+    steps = _steps(ROOT / ".ci" / "run")
+    apt = next(i for i, s in enumerate(steps) if "apt-get install" in s)
+    assert "chromium" in steps[apt].split() and "chromium-driver" in steps[apt].split()
+    assert "export LAYOUTEDIT_BROWSER_TESTS=required" in steps
+    order = [steps.index(s) for s in ("make setup", "make setup-ui", "make test")]
+    assert apt < order[0] < order[1] < order[2]
 
 
-def test_setup_ui_lists_what_the_pinned_gradio_requires() -> None:
-    pinned = _by_name(_make_variable("UI_NO_DEPS"))
+def test_setup_ui_is_the_readme_install() -> None:
+    recipe = _recipe("setup-ui")
+    install = next(line for line in recipe if "pip install" in line)
+    assert '-e ".[ui]"' in install and "--no-deps" not in install
+    assert '"torch==2.13.*"' in install  # the CPU build `make setup` installed stays
+    assert any(line.endswith("-m pip check") for line in recipe)
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install ".[ui]"' in readme
+
+
+def test_the_ui_extra_names_the_box_editor_and_a_gradio_it_runs_on() -> None:
+    extra = _extra("ui")
+    assert set(extra) == {"gradio", "gradio-image-annotation"}
+    assert "selenium" in _extra("dev")  # the browser tests' driver
     try:
-        installed = metadata.version("gradio")
+        needed = metadata.requires("gradio_image_annotation") or []
     except metadata.PackageNotFoundError:
-        pytest.skip("gradio is not installed (make setup-ui)")
-    if not pinned["gradio"].specifier.contains(installed):
-        pytest.skip(f"gradio {installed} is installed, not the pinned {pinned['gradio']}")
-    listed = _by_name(_make_variable("UI_DEPS"))
-    for requirement in _runtime_requirements("gradio"):
-        name = canonicalize_name(requirement.name)
-        if name in NOT_FROM_GRADIO:
-            continue
-        if name in pinned:  # gradio pins its client exactly: the same pin
-            assert pinned[name].specifier == requirement.specifier, requirement
-            continue
-        assert name in listed, f"gradio requires {requirement}; add it to UI_DEPS"
-        assert listed[name].specifier == requirement.specifier, (listed[name], requirement)
-    for requirement in _runtime_requirements("gradio_client"):
-        assert canonicalize_name(requirement.name) in listed, f"gradio_client: {requirement}"
+        pytest.skip("gradio-image-annotation is not installed (make setup-ui)")
+    editor_gradio = next(Requirement(r) for r in needed if Requirement(r).name == "gradio")
+    # Every gradio the extra allows, the box editor allows too (checked at the bounds).
+    bounds = [s.version for s in extra["gradio"].specifier]
+    for version in bounds:
+        if extra["gradio"].specifier.contains(version):
+            assert editor_gradio.specifier.contains(version), (version, editor_gradio)
+    installed = metadata.version("gradio")
+    assert extra["gradio"].specifier.contains(installed)
+    assert extra["gradio-image-annotation"].specifier.contains(
+        metadata.version("gradio_image_annotation")
+    )

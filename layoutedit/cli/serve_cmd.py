@@ -22,15 +22,20 @@ from layoutedit.errors import UserError
 
 HELP = (
     "Serve the interactive editor on this machine: open a scene (or upload a photo and mask "
-    "it by colours), learn it, move each object's box or paint the layout, edit, continue "
-    "from a result, download the image, layout, sheet and history GIF.\n\n"
+    "it by colours), drag each object's box on the picture (a corner resizes it; arrows "
+    "nudge; undo and redo) or paint the layout, edit, compare before and after, continue "
+    "from a result or go back in the history, download the image, layout, sheet and history "
+    "GIF.\n\n"
     "Binds to 127.0.0.1; another --host needs --allow-remote (the app has no login). Only "
     "scene folders under --root (default: SCENE's parent folder, else the current folder) "
     'are read. Needs the optional extra: pip install "layoutedit\\[ui]".\n\n'
     "Example: layoutedit serve ./scene --port 7860\n"
 )
 
-INSTALL_HINT = 'the web app needs Gradio: pip install "layoutedit[ui]" (or pip install "gradio>=4")'
+INSTALL_HINT = (
+    'the web app needs Gradio and its box editor: pip install "layoutedit[ui]" (gradio 6 and '
+    "gradio-image-annotation)"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +87,7 @@ def register(app: typer.Typer) -> None:
             resolve_under(base, initial)
         try:
             import gradio  # noqa: F401
+            import gradio_image_annotation  # noqa: F401
         except ImportError:
             raise UserError(INSTALL_HINT) from None
         from layoutedit.editor import Editor

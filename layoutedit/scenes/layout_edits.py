@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from layoutedit.errors import UserError
-from layoutedit.scenes.masks import bounding_box, centroid, move_mask
+from layoutedit.scenes.masks import axis_scales, bounding_box, centroid, move_mask
 
 if TYPE_CHECKING:
     from layoutedit.scenes.scene import Layout, Scene
@@ -86,7 +86,11 @@ class Swap:
 
 @dataclass(frozen=True)
 class Box:
-    """Fit an object into the box (x0, y0, x1, y1), pixels or (`fraction`) image fractions."""
+    """Fit an object into the box (x0, y0, x1, y1), pixels or (`fraction`) image fractions.
+
+    `stretch`: fill the box's width and height both (the object's proportions change);
+    by default the object keeps its proportions and fits inside the box.
+    """
 
     name: str
     x0: float
@@ -94,6 +98,7 @@ class Box:
     x1: float
     y1: float
     fraction: bool = False
+    stretch: bool = False
 
     @property
     def text(self) -> str:
@@ -245,22 +250,24 @@ def _index(state: ObjectState, name: str, op: Operation) -> int:
 def _place(
     state: ObjectState,
     k: int,
-    scale: float,
+    scale: float | tuple[float, float],
     target: tuple[float, float],
     op: Operation,
     centre: tuple[float, float] | None = None,
 ) -> ObjectState:
-    """Object k scaled by `scale` about `centre` (default its centroid) and moved there to
-    `target`; refused when too much of it would leave the image."""
+    """Object k scaled by `scale` (one factor, or x and y factors) about `centre` (default
+    its centroid) and moved there to `target`; refused when too much of it would leave the
+    image."""
     mask = state.masks[k]
     if not mask.any():
         raise UserError(f"{op.text}: object {state.names[k]!r} is not visible in this layout")
     centre = centre or centroid(mask)
     moved = move_mask(mask, scale, centre, target)
-    expected = float(mask.sum()) * scale * scale
+    sx, sy = axis_scales(scale)
+    expected = float(mask.sum()) * sx * sy
     kept = float(moved.sum()) / expected if expected > 0 else 0.0
     name = state.names[k]
-    if not moved.any() and scale < 1:
+    if not moved.any() and min(sx, sy) < 1:
         raise UserError(f"{op.text}: {name!r} would become too small to draw")
     if kept < MIN_IN_FRAME:
         raise UserError(
@@ -310,12 +317,13 @@ def apply_operation(state: ObjectState, op: Operation) -> ObjectState:
         if bounds is None:
             raise UserError(f"{op.text}: {state.names[k]!r} is not visible in this layout")
         bx0, by0, bx1, by1 = bounds
-        scale = min((x1 - x0) / (bx1 - bx0), (y1 - y0) / (by1 - by0))
-        if scale <= 0:
+        sx, sy = (x1 - x0) / (bx1 - bx0), (y1 - y0) / (by1 - by0)
+        if min(sx, sy) <= 0:
             raise UserError(f"{op.text}: the box needs x0 < x1 and y0 < y1")
         # The bounding box's centre goes to the box's centre.
         centre = ((bx0 + bx1) / 2, (by0 + by1) / 2)
-        return _place(state, k, scale, ((x0 + x1) / 2, (y0 + y1) / 2), op, centre=centre)
+        factor: float | tuple[float, float] = (sx, sy) if op.stretch else min(sx, sy)
+        return _place(state, k, factor, ((x0 + x1) / 2, (y0 + y1) / 2), op, centre=centre)
     if isinstance(op, ToFront):
         k = _index(state, op.name, op)
         return replace(state, order=(*(i for i in state.order if i != k), k))

@@ -34,17 +34,31 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return int(np.logical_and(a, b).sum()) / union
 
 
+def axis_scales(scale: float | tuple[float, float]) -> tuple[float, float]:
+    """(x, y) factors of a scale given as one factor (any real number, NumPy's included) or
+    as the pair."""
+    if np.ndim(scale) == 0:
+        return float(scale), float(scale)  # type: ignore[arg-type]
+    sx, sy = scale  # type: ignore[misc]
+    return float(sx), float(sy)
+
+
 def move_mask(
-    mask: np.ndarray, scale: float, centre: tuple[float, float], target: tuple[float, float]
+    mask: np.ndarray,
+    scale: float | tuple[float, float],
+    centre: tuple[float, float],
+    target: tuple[float, float],
 ) -> np.ndarray:
     """(H, W) bool `mask` scaled by `scale` about `centre` (px), that point put at `target`.
 
-    Nearest sampling: each output pixel centre `p` reads the input at
-    `centre + (p - target) / scale`; what falls outside the image is lost.
+    `scale` is one factor, or (x, y) factors that stretch the mask (a box resized without
+    keeping its proportions). Nearest sampling: each output pixel centre `p` reads the input
+    at `centre + (p - target) / scale`; what falls outside the image is lost.
     """
     height, width = mask.shape
-    cols = np.floor((np.arange(width) + 0.5 - target[0]) / scale + centre[0]).astype(np.int64)
-    rows = np.floor((np.arange(height) + 0.5 - target[1]) / scale + centre[1]).astype(np.int64)
+    sx, sy = axis_scales(scale)
+    cols = np.floor((np.arange(width) + 0.5 - target[0]) / sx + centre[0]).astype(np.int64)
+    rows = np.floor((np.arange(height) + 0.5 - target[1]) / sy + centre[1]).astype(np.int64)
     col_ok = (cols >= 0) & (cols < width)
     row_ok = (rows >= 0) & (rows < height)
     sub = mask[np.clip(rows, 0, height - 1)[:, None], np.clip(cols, 0, width - 1)[None, :]]

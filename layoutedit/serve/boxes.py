@@ -1,8 +1,9 @@
 """Target layouts from per-object boxes and from painted maps. Pure numpy, no model.
 
 A box says where an object goes: the centre of its bounding box, as fractions of the image
-(`cx`, `cy` in 0-1, from the left and the top), and a linear `scale` of its size (1 = as it
-is). Boxes are read against a *base* layout (the source's masks, or the layout of the
+(`cx`, `cy` in 0-1, from the left and the top), and linear scales of its width and height
+(`sx`, `sy`; 1 = as it is; equal scales keep its proportions). Boxes are read against a
+*base* layout (the source's masks, or the layout of the
 result one continued from); a box left as it is changes nothing, the others become
 `layout_edits.Box` operations applied in object order.
 
@@ -27,11 +28,23 @@ _SAME = 1e-3  # box changes smaller than this (fractions) are no change
 
 @dataclass(frozen=True)
 class ObjectBox:
-    """Where one object goes: bounding-box centre (fractions of width and height) and scale."""
+    """Where one object goes: bounding-box centre (fractions of width and height) and the
+    scales of its bounding box's width and height."""
 
     cx: float
     cy: float
-    scale: float = 1.0
+    sx: float = 1.0
+    sy: float = 1.0
+
+    @classmethod
+    def scaled(cls, cx: float, cy: float, scale: float) -> ObjectBox:
+        """A box that keeps the object's proportions, `scale` times its size."""
+        return cls(cx, cy, scale, scale)
+
+    @property
+    def keeps_proportions(self) -> bool:
+        """Whether the width and height scale alike."""
+        return abs(self.sx - self.sy) < _SAME
 
 
 def boxes_of(labels: np.ndarray, count: int) -> list[ObjectBox]:
@@ -65,21 +78,23 @@ def box_operations(
     start = boxes_of(labels, len(names))
     ops: list[Operation] = []
     for k, (name, box, now) in enumerate(zip(names, boxes, start, strict=True)):
-        if box.scale <= 0:
+        if min(box.sx, box.sy) <= 0:
             raise UserError(f"{name}: the scale must be greater than 0")
         if (
             abs(box.cx - now.cx) < _SAME
             and abs(box.cy - now.cy) < _SAME
-            and abs(box.scale - 1) < _SAME
+            and abs(box.sx - 1) < _SAME
+            and abs(box.sy - 1) < _SAME
         ):
             continue
         bounds = bounding_box(labels == k)
         if bounds is None:
             raise UserError(f"{name} is not visible in the base layout, so it has no box")
         x0, y0, x1, y1 = bounds
-        half_w, half_h = (x1 - x0) * box.scale / 2, (y1 - y0) * box.scale / 2
+        half_w, half_h = (x1 - x0) * box.sx / 2, (y1 - y0) * box.sy / 2
         cx, cy = box.cx * width, box.cy * height
-        ops.append(Box(name, cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+        stretch = not box.keeps_proportions
+        ops.append(Box(name, cx - half_w, cy - half_h, cx + half_w, cy + half_h, stretch=stretch))
     return ops
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from layoutedit.atomic import write_atomic, write_png_atomic
+from layoutedit.serve.box_edits import BoxHistory, Snapshot
 from layoutedit.serve.boxes import ObjectBox, boxes_of, layout_from_boxes
 
 if TYPE_CHECKING:
@@ -60,6 +61,15 @@ class SessionState:
     history: list[HistoryItem] = field(default_factory=list)
     uploads: int = 0
     edits: int = 0
+    changes: BoxHistory = field(default_factory=BoxHistory)
+    """Undo and redo of the boxes (and of using a painting)."""
+    selected: int = 0
+    """The object the arrow keys move (the one moved last, or picked)."""
+    chosen: int = 0
+    """The candidate of the last edit shown before/after (0 = best)."""
+    after: np.ndarray | None = None
+    """(H, W, 3) uint8: the picture compared with the source (a candidate or a history
+    point); None before the first edit."""
 
     def set_scene(self, name: str, scene: Scene) -> None:
         """Start over on `scene`: source layout, boxes as they are, no result or history."""
@@ -67,6 +77,16 @@ class SessionState:
         self.base = scene.labels.copy()
         self.boxes = boxes_of(self.base, len(scene.objects))
         self.painted, self.result, self.history = None, None, []
+        self.changes.clear()
+        self.selected, self.chosen, self.after = 0, 0, None
+
+    def snapshot(self) -> Snapshot:
+        """The boxes and painting now (what undo returns to)."""
+        return Snapshot(tuple(self.boxes), self.painted)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Put back boxes and painting from `snapshot`."""
+        self.boxes, self.painted = list(snapshot.boxes), snapshot.painted
 
     def target(self) -> np.ndarray:
         """(H, W) int16 target layout: the painted one, else the base moved to the boxes.
@@ -92,10 +112,14 @@ class SessionState:
         self.base = self.result.layout.labels.copy()
         self.boxes = boxes_of(self.base, len(self.scene.objects))
         self.painted = None
+        self.changes.clear()  # boxes are read against the base: old states mean other places
 
 
 def sorted_candidates(result: EditOutcome) -> list[Candidate]:
-    """The candidates best (lowest loss) first."""
+    """The candidates best first, in the order `EditResult.best` picks: by layout score when
+    every candidate has one (ties: lower loss), else by the final attention loss."""
+    if all(c.layout_score is not None for c in result.candidates):
+        return sorted(result.candidates, key=lambda c: (-(c.layout_score or 0.0), c.loss))
     return sorted(result.candidates, key=lambda c: c.loss)
 
 

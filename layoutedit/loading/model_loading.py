@@ -336,13 +336,14 @@ def _weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
 
 
 def _load_folder(
-    folder: Path, *, allow_pickle: bool, dtype: torch.dtype, device: torch.device
+    folder: Path, *, allow_pickle: bool, dtype: torch.dtype
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load the components of a diffusers folder; return them and the files they came from.
 
-    Weights are read straight into `dtype` on `device` (never fp32 first, then cast: on a
-    GPU that moment needed twice the memory); the VAE in fp32 when its config says
-    `force_upcast` (`layoutedit.precision`)."""
+    Weights are read straight into `dtype` (never fp32 first, then cast: on a GPU that
+    moment needed twice the memory), then moved to the device by `load_model`; the VAE in
+    fp32 when its config says `force_upcast` (`layoutedit.precision`). No `device_map`:
+    transformers needs a newer accelerate for it than the oldest one supported."""
     sdxl = is_sdxl_folder(folder)
     components = (*COMPONENTS, *SDXL_COMPONENTS) if sdxl else COMPONENTS
     tokenizers = ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",)
@@ -362,7 +363,6 @@ def _load_folder(
         for cfg in sorted((folder / sub).glob("*.json")) + sorted((folder / sub).glob("*.txt")):
             files[f"{sub}/{cfg.name}"] = cfg
     safe = not allow_pickle or any(k.endswith(".safetensors") for k in files)
-    place: dict[str, Any] = {"device_map": {"": str(device)}}  # on the device, no CPU copy
     try:
         vae_config = AutoencoderKL.load_config(folder / "vae", local_files_only=True)
         vae_dtype = torch.float32 if vae_config.get("force_upcast", True) else dtype
@@ -373,21 +373,18 @@ def _load_folder(
                 local_files_only=True,
                 use_safetensors=safe,
                 dtype=dtype,
-                **place,
             ),
             "vae": AutoencoderKL.from_pretrained(
                 folder / "vae",
                 local_files_only=True,
                 use_safetensors=safe,
                 torch_dtype=vae_dtype,
-                **place,
             ),
             "unet": UNet2DConditionModel.from_pretrained(
                 folder / "unet",
                 local_files_only=True,
                 use_safetensors=safe,
                 torch_dtype=dtype,
-                **place,
             ),
         }
         if sdxl:
@@ -399,7 +396,6 @@ def _load_folder(
                 local_files_only=True,
                 use_safetensors=safe,
                 dtype=dtype,
-                **place,
             )
             parts["zero_empty_prompt"] = forces_zero_empty_prompt(folder)
     except (OSError, ValueError) as exc:
@@ -431,7 +427,8 @@ def load_model(
     Args:
         spec: what the user passed as `--model`.
         allow_pickle: accept pickle checkpoints (`.ckpt`, `.bin`, ...): they can run code.
-        device: where the components go (read straight onto it).
+        device: where the components go (read in `dtype` on the CPU, then moved: the device
+            never holds a copy in another dtype).
         dtype: weight dtype of the phase that runs next (`layoutedit.precision`): fp32 for
             training, fp16/bf16 for inference on a GPU; the VAE is fp32 when its config
             says `force_upcast`.
@@ -452,9 +449,7 @@ def load_model(
             path, allow_pickle=allow_pickle, dtype=dtype, model_config=model_config
         )
     else:
-        parts, files = _load_folder(
-            path, allow_pickle=allow_pickle, dtype=dtype, device=torch.device(device)
-        )
+        parts, files = _load_folder(path, allow_pickle=allow_pickle, dtype=dtype)
         config = {}
     if parts.get("text_encoder_2") is not None:
         # SD 1.x / 2.x fingerprints stay as they were; SDXL's name the family, so a concept

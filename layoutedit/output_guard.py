@@ -247,7 +247,8 @@ class OutputStage:
         else:
             parent, prefix = self._target.parent, f".{self._target.name}{STAGE_PREFIX}"
             parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        _clear_dead_stages(parent, prefix)
+        self.path = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
         os.chmod(self.path, 0o777 & ~_umask())
         self.committed = False
         self._new: dict[str, str] = {}
@@ -394,6 +395,28 @@ def relocate_json(stage: OutputStage, file: Path) -> None:
         return value
 
     write_json_atomic(file, fix(json.loads(file.read_text(encoding="utf-8"))))
+
+
+def _clear_dead_stages(parent: Path, prefix: str) -> None:
+    """Remove staging folders left by a process that was killed (SIGKILL, a power cut): their
+    names carry the writer's process id, and no process of that id runs here now."""
+    with contextlib.suppress(OSError):
+        for child in parent.iterdir():
+            if not child.name.startswith(prefix) or not child.is_dir() or child.is_symlink():
+                continue
+            pid = child.name[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _replace(src: Path, dst: Path, root: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,25 @@ def test_names_are_one_plain_path_component(name: str) -> None:
 def test_ordinary_names_pass() -> None:
     for name in ("layout1", "step-01-bigger pot", "猫", "a..b", ".hidden"):
         assert check_name(name, "step name") == name
+
+
+def test_a_killed_writers_staging_folder_is_cleared(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(done.stdout)  # a process that has ended
+    root = tmp_path / "out"
+    _run(root, {"a.txt": "1"})
+    left = [root / f".layoutedit-stage-{dead}-x1", tmp_path / f".out.layoutedit-stage-{dead}-x2"]
+    for folder in left:
+        _write(folder, {"half.png": "half written"})
+    mine = root / f".layoutedit-stage-{os.getpid()}-x3"  # a live writer's (this process)
+    _write(mine, {"busy.png": "being written"})
+    _run(root, {"a.txt": "2"})
+    assert not left[0].exists() and mine.exists()
+    shutil.rmtree(root)
+    _run(root, {"b.txt": "1"})  # made anew beside the parent: that leftover goes too
+    assert not left[1].exists() and _tree(root) == {"b.txt": "1"}

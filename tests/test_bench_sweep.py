@@ -40,6 +40,17 @@ def test_rows_carry_their_changes(tmp_path: Path) -> None:
     assert "learn.ti_steps=3" in ti3.description
 
 
+def test_identity_rows_edit_each_scene_to_its_own_mask(tmp_path: Path) -> None:
+    text = "[ti3-id]\nidentity = true\nlearn = { ti_steps = 3 }\n[plain]\nidentity = false\n"
+    fast, plain = load_sweep(_write(tmp_path, text), Settings())
+    assert fast.identity and fast.learn_overrides == {"ti_steps": 3}
+    assert fast.description == "identity with learn.ti_steps=3"
+    assert not plain.identity and plain.description == "full (no changes)"
+    case = make_cases(1, seed=0, layouts_per_scene=2)
+    [variant] = build_variants([], lambda: None, [fast])  # type: ignore[arg-type,return-value]
+    assert [c.kind for c in variant.scene_cases(case)] == ["identity"]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -53,6 +64,7 @@ def test_rows_carry_their_changes(tmp_path: Path) -> None:
         ("[a]\nedit = { refinement = { x = 0.5 } }\n", "step numbers"),
         ("[a]\nedit = 3\n", "edit must be a table"),
         ("a = 3\n", "must be a table"),
+        ("[a]\nidentity = 1\n", "identity must be true or false"),
     ],
 )
 def test_bad_sweep_files_name_the_file_and_row(tmp_path: Path, text: str, message: str) -> None:

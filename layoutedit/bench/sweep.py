@@ -9,8 +9,14 @@ A sweep file is TOML; each top-level table is one row, `full` with its `scene`, 
     [ti300]
     learn = { ti_steps = 300, ti_joint = false }
 
+    [ti50-identity]
+    identity = true
+    learn = { ti_steps = 50 }
+
 Rows that change only edit settings share the scene's concept (learned once); a row that
-changes scene or learn settings learns its own.
+changes scene or learn settings learns its own. `identity = true` makes the row the
+`identity` variant with its changes (each scene edited to its own mask): how well a learning
+schedule reproduces the scene, row against row on the same scenes.
 """
 
 from __future__ import annotations
@@ -41,9 +47,9 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
-def _describe(changes: dict[str, dict[str, Any]]) -> str:
+def _describe(changes: dict[str, dict[str, Any]], base: str = "full") -> str:
     parts = [f"{section}.{k}={v}" for section, values in changes.items() for k, v in values.items()]
-    return "full with " + ", ".join(parts) if parts else "full (no changes)"
+    return f"{base} with " + ", ".join(parts) if parts else f"{base} (no changes)"
 
 
 def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> list[DiffusionSpec]:
@@ -70,12 +76,15 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
             raise UserError(f"row name {name!r} is already a row of the table", path=path)
         if not isinstance(body, dict):
             raise UserError(f"row {name!r} must be a table of settings sections", path=path)
-        unknown = sorted(set(body) - set(_SECTIONS))
+        unknown = sorted(set(body) - set(_SECTIONS) - {"identity"})
         if unknown:
             raise UserError(
                 f"row {name!r}: unknown section {unknown[0]!r} (rows change scene, learn or edit)",
                 path=path,
             )
+        identity = body.get("identity", False)
+        if not isinstance(identity, bool):
+            raise UserError(f"row {name!r}: identity must be true or false", path=path)
         changes: dict[str, dict[str, Any]] = {}
         for section, model in _SECTIONS.items():
             raw = body.get(section, {})
@@ -101,10 +110,11 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
         rows.append(
             DiffusionSpec(
                 name,
-                _describe(changes),
+                _describe(changes, "identity" if identity else "full"),
                 changes["edit"],
                 learn_overrides=changes["learn"],
                 scene_overrides=changes["scene"],
+                identity=identity,
             )
         )
     return rows

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment. Rich reads
+# them once, when the CLI's consoles are made at import, and would fix every console at 80
+# columns for the whole worker, so a test that sets COLUMNS for one call (a wide `cache ls`)
+# would pass alone and fail under `make test`. Without xdist they are unset; so here too.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED_SAMPLE = SHARED / "seed-sample"

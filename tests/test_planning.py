@@ -159,3 +159,34 @@ def test_planned_unet_evaluations_bracket_a_real_edit(tiny_model_dir: Path) -> N
         total = edit_total(phases, cfg)
         assert total.forward[0] <= forward <= total.forward[1], name
         assert total.backward[0] <= backward <= total.backward[1], name
+
+
+def test_planned_unet_evaluations_of_a_paste_start(tiny_model_dir: Path) -> None:
+    """A paste start runs only the steps its strength leaves (as the shapes-tiny preset does):
+    the plan counts those, not every step (it planned 250-340 forwards for a shapes-tiny edit
+    that makes 145)."""
+    from edit_support import fast_config, load_tiny, moved_layout, shapes_scene
+
+    from layoutedit.backend import get_backend
+    from layoutedit.config import resolve_settings
+    from layoutedit.editing.session import edit
+    from layoutedit.planning.totals import edit_total, first_step
+
+    cfg = fast_config(
+        seeds=(0, 8), init="paste", paste_strength=0.5, max_iter_to_alter=5, refinement={4: 0.99}
+    )
+    assert first_step(cfg) == 3
+    scene = shapes_scene()
+    model = load_tiny(tiny_model_dir)
+    [result] = edit(model, scene, [moved_layout(scene)], cfg, get_backend("cpu"))
+    real = result.unet_evaluations
+    forward = real["inversion"]["forward"] + real["sampling"]["forward"]
+    backward = real["sampling"]["backward"]
+    phases = plan_editing(load_arch(str(tiny_model_dir)), cfg, backend_instance("cpu"), 2)
+    total = edit_total(phases, cfg)
+    assert total.forward[0] <= forward <= total.forward[1]
+    assert total.backward[0] <= backward <= total.backward[1]
+    assert total.forward[0] == 6 + 2 * (3 * 2 + 2)  # inversion 6, per seed 3 steps x 2 + 2 guided
+    # The shapes-tiny preset: 25 inversion steps, per seed 10 steps x 2 and 10 guided passes.
+    tiny = edit_total(phases, resolve_settings("shapes-tiny").edit)
+    assert tiny.forward[0] + tiny.backward[0] == 25 + 3 * (10 * 2 + 10) + 3 * 10

@@ -8,7 +8,9 @@ samples is N forwards). An edit of one layout with S seeds and N DDIM steps, G g
     per seed    N x (2, or 1 when guidance_scale == 1) forwards for the DDIM steps
                 (G + r) forwards and backwards for the guidance, 0 <= r <= R
 
-so the refinement makes the count a range; FLOPs are given at its top.
+so the refinement makes the count a range; FLOPs are given at its top. A paste start
+(`init = "paste"`) runs only the last `round(strength x N)` steps (`first_step`): G, R and
+the DDIM steps count from there; no denoising (`denoise` off) calls the UNet not at all.
 """
 
 from __future__ import annotations
@@ -63,33 +65,54 @@ def _total(
     return Total(peak.peak_total, peak.name, flops, fwd, bwd, dict(repeats))
 
 
+def first_step(cfg: EditConfig) -> int:
+    """The first DDIM step an edit runs: 0 from noise; from a paste start, the steps its
+    strength leaves out (as `EditSession` computes them: the larger of `paste_strength`
+    and `redraw_strength`, at least one step runs)."""
+    if cfg.init != "paste":
+        return 0
+    strength = max(cfg.paste_strength, cfg.redraw_strength)
+    return cfg.steps - max(1, round(strength * cfg.steps))
+
+
+def run_steps(cfg: EditConfig) -> int:
+    """DDIM steps one seed runs (N less a paste start's skipped steps; 0 without denoising)."""
+    return cfg.steps - first_step(cfg) if cfg.denoise else 0
+
+
 def refinement_passes(cfg: EditConfig) -> int:
-    """The most refinement passes one seed can take (R)."""
-    guided = guided_steps(cfg)
-    return sum(cfg.max_refinement_steps for step in cfg.refinement if step < guided)
+    """The most refinement passes one seed can take (R): at the refinement steps it runs
+    and guides."""
+    start, end = first_step(cfg), first_step(cfg) + guided_steps(cfg)
+    return sum(cfg.max_refinement_steps for step in cfg.refinement if start <= step < end)
 
 
 def guided_steps(cfg: EditConfig) -> int:
-    """Steps that run the guidance's gradient pass (G)."""
-    return min(cfg.max_iter_to_alter, cfg.steps) if cfg.scale_factor > 0 else 0
+    """Steps that run the guidance's gradient pass (G): those it runs below
+    `max_iter_to_alter`."""
+    if cfg.scale_factor <= 0 or not cfg.denoise:
+        return 0
+    return max(0, min(cfg.max_iter_to_alter, cfg.steps) - first_step(cfg))
 
 
 def edit_total(phases: dict[str, PhaseCost], cfg: EditConfig, *, cached: bool = False) -> Total:
     """One layout's edit for every seed of `cfg` (with the inversion unless `cached`)."""
     seeds = len(cfg.seeds)
     calls = 1 if cfg.guidance_scale == 1.0 else 2
-    g, r = guided_steps(cfg), refinement_passes(cfg)
-    inversion = 0 if cached else cfg.steps
+    g, r, n = guided_steps(cfg), refinement_passes(cfg), run_steps(cfg)
+    # The source's inversion feeds the background blending only (whole, N steps).
+    inverts = cfg.blend_steps > 0 and cfg.denoise
+    inversion = 0 if cached or not inverts else cfg.steps
     repeats = {
         "vae-encode": 0 if cached else 1,
         "inversion": inversion,
         "guided": seeds * (g + r),
-        "unguided": seeds * cfg.steps,
+        "unguided": seeds * n,
         "vae-decode": seeds,
     }
     forward = (
-        inversion + seeds * (cfg.steps * calls + g),
-        inversion + seeds * (cfg.steps * calls + g + r),
+        inversion + seeds * (n * calls + g),
+        inversion + seeds * (n * calls + g + r),
     )
     backward = (seeds * g, seeds * (g + r))
     return _total(phases, repeats, forward, backward)

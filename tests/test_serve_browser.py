@@ -233,6 +233,12 @@ def test_upload_mask_rename_learn_and_edit(
     wait_until(lambda: object_names(driver) == list(world.names), WAIT, "the names")
     driver.find_element(By.CSS_SELECTOR, '#objects [data-testid="cell-0-2"]').click()
     driver.switch_to.active_element.send_keys(Keys.ENTER)
+    # The cell's editor opens a moment after Enter (later still on a busy machine).
+    wait_until(
+        lambda: driver.switch_to.active_element.get_attribute("value") == world.names[0],
+        WAIT,
+        "the cell editor",
+    )
     editor = driver.switch_to.active_element
     assert editor.get_attribute("value") == world.names[0]
     editor.send_keys(Keys.CONTROL, "a")

@@ -34,7 +34,8 @@ WORLD_MODELS: dict[str, str] = {"v1": DEFAULT_MODEL, "v2": "builtin:shapes-tiny-
 """The embedded model of each shapes world: `demo` and `bench --world` take it unless
 `--model` names another."""
 PRESET_HELP = (
-    "Settings preset: published, fast or shapes-tiny. Default: the model's tuned preset "
+    "Settings preset: published, published-fast, fast or shapes-tiny. Default: the "
+    "model's tuned preset "
     "(shapes-tiny for the embedded model, published for any other)."
 )
 

@@ -1,0 +1,32 @@
+"""The learning schedules of the presets: published-fast learns with at most half the
+published UNet evaluations and edits as published does; shapes-tiny's short schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from layoutedit.config import resolve_settings
+from layoutedit.planning.phases import PhaseCost
+from layoutedit.planning.totals import learn_total
+
+PHASES = {
+    n: PhaseCost(n, {"weights": 1}, 1) for n in ("vae-encode", "textual-inversion", "fine-tune")
+}
+
+
+def _forward(preset: str, objects: int) -> int:
+    return learn_total(PHASES, resolve_settings(preset).learn, objects).forward[0]
+
+
+@pytest.mark.parametrize("objects", [2, 3, 5])
+def test_published_fast_halves_the_learning_and_edits_as_published(objects: int) -> None:
+    assert 2 * _forward("published-fast", objects) <= _forward("published", objects)
+    assert resolve_settings("published-fast").edit == resolve_settings("published").edit
+    assert _forward("published", 3) == 4000 and _forward("published-fast", 3) == 1600
+
+
+def test_shapes_tiny_learns_in_80_evaluations_and_v2_keeps_its_schedule() -> None:
+    assert _forward("shapes-tiny", 3) == 20 * 2 + 20 * 2  # was 150 x 4 + 150 x 2
+    v2 = resolve_settings("shapes-tiny-v2").learn
+    assert (v2.ti_steps, v2.ti_batch_size, v2.ft_steps) == (150, 4, 150)
+    assert v2.ti_lr == pytest.approx(5e-4) and v2.ft_lr == pytest.approx(1e-5)

@@ -38,6 +38,8 @@ def _finite_or_none(value: float) -> float | None:
     """A loss as strict JSON has it: None where none was measured (NaN, e.g. `denoise` off),
     since NaN is not JSON."""
     return value if math.isfinite(value) else None
+
+
 SHEET_FILE = "sheet.png"
 _TILE_MIN, _TILE_MAX = 160, 384  # longest side of a sheet tile, pixels
 _CAPTION_H = 30

@@ -198,6 +198,7 @@ def load_script(
 
     steps: list[ScriptStep] = []
     labels, state = scene.labels, ObjectState.from_labels(scene.labels, scene.names)
+    exact = True  # only operations from the source's masks so far: exact shapes
     for number, table in enumerate(tables, start=1):
         where = f"step {number}"
         try:
@@ -215,7 +216,7 @@ def load_script(
                 if not file.is_file():
                     raise UserError("layout not found", path=file)
                 loaded = load_layout(file, scene, settings.scene)
-                labels = loaded.labels
+                labels, exact = loaded.labels, False
                 state = ObjectState.from_labels(labels, scene.names)
             elif not ops:
                 raise UserError("give a `layout` file or operations (move, scale, swap, ...)")
@@ -232,7 +233,7 @@ def load_script(
         except UserError as exc:
             raise _in_step(number, exc, path) from None
         said = " ".join([*([str(file)] if file else []), *(op.text for op in ops)])
-        layout = Layout(file, labels.copy())
+        layout = Layout(file, labels.copy(), exact=exact)
         steps.append(ScriptStep(number, name, layout, tuple(ops), said, state))
     if out is None:
         out = Path("layoutedit-out") / path.stem

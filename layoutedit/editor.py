@@ -389,7 +389,7 @@ class Editor:
         if isinstance(spec, np.ndarray):
             return layout_from_labels(spec, scene)
         made = operations_layout(scene, spec, base)
-        return Layout(path=None, labels=made.labels)
+        return Layout(path=None, labels=made.labels, exact=made.exact)
 
     def _concept_for(
         self,

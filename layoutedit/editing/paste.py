@@ -117,6 +117,7 @@ def paste_edit(
     placements: Sequence[Placement],
     fill_colour: np.ndarray | Sequence[float] | None,
     order: Sequence[int] | None = None,
+    filled: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut-and-paste rendering of a target layout.
 
@@ -128,13 +129,17 @@ def paste_edit(
             fill them, and the anti-aliased rim around them, smoothly from the pixels
             around them (`fill_holes`).
         order: object indices back to front (`layout_ops.paint_order`); None: drawing order.
+        filled: (H, W, 3) the source with its objects and their rims already filled (e.g.
+            `texture_fill.repeat_fill`); used instead of `fill_colour` when given.
 
     Returns:
         (H, W, 3) uint8 edited image, and (K, H, W) bool where each object was pasted
         (visible pixels: a later object covers an earlier one).
     """
     holes = np.asarray(masks.any(axis=0), dtype=bool)
-    if fill_colour is None:
+    if filled is not None:
+        out = np.asarray(filled, dtype=np.float64).copy()
+    elif fill_colour is None:
         # The anti-aliased rim just outside each mask still carries the object's colour: fill
         # it too, or a faint outline of the object stays where it was.
         out = fill_holes(image, grow(holes, rim_width(holes.shape))).astype(np.float64)

@@ -22,6 +22,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from layoutedit.editing.paste import grow
 from layoutedit.scenes.layout_ops import Placement, warp_mask
+from layoutedit.scenes.masks import convex_hull_mask
 
 
 def redraw_mask(
@@ -93,41 +94,6 @@ def hidden_zones(
             continue
         out |= warp_mask(near, placements[i]) & (layout_labels == i)
     return out & ~occupied
-
-
-def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool the pixels whose centres lie in the convex hull of `mask`'s pixel
-    corners (empty for an empty mask)."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    corners = {
-        (x + dx, y + dy)
-        for x, y in zip(xs.tolist(), ys.tolist(), strict=True)
-        for dx in (0, 1)
-        for dy in (0, 1)
-    }
-    pts = sorted(corners)
-
-    def cross(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[tuple[int, int]] = []
-    upper: list[tuple[int, int]] = []
-    for pt in pts:  # Andrew's monotone chain
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], pt) <= 0:
-            lower.pop()
-        lower.append(pt)
-    for pt in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], pt) <= 0:
-            upper.pop()
-        upper.append(pt)
-    hull = lower[:-1] + upper[:-1]  # counter-clockwise in (x, y)
-    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5
-    inside = np.ones(mask.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in zip(hull, hull[1:] + hull[:1], strict=True):
-        inside &= (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0) >= 0
-    return inside
 
 
 def cells_touched(mask: np.ndarray, side: int) -> np.ndarray:

@@ -65,12 +65,14 @@ from layoutedit.editing.sampling import (
 )
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
+from layoutedit.editing.texture_fill import repeat_fill
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order
+from layoutedit.scenes.occlusion_fit import occlusion_placements
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
@@ -83,6 +85,14 @@ SHADOW_REACH = 2.5
 """Latent cells from an object within which its shadow is looked for (`move_shadows`)."""
 RELIGHT_RING = (2.5, 4.0)
 """Latent cells: the ring around an object whose background says its light (`relight`)."""
+
+SHADOW_FLOOR = 0.02
+"""Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
+
+PAINTED_MARGIN = 1.25
+"""Latent cells: the widest margin a painted region leaves around an object that stays put
+(placement `occlusion`; 5 px at shapes-tiny's 64, where the development cases' brush
+strokes reach 4)."""
 
 
 def _moves(p: Placement) -> bool:
@@ -402,21 +412,38 @@ class EditSession:
         """
         cfg = self.config
         k = len(self.scene.objects)
-        placements = estimate_placements(
-            self.scene.labels, layout.labels, k, fit=cfg.placement == "fit"
-        )
         cell = max(self.scene.size) / self.model.latent_size  # px of one latent cell
+        if cfg.placement == "occlusion":
+            placements = occlusion_placements(
+                self.scene.labels,
+                layout.labels,
+                k,
+                margin=PAINTED_MARGIN * cell,
+                scale_snap=cfg.scale_snap,
+                painted=not layout.exact,
+            )
+        else:
+            placements = estimate_placements(
+                self.scene.labels, layout.labels, k, fit=cfg.placement == "fit"
+            )
         if cfg.still_tolerance > 0:
             placements = [_snapped(p, cfg.still_tolerance * cell) for p in placements]
         order = paint_order(self.scene.labels, layout.labels, placements)
         masks = self.scene.object_masks()
         moved = [i for i, p in enumerate(placements) if _moves(p)]
         image, darkening = self.scene.image, None
+        rim = rim_width(masks.shape[1:])
         if cfg.move_shadows and moved:
-            reach, rim = round(SHADOW_REACH * cell), rim_width(masks.shape[1:])
-            darkening = shadow_darkening(image, masks, reach, rim)
+            darkening = shadow_darkening(image, masks, round(SHADOW_REACH * cell), rim)
             image = remove_shadows(image, darkening, moved)
-        pasted, footprints = paste_edit(image, masks, placements, None, order)
+        filled = None
+        if cfg.hole_fill == "repeat":
+            objects = np.asarray(masks.any(axis=0), dtype=bool)
+            known = ~grow(objects, rim + 1)
+            if darkening is not None:  # a shadow that stays is no pattern to copy
+                known &= darkening.sum(axis=0) < SHADOW_FLOOR
+            filled = repeat_fill(image, grow(objects, rim), known)
+        pasted, footprints = paste_edit(image, masks, placements, None, order, filled)
         gains = None
         if cfg.relight and moved:
             background = self.scene.labels == self.scene.background_index
@@ -526,6 +553,12 @@ class EditSession:
             masks = self.scene.object_masks()
             gains = None if start is None else start.gains
             images = [match_colours(i, self.scene.image, footprints, masks, gains) for i in images]
+        if cfg.model_pixels != "everywhere" and start is not None:
+            # Paste's pixels where paste is right; the background composite below still
+            # puts the source's back where nothing changed (the start lifted shadows there).
+            own = self._model_zone(start, layout)
+            alpha = keep_alpha(~own, cfg.composite_feather * max(self.scene.size))
+            images = [composite(i, start.image, alpha) for i in images]
         if cfg.background_composite:
             # Objects sit on their pasted footprints, else anywhere in their regions. Where
             # an object left, its anti-aliased rim is not background to keep either (it
@@ -551,6 +584,19 @@ class EditSession:
                 filled = (left & ~occupied).astype(np.float32)
                 images = [composite(i, start.image, filled) for i in images]
         return images
+
+    def _model_zone(self, start: PasteStart, layout: Layout) -> np.ndarray:
+        """(H, W) bool where `model_pixels` keeps the model's pixels: the redrawn area, or
+        where a hidden part may show, grown by a latent cell within the target regions and
+        off the pasted objects (the estimate of a hidden part is cut by its convex hull)."""
+        shape = start.image.shape[:2]
+        if self.config.model_pixels == "redraw":
+            return np.zeros(shape, dtype=bool) if start.redraw is None else start.redraw
+        if start.hidden is None:
+            return np.zeros(shape, dtype=bool)
+        cell = round(max(self.scene.size) / self.model.latent_size)
+        regions = layout.labels != self.scene.background_index
+        return start.hidden | (grow(start.hidden, cell) & regions & ~start.footprints.any(axis=0))
 
     def _start(self, seed: int, start_step: int, pasted: torch.Tensor | None) -> torch.Tensor:
         """(1, C, h, w) the seed's z_T, or the paste start noised to the first step's level."""

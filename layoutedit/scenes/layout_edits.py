@@ -376,4 +376,4 @@ def operations_layout(
     ops = [parse_step(op) if isinstance(op, str) else op for op in operations]
     start = base.labels if base is not None else scene.labels
     grid, _ = apply_operations(start, scene.names, ops)
-    return Layout(path=base.path if base is not None else None, labels=grid)
+    return Layout(path=base.path if base is not None else None, labels=grid, exact=base is None)

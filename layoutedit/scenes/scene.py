@@ -123,6 +123,9 @@ class Layout:
     labels: np.ndarray
     """(H, W) int16, same coding as `Scene.labels`."""
     warnings: tuple[str, ...] = ()
+    exact: bool = False
+    """Every region is its object's exact shape (made by operations from the source's
+    masks), not painted around it: a region may then scale an object it still holds."""
 
 
 # --- masks and layouts -------------------------------------------------------------------

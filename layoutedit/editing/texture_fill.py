@@ -1,0 +1,194 @@
+"""Fill a hole in a repeating background (tiles, bricks, stripes, planks) by its repeat.
+
+A smooth fill (`paste.fill_holes`) continues a background's tones but not its pattern: where
+an object left a tiled floor, it leaves a blur. A pattern that repeats has translations under
+which the visible background matches itself; the best two (`lattice`) carry visible pixels
+into the hole. The light is uneven, so the pattern is carried as a ratio to the smooth fill's
+local tone and multiplied back by the tone at its new place.
+
+A background with no clear repeat (its best match is poor) keeps the smooth fill. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from layoutedit.editing.paste import fill_holes
+
+MAX_SHIFT_SHARE = 0.4
+"""Longest repeat looked for, as a share of the image's shorter side."""
+
+MATCH_ERROR = 0.2
+"""A repeat is taken when the background differs from itself, shifted, by at most this share
+of its own variance (mean squared ratio): a clean tiling scores near 0, noise near 2."""
+
+MIN_OVERLAP = 0.3
+"""Share of the known pixels that must stay known under a shift for it to be scored."""
+
+TONE_SIGMA_SHARE = 3.0 / 64
+"""Gaussian sigma of the local tone, as a share of the image's longer side (3 px at 64)."""
+
+LATTICE_REACH = 4
+"""Lattice steps tried each way when looking for a known pixel to copy."""
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """The background's repeat: two translations in px (dx, dy) and how well each matched
+    (mean squared ratio difference over the ratio's variance)."""
+
+    first: tuple[int, int]
+    second: tuple[int, int] | None
+    error: float
+
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) float `image` blurred by a separable Gaussian of `sigma` px (edges repeated)."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    out = np.asarray(image, dtype=np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
+    return out
+
+
+def shift_errors(ratio: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every translation (dx, dy), the mean squared difference of `ratio` and itself
+    moved by it, over the pixels known in both, and how many those are.
+
+    All translations at once by FFT cross-correlations of the masked pattern and its square.
+
+    Args:
+        ratio: (H, W) float pattern.
+        known: (H, W) bool where it is known.
+
+    Returns:
+        ((2H, 2W) mean squared differences, (2H, 2W) pixel counts), indexed [dy % 2H,
+        dx % 2W]; the error is inf where no pixel is known in both.
+    """
+    h, w = known.shape
+    size = (2 * h, 2 * w)
+    k = known.astype(np.float64)
+    r = np.where(known, ratio, 0.0)
+    fk, fr, fr2 = (np.fft.rfft2(a, size) for a in (k, r, r * r))
+
+    def corr(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+        # sum_p a(p) b(p + d), for every d
+        return np.fft.irfft2(np.conj(fa) * fb, size)
+
+    count = np.rint(corr(fk, fk))
+    total = corr(fr2, fk) + corr(fk, fr2) - 2.0 * corr(fr, fr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = np.where(count > 0.5, np.maximum(total, 0.0) / np.maximum(count, 1.0), np.inf)
+    return errors, count
+
+
+def lattice(ratio: np.ndarray, known: np.ndarray) -> Lattice | None:
+    """The repeat of a pattern: its best translation and the best one not parallel to it.
+
+    Args:
+        ratio: (H, W) float, the pattern (the image over its local tone, one channel).
+        known: (H, W) bool, where `ratio` is the background's.
+
+    Returns:
+        The `Lattice`, or None when no translation matches within `MATCH_ERROR`.
+    """
+    h, w = known.shape
+    values = ratio[known]
+    if values.size < 16:
+        return None
+    variance = float(values.var())
+    if variance < 1e-6:  # a plain background: the smooth fill is exact
+        return None
+    errors, count = shift_errors(ratio, known)
+    reach = max(2, int(MAX_SHIFT_SHARE * min(h, w)))
+    dy, dx = np.mgrid[: 2 * h, : 2 * w]
+    dy = np.where(dy >= h, dy - 2 * h, dy)
+    dx = np.where(dx >= w, dx - 2 * w, dx)
+    allowed = (
+        (np.abs(dx) <= reach)
+        & (np.abs(dy) <= reach)
+        & (dx * dx + dy * dy >= 4)
+        & ((dy > 0) | ((dy == 0) & (dx > 0)))  # one of each +-pair
+        & (count >= MIN_OVERLAP * known.sum())
+    )
+    score = np.where(allowed, errors, np.inf)
+    best = np.unravel_index(int(np.argmin(score)), score.shape)
+    if not score[best] <= MATCH_ERROR * variance:
+        return None
+    first = (int(dx[best]), int(dy[best]))
+    # The best translation that is not a multiple of the first (a second lattice vector).
+    parallel = np.abs(dx * first[1] - dy * first[0]) < max(2, abs(first[0]) + abs(first[1]))
+    score2 = np.where(parallel, np.inf, score)
+    best2 = np.unravel_index(int(np.argmin(score2)), score2.shape)
+    second = None
+    if score2[best2] <= MATCH_ERROR * variance:
+        second = (int(dx[best2]), int(dy[best2]))
+    return Lattice(first, second, float(score[best]) / variance)
+
+
+def _steps(lat: Lattice) -> list[tuple[int, int]]:
+    """Lattice translations to try, nearest first."""
+    reach = range(-LATTICE_REACH, LATTICE_REACH + 1)
+    seconds = reach if lat.second is not None else range(1)
+    b_vec = lat.second if lat.second is not None else (0, 0)
+    out = []
+    for a in reach:
+        for b in seconds:
+            if a == 0 and b == 0:
+                continue
+            dx = a * lat.first[0] + b * b_vec[0]
+            dy = a * lat.first[1] + b * b_vec[1]
+            out.append((abs(a) + abs(b), dx * dx + dy * dy, dx, dy))
+    return [(dx, dy) for _, _, dx, dy in sorted(out)]
+
+
+def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Fill `holes` by the background's repeat, else smoothly.
+
+    Args:
+        image: (H, W, 3) uint8.
+        holes: (H, W) bool, pixels to fill.
+        known: (H, W) bool, background pixels to read the pattern from (not in `holes`;
+            objects and their shadows left out).
+
+    Returns:
+        (H, W, 3) float64: `paste.fill_holes` everywhere in `holes`, replaced where a
+        repeat was found and a lattice step lands on a known pixel by that pixel's pattern
+        under the tone here; pixels outside `holes` unchanged.
+    """
+    smooth = fill_holes(image, ~known)  # tones everywhere, pattern blurred away
+    out = image.astype(np.float64).copy()
+    out[holes] = smooth[holes]
+    if not holes.any():
+        return out
+    sigma = TONE_SIGMA_SHARE * max(image.shape[:2])
+    tone = np.stack([blur(smooth[..., c], sigma) for c in range(3)], axis=-1)
+    tone = np.maximum(tone, 1.0)
+    ratio = image.astype(np.float64) / tone  # (H, W, 3)
+    found = lattice(ratio.mean(axis=-1), known)
+    if found is None:
+        return out
+    h, w = holes.shape
+    ys, xs = np.nonzero(holes)
+    todo = np.ones(len(ys), dtype=bool)
+    for dx, dy in _steps(found):
+        if not todo.any():
+            break
+        qy, qx = ys + dy, xs + dx
+        inside = todo & (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+        ok = np.zeros_like(todo)
+        ok[inside] = known[qy[inside], qx[inside]]
+        if not ok.any():
+            continue
+        py, px = ys[ok], xs[ok]
+        out[py, px] = ratio[qy[ok], qx[ok]] * tone[py, px]
+        todo &= ~ok
+    return np.clip(out, 0.0, 255.0)

@@ -1,0 +1,223 @@
+"""Placements from painted regions when objects overlap: what another object hides is
+neither evidence for nor against a fit.
+
+`region_fit.place_in_region` reads an object's visible source pixels and its whole target
+region. Where objects overlap, both are cut: the source shows only the part of a back object
+that nothing covers, and the layout gives an overlap to the front object's region. Fitting
+the cut shapes pulls the object towards its visible part and shrinks it. Here:
+
+- an object whose visible pixels all lie in painted regions, and whose own region the
+  rough region around it at its source place would hold, stays where it is (`stays_put`):
+  most objects of a layout edit do not move;
+- otherwise the source part is completed where the objects over it may hide it
+  (`amodal_estimate`), the region where other regions may hide it (`completed_region`),
+  and the completed shapes are fitted;
+- a fitted scale within `scale_snap` of 1 is taken as 1: a painted margin says the size
+  only to a few per cent, and a size change meant is seldom that small.
+
+Pure numpy, on the label grids of `layout_ops`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from layoutedit.scenes.layout_ops import EXACT_IOU, Placement, warp_mask
+from layoutedit.scenes.masks import centroid, convex_hull_mask, iou
+from layoutedit.scenes.morphology import dilate, disk
+from layoutedit.scenes.region_fit import ellipse_hull, place_in_region
+
+OUTSIDE_SHARE = 0.02
+"""`stays_put`: share of the object's visible pixels that may fall outside every region
+(a painted region's anti-aliased edge)."""
+
+REGION_SLACK = 0.03
+"""`stays_put`: share of the object's region that may lie beyond the rough region around
+the object at its source place."""
+
+ELLIPSE_FIT_IOU = 0.9
+"""`completed_region`: IoU with the region (outside other regions) at which a fitted
+ellipse is taken as the region's shape."""
+
+MIN_FREE_EDGE = 12
+"""`completed_region`: fewest free edge pixels (bordering the background) an ellipse is
+fitted to."""
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[: shape[0], : shape[1]] + 0.5
+    return yy, xx
+
+
+def hull_region(mask: np.ndarray, margin: float) -> np.ndarray:
+    """(H, W) bool the largest rough region a person paints around `mask` (not empty): its
+    ellipse hull grown by `margin` px, united with the mask dilated by `margin`."""
+    hull = ellipse_hull(mask)
+    yy, xx = _grid(mask.shape)
+    a, b = hull.a + margin, hull.b + margin
+    ellipse = ((xx - hull.cx) / a) ** 2 + ((yy - hull.cy) / b) ** 2 <= 1.0
+    return np.asarray(ellipse | dilate(mask, disk(margin)))
+
+
+def covering(source_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
+    """(H, W) bool pixels of the source objects that lie over object `k`: those inside the
+    convex hull of `k`'s visible pixels, of objects whose own hull holds fewer of `k`'s
+    pixels than `k`'s hull holds of theirs (the one in front cuts into the one behind)."""
+    mask = source_labels == k
+    hull = convex_hull_mask(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    for j in range(n_objects):
+        other = source_labels == j
+        if j == k or not other.any():
+            continue
+        if (hull & other).sum() > (convex_hull_mask(other) & mask).sum():
+            out |= other
+    return out
+
+
+def amodal_estimate(source_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
+    """(H, W) bool object `k`'s visible pixels plus the pixels of its convex hull that the
+    objects in front of it cover: a bite a front object takes out of its outline is filled
+    up to the chord; a part cut off along a straight edge stays missing (an underestimate)."""
+    mask = source_labels == k
+    return mask | (convex_hull_mask(mask) & covering(source_labels, k, n_objects))
+
+
+def stays_put(
+    source_labels: np.ndarray, layout_labels: np.ndarray, k: int, n_objects: int, margin: float
+) -> bool:
+    """Whether the layout leaves object `k` where it is, at its size.
+
+    True when at most `OUTSIDE_SHARE` of its visible source pixels fall outside every
+    painted region (another object's region may cover it now) and at most `REGION_SLACK` of
+    its own region lies beyond `hull_region` of its completed source shape grown by
+    `margin` px. A move of a few pixels or a growth leaves region beyond; a shrink leaves
+    visible pixels outside.
+    """
+    visible = source_labels == k
+    region = layout_labels == k
+    if not visible.any() or not region.any():
+        return False
+    painted = layout_labels < n_objects
+    if (visible & ~painted).sum() > OUTSIDE_SHARE * visible.sum():
+        return False
+    around = hull_region(amodal_estimate(source_labels, k, n_objects), margin)
+    return bool((region & ~around).sum() <= REGION_SLACK * region.sum())
+
+
+def _free_edge(region: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """(H, W) bool pixels of `region` with a 4-neighbour in `free`."""
+    near = np.zeros_like(region)
+    near[1:] |= free[:-1]
+    near[:-1] |= free[1:]
+    near[:, 1:] |= free[:, :-1]
+    near[:, :-1] |= free[:, 1:]
+    return region & near
+
+
+def completed_region(layout_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
+    """(H, W) bool object `k`'s painted region with what the other regions may hide of it.
+
+    An axis-aligned ellipse is fitted (least squares) to the region's edge pixels that
+    border the background, never to those that border another region; the pixels of other
+    regions inside that ellipse are added. When too little edge is free or the fit is no
+    ellipse that holds the region (a brush stroke), the pixels of other regions inside the
+    region's convex hull are added instead. A region that borders no other stays as it is.
+    """
+    region = layout_labels == k
+    others = (layout_labels < n_objects) & ~region
+    if not region.any() or not _free_edge(region, others).any():
+        return region
+    hull = region | (convex_hull_mask(region) & others)
+    edge = _free_edge(region, layout_labels >= n_objects)
+    if edge.sum() < MIN_FREE_EDGE:
+        return hull
+    ys, xs = np.nonzero(edge)
+    cx, cy = centroid(region)
+    x, y = xs + 0.5 - cx, ys + 0.5 - cy
+    # a x^2 + c y^2 + d x + e y = 1: the region's centroid is inside, so f = -1 is safe.
+    design = np.stack([x * x, y * y, x, y], axis=1)
+    (a, c, d, e), *_ = np.linalg.lstsq(design, np.ones_like(x), rcond=None)
+    if a <= 0 or c <= 0:
+        return hull
+    yy, xx = _grid(region.shape)
+    gx, gy = xx - cx, yy - cy
+    ellipse = a * gx * gx + c * gy * gy + d * gx + e * gy <= 1.0
+    if iou(ellipse & ~others, region) < ELLIPSE_FIT_IOU:
+        return hull
+    return region | (ellipse & others)
+
+
+def snap_scale(placement: Placement, scale_snap: float) -> Placement:
+    """`placement` at scale 1 when its scale is within `scale_snap` (relative) of 1."""
+    if abs(placement.scale - 1.0) >= scale_snap:
+        return placement
+    return Placement(placement.src_cx, placement.src_cy, placement.dst_cx, placement.dst_cy, 1.0)
+
+
+def occlusion_placements(
+    source_labels: np.ndarray,
+    layout_labels: np.ndarray,
+    n_objects: int,
+    margin: float,
+    scale_snap: float = 0.0,
+    painted: bool = True,
+) -> list[Placement]:
+    """Where each object goes in a painted layout whose objects may overlap.
+
+    Per object: a region that is its source shape moved and scaled (IoU >= `EXACT_IOU`)
+    places it exactly; else `stays_put` keeps it; else its completed source shape is fitted
+    into its completed region (`region_fit.place_in_region`) and the scale snapped
+    (`snap_scale`). With `painted`, `stays_put` is asked first: a brush stroke around a
+    round object is that object scaled up (IoU over `EXACT_IOU`), so only a layout known to
+    hold exact shapes (made by operations) may scale an object that still fits its region.
+
+    Args:
+        source_labels, layout_labels: (H, W) label grids (i < K objects, K background).
+        n_objects: K.
+        margin: px, the widest margin a painted region leaves around its object.
+        scale_snap: relative scale change under which the object keeps its size.
+        painted: the regions were painted around the objects (False: exact shapes).
+
+    Returns:
+        K placements in pixels of the grids (the centre is the completed shape's centroid);
+        an object missing from either grid stays put at scale 1.
+    """
+    out: list[Placement] = []
+    for k in range(n_objects):
+        src, dst = source_labels == k, layout_labels == k
+        if not src.any() or not dst.any():
+            cx, cy = centroid(src) if src.any() else (0.0, 0.0)
+            out.append(Placement(cx, cy, cx, cy, 1.0))
+            continue
+        whole = amodal_estimate(source_labels, k, n_objects)
+        wx, wy = centroid(whole)
+        still = stays_put(source_labels, layout_labels, k, n_objects, margin)
+        if painted and still:
+            out.append(Placement(wx, wy, wx, wy, 1.0))
+            continue
+        (sx, sy), (dx, dy) = centroid(src), centroid(dst)
+        exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
+        if iou(warp_mask(src, exact), dst) >= EXACT_IOU:
+            out.append(exact)
+            continue
+        if still:
+            out.append(Placement(wx, wy, wx, wy, 1.0))
+            continue
+        cx, cy, scale = place_in_region(whole, completed_region(layout_labels, k, n_objects))
+        out.append(snap_scale(Placement(wx, wy, cx, cy, scale), scale_snap))
+    return out
+
+
+def placement_errors(estimated: Sequence[Placement], exact: Sequence[Placement]) -> list[float]:
+    """Per object, px between where the estimate and the exact placement put the source's
+    reference point (each placement's own `src` point, carried by the other's transform)."""
+    errors = []
+    for e, t in zip(estimated, exact, strict=True):
+        # Carry e's reference point by t: its place under t minus its place under e.
+        tx = t.dst_cx + (e.src_cx - t.src_cx) * t.scale
+        ty = t.dst_cy + (e.src_cy - t.src_cy) * t.scale
+        errors.append(float(np.hypot(tx - e.dst_cx, ty - e.dst_cy)))
+    return errors

@@ -1,0 +1,132 @@
+"""Placements from painted regions where objects overlap (`scenes.occlusion_fit`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layoutedit.scenes.layout_ops import Placement, estimate_placements
+from layoutedit.scenes.morphology import dilate, disk
+from layoutedit.scenes.occlusion_fit import (
+    amodal_estimate,
+    completed_region,
+    occlusion_placements,
+    placement_errors,
+    snap_scale,
+    stays_put,
+)
+
+SIZE = 64
+
+
+def _disc(cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE] + 0.5
+    return np.asarray((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r)
+
+
+def _square(x0: int, y0: int, side: int) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[y0 : y0 + side, x0 : x0 + side] = True
+    return mask
+
+
+def _labels(masks_back_to_front: list[tuple[int, np.ndarray]], k: int) -> np.ndarray:
+    labels = np.full((SIZE, SIZE), k, dtype=np.int16)
+    for index, mask in masks_back_to_front:
+        labels[mask] = index
+    return labels
+
+
+def _blob(mask: np.ndarray, radius: float = 3.0) -> np.ndarray:
+    return dilate(mask, disk(radius))
+
+
+def test_amodal_estimate_fills_a_bite_a_front_object_takes() -> None:
+    back, front = _square(10, 10, 20), _disc(32, 20, 6)
+    labels = _labels([(0, back), (1, front)], 2)
+    assert (labels == 0).sum() < back.sum() - 20
+    whole = amodal_estimate(labels, 0, 2)
+    assert (whole & back).sum() / back.sum() > 0.98
+    assert not (whole & ~back).any()
+    # The front object is not completed by the back one.
+    assert (amodal_estimate(labels, 1, 2) == (labels == 1)).all()
+
+
+def test_objects_that_still_fit_their_painted_regions_stay_put() -> None:
+    back, front = _disc(24, 30, 10), _disc(36, 30, 8)
+    source = _labels([(0, back), (1, front)], 2)
+    layout = _labels([(0, _blob(back)), (1, _blob(front))], 2)
+    placed = occlusion_placements(source, layout, 2, margin=5.0)
+    for p in placed:
+        assert (p.dst_cx, p.dst_cy, p.scale) == (p.src_cx, p.src_cy, 1.0)
+    # The plain fit reads the cut shapes and moves or scales them.
+    plain = estimate_placements(source, layout, 2)
+    assert any(
+        abs(p.scale - 1.0) > 0.02 or abs(p.dst_cx - p.src_cx) + abs(p.dst_cy - p.src_cy) > 0.5
+        for p in plain
+    )
+
+
+def test_a_moved_object_is_not_taken_to_stay() -> None:
+    back, front = _disc(24, 30, 10), _disc(44, 30, 8)
+    source = _labels([(0, back), (1, front)], 2)
+    moved = _disc(24 + 8, 30, 10)
+    layout = _labels([(0, _blob(moved)), (1, _blob(front))], 2)
+    assert not stays_put(source, layout, 0, 2, margin=5.0)
+    assert stays_put(source, layout, 1, 2, margin=5.0)
+    placed = occlusion_placements(source, layout, 2, margin=5.0, scale_snap=0.15)
+    exact = [Placement(24, 30, 32, 30, 1.0), Placement(44, 30, 44, 30, 1.0)]
+    assert max(placement_errors(placed, exact)) < 1.0
+
+
+def test_a_region_cut_by_a_front_region_is_completed_and_fitted() -> None:
+    # Object 0 moves right, behind object 1: the layout gives the overlap to 1.
+    back, front = _disc(16, 32, 9), _disc(46, 32, 9)
+    source = _labels([(0, back), (1, front)], 2)
+    ellipse_region = _disc(32, 32, 11)
+    layout = _labels([(0, ellipse_region), (1, _blob(front))], 2)
+    completed = completed_region(layout, 0, 2)
+    cut = layout == 0
+    assert completed.sum() > cut.sum()
+    assert (completed & ellipse_region).sum() / ellipse_region.sum() > 0.95
+    exact = [Placement(16, 32, 32, 32, 1.0), Placement(46, 32, 46, 32, 1.0)]
+    fitted = occlusion_placements(source, layout, 2, margin=5.0, scale_snap=0.15)
+    plain = estimate_placements(source, layout, 2)
+    assert placement_errors(fitted, exact)[0] < 1.0
+    assert placement_errors(plain, exact)[0] > placement_errors(fitted, exact)[0] + 1.0
+
+
+def test_a_region_with_no_neighbour_is_left_as_painted() -> None:
+    layout = _labels([(0, _disc(20, 20, 8)), (1, _disc(46, 46, 8))], 2)
+    assert (completed_region(layout, 0, 2) == (layout == 0)).all()
+
+
+@pytest.mark.parametrize(("scale", "snap", "want"), [(1.1, 0.15, 1.0), (1.2, 0.15, 1.2)])
+def test_snap_scale(scale: float, snap: float, want: float) -> None:
+    assert snap_scale(Placement(1, 2, 3, 4, scale), snap).scale == want
+
+
+def test_an_exact_layout_may_scale_an_object_a_painted_one_keeps_it() -> None:
+    disc = _disc(32, 32, 16)
+    source = _labels([(0, disc)], 1)
+    grown = _labels([(0, _disc(32, 32, 19.2))], 1)
+    exact = occlusion_placements(source, grown, 1, margin=5.0, painted=False)
+    painted = occlusion_placements(source, grown, 1, margin=5.0, painted=True)
+    assert exact[0].scale == pytest.approx(1.2, abs=0.03)
+    assert painted[0].scale == 1.0
+
+
+def test_layouts_made_by_operations_are_exact_and_painted_ones_are_not() -> None:
+    from layoutedit.scenes.layout_edits import operations_layout
+    from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
+
+    labels = _labels([(0, _disc(20, 20, 8)), (1, _square(36, 36, 14))], 2)
+    image = np.full((SIZE, SIZE, 3), 200, dtype=np.uint8)
+    scene = scene_from_arrays(
+        image, labels, ["red disc", "blue square"], [(255, 0, 0), (0, 0, 255)], (0, 0, 0)
+    )
+    made = operations_layout(scene, ["move red disc=+6,0"])
+    assert made.exact
+    painted = layout_from_labels(labels, scene)
+    assert not painted.exact
+    assert not operations_layout(scene, ["move red disc=+6,0"], base=painted).exact

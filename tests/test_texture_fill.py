@@ -1,0 +1,67 @@
+"""Filling a hole in a repeating background by its repeat (`editing.texture_fill`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layoutedit.editing.paste import fill_holes
+from layoutedit.editing.texture_fill import lattice, repeat_fill
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    err = float(np.mean((a.astype(np.float64) - b.astype(np.float64))[where] ** 2))
+    return 10 * np.log10(255.0**2 / max(err, 1e-9))
+
+
+def _bricks(h: int, w: int) -> np.ndarray:
+    """(H, W) float in [0, 1]: rows of 8 px bricks 14 px long, each row offset by 7."""
+    yy, xx = np.mgrid[:h, :w]
+    row = yy // 8
+    xs = (xx + 7 * (row % 2)) % 14
+    mortar = (yy % 8 == 0) | (xs == 0)
+    return np.where(mortar, 0.3, 0.8)
+
+
+def _lit(pattern: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 the pattern in a warm colour under a left-to-right light ramp."""
+    w = pattern.shape[1]
+    light = np.linspace(0.8, 1.15, w)[None, :]
+    rgb = pattern[..., None] * np.array([230.0, 150.0, 110.0]) * light[..., None]
+    return np.clip(rgb, 0, 255).round().astype(np.uint8)
+
+
+def test_a_hole_in_bricks_under_uneven_light_is_filled_by_the_repeat() -> None:
+    truth = _lit(_bricks(64, 80))  # not square on purpose
+    holes = np.zeros((64, 80), dtype=bool)
+    holes[20:38, 30:50] = True
+    known = ~holes
+    damaged = truth.copy()
+    damaged[holes] = 0
+    repeated = repeat_fill(damaged, holes, known)
+    smooth = fill_holes(damaged, holes)
+    assert _psnr(repeated, truth, holes) > 30.0
+    assert _psnr(repeated, truth, holes) > _psnr(smooth, truth, holes) + 8.0
+    assert (repeated[~holes] == truth[~holes]).all()
+
+
+def test_the_lattice_found_is_a_true_period_of_the_pattern() -> None:
+    pattern = _bricks(64, 64)
+    found = lattice(pattern, np.ones(pattern.shape, dtype=bool))
+    assert found is not None
+    for shift in (found.first, found.second):
+        assert shift is not None
+        dx, dy = shift
+        a = pattern[max(0, -dy) : 64 - max(0, dy), max(0, -dx) : 64 - max(0, dx)]
+        b = pattern[max(0, dy) : 64 - max(0, -dy), max(0, dx) : 64 - max(0, -dx)]
+        assert np.array_equal(a, b)
+
+
+def test_a_background_that_does_not_repeat_keeps_the_smooth_fill() -> None:
+    rng = np.random.default_rng(3)
+    noise = rng.uniform(0.3, 0.9, size=(48, 48))
+    assert lattice(noise, np.ones(noise.shape, dtype=bool)) is None
+    image = _lit(noise)
+    holes = np.zeros((48, 48), dtype=bool)
+    holes[10:20, 10:20] = True
+    out = repeat_fill(image, holes, ~holes)
+    assert np.allclose(out[holes], fill_holes(image, holes)[holes])

@@ -311,7 +311,9 @@ class EditConfig(_Strict):
         description="With init `paste`: how the start fills where an object left. `smooth` "
         "continues the surrounding tones; `repeat` continues a repeating background "
         "(tiles, bricks, stripes, planks) by its repeat, re-toned to the light there, and "
-        "falls back to `smooth` where the background does not repeat.",
+        "falls back to `smooth` where the background does not repeat; `move_shadows` then "
+        "reads shadows against that repeat too (a smooth estimate takes a pattern's dark "
+        "parts for shadow).",
     )
     model_pixels: Literal["everywhere", "redraw", "hidden"] = Field(
         default="everywhere",

@@ -65,3 +65,22 @@ def test_a_background_that_does_not_repeat_keeps_the_smooth_fill() -> None:
     holes[10:20, 10:20] = True
     out = repeat_fill(image, holes, ~holes)
     assert np.allclose(out[holes], fill_holes(image, holes)[holes])
+
+
+def test_shadows_are_read_against_the_repeat_not_a_blur_of_it() -> None:
+    from layoutedit.editing.shadows import shadow_darkening
+
+    image = _lit(_bricks(64, 64))
+    obj = np.zeros((1, 64, 64), dtype=bool)
+    obj[0, 24:40, 24:40] = True
+    image[obj[0]] = (40, 160, 60)
+    smooth = shadow_darkening(image, obj, band_px=10, rim_px=1)
+    repeated = shadow_darkening(image, obj, band_px=10, rim_px=1, repeat=True)
+    # No shadow was drawn: the mortar is no shadow (the smooth estimate reads much of it so).
+    assert smooth.sum() > 50.0
+    assert repeated.sum() < 0.5 * smooth.sum()
+    # A real shadow to the object's right is still found.
+    shadowed = image.copy()
+    shadowed[24:40, 40:46] = (shadowed[24:40, 40:46] * 0.6).astype(np.uint8)
+    found = shadow_darkening(shadowed, obj, band_px=10, rim_px=1, repeat=True)
+    assert found[0, 28:36, 41:45].mean() > 0.3

@@ -434,7 +434,9 @@ class EditSession:
         image, darkening = self.scene.image, None
         rim = rim_width(masks.shape[1:])
         if cfg.move_shadows and moved:
-            darkening = shadow_darkening(image, masks, round(SHADOW_REACH * cell), rim)
+            darkening = shadow_darkening(
+                image, masks, round(SHADOW_REACH * cell), rim, repeat=cfg.hole_fill == "repeat"
+            )
             image = remove_shadows(image, darkening, moved)
         filled = None
         if cfg.hole_fill == "repeat":
@@ -588,7 +590,8 @@ class EditSession:
     def _model_zone(self, start: PasteStart, layout: Layout) -> np.ndarray:
         """(H, W) bool where `model_pixels` keeps the model's pixels: the redrawn area, or
         where a hidden part may show, grown by a latent cell within the target regions and
-        off the pasted objects (the estimate of a hidden part is cut by its convex hull)."""
+        off the pasted objects (the estimate of a hidden part stops at the visible part's
+        convex hull; held to that hull as well, the dev cases gave the same pixels)."""
         shape = start.image.shape[:2]
         if self.config.model_pixels == "redraw":
             return np.zeros(shape, dtype=bool) if start.redraw is None else start.redraw

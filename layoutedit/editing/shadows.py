@@ -23,7 +23,11 @@ MAX_DARKENING = 0.8
 
 
 def shadow_darkening(
-    image: np.ndarray, source_masks: np.ndarray, band_px: int, rim_px: int
+    image: np.ndarray,
+    source_masks: np.ndarray,
+    band_px: int,
+    rim_px: int,
+    repeat: bool = False,
 ) -> np.ndarray:
     """(K, H, W) float64 each object's estimated shadow darkening (0 none .. MAX).
 
@@ -32,10 +36,19 @@ def shadow_darkening(
         source_masks: (K, H, W) bool each object's source pixels.
         band_px: how far from an object its shadow may reach, px.
         rim_px: the anti-aliased rim around an object that is neither object nor shadow.
+        repeat: estimate the background under the band by its repeat where it has one
+            (`texture_fill.repeat_fill`): a smooth estimate reads a repeating pattern's
+            dark parts (mortar, a dark stripe) as shadow.
     """
     objects = np.asarray(source_masks.any(axis=0), dtype=bool)
     near = grow(objects, band_px) & ~grow(objects, rim_px)
-    estimate = fill_holes(image, grow(objects, band_px))  # the background without them
+    band = grow(objects, band_px)
+    if repeat:
+        from layoutedit.editing.texture_fill import repeat_fill
+
+        estimate = repeat_fill(image, band, ~band)
+    else:
+        estimate = fill_holes(image, band)  # the background without them
     lum = image.astype(np.float64).mean(axis=-1)
     base = np.maximum(estimate.mean(axis=-1), 1.0)
     dark = np.clip(1.0 - lum / base, 0.0, MAX_DARKENING) * near

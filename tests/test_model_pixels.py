@@ -1,0 +1,62 @@
+"""Where an edit keeps the model's pixels (`EditConfig.model_pixels`), on the tiny model and a
+world v2 case whose front object moves off the back one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edit_support import fast_config, load_tiny
+
+from layoutedit.backend import get_backend
+from layoutedit.bench.cases_v2 import make_cases_v2
+from layoutedit.editing.session import EditSession
+from layoutedit.scenes.scene import Scene, layout_from_labels, scene_from_arrays
+from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> Any:
+    return load_tiny(tiny_model_dir)
+
+
+def _uncover() -> tuple[Scene, np.ndarray]:
+    case = next(c for c in make_cases_v2(4, seed=2000) if c.kind == "uncover")
+    k = case.n_objects
+    scene = scene_from_arrays(
+        case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
+    )
+    return scene, case.layout
+
+
+def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tuple[Any, Any]:
+    cfg = fast_config(
+        init="paste",
+        redraw_strength=0.8,
+        background_composite=True,
+        composite_feather=0.0,
+        placement="occlusion",
+        hole_fill="repeat",
+        **changes,
+    )
+    session = EditSession(model, scene, cfg, get_backend("cpu"))
+    layout = layout_from_labels(labels, scene)
+    result = session.edit(layout)
+    _, _, start = session._paste_start(layout)
+    return result.candidates[0].image, session._model_zone(start, layout)
+
+
+def test_the_model_shows_only_where_a_hidden_part_may(model: Any) -> None:
+    scene, labels = _uncover()
+    with_model, zone = _edit(model, scene, labels, model_pixels="hidden")
+    without, zone_again = _edit(model, scene, labels, model_pixels="hidden", denoise=False)
+    assert np.array_equal(zone, zone_again)
+    assert 0 < zone.sum() < zone.size // 4
+    # Outside the zone both are the cut-and-paste start (and the source's background).
+    assert np.array_equal(with_model[~zone], without[~zone])
+    assert not np.array_equal(with_model[zone], without[zone])
+    # With the model's pixels everywhere, the denoised edit differs outside the zone too.
+    everywhere, _ = _edit(model, scene, labels, model_pixels="everywhere")
+    assert not np.array_equal(everywhere[~zone], without[~zone])

@@ -130,3 +130,14 @@ def test_layouts_made_by_operations_are_exact_and_painted_ones_are_not() -> None
     painted = layout_from_labels(labels, scene)
     assert not painted.exact
     assert not operations_layout(scene, ["move red disc=+6,0"], base=painted).exact
+
+
+def test_an_ellipse_drawn_around_a_moved_disc_is_not_read_as_a_bigger_disc() -> None:
+    disc = _disc(20, 32, 16)
+    source = _labels([(0, disc)], 1)
+    drawn = _labels([(0, _disc(44, 32, 18))], 1)  # the disc's outline, 2 px out
+    painted = occlusion_placements(source, drawn, 1, margin=5.0, scale_snap=0.15)
+    exact = occlusion_placements(source, drawn, 1, margin=5.0, painted=False)
+    assert exact[0].scale > 1.1  # read as an exact shape: a disc of radius 18
+    assert painted[0].scale == 1.0
+    assert placement_errors(painted, [Placement(20, 32, 44, 32, 1.0)])[0] < 1.0

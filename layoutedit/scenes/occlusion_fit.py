@@ -167,12 +167,13 @@ def occlusion_placements(
 ) -> list[Placement]:
     """Where each object goes in a painted layout whose objects may overlap.
 
-    Per object: a region that is its source shape moved and scaled (IoU >= `EXACT_IOU`)
-    places it exactly; else `stays_put` keeps it; else its completed source shape is fitted
-    into its completed region (`region_fit.place_in_region`) and the scale snapped
-    (`snap_scale`). With `painted`, `stays_put` is asked first: a brush stroke around a
-    round object is that object scaled up (IoU over `EXACT_IOU`), so only a layout known to
-    hold exact shapes (made by operations) may scale an object that still fits its region.
+    Per object: in a layout of exact shapes, a region that is its source shape moved and
+    scaled (IoU >= `EXACT_IOU`) places it exactly; else `stays_put` keeps it; else its
+    completed source shape is fitted into its completed region
+    (`region_fit.place_in_region`) and the scale snapped (`snap_scale`). With `painted`,
+    `stays_put` is asked first and no region is read as an exact shape: a brush stroke
+    around a round object is that object scaled up (IoU over `EXACT_IOU`), so only a layout
+    known to hold exact shapes (made by operations) may scale an object by its region alone.
 
     Args:
         source_labels, layout_labels: (H, W) label grids (i < K objects, K background).
@@ -200,7 +201,7 @@ def occlusion_placements(
             continue
         (sx, sy), (dx, dy) = centroid(src), centroid(dst)
         exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
-        if iou(warp_mask(src, exact), dst) >= EXACT_IOU:
+        if not painted and iou(warp_mask(src, exact), dst) >= EXACT_IOU:
             out.append(exact)
             continue
         if still:

@@ -16,6 +16,7 @@ import numpy as np
 
 from layoutedit.editing.compositing import gaussian_blur
 from layoutedit.editing.paste import fill_holes, grow, warp_objects
+from layoutedit.editing.texture_fill import repeat_fill
 from layoutedit.scenes.layout_ops import Placement
 
 MIN_DARKENING = 0.08  # weaker darkening is texture, not shadow
@@ -43,12 +44,8 @@ def shadow_darkening(
     objects = np.asarray(source_masks.any(axis=0), dtype=bool)
     near = grow(objects, band_px) & ~grow(objects, rim_px)
     band = grow(objects, band_px)
-    if repeat:
-        from layoutedit.editing.texture_fill import repeat_fill
-
-        estimate = repeat_fill(image, band, ~band)
-    else:
-        estimate = fill_holes(image, band)  # the background without them
+    # the background without the objects and their shadows
+    estimate = repeat_fill(image, band, ~band) if repeat else fill_holes(image, band)
     lum = image.astype(np.float64).mean(axis=-1)
     base = np.maximum(estimate.mean(axis=-1), 1.0)
     dark = np.clip(1.0 - lum / base, 0.0, MAX_DARKENING) * near

@@ -317,7 +317,8 @@ class EditConfig(_Strict):
     )
     model_pixels: Literal["everywhere", "redraw", "hidden"] = Field(
         default="everywhere",
-        description="With init `paste`: where the edit keeps the model's pixels. "
+        description="With init `paste` and `redraw_strength` above 0 (else ignored): where "
+        "the edit keeps the model's pixels. "
         "`everywhere` (published); `redraw`: only where `redraw_strength` redraws (where an "
         "object left, shadow bands, uncovered parts); `hidden`: only where a part the source "
         "hid may show. Elsewhere the cut-and-paste start stays, re-lit and with its shadows "

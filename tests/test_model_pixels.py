@@ -32,15 +32,15 @@ def _uncover() -> tuple[Scene, np.ndarray]:
 
 
 def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tuple[Any, Any]:
-    cfg = fast_config(
-        init="paste",
-        redraw_strength=0.8,
-        background_composite=True,
-        composite_feather=0.0,
-        placement="occlusion",
-        hole_fill="repeat",
-        **changes,
-    )
+    settings: dict[str, object] = {
+        "init": "paste",
+        "redraw_strength": 0.8,
+        "background_composite": True,
+        "composite_feather": 0.0,
+        "placement": "occlusion",
+        "hole_fill": "repeat",
+    }
+    cfg = fast_config(**(settings | changes))
     session = EditSession(model, scene, cfg, get_backend("cpu"))
     layout = layout_from_labels(labels, scene)
     result = session.edit(layout)
@@ -60,3 +60,12 @@ def test_the_model_shows_only_where_a_hidden_part_may(model: Any) -> None:
     # With the model's pixels everywhere, the denoised edit differs outside the zone too.
     everywhere, _ = _edit(model, scene, labels, model_pixels="everywhere")
     assert not np.array_equal(everywhere[~zone], without[~zone])
+
+
+def test_without_a_redraw_the_setting_is_ignored_not_an_edit_without_the_model(
+    model: Any,
+) -> None:
+    scene, labels = _uncover()
+    plain, _ = _edit(model, scene, labels, redraw_strength=0.0, model_pixels="everywhere")
+    asked, _ = _edit(model, scene, labels, redraw_strength=0.0, model_pixels="hidden")
+    assert np.array_equal(plain, asked)

@@ -555,7 +555,7 @@ class EditSession:
             masks = self.scene.object_masks()
             gains = None if start is None else start.gains
             images = [match_colours(i, self.scene.image, footprints, masks, gains) for i in images]
-        if cfg.model_pixels != "everywhere" and start is not None:
+        if cfg.model_pixels != "everywhere" and start is not None and start.redraw is not None:
             # Paste's pixels where paste is right; the background composite below still
             # puts the source's back where nothing changed (the start lifted shadows there).
             own = self._model_zone(start, layout)

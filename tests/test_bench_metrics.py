@@ -112,7 +112,7 @@ def test_psnr_and_background_psnr() -> None:
     assert background_psnr(output, source, src_labels, tgt_labels, 1) == pytest.approx(expected)
 
 
-def test_morphology_helpers() -> None:
+def test_morphology_functions() -> None:
     assert disk(1).sum() == 5  # the centre and its 4 neighbours
     dot = np.zeros((9, 9), bool)
     dot[4, 4] = True

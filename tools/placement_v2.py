@@ -16,17 +16,10 @@ from collections import defaultdict
 import numpy as np
 
 from layoutedit.bench.cases_v2 import make_cases_v2
-from layoutedit.scenes.layout_ops import Placement, estimate_placements, warp_mask
+from layoutedit.scenes.layout_ops import estimate_placements, snap_still, warp_mask
 from layoutedit.scenes.occlusion_fit import occlusion_placements
 
 CELL = 4.0  # px of a latent cell at shapes-tiny's 64 px
-
-
-def _snapped(p: Placement, tolerance: float) -> Placement:
-    shift = float(np.hypot(p.dst_cx - p.src_cx, p.dst_cy - p.src_cy))
-    if shift < tolerance and abs(p.scale - 1.0) < 0.05:
-        return Placement(p.src_cx, p.src_cy, p.src_cx, p.src_cy, 1.0)
-    return p
 
 
 def main() -> None:
@@ -40,7 +33,7 @@ def main() -> None:
     for case in cases:
         assert case.source.amodal is not None and case.truth.amodal is not None
         fit = [
-            _snapped(p, 0.5 * CELL)
+            snap_still(p, 0.5 * CELL)
             for p in estimate_placements(case.source_labels, case.layout, case.n_objects)
         ]
         occl = occlusion_placements(

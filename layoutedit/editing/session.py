@@ -71,7 +71,7 @@ from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
-from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order
+from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order, snap_still
 from layoutedit.scenes.occlusion_fit import occlusion_placements
 from layoutedit.scenes.prompts import token_positions
 
@@ -100,15 +100,6 @@ def _moves(p: Placement) -> bool:
     return (
         abs(p.dst_cx - p.src_cx) > 0.1 or abs(p.dst_cy - p.src_cy) > 0.1 or abs(p.scale - 1) > 1e-3
     )
-
-
-def _snapped(p: Placement, tolerance_px: float) -> Placement:
-    """`p`, or no move at all when it moves the object by under `tolerance_px` and scales it
-    by under 5 % (`EditConfig.still_tolerance`)."""
-    shift = float(np.hypot(p.dst_cx - p.src_cx, p.dst_cy - p.src_cy))
-    if shift < tolerance_px and abs(p.scale - 1.0) < 0.05:
-        return Placement(p.src_cx, p.src_cy, p.src_cx, p.src_cy, 1.0)
-    return p
 
 
 Progress = Callable[[str, int, int], None]
@@ -427,7 +418,7 @@ class EditSession:
                 self.scene.labels, layout.labels, k, fit=cfg.placement == "fit"
             )
         if cfg.still_tolerance > 0:
-            placements = [_snapped(p, cfg.still_tolerance * cell) for p in placements]
+            placements = [snap_still(p, cfg.still_tolerance * cell) for p in placements]
         order = paint_order(self.scene.labels, layout.labels, placements)
         masks = self.scene.object_masks()
         moved = [i for i, p in enumerate(placements) if _moves(p)]

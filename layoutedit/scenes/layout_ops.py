@@ -128,6 +128,34 @@ def warp_mask(mask: np.ndarray, placement: Placement) -> np.ndarray:
     )
 
 
+def unplaced(src: np.ndarray) -> Placement:
+    """An object missing from the source or the layout: it stays (at its centroid, or at the
+    origin when it has no pixel) at scale 1."""
+    cx, cy = centroid(src) if src.any() else (0.0, 0.0)
+    return Placement(cx, cy, cx, cy, 1.0)
+
+
+def exact_placement(src: np.ndarray, dst: np.ndarray) -> Placement | None:
+    """The placement that moves and scales `src` onto `dst` ((H, W) bool, both not empty)
+    when `dst` is that shape (IoU >= `EXACT_IOU`), else None: centroid to centroid at the
+    square root of the area ratio."""
+    (sx, sy), (dx, dy) = centroid(src), centroid(dst)
+    exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
+    return exact if iou(warp_mask(src, exact), dst) >= EXACT_IOU else None
+
+
+def snap_still(placement: Placement, tolerance_px: float) -> Placement:
+    """`placement`, or no move at all when it moves the object by under `tolerance_px` and
+    scales it by under 5 % (`EditConfig.still_tolerance`)."""
+    p = placement
+    if (
+        np.hypot(p.dst_cx - p.src_cx, p.dst_cy - p.src_cy) < tolerance_px
+        and abs(p.scale - 1.0) < 0.05
+    ):
+        return Placement(p.src_cx, p.src_cy, p.src_cx, p.src_cy, 1.0)
+    return p
+
+
 def estimate_placements(
     source_labels: np.ndarray, layout_labels: np.ndarray, n_objects: int, fit: bool = True
 ) -> list[Placement]:
@@ -151,14 +179,13 @@ def estimate_placements(
     for k in range(n_objects):
         src, dst = source_labels == k, layout_labels == k
         if not src.any() or not dst.any():
-            cx, cy = centroid(src) if src.any() else (0.0, 0.0)
-            out.append(Placement(cx, cy, cx, cy, 1.0))
+            out.append(unplaced(src))
             continue
-        (sx, sy), (dx, dy) = centroid(src), centroid(dst)
-        exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
-        if iou(warp_mask(src, exact), dst) >= EXACT_IOU:
+        exact = exact_placement(src, dst)
+        if exact is not None:
             out.append(exact)
             continue
+        (sx, sy), (dx, dy) = centroid(src), centroid(dst)
         if fit:
             cx, cy, scale = place_in_region(src, dst)
             out.append(Placement(sx, sy, cx, cy, scale))

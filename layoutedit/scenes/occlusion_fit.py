@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from layoutedit.scenes.layout_ops import EXACT_IOU, Placement, warp_mask
+from layoutedit.scenes.layout_ops import Placement, exact_placement, unplaced
 from layoutedit.scenes.masks import centroid, convex_hull_mask, iou
 from layoutedit.scenes.morphology import dilate, disk
 from layoutedit.scenes.region_fit import ellipse_hull, place_in_region
@@ -190,8 +190,7 @@ def occlusion_placements(
     for k in range(n_objects):
         src, dst = source_labels == k, layout_labels == k
         if not src.any() or not dst.any():
-            cx, cy = centroid(src) if src.any() else (0.0, 0.0)
-            out.append(Placement(cx, cy, cx, cy, 1.0))
+            out.append(unplaced(src))
             continue
         whole = amodal_estimate(source_labels, k, n_objects)
         wx, wy = centroid(whole)
@@ -199,9 +198,8 @@ def occlusion_placements(
         if painted and still:
             out.append(Placement(wx, wy, wx, wy, 1.0))
             continue
-        (sx, sy), (dx, dy) = centroid(src), centroid(dst)
-        exact = Placement(sx, sy, dx, dy, float(np.sqrt(dst.sum() / src.sum())))
-        if not painted and iou(warp_mask(src, exact), dst) >= EXACT_IOU:
+        exact = None if painted else exact_placement(src, dst)
+        if exact is not None:
             out.append(exact)
             continue
         if still:

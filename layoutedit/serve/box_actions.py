@@ -8,14 +8,14 @@ were.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from layoutedit.errors import UserError
 from layoutedit.serve import wording
-from layoutedit.serve.box_edits import Rect, box_from_rect, nudged
+from layoutedit.serve.box_edits import Rect, Snapshot, box_from_rect, nudged
 from layoutedit.serve.boxes import ObjectBox, boxes_of, labels_from_painting
 from layoutedit.serve.session import SessionState
 
@@ -123,22 +123,24 @@ def nudge(state: SessionState, dx: int, dy: int) -> dict[str, Any]:
 
 def undo(state: SessionState) -> dict[str, Any]:
     """Back to the boxes (or painting) before the last change."""
-    _scene_of(state)
-    previous = state.changes.back(state.snapshot())
-    if previous is None:
-        raise UserError("nothing to undo")
-    state.restore(previous)
-    return _boxes_summary(state, "Undone.")
+    return _travel(state, state.changes.back, "undo", "Undone.")
 
 
 def redo(state: SessionState) -> dict[str, Any]:
     """Forward again to the change undo took back."""
+    return _travel(state, state.changes.forward, "redo", "Redone.")
+
+
+def _travel(
+    state: SessionState, step: Callable[[Snapshot], Snapshot | None], verb: str, done: str
+) -> dict[str, Any]:
+    """One step through the change history (`step` takes the present, gives the other)."""
     _scene_of(state)
-    following = state.changes.forward(state.snapshot())
-    if following is None:
-        raise UserError("nothing to redo")
-    state.restore(following)
-    return _boxes_summary(state, "Redone.")
+    other = step(state.snapshot())
+    if other is None:
+        raise UserError(f"nothing to {verb}")
+    state.restore(other)
+    return _boxes_summary(state, done)
 
 
 def reset(state: SessionState) -> dict[str, Any]:

@@ -38,6 +38,19 @@ NUDGES = ((-1, 0, "←", "left"), (0, -1, "↑", "up"), (0, 1, "↓", "down"), (
 """(dx, dy, label, name) of the nudge buttons; the arrow keys press them (`page.KEYS_JS`)."""
 
 
+def _strip(gr: Any, label: str, columns: int, height: int, elem_id: str) -> Any:
+    """A row of clickable thumbnails (no preview pane), height in px."""
+    return gr.Gallery(
+        label=label,
+        columns=columns,
+        height=height,
+        fit_columns=False,
+        allow_preview=False,
+        format="png",
+        elem_id=elem_id,
+    )
+
+
 def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
     """The Gradio Blocks app over `ctx` (not launched)."""
     import gradio as gr
@@ -194,26 +207,14 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
                     interactive=False,
                     elem_id="compare",
                 )
-                candidates = gr.Gallery(
-                    label="Candidates, best first (click one to compare it)",
-                    columns=4,
-                    height=200,
-                    fit_columns=False,
-                    allow_preview=False,
-                    format="png",
-                    elem_id="candidates",
+                candidates = _strip(
+                    gr, "Candidates, best first (click one to compare it)", 4, 200, "candidates"
                 )
                 continue_button = gr.Button(
                     "Continue from this result", elem_id="continue", size="sm"
                 )
-                history = gr.Gallery(
-                    label="History (click a point to go back to its layout)",
-                    columns=8,
-                    height=150,
-                    fit_columns=False,
-                    allow_preview=False,
-                    format="png",
-                    elem_id="history",
+                history = _strip(
+                    gr, "History (click a point to go back to its layout)", 8, 150, "history"
                 )
                 download_button = gr.Button("Prepare downloads", elem_id="prepare-downloads")
                 files = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")

@@ -238,7 +238,8 @@ class EditConfig(_Strict):
         "scale; `occlusion`: `fit` for objects that overlap: an object that still fits its "
         "region stays put, and what another object hides of an object or of its region is "
         "completed before fitting. A region that is the object's exact moved shape is "
-        "taken as such.",
+        "taken as such (with `occlusion`, only in a layout made by operations: a painted "
+        "ellipse around a circle is that circle grown).",
     )
     scale_snap: float = Field(
         default=0.0,

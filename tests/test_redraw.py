@@ -103,7 +103,7 @@ def test_an_object_moved_towards_the_light_is_brightened_by_about_the_light_rati
     truth, truth_masks = _lit_scene(48.0, light)
     placement = Placement(16.0, 32.0, 48.0, 32.0, 1.0)
     pasted, footprints = paste_edit(image, masks, [placement], None)
-    gains = light_gains(image, ~masks[0], masks, footprints, inner=10, outer=16)
+    gains = light_gains(image, ~masks[0], masks, footprints, clearance=4)
     want = truth[truth_masks[0]].mean() / image[masks[0]].mean()
     assert abs(gains[0] - want) < 0.1 * want and gains[0] > 1.1
     relit = apply_gains(pasted, footprints, gains)
@@ -112,6 +112,19 @@ def test_an_object_moved_towards_the_light_is_brightened_by_about_the_light_rati
     assert after < before / 2
     matched = match_colours(relit, image, footprints, masks, gains)
     assert abs(matched[footprints[0]].mean() - relit[footprints[0]].mean()) < 3
+
+
+def test_a_dark_patch_of_background_beside_the_new_place_is_not_read_as_shade() -> None:
+    # Flat light; the background is darker (paint, not light) right around the new place.
+    image = np.full((64, 64, 3), 150, dtype=np.uint8)
+    image[36:60, 36:60] = 60
+    masks = np.zeros((1, 64, 64), dtype=bool)
+    masks[0, 8:16, 8:16] = True
+    image[masks[0]] = (200, 40, 40)
+    footprints = np.zeros_like(masks)
+    footprints[0, 44:52, 44:52] = True
+    gains = light_gains(image, ~masks[0], masks, footprints, clearance=4)
+    assert abs(gains[0] - 1.0) < 0.05
 
 
 def test_a_shadow_is_lifted_where_the_object_left_and_cast_where_it_went() -> None:

@@ -83,8 +83,8 @@ if TYPE_CHECKING:
 
 SHADOW_REACH = 2.5
 """Latent cells from an object within which its shadow is looked for (`move_shadows`)."""
-RELIGHT_RING = (2.5, 4.0)
-"""Latent cells: the ring around an object whose background says its light (`relight`)."""
+RELIGHT_CLEARANCE = 1.0
+"""Latent cells around the objects that the light fit leaves out (`relight`)."""
 
 SHADOW_FLOOR = 0.02
 """Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
@@ -440,8 +440,8 @@ class EditSession:
         gains = None
         if cfg.relight and moved:
             background = self.scene.labels == self.scene.background_index
-            inner, outer = round(RELIGHT_RING[0] * cell), round(RELIGHT_RING[1] * cell)
-            gains = light_gains(self.scene.image, background, masks, footprints, inner, outer)
+            clearance = round(RELIGHT_CLEARANCE * cell)
+            gains = light_gains(self.scene.image, background, masks, footprints, clearance)
             pasted = apply_gains(pasted, footprints, gains)
         if darkening is not None:
             pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)

@@ -84,3 +84,18 @@ def test_shadows_are_read_against_the_repeat_not_a_blur_of_it() -> None:
     shadowed[24:40, 40:46] = (shadowed[24:40, 40:46] * 0.6).astype(np.uint8)
     found = shadow_darkening(shadowed, obj, band_px=10, rim_px=1, repeat=True)
     assert found[0, 28:36, 41:45].mean() > 0.3
+
+
+def test_a_hole_in_thin_dark_lines_under_a_light_ramp_comes_back_at_the_right_tone() -> None:
+    # Light tiles with 1 px dark grout every 8 px, lit by a left-to-right ramp; a hole the
+    # size of a tile and a half.
+    ramp = np.linspace(0.8, 1.2, 64)[None, :, None]
+    tiles = np.full((64, 64, 3), 200.0)
+    tiles[::8] = 70.0
+    tiles[:, ::8] = 70.0
+    truth = np.clip(tiles * ramp, 0, 255).astype(np.uint8)
+    holes = np.zeros((64, 64), dtype=bool)
+    holes[26:38, 30:42] = True
+    filled = repeat_fill(truth, holes, ~holes)
+    error = np.abs(filled[holes] - truth[holes].astype(np.float64))
+    assert error.mean() < 2.0

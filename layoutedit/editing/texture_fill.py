@@ -3,8 +3,12 @@
 A smooth fill (`paste.fill_holes`) continues a background's tones but not its pattern: where
 an object left a tiled floor, it leaves a blur. A pattern that repeats has translations under
 which the visible background matches itself; the best two (`lattice`) carry visible pixels
-into the hole. The light is uneven, so the pattern is carried as a ratio to the smooth fill's
-local tone and multiplied back by the tone at its new place.
+into the hole. The light is uneven, so the pattern is carried as a ratio to the light field
+fitted to the known background (`relight.light_field`, a plane) and multiplied back by the
+field at its new place. A local tone (the smooth fill blurred) was used before: a hole's tone
+lacks the pattern's dark lines that every known pixel's tone holds, so a tiled floor came
+back lighter where an object left (the blurred tone remains the fallback when too little
+background is known to fit the field).
 
 A background with no clear repeat (its best match is poor) keeps the smooth fill. Pure numpy.
 """
@@ -17,6 +21,7 @@ import numpy as np
 
 from layoutedit.editing.compositing import gaussian_blur
 from layoutedit.editing.paste import fill_holes
+from layoutedit.editing.relight import light_field
 
 MAX_SHIFT_SHARE = 0.4
 """Longest repeat looked for, as a share of the image's shorter side."""
@@ -155,8 +160,12 @@ def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.n
     out[holes] = smooth[holes]
     if not holes.any():
         return out
-    sigma = TONE_SIGMA_SHARE * max(image.shape[:2])
-    tone = np.maximum(gaussian_blur(smooth, sigma), 1.0)
+    field = light_field(image, known, clearance=0)
+    if field is not None:
+        tone = np.repeat(field[..., None], 3, axis=-1)
+    else:
+        sigma = TONE_SIGMA_SHARE * max(image.shape[:2])
+        tone = np.maximum(gaussian_blur(smooth, sigma), 1.0)
     ratio = image.astype(np.float64) / tone  # (H, W, 3)
     found = lattice(ratio.mean(axis=-1), known)
     if found is None:

@@ -64,6 +64,7 @@ from layoutedit.editing.sampling import (
     sample,
 )
 from layoutedit.editing.seed_batch import sample_batch
+from layoutedit.editing.shadow_fit import cast_fitted_shadows, fit_cast_shadow, fitted_darkening
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.editing.texture_fill import repeat_fill
 from layoutedit.errors import UserError
@@ -87,12 +88,20 @@ RELIGHT_CLEARANCE = 1.0
 """Latent cells around the objects that the light fit leaves out (`relight`)."""
 
 SHADOW_FLOOR = 0.02
+SHADOW_CHANGE = 2
+"""Grey levels: a shadow lifted or cast by less leaves the source's pixel in place (the
+fitted shadow's faint tail over unshadowed background is not worth the source's pixel)."""
 """Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
 
 PAINTED_MARGIN = 1.25
 """Latent cells: the widest margin a painted region leaves around an object that stays put
 (placement `occlusion`; 5 px at shapes-tiny's 64, where the development cases' brush
 strokes reach 4)."""
+
+
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(H, W) bool where two (H, W, 3) uint8 images differ by more than `SHADOW_CHANGE`."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=-1) > SHADOW_CHANGE
 
 
 def _moves(p: Placement) -> bool:
@@ -145,6 +154,8 @@ class PasteStart:
     """(H, W) bool where a part the source hid may show (`redraw.hidden_zones`)."""
     gains: np.ndarray | None = None
     """(K,) each object's light gain at its new place (`relight`), None: not re-lit."""
+    shadows: np.ndarray | None = None
+    """(H, W) bool where `move_shadows` lifted a shadow or cast one, None: not moved."""
 
 
 @dataclass
@@ -422,13 +433,17 @@ class EditSession:
         order = paint_order(self.scene.labels, layout.labels, placements)
         masks = self.scene.object_masks()
         moved = [i for i, p in enumerate(placements) if _moves(p)]
-        image, darkening = self.scene.image, None
+        image, darkening, cast, shadows = self.scene.image, None, None, None
         rim = rim_width(masks.shape[1:])
         if cfg.move_shadows and moved:
-            darkening = shadow_darkening(
-                image, masks, round(SHADOW_REACH * cell), rim, repeat=cfg.hole_fill == "repeat"
-            )
+            reach, repeat = round(SHADOW_REACH * cell), cfg.hole_fill == "repeat"
+            cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
+            if cast is not None:
+                darkening = fitted_darkening(cast, masks, reach, rim)
+            else:  # no one light explains the surroundings: each pixel read on its own
+                darkening = shadow_darkening(image, masks, reach, rim, repeat=repeat)
             image = remove_shadows(image, darkening, moved)
+            shadows = _changed(image, self.scene.image)
         filled = None
         if cfg.hole_fill == "repeat":
             objects = np.asarray(masks.any(axis=0), dtype=bool)
@@ -443,8 +458,13 @@ class EditSession:
             clearance = round(RELIGHT_CLEARANCE * cell)
             gains = light_gains(self.scene.image, background, masks, footprints, clearance)
             pasted = apply_gains(pasted, footprints, gains)
-        if darkening is not None:
-            pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
+        if darkening is not None and shadows is not None:
+            unshadowed = pasted
+            if cast is not None:
+                pasted = cast_fitted_shadows(pasted, cast, footprints, moved, order)
+            else:
+                pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
+            shadows |= _changed(pasted, unshadowed)
         redraw = hidden = None
         if cfg.redraw_strength > 0:
             band = round(cfg.redraw_band * cell)
@@ -464,6 +484,7 @@ class EditSession:
             redraw=redraw,
             hidden=hidden,
             gains=gains,
+            shadows=shadows,
         )
         return start, latent, paste_start
 
@@ -569,6 +590,8 @@ class EditSession:
             if redraw is not None:  # the model's, where it redrew
                 keep &= ~redraw
                 left &= ~redraw
+            if start is not None and start.shadows is not None:
+                keep &= ~start.shadows  # a shadow lifted or cast is not the source's
             alpha = keep_alpha(keep, cfg.composite_feather * max(self.scene.size))  # (H, W)
             images = [composite(i, self.scene.image, alpha) for i in images]
             if cfg.vacated == "fill" and start is not None:

@@ -1,0 +1,113 @@
+"""One light's cast shadows fitted to a scene (`editing/shadow_fit.py`), and an edit that
+moves an object keeping the shadow it lifted and cast (not the source's pixels there)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edit_support import fast_config, load_tiny
+
+from layoutedit.backend import get_backend
+from layoutedit.bench.cases_v2 import make_cases_v2
+from layoutedit.editing.paste import paste_edit
+from layoutedit.editing.session import EditSession
+from layoutedit.editing.shadow_fit import cast_fitted_shadows, fit_cast_shadow, shift
+from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
+from layoutedit.shapes.lighting import Light
+from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE, moved, sample_scene
+from layoutedit.shapes.world_v2 import render_lit
+
+
+def _lit(cxs: list[float], light: Light, background: str = "gray") -> Any:
+    base = sample_scene(3).objects[0]
+    specs = [
+        moved(replace(base, shape="circle", pattern="plain", size=12.0), cx, 30.0) for cx in cxs
+    ]
+    return render_lit(specs, background, 1, light)
+
+
+def test_shift_moves_by_fractions_of_a_pixel_and_lets_nothing_wrap() -> None:
+    a = np.zeros((8, 8))
+    a[2, 2] = 1.0
+    moved_by = shift(a, 1.5, -1.0)
+    assert moved_by[1, 3] == pytest.approx(0.5) and moved_by[1, 4] == pytest.approx(0.5)
+    assert moved_by.sum() == pytest.approx(1.0)
+    assert shift(a, 7.0, 0.0).sum() == 0.0
+
+
+def test_the_fit_finds_the_lights_shift_and_strength_from_two_objects() -> None:
+    light = Light(angle=200.0, gain=0.0, offset=3.5, softness=1.0, strength=0.5)
+    scene = _lit([18.0, 44.0], light)
+    fit = fit_cast_shadow(scene.image, scene.masks, band_px=10, rim_px=1)
+    assert fit is not None
+    want_dx, want_dy = light.shadow_shift
+    assert abs(fit.dx - want_dx) <= 0.5 and abs(fit.dy - want_dy) <= 0.5
+    assert abs(fit.strength - light.strength) < 0.12
+    assert fit.explained > 0.6
+
+
+def test_a_scene_without_shadows_gets_no_fit() -> None:
+    light = Light(angle=200.0, gain=0.0, offset=3.5, softness=1.0, strength=0.0)
+    scene = _lit([18.0, 44.0], light)
+    assert fit_cast_shadow(scene.image, scene.masks, band_px=10, rim_px=1) is None
+
+
+def test_a_fitted_shadow_cast_from_the_new_footprint_matches_the_truths() -> None:
+    light = Light(angle=20.0, gain=0.0, offset=3.5, softness=1.0, strength=0.5)
+    source, truth = _lit([20.0], light), _lit([44.0], light)
+    fit = fit_cast_shadow(source.image, source.masks, band_px=10, rim_px=1)
+    assert fit is not None
+    clean = _lit([20.0], replace(light, strength=0.0))  # the same, casting nothing
+    placement = Placement(20.0, 30.0, 44.0, 30.0, 1.0)
+    pasted, footprints = paste_edit(clean.image, clean.masks, [placement], None)
+    cast = cast_fitted_shadows(pasted, fit, footprints, [0])
+    error_cast = np.abs(cast.astype(float) - truth.image).mean()
+    error_none = np.abs(pasted.astype(float) - truth.image).mean()
+    assert error_cast < error_none * 0.5
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> Any:
+    return load_tiny(tiny_model_dir)
+
+
+def test_the_edit_keeps_the_moved_shadow_instead_of_the_sources_pixels(model: Any) -> None:
+    case = make_cases_v2(4, seed=2000)[0]  # a triangle moves down a tiled floor
+    k = case.n_objects
+    scene = scene_from_arrays(
+        case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
+    )
+    layout = layout_from_labels(case.layout, scene)
+
+    def edit(move_shadows: bool) -> np.ndarray:
+        cfg = fast_config(
+            init="paste",
+            denoise=False,
+            redraw_strength=0.8,
+            redraw_band=0.0,  # the preset's: no band around a moved object is redrawn
+            model_pixels="hidden",
+            placement="occlusion",
+            hole_fill="repeat",
+            background_composite=True,
+            composite_feather=0.0,
+            move_shadows=move_shadows,
+        )
+        session = EditSession(model, scene, cfg, get_backend("cpu"))
+        return session.edit(layout).candidates[0].image.astype(float)
+
+    source, truth = case.source, case.truth
+    assert source.shadows is not None and truth.shadows is not None
+    objects = (case.source_labels < k) | (case.target_labels < k)
+    new = (truth.shadows.sum(axis=0) > 0.1) & (source.shadows.sum(axis=0) < 0.02) & ~objects
+    old = (source.shadows.sum(axis=0) > 0.1) & (truth.shadows.sum(axis=0) < 0.02) & ~objects
+    assert new.sum() > 20 and old.sum() > 20
+    moved_shadows, kept = edit(True), edit(False)
+    for where in (new, old):
+        error_moved = np.abs(moved_shadows[where] - truth.image[where]).mean()
+        error_kept = np.abs(kept[where] - truth.image[where]).mean()
+        assert error_moved < error_kept * 0.5

@@ -456,15 +456,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 PRESETS["shapes-tiny-v2"] = _merge(
     PRESETS["shapes-tiny"],
     {
-        # The learning schedule the v2 model was tuned with (shapes-tiny's shorter one was
-        # checked on v1 scenes only).
-        "learn": {
-            "ti_steps": 150,
-            "ti_batch_size": 4,
-            "ti_lr": 5e-4,
-            "ft_steps": 150,
-            "ft_lr": 1e-5,
-        },
+        # Learning: shapes-tiny's short schedule (20 + 20 steps of batch 2). On world v2 the
+        # concept shows only in uncovered parts; there, against the 150-step schedule (dev
+        # seed 2000, 8 scenes x 2 layouts, 2026-12-02): revealed -0.62 [-2.48, +1.08] dB,
+        # image +0.13 [-0.20, +0.60] dB, colour error +0.28 [-0.02, +0.70], learning 49.6 ->
+        # 5.5 s a scene (docs/tuning/learning-speed.md, world v2).
         "edit": {
             # Dev cases (seed 2000, 16 scenes x 2 layouts): each object's whole shape at
             # the estimated placement against the exact one, IoU 0.749 -> 0.949 (2001:

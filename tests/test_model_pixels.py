@@ -45,7 +45,7 @@ def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tu
     layout = layout_from_labels(labels, scene)
     result = session.edit(layout)
     _, _, start = session._paste_start(layout)
-    return result.candidates[0].image, session._model_zone(start, layout)
+    return result.candidates[0].image, session._model_zone(start)
 
 
 def test_the_model_shows_only_where_a_hidden_part_may(model: Any) -> None:

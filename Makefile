@@ -50,9 +50,12 @@ wheel-check:
 words-check:
 	.ci/words-check
 
-## demo: learn a generated 3-object scene on the embedded model and edit it to three layouts
+## demo: learn a generated world-v2 scene (an overlap, cast shadows, uneven light, a textured
+## background) on the embedded v2 model and edit it to three layouts (an uncover, a relight, a
+## move); the sheet shows cut-and-paste and the exact truth beside each edit.
+## `layoutedit demo --out DIR` is the world-v1 demo (a move, a swap, a scale).
 demo:
-	$(BIN)/layoutedit demo --out layoutedit-demo
+	$(BIN)/layoutedit demo --world v2 --out layoutedit-demo
 
 ## test: the test suite (CPU only) but the `slow` end-to-end tests, in TEST_WORKERS processes
 ## (pytest-xdist; each test runs torch on one thread, so 2 processes keep 2 cores busy:
@@ -121,7 +124,8 @@ gpu-check:
 	$(PY) -m layoutedit.planning.gpu_check --out gpu-check-report.json
 
 ## model-v2: continue the embedded model on world v2 (resumable from runs/shapes-tiny-v2; the
-## shipped builtin:shapes-tiny-v2 was made so, stopped at step 8000)
+## shipped builtin:shapes-tiny-v2 was made so to step 8000, then resumed to 14000 with
+## --unet-steps 14000 --lr 4e-4 --unet-batch 32: TRAINING.json lists each leg)
 model-v2:
 	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny-v2 --init-from layoutedit/models/shapes-tiny --world v2 --scenes 12000 --vae-continue-steps 600 --unet-steps 9400 --unet-batch 32 --lr 8e-4 --threads 1 --export layoutedit/models/shapes-tiny-v2 $(MODEL_ARGS)
 

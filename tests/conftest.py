@@ -67,6 +67,7 @@ def _one_thread() -> Iterator[None]:
 # leaves them out and CI runs them in a second step (`make test-slow`). A new test that
 # takes this long gets `@pytest.mark.slow` in its own file.
 SLOW = {
+    "tests/test_demo.py::test_no_seed_before_the_first_v2_demo_seed_takes_the_demo_kinds",
     "tests/test_animation.py::test_run_frames_writes_pngs_gif_and_flicker",
     "tests/test_batch_launch.py::",
     "tests/test_bench_v2_rows.py::test_bench_world_v2_quick_on_the_tiny_model",

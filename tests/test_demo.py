@@ -8,8 +8,17 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+from layoutedit.bench.cases_v2 import make_cases_v2
 from layoutedit.cli.app import app
-from layoutedit.demo import DEMO_KINDS, DemoEdit, demo_cases, demo_sheet, write_gif
+from layoutedit.demo import (
+    DEMO_KINDS,
+    DEMO_KINDS_V2,
+    FIRST_V2_DEMO_SEED,
+    DemoEdit,
+    demo_cases,
+    demo_sheet,
+    write_gif,
+)
 
 
 def test_demo_scene_has_three_objects_and_a_move_a_swap_and_a_scale() -> None:
@@ -20,6 +29,28 @@ def test_demo_scene_has_three_objects_and_a_move_a_swap_and_a_scale() -> None:
     for case in cases:
         # Every object is painted in its target layout.
         assert set(np.unique(case.layout)) == {0, 1, 2, 3}
+
+
+def test_the_v2_demo_scene_has_an_overlap_that_is_uncovered_relit_and_moved() -> None:
+    cases = demo_cases(0, "v2")
+    assert [c.kind for c in cases] == list(DEMO_KINDS_V2)
+    source = cases[0].source
+    assert source.amodal is not None
+    hidden = source.amodal & ~source.masks  # parts of objects that others cover
+    assert hidden.any()
+    assert all(np.array_equal(c.source.image, source.image) for c in cases)
+
+
+def _takes_the_v2_demo_kinds(offset: int) -> bool:
+    cases = make_cases_v2(1, seed=offset, layouts_per_scene=3)
+    return sorted(c.kind for c in cases) == sorted(DEMO_KINDS_V2)
+
+
+def test_no_seed_before_the_first_v2_demo_seed_takes_the_demo_kinds() -> None:
+    # The search for the default demo scene starts at FIRST_V2_DEMO_SEED; from 0 it would
+    # find the same scene.
+    assert _takes_the_v2_demo_kinds(FIRST_V2_DEMO_SEED)
+    assert not any(_takes_the_v2_demo_kinds(s) for s in range(FIRST_V2_DEMO_SEED))
 
 
 def test_sheet_and_gif_hold_every_edit(tmp_path: Path) -> None:

@@ -88,10 +88,10 @@ RELIGHT_CLEARANCE = 1.0
 """Latent cells around the objects that the light fit leaves out (`relight`)."""
 
 SHADOW_FLOOR = 0.02
+"""Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
 SHADOW_CHANGE = 2
 """Grey levels: a shadow lifted or cast by less leaves the source's pixel in place (the
 fitted shadow's faint tail over unshadowed background is not worth the source's pixel)."""
-"""Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
 
 PAINTED_MARGIN = 1.25
 """Latent cells: the widest margin a painted region leaves around an object that stays put
@@ -569,7 +569,8 @@ class EditSession:
             images = [match_colours(i, self.scene.image, footprints, masks, gains) for i in images]
         if cfg.model_pixels != "everywhere" and start is not None and start.redraw is not None:
             # Paste's pixels where paste is right; the background composite below still
-            # puts the source's back where nothing changed (the start lifted shadows there).
+            # puts the source's back where nothing changed (where the start lifted or cast a
+            # shadow, `PasteStart.shadows`, it keeps the start's).
             own = self._model_zone(start)
             alpha = keep_alpha(~own, cfg.composite_feather * max(self.scene.size))
             images = [composite(i, start.image, alpha) for i in images]

@@ -328,13 +328,17 @@ class EditConfig(_Strict):
     )
     relight: bool = Field(
         default=False,
-        description="With init `paste`: brighten or darken each moved object by the light "
-        "around its new place against its old one (the source's background there).",
+        description="With init `paste`: brighten or darken each moved object by the light at "
+        "its new place against its old one, read from a light plane fitted to the source's "
+        "background (the objects' surroundings and the darkest pixels left out).",
     )
     move_shadows: bool = Field(
         default=False,
         description="With init `paste`: find each moved object's shadow in the source, lift "
-        "it where the object left and cast it at the new place in the start image.",
+        "it where the object left and cast it at the new place in the start image; the edit "
+        "keeps those pixels. The shadow is one light's, fitted to the darkening around all "
+        "objects (a shift, a softness, a strength) and cast from the object's new footprint; "
+        "a scene the fit does not explain has each object's darkening read pixel by pixel.",
     )
     rank_by: Literal["attention", "layout"] = Field(
         default="attention",

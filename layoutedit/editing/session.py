@@ -64,7 +64,12 @@ from layoutedit.editing.sampling import (
     sample,
 )
 from layoutedit.editing.seed_batch import sample_batch
-from layoutedit.editing.shadow_fit import cast_fitted_shadows, fit_cast_shadow, fitted_darkening
+from layoutedit.editing.shadow_fit import (
+    CastShadow,
+    cast_fitted_shadows,
+    fit_cast_shadow,
+    fitted_darkening,
+)
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.editing.texture_fill import repeat_fill
 from layoutedit.errors import UserError
@@ -317,6 +322,7 @@ class EditSession:
         self.inversion_counter = UNetCounter()
         self._inverter = inverter
         self._inversion: Inversion | None = None
+        self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
         self._scorer: LayoutScorer | None = None
         if inversion is not None:
             self.use_inversion(inversion)
@@ -400,6 +406,21 @@ class EditSession:
         square, _ = square_pad(pixels.astype(np.uint8), 0)
         return cells_touched(square.astype(bool), self.latent_side)
 
+    def _source_shadows(self, reach: int, rim: int) -> tuple[CastShadow | None, np.ndarray]:
+        """The source's cast shadow (None: no one light explains it) and (K, H, W) each
+        object's darkening; found once per session, since every layout of the scene moves
+        the same shadows."""
+        if self._shadows is None:
+            masks, image = self.scene.object_masks(), self.scene.image
+            repeat = self.config.hole_fill == "repeat"
+            cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
+            if cast is not None:
+                darkening = fitted_darkening(cast, masks, reach, rim)
+            else:  # no one light explains the surroundings: each pixel read on its own
+                darkening = shadow_darkening(image, masks, reach, rim, repeat=repeat)
+            self._shadows = (cast, darkening)
+        return self._shadows
+
     def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
         """The first step, the clean latent and the cut-and-paste start image.
 
@@ -436,12 +457,7 @@ class EditSession:
         image, darkening, cast, shadows = self.scene.image, None, None, None
         rim = rim_width(masks.shape[1:])
         if cfg.move_shadows and moved:
-            reach, repeat = round(SHADOW_REACH * cell), cfg.hole_fill == "repeat"
-            cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
-            if cast is not None:
-                darkening = fitted_darkening(cast, masks, reach, rim)
-            else:  # no one light explains the surroundings: each pixel read on its own
-                darkening = shadow_darkening(image, masks, reach, rim, repeat=repeat)
+            cast, darkening = self._source_shadows(round(SHADOW_REACH * cell), rim)
             image = remove_shadows(image, darkening, moved)
             shadows = _changed(image, self.scene.image)
         filled = None

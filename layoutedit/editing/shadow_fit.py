@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from layoutedit.editing.compositing import gaussian_blur
-from layoutedit.editing.paste import fill_holes, grow
-from layoutedit.editing.texture_fill import repeat_fill
+from layoutedit.editing.paste import grow
+from layoutedit.editing.shadows import MAX_DARKENING, observed_darkening
 
 SOFTNESS_PX = (0.6, 0.9, 1.2, 1.6)
 """Blurs tried (Gaussian sigma, px at 64 px; scaled with the image)."""
@@ -31,8 +31,6 @@ MIN_STRENGTH = 0.08
 
 MIN_EXPLAINED = 0.25
 """Share of the darkening's variance around the objects the fit must explain."""
-
-MAX_DARKENING = 0.8
 
 
 @dataclass(frozen=True)
@@ -70,18 +68,6 @@ def shift(array: np.ndarray, dx: float, dy: float) -> np.ndarray:
             vals[ok] = array[yy[ok], xx[ok]]
             out += wy * wx * vals
     return out
-
-
-def observed_darkening(
-    image: np.ndarray, objects: np.ndarray, band_px: int, repeat: bool
-) -> np.ndarray:
-    """(H, W) float64 1 - brightness over the background estimated without the objects and
-    their shadows (inside `band_px` of an object; 0 elsewhere). Negative: brighter."""
-    band = grow(objects, band_px)
-    estimate = repeat_fill(image, band, ~band) if repeat else fill_holes(image, band)
-    lum = image.astype(np.float64).mean(axis=-1)
-    base = np.maximum(estimate.mean(axis=-1), 1.0)
-    return np.where(band, np.clip(1.0 - lum / base, -1.0, 1.0), 0.0)
 
 
 def fit_cast_shadow(

@@ -23,6 +23,25 @@ MIN_DARKENING = 0.08  # weaker darkening is texture, not shadow
 MAX_DARKENING = 0.8
 
 
+def observed_darkening(
+    image: np.ndarray, objects: np.ndarray, band_px: int, repeat: bool
+) -> np.ndarray:
+    """(H, W) float64 1 - brightness over the background estimated without the objects and
+    their shadows (inside `band_px` of an object; 0 elsewhere). Negative: brighter.
+
+    Args:
+        image: (H, W, 3) uint8 source.
+        objects: (H, W) bool every object's pixels.
+        band_px: how far from an object a shadow may reach, px.
+        repeat: estimate the background under the band by its repeat (`shadow_darkening`).
+    """
+    band = grow(objects, band_px)
+    estimate = repeat_fill(image, band, ~band) if repeat else fill_holes(image, band)
+    lum = image.astype(np.float64).mean(axis=-1)
+    base = np.maximum(estimate.mean(axis=-1), 1.0)
+    return np.where(band, np.clip(1.0 - lum / base, -1.0, 1.0), 0.0)
+
+
 def shadow_darkening(
     image: np.ndarray,
     source_masks: np.ndarray,
@@ -43,12 +62,8 @@ def shadow_darkening(
     """
     objects = np.asarray(source_masks.any(axis=0), dtype=bool)
     near = grow(objects, band_px) & ~grow(objects, rim_px)
-    band = grow(objects, band_px)
-    # the background without the objects and their shadows
-    estimate = repeat_fill(image, band, ~band) if repeat else fill_holes(image, band)
-    lum = image.astype(np.float64).mean(axis=-1)
-    base = np.maximum(estimate.mean(axis=-1), 1.0)
-    dark = np.clip(1.0 - lum / base, 0.0, MAX_DARKENING) * near
+    observed = observed_darkening(image, objects, band_px, repeat)
+    dark = np.clip(observed, 0.0, MAX_DARKENING) * near
     dark = gaussian_blur(dark, 0.7)
     dark[dark < MIN_DARKENING] = 0.0
     # Each darkened pixel belongs to the nearest object (by growing them one pixel a time).

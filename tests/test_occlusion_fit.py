@@ -141,3 +141,17 @@ def test_an_ellipse_drawn_around_a_moved_disc_is_not_read_as_a_bigger_disc() -> 
     assert exact[0].scale > 1.1  # read as an exact shape: a disc of radius 18
     assert painted[0].scale == 1.0
     assert placement_errors(painted, [Placement(20, 32, 44, 32, 1.0)])[0] < 1.0
+
+
+def test_a_brush_region_half_hidden_by_a_front_region_keeps_the_object_size() -> None:
+    # A square moves right behind a disc whose region takes half of the square's stroke:
+    # the stroke's cut edge says nothing of the square's size.
+    back, front = _square(8, 24, 16), _disc(50, 32, 10)
+    source = _labels([(0, back), (1, front)], 2)
+    moved = _square(30, 24, 16)
+    layout = _labels([(0, _blob(moved)), (1, _blob(front))], 2)
+    assert (layout == 0).sum() < 0.7 * _blob(moved).sum()
+    placed = occlusion_placements(source, layout, 2, margin=5.0, scale_snap=0.15)
+    assert placed[0].scale == pytest.approx(1.0, abs=0.08)
+    exact = [Placement(16, 32, 38, 32, 1.0), Placement(50, 32, 50, 32, 1.0)]
+    assert placement_errors(placed, exact)[0] < 2.0

@@ -205,7 +205,10 @@ def occlusion_placements(
         if still:
             out.append(Placement(wx, wy, wx, wy, 1.0))
             continue
-        cx, cy, scale = place_in_region(whole, completed_region(layout_labels, k, n_objects))
+        others = (layout_labels < n_objects) & ~dst
+        cx, cy, scale = place_in_region(
+            whole, completed_region(layout_labels, k, n_objects), others
+        )
         out.append(snap_scale(Placement(wx, wy, cx, cy, scale), scale_snap))
     return out
 

@@ -143,11 +143,14 @@ def _sample(field: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 class _BrushMatch:
     """IoU with the region of the object placed and grown by its best-fitting margin."""
 
-    def __init__(self, source: np.ndarray, region: np.ndarray) -> None:
+    def __init__(
+        self, source: np.ndarray, region: np.ndarray, unknown: np.ndarray | None = None
+    ) -> None:
         self.field = signed_distance(source)
         self.src_cx, self.src_cy = centroid(source)
-        self.region = region
-        self.region_area = int(region.sum())
+        judged = np.ones_like(region) if unknown is None else ~unknown
+        self.inside, self.outside = region & judged, ~region & judged
+        self.region_area = int(self.inside.sum())
         h, w = region.shape
         self.grid_y, self.grid_x = np.mgrid[:h, :w] + 0.5
 
@@ -156,8 +159,8 @@ class _BrushMatch:
         sy = self.src_cy + (self.grid_y - cy) / scale - 0.5  # index coordinates
         sx = self.src_cx + (self.grid_x - cx) / scale - 0.5
         distance = _sample(self.field, sy, sx) * scale  # px from the placed object
-        inter = np.searchsorted(np.sort(distance[self.region]), _MARGINS, side="right")
-        extra = np.searchsorted(np.sort(distance[~self.region]), _MARGINS, side="right")
+        inter = np.searchsorted(np.sort(distance[self.inside]), _MARGINS, side="right")
+        extra = np.searchsorted(np.sort(distance[self.outside]), _MARGINS, side="right")
         return float(np.max(inter / (self.region_area + extra) - MARGIN_COST * _MARGINS))
 
 
@@ -212,14 +215,16 @@ def _ellipse_fit(source: np.ndarray, region: np.ndarray) -> Fit:
     return cx, cy, scale, iou(box_ellipse(region), region)
 
 
-def _brush_fit(source: np.ndarray, region: np.ndarray) -> Fit:
+def _brush_fit(source: np.ndarray, region: np.ndarray, unknown: np.ndarray | None = None) -> Fit:
     """The object grown by a margin is the region: searched from the region's centroid and
-    an area-based scale, on a grid of at most `FIT_SIDE` a side."""
+    an area-based scale, on a grid of at most `FIT_SIDE` a side; pixels of `unknown` count
+    neither for nor against a placement."""
     src_cx, src_cy = centroid(source)
     start_scale = PAINTED_FILL * math.sqrt(region.sum() / ellipse_hull(source).area)
     start_cx, start_cy = centroid(region)
     factor = max(1, math.ceil(max(region.shape) / FIT_SIDE))
     small_src, small_region = _subsample(source, factor), _subsample(region, factor)
+    small_unknown = None if unknown is None else _subsample(unknown, factor)
     if not small_src.any() or not small_region.any():
         return start_cx, start_cy, start_scale, 0.0
 
@@ -233,7 +238,7 @@ def _brush_fit(source: np.ndarray, region: np.ndarray) -> Fit:
     coarse_cx, coarse_cy = centroid(small_src)
     dx, dy = to_coarse(src_cx) - coarse_cx, to_coarse(src_cy) - coarse_cy
     cx, cy, scale, best = _search(
-        _BrushMatch(small_src, small_region),
+        _BrushMatch(small_src, small_region, small_unknown),
         to_coarse(start_cx) - start_scale * dx,
         to_coarse(start_cy) - start_scale * dy,
         start_scale,
@@ -241,9 +246,12 @@ def _brush_fit(source: np.ndarray, region: np.ndarray) -> Fit:
     return to_full(cx + scale * dx), to_full(cy + scale * dy), scale, best
 
 
-def place_in_region(source: np.ndarray, region: np.ndarray) -> tuple[float, float, float]:
+def place_in_region(
+    source: np.ndarray, region: np.ndarray, unknown: np.ndarray | None = None
+) -> tuple[float, float, float]:
     """Where the object of `source` goes when a person painted `region` around its target:
-    the ellipse model when the region is an ellipse, else the brush model.
+    the ellipse model when the region is an ellipse, else the brush model, which reads
+    nothing from the pixels of `unknown` (where the object may be hidden).
 
     (Picking whichever model matches the region better does worse: a shrunken object grown
     by a wide margin is itself nearly an ellipse, so the brush model wins on true ellipses
@@ -252,11 +260,12 @@ def place_in_region(source: np.ndarray, region: np.ndarray) -> tuple[float, floa
     Args:
         source: (H, W) bool the object's visible source pixels (not empty).
         region: (H, W) bool the painted region (not empty), same grid.
+        unknown: (H, W) bool or None, pixels whose region says nothing of the object.
 
     Returns:
         (cx, cy, scale): the target position of the object's source centroid in px (a
         pixel's centre at +0.5) and its linear scale.
     """
     ellipse = _ellipse_fit(source, region)
-    best = ellipse if ellipse[3] >= ELLIPSE_IOU else _brush_fit(source, region)
+    best = ellipse if ellipse[3] >= ELLIPSE_IOU else _brush_fit(source, region, unknown)
     return best[0], best[1], best[2]

@@ -23,8 +23,8 @@ MAX_OBJECTS = 3
 COVER_SIDE = 16  # the latent side of shapes-tiny: one cover cell per latent cell
 
 
-def _one(seed: int) -> tuple[np.ndarray, str]:
-    scene = sample_world_scene(seed)
+def _one(seed: int, world: str = "v1") -> tuple[np.ndarray, str]:
+    scene = sample_world_scene(seed, world=world)
     return scene.image, scene.caption
 
 
@@ -119,8 +119,10 @@ def load_or_generate_both(
 
 
 def load_or_generate(
-    path: Path, first_seed: int, count: int, workers: int = 2
+    path: Path, first_seed: int, count: int, workers: int = 2, world: str = "v1"
 ) -> tuple[np.ndarray, list[str]]:
-    """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order,
-    cached at `path` (.npz with a .json of captions beside it)."""
-    return _cached_pairs(path, "images", first_seed, count, _one, workers)
+    """(count, 64, 64, 3) uint8 images and their captions, seeds first_seed.. in order, of
+    the shapes world's version `world` (`v1`, `v2`), cached at `path` (.npz with a .json of
+    captions beside it)."""
+    one = partial(_one, world=world)
+    return _cached_pairs(path, "images", first_seed, count, one, workers)

@@ -123,12 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="Processes making the scenes.")
+    ap.add_argument("--world", choices=("v1", "v2"), default="v1", help="Scenes to train on.")
     ap.add_argument("--export", type=Path, default=None, help="Pipeline folder to write.")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run: Path = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    images, _ = load_or_generate(run / "train.npz", TRAIN_SEED_BASE, args.scenes)
+    images, _ = load_or_generate(
+        run / "train.npz", TRAIN_SEED_BASE, args.scenes, args.workers, world=args.world
+    )
     vae = finetune_decoder(run, args.model, images, args.steps, args.batch, args.lr)
     if args.export is not None:
         entry = {
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": args.batch,
             "lr": args.lr,
             "scenes": args.scenes,
+            "world": args.world,
         }
         export(args.model, vae, args.export, entry)
         log_to_run(run, f"exported to {args.export}")

@@ -147,6 +147,9 @@ class Editor:
         allow_pickle: accept pickle checkpoints (as for `loading.model_loading.load_model`).
         model_config: config folder of a single-file checkpoint, as for `load_model`.
         report: receives one-line notices (cache repairs, a lock wait); default: logging.
+        expected_edits: how many edits the caller means to make with this editor: `auto`
+            weighs a compiling backend's one-off warm-up against that many edits when
+            `layoutedit bench --backends` measured the backends here (`backend_speed`).
     """
 
     def __init__(
@@ -161,11 +164,13 @@ class Editor:
         allow_pickle: bool = False,
         model_config: Path | None = None,
         report: Callable[[str], None] | None = None,
+        expected_edits: int = 1,
     ) -> None:
         from layoutedit.loading.fingerprint import default_cache_dir
 
         self.model_spec = model
         self.backend_name = backend
+        self.expected_edits = expected_edits
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.settings: Settings = (
             settings if settings is not None else resolve_settings(preset, config, model=model)
@@ -187,11 +192,19 @@ class Editor:
 
     @property
     def backend(self) -> Backend:
-        """The backend (chosen on first use)."""
+        """The backend (chosen on first use; `auto` by measured speed where there is one)."""
         if self._backend is None:
             from layoutedit.backend import get_backend
 
-            self._backend = get_backend(self.backend_name)
+            name = self.backend_name
+            if name == "auto":
+                from layoutedit.backend_speed import measured_auto
+
+                choice = measured_auto(self.cache_dir, self.model_spec, self.expected_edits)
+                if choice.reason is not None:
+                    self.report(choice.reason)
+                name = choice.name
+            self._backend = get_backend(name)
         return self._backend
 
     @property

@@ -109,6 +109,9 @@ def test_backends_json() -> None:
         "priority": 1000,
         "usable": False,
         "reason": "needs the fakekernels package: pip install fakekernels",
+        "edit_s": None,
+        "warm_up_s": None,
         "auto": False,
+        "auto_serve": False,
     }
     assert sum(row["auto"] for row in rows.values()) == 1

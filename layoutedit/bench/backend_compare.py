@@ -20,11 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from layoutedit.config import Settings
+
+if TYPE_CHECKING:
+    from layoutedit.backend_speed import SpeedRecord
 
 
 @dataclass
@@ -92,6 +95,31 @@ class BackendComparison:
                 }
             )
         return rows
+
+
+def speed_records(comparison: BackendComparison, model: str) -> list[SpeedRecord]:
+    """Each backend's measured speed on this machine, as `--backend auto` reads it; a
+    backend that was not warmed up counts its first edit's seconds as its warm-up."""
+    from layoutedit.backend_speed import SpeedRecord, machine_key
+
+    machine, today = machine_key(), time.strftime("%Y-%m-%d")
+    return [
+        SpeedRecord(
+            backend=t.name,
+            model=model,
+            machine=machine,
+            edit_s=t.edit_mean,
+            learn_s=t.learn_mean,
+            warm_up_s=(
+                t.warm_up_seconds
+                if t.warm_up_seconds is not None
+                else (t.edit_seconds[0] if t.edit_seconds else 0.0)
+            ),
+            date=today,
+        )
+        for t in comparison.timings
+        if t.edit_seconds
+    ]
 
 
 def parse_backends(text: str) -> list[str]:

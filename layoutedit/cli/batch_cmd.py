@@ -146,7 +146,9 @@ def run_batch_process(
     workspace.open({"manifest": str(manifest.path.absolute()), "sha256": manifest.digest})
     process = None
     try:
-        editor = make_editor(app_state, manifest.rows[0].settings)
+        editor = make_editor(
+            app_state, manifest.rows[0].settings, expected_edits=len(manifest.rows)
+        )
         process = BatchProcess(manifest, editor, workspace, shard, split, say=say)
         tally = process.run()
     except KeyboardInterrupt as exc:

@@ -81,10 +81,12 @@ def run_backends_command(
     from layoutedit.output_guard import check_output, staged_output
 
     check_output(out, overwrite=overwrite)
+    from layoutedit.backend_speed import save_speeds, speeds_path
     from layoutedit.bench.backend_compare import (
         compare_backends,
         parse_backends,
         rich_backend_table,
+        speed_records,
     )
     from layoutedit.bench.cases import make_cases
     from layoutedit.config import resolve_settings
@@ -105,12 +107,16 @@ def run_backends_command(
     }
     with staged_output(out, overwrite=overwrite) as stage:
         write_text_atomic(stage.unit("backends.json"), json.dumps(payload, indent=2))
+    # What `--backend auto` reads to pick the fastest backend on this machine.
+    speeds = speeds_path(app_state.cache_dir)
+    save_speeds(speeds, speed_records(comparison, app_state.model))
     if app_state.json:
         print(json.dumps(payload, indent=2))
         return
     console.print(rich_backend_table(comparison))
     if not app_state.quiet:
         console.print(f"written: {out / 'backends.json'}", highlight=False)
+        console.print(f"recorded for --backend auto: {speeds}", highlight=False)
 
 
 def run_command(

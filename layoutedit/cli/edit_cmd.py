@@ -182,8 +182,9 @@ def choose_edit_memory(editor: Any, scene: Scene, *, quiet: bool) -> None:
         err_console.print(choice.reason, highlight=False)
 
 
-def make_editor(app: AppState, settings: Settings) -> Editor:
-    """The CLI's Editor: global options, resolved settings, notices on stderr."""
+def make_editor(app: AppState, settings: Settings, expected_edits: int = 1) -> Editor:
+    """The CLI's Editor: global options, resolved settings, notices on stderr;
+    `expected_edits` as `Editor` takes it (how many edits the command will make)."""
     from layoutedit.editor import Editor
 
     return Editor(
@@ -191,7 +192,8 @@ def make_editor(app: AppState, settings: Settings) -> Editor:
         backend=app.backend,
         cache_dir=app.cache_dir,
         settings=settings,
-        report=lambda line: err_console.print(line),
+        report=lambda line: err_console.print(line, highlight=False),
+        expected_edits=expected_edits,
     )
 
 
@@ -274,7 +276,7 @@ def run_edit(
     targets = plan_targets(preview, layouts, operations, settings.scene)
     if shard is not None:
         targets = [targets[i] for i in shard.mine(len(targets))]
-    editor = make_editor(app, settings)
+    editor = make_editor(app, settings, expected_edits=len(targets))
     scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
     scene_notes(app, scene, editor.model)  # its warnings, a too long prompt, the model's note
     if settings_overrides.get("low_memory") is None:  # neither --low-memory nor --no-low-memory

@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
             shard = claim_shard()
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        editor = make_editor(app_state, checked.settings)
+        editor = make_editor(app_state, checked.settings, expected_edits=len(checked.steps))
         with learning_progress(chatty and shard.is_main) as progress:
             if checked.frames:
                 summary = run_animation(

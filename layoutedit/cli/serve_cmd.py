@@ -20,6 +20,10 @@ from layoutedit.cli.common import (
 )
 from layoutedit.errors import UserError
 
+SERVE_EXPECTED_EDITS = 20
+"""Edits a UI session is taken to make when `--backend auto` weighs a compiling backend's
+warm-up against them (`layoutedit.backend_speed`)."""
+
 HELP = (
     "Serve the interactive editor on this machine: open a scene (or upload a photo and mask "
     "it by colours), drag each object's box on the picture (a corner resizes it; arrows "
@@ -102,6 +106,8 @@ def register(app: typer.Typer) -> None:
             cache_dir=app_state.cache_dir,
             preset=preset,
             config=config,
+            expected_edits=SERVE_EXPECTED_EDITS,
+            report=lambda line: err_console.print(line, highlight=False),
         )
         work = Path(tempfile.mkdtemp(prefix="layoutedit-serve-"))
         try:

@@ -298,6 +298,14 @@ class EditConfig(_Strict):
         "no object's concept paints a ghost or a halo of its colour where only background "
         "belongs.",
     )
+    complete_hidden: bool = Field(
+        default=False,
+        description="With `redraw_strength`: the start image paints each object's hidden "
+        "part that may show (its visible source pixels completed to their convex hull under "
+        "the objects that covered them, moved with it) in the object's mean pasted colour, "
+        "so the model redraws that part from the object's colour rather than the "
+        "background's.",
+    )
     still_tolerance: float = Field(
         default=0.0,
         ge=0,
@@ -478,7 +486,13 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # 17.5 dB; uncovered parts 17.8 -> 17.4 dB (docs/tuning.md, world v2 round 2).
             "hole_fill": "repeat",
             "model_pixels": "hidden",
-            "redraw_strength": 0.8,
+            # Dev cases (seeds 2000 and 2001, 4 and 6 scenes x 2 layouts), against strength
+            # 0.8 without it: image +0.43 [+0.07, +0.94] / +0.33 [-0.48, +1.51] dB, shadows
+            # +0.32 [+0.05, +0.67] / +0.79 [-0.55, +2.60] dB, where an object left +1.62
+            # [0, +4.57] / +1.95 [+0.20, +4.36] dB, uncovered parts -0.78 [-3.26, +0.80] /
+            # -0.31 [-1.28, +0.48] dB (docs/tuning.md, world v2 round 4).
+            "complete_hidden": True,
+            "redraw_strength": 0.6,
             "redraw_band": 0.0,
             "redraw_unconditional": True,
             "still_tolerance": 0.5,

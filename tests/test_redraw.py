@@ -14,6 +14,7 @@ from layoutedit.editing.paste import paste_edit
 from layoutedit.editing.redraw import (
     RegionalStart,
     cells_touched,
+    complete_hidden_parts,
     first_steps,
     hidden_zones,
     redraw_mask,
@@ -64,6 +65,31 @@ def test_a_hidden_zone_is_where_the_front_object_covered_the_back_one_after_the_
     assert (zone & revealed).sum() >= 0.8 * revealed.sum()  # the part that shows now
     assert not (zone & footprints.any(axis=0)).any()
     assert not zone[:, :20].any()  # nothing hid the back object's far side
+
+
+def test_a_hidden_part_that_now_shows_starts_in_its_object_colour() -> None:
+    # The back disc stays, the front one moves away: the bite it took out shows now.
+    back_whole, front = _disk(24, 32, 8), _disk(34, 32, 6)
+    back = back_whole & ~front
+    labels = np.full((64, 64), 2, dtype=np.int16)
+    labels[back], labels[front] = 0, 1
+    stay = Placement(24.0, 32.0, 24.0, 32.0, 1.0)
+    away = Placement(34.0, 32.0, 34.0, 10.0, 1.0)
+    image = np.full((64, 64, 3), 200, dtype=np.uint8)  # background
+    image[back] = (40, 90, 160)
+    image[_disk(34, 10, 6)] = (220, 60, 30)  # the front disc pasted at its new place
+    footprints = np.stack([back, _disk(34, 10, 6)])
+    layout = np.full((64, 64), 2, dtype=np.int16)
+    layout[_disk(24, 32, 10)] = 0
+    layout[_disk(34, 10, 7)] = 1
+    zone = hidden_zones(np.stack([back, front]), [stay, away], layout, footprints)
+    out = complete_hidden_parts(image, labels, [stay, away], footprints, (0, 1), zone)
+    bite = back_whole & ~back & zone
+    # The convex completion holds most of the bite (its far rim lies beyond the hull).
+    painted = bite & (out == (40, 90, 160)).all(axis=-1)
+    assert painted.sum() >= 0.6 * bite.sum()
+    assert (out[~zone] == image[~zone]).all()  # nothing outside the zone changes
+    assert (out[zone & ~back_whole] == 200).all()  # the zone beyond the object stays
 
 
 def test_cells_and_first_steps() -> None:

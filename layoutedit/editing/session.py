@@ -49,6 +49,7 @@ from layoutedit.editing.redraw import (
     BlendChain,
     RegionalStart,
     cells_touched,
+    complete_hidden_parts,
     first_steps,
     hidden_zones,
     redraw_mask,
@@ -486,6 +487,10 @@ class EditSession:
             band = round(cfg.redraw_band * cell)
             hidden = hidden_zones(masks, placements, layout.labels, footprints)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
+            if cfg.complete_hidden:
+                pasted = complete_hidden_parts(
+                    pasted, self.scene.labels, placements, footprints, order, hidden
+                )
         square, _ = square_pad(pasted, None)
         with torch.no_grad():
             latent = self.model.encode_image(square).float()  # (1, C, h, w)

@@ -217,7 +217,12 @@ def main_callback(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="Backend name, or `auto` (cuda when usable, else cpu).")
+        str,
+        typer.Option(
+            "--backend",
+            help="Backend name, or `auto`: cuda when usable, else cpu; once `bench --backends` "
+            "measured them here, the fastest over the command's edits.",
+        ),
     ] = "auto",
     model: Annotated[
         str,

@@ -26,9 +26,7 @@ MODEL = "builtin:shapes-tiny"
 
 def _record(backend: str, edit_s: float, warm_up_s: float, **kw: str) -> SpeedRecord:
     fields = {"model": MODEL, "machine": "here", "date": "2026-12-02", **kw}
-    return SpeedRecord(
-        backend=backend, edit_s=edit_s, learn_s=5.0, warm_up_s=warm_up_s, **fields
-    )
+    return SpeedRecord(backend=backend, edit_s=edit_s, learn_s=5.0, warm_up_s=warm_up_s, **fields)
 
 
 # A reference backend that starts at once and a compiled one that edits 2.5x faster after

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: model-v2 evaluate-model-v2 setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -114,6 +114,10 @@ model:
 DECODER_ARGS ?=
 decoder:
 	$(PY) -m layoutedit.shapes.decoder_finetune --model layoutedit/models/shapes-tiny --run-dir runs/decoder --threads 2 --steps 2400 --batch 32 --export layoutedit/models/shapes-tiny $(DECODER_ARGS)
+
+## decoder-v2: the same for the v2 model on world v2 scenes, one thread (a bench can run beside it)
+decoder-v2:
+	$(PY) -m layoutedit.shapes.decoder_finetune --model layoutedit/models/shapes-tiny-v2 --world v2 --run-dir runs/decoder-v2 --threads 1 --workers 1 --steps 1200 --batch 32 --export layoutedit/models/shapes-tiny-v2 $(DECODER_ARGS)
 
 ## gpu-check: on a CUDA machine, in one report (5 minutes at most): SD 1.5- and SDXL-sized
 ## random models loaded as edit loads them (load peak, finite latents and images, xformers vs

@@ -46,6 +46,9 @@ def test_a_signal_while_the_cli_is_imported_is_one_line(
     monkeypatch.delitem(sys.modules, "layoutedit.cli.app")
     monkeypatch.setattr(sys, "meta_path", [_SignalOnImport(signum), *sys.meta_path])
     previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    # Python's own Ctrl-C handling, as a shell starts the CLI: an earlier test in this
+    # process (or the runner) may have left SIGINT with another handler or ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(SystemExit) as stop:
             entry.main()

@@ -158,6 +158,8 @@ class _BrushMatch:
         """Best IoU over the margins for the object's centroid at (cx, cy) px, scaled."""
         sy = self.src_cy + (self.grid_y - cy) / scale - 0.5  # index coordinates
         sx = self.src_cx + (self.grid_x - cx) / scale - 0.5
+        if self.region_area == 0:  # every pixel of the region unknown: nothing to match
+            return 0.0
         distance = _sample(self.field, sy, sx) * scale  # px from the placed object
         inter = np.searchsorted(np.sort(distance[self.inside]), _MARGINS, side="right")
         extra = np.searchsorted(np.sort(distance[self.outside]), _MARGINS, side="right")

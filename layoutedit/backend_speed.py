@@ -26,6 +26,10 @@ from pydantic import BaseModel, ValidationError
 
 SPEEDS_FILE = "backend-speeds.json"
 
+SERVE_EXPECTED_EDITS = 20
+"""Edits a `serve` session is taken to make when `auto` weighs a compiling backend's
+warm-up against them."""
+
 
 class SpeedRecord(BaseModel):
     """One backend's measured speed on one machine with one model."""

@@ -22,6 +22,7 @@ from layoutedit.editing.redraw import (
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.occlusion_fit import amodal_estimate
 from layoutedit.shapes.lighting import Light
 from layoutedit.shapes.world import moved, sample_scene
 from layoutedit.shapes.world_v2 import render_lit
@@ -83,7 +84,9 @@ def test_a_hidden_part_that_now_shows_starts_in_its_object_colour() -> None:
     layout[_disk(24, 32, 10)] = 0
     layout[_disk(34, 10, 7)] = 1
     zone = hidden_zones(np.stack([back, front]), [stay, away], layout, footprints)
-    out = complete_hidden_parts(image, labels, [stay, away], footprints, (0, 1), zone)
+    wholes = np.stack([amodal_estimate(labels, i, 2) for i in range(2)])
+    visible = np.stack([back, front])
+    out = complete_hidden_parts(image, wholes, visible, [stay, away], footprints, (0, 1), zone)
     bite = back_whole & ~back & zone
     # The convex completion holds most of the bite (its far rim lies beyond the hull).
     painted = bite & (out == (40, 90, 160)).all(axis=-1)

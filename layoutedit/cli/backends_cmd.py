@@ -10,9 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from layoutedit.backend import BackendInfo, list_backends
-from layoutedit.backend_speed import SpeedRecord, choose_auto, load_speeds, machine_key, speeds_path
+from layoutedit.backend_speed import (
+    SERVE_EXPECTED_EDITS,
+    SpeedRecord,
+    choose_auto,
+    load_speeds,
+    machine_key,
+    speeds_path,
+)
 from layoutedit.cli.common import console, state, user_errors
-from layoutedit.cli.serve_cmd import SERVE_EXPECTED_EDITS
 
 HELP = """List the backends, best first, and mark the one `--backend auto` picks.
 

@@ -109,14 +109,20 @@ def run_backends_command(
         write_text_atomic(stage.unit("backends.json"), json.dumps(payload, indent=2))
     # What `--backend auto` reads to pick the fastest backend on this machine.
     speeds = speeds_path(app_state.cache_dir)
-    save_speeds(speeds, speed_records(comparison, app_state.model))
+    recorded = True
+    try:
+        save_speeds(speeds, speed_records(comparison, app_state.model))
+    except OSError as exc:  # the results are written; only `auto`'s record is missing
+        err_console.print(f"warning: speeds not recorded in {speeds}: {exc.strerror}")
+        recorded = False
     if app_state.json:
         print(json.dumps(payload, indent=2))
         return
     console.print(rich_backend_table(comparison))
     if not app_state.quiet:
         console.print(f"written: {out / 'backends.json'}", highlight=False)
-        console.print(f"recorded for --backend auto: {speeds}", highlight=False)
+        if recorded:
+            console.print(f"recorded for --backend auto: {speeds}", highlight=False)
 
 
 def run_command(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from layoutedit.backend_speed import SERVE_EXPECTED_EDITS
 from layoutedit.cli.common import (
     ConfigOption,
     PresetOption,
@@ -19,10 +20,6 @@ from layoutedit.cli.common import (
     user_errors,
 )
 from layoutedit.errors import UserError
-
-SERVE_EXPECTED_EDITS = 20
-"""Edits a UI session is taken to make when `--backend auto` weighs a compiling backend's
-warm-up against them (`layoutedit.backend_speed`)."""
 
 HELP = (
     "Serve the interactive editor on this machine: open a scene (or upload a photo and mask "

@@ -23,7 +23,6 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from layoutedit.editing.paste import grow
 from layoutedit.scenes.layout_ops import Placement, warp_mask
 from layoutedit.scenes.masks import convex_hull_mask
-from layoutedit.scenes.occlusion_fit import amodal_estimate
 
 
 def redraw_mask(
@@ -99,7 +98,8 @@ def hidden_zones(
 
 def complete_hidden_parts(
     image: np.ndarray,
-    source_labels: np.ndarray,
+    wholes: np.ndarray,
+    source_masks: np.ndarray,
     placements: Sequence[Placement],
     footprints: np.ndarray,
     order: Sequence[int],
@@ -107,15 +107,16 @@ def complete_hidden_parts(
 ) -> np.ndarray:
     """The pasted image with each object's hidden part that may show painted in its colour.
 
-    An object's hidden part is its visible source pixels completed to their convex hull
-    under the objects that covered them (`occlusion_fit.amodal_estimate`), less the visible
-    pixels, moved with the object; it is painted inside `hidden` only, front objects first
-    (a part both may claim is the front one's), in the mean colour of the object's pasted
-    pixels (re-lit and shaded as pasted).
+    An object's hidden part is its whole estimated shape (`occlusion_fit.amodal_estimate`:
+    its visible source pixels completed to their convex hull under the objects that covered
+    them) less the visible pixels, moved with the object. It is painted inside `hidden`
+    only, front objects first (a part both may claim is the front one's), in the mean colour
+    of the object's pasted pixels (re-lit and shaded as pasted).
 
     Args:
         image: (H, W, 3) uint8 pasted image.
-        source_labels: (H, W) int source label grid (i < K objects).
+        wholes: (K, H, W) bool each object's estimated whole source shape.
+        source_masks: (K, H, W) bool each object's visible source pixels.
         placements: K placements.
         footprints: (K, H, W) bool where each object was pasted.
         order: object indices back to front.
@@ -124,14 +125,12 @@ def complete_hidden_parts(
     Returns:
         (H, W, 3) uint8.
     """
-    k = len(placements)
     out = image.copy()
     free = hidden.copy()
     for i in reversed(list(order)):
         if not footprints[i].any() or not free.any():
             continue
-        visible = source_labels == i
-        part = warp_mask(amodal_estimate(source_labels, i, k) & ~visible, placements[i]) & free
+        part = warp_mask(wholes[i] & ~source_masks[i], placements[i]) & free
         if part.any():
             out[part] = np.rint(image[footprints[i]].astype(np.float64).mean(axis=0)).astype(
                 np.uint8

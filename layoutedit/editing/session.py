@@ -79,7 +79,7 @@ from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order, snap_still
-from layoutedit.scenes.occlusion_fit import occlusion_placements
+from layoutedit.scenes.occlusion_fit import amodal_estimate, occlusion_placements
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
@@ -324,6 +324,7 @@ class EditSession:
         self._inverter = inverter
         self._inversion: Inversion | None = None
         self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
+        self._wholes: np.ndarray | None = None
         self._scorer: LayoutScorer | None = None
         if inversion is not None:
             self.use_inversion(inversion)
@@ -422,6 +423,14 @@ class EditSession:
             self._shadows = (cast, darkening)
         return self._shadows
 
+    def _whole_shapes(self) -> np.ndarray:
+        """(K, H, W) bool each object's estimated whole source shape
+        (`occlusion_fit.amodal_estimate`), found once per session."""
+        if self._wholes is None:
+            labels, k = self.scene.labels, len(self.scene.objects)
+            self._wholes = np.stack([amodal_estimate(labels, i, k) for i in range(k)])
+        return self._wholes
+
     def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
         """The first step, the clean latent and the cut-and-paste start image.
 
@@ -488,8 +497,9 @@ class EditSession:
             hidden = hidden_zones(masks, placements, layout.labels, footprints)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
             if cfg.complete_hidden:
+                wholes = self._whole_shapes()
                 pasted = complete_hidden_parts(
-                    pasted, self.scene.labels, placements, footprints, order, hidden
+                    pasted, wholes, masks, placements, footprints, order, hidden
                 )
         square, _ = square_pad(pasted, None)
         with torch.no_grad():

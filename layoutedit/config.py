@@ -306,6 +306,16 @@ class EditConfig(_Strict):
         "so the model redraws that part from the object's colour rather than the "
         "background's.",
     )
+    hidden_margin: float | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description="With `redraw_strength`: narrow the zone where a hidden part may show to "
+        "each object's estimated hidden part (as `complete_hidden` paints it) grown by this "
+        "many latent cells; the rest of the zone is redrawn as background (unguided, and "
+        "with `model_pixels` `hidden` the start's fill stays there). None: the zone as "
+        "found (all of the object's target region near its covered side).",
+    )
     still_tolerance: float = Field(
         default=0.0,
         ge=0,
@@ -420,7 +430,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "ft_train_tokens": True,
         },
         "edit": {
-            "steps": 25,
+            # 10 DDIM steps (4 run from the paste start) and no classifier-free guidance:
+            # 41 UNet evaluations a three-seed edit where 25 steps at scale 5 made 132; on
+            # the development seeds (2000 and 2001, 8 scenes x 2 layouts, 2026-12-02) every
+            # metric within its interval of the 25-step edit's but background PSNR, +0.11
+            # [+0.02, +0.25] dB at 2001 (docs/tuning/learning-speed.md, edits at the floor).
+            "steps": 10,
+            "guidance_scale": 1.0,
             "init": "paste",
             "paste_strength": 0.4,
             "max_iter_to_alter": 25,
@@ -474,6 +490,11 @@ PRESETS["shapes-tiny-v2"] = _merge(
         # image +0.13 [-0.20, +0.60] dB, colour error +0.28 [-0.02, +0.70], learning 49.6 ->
         # 5.5 s a scene (docs/tuning/learning-speed.md, world v2).
         "edit": {
+            # 25 steps at guidance scale 5 (shapes-tiny's before its edits went to the floor):
+            # the redraw of uncovered parts and shadows runs at strength 0.6 with the
+            # object's placeholder guided there.
+            "steps": 25,
+            "guidance_scale": 5.0,
             # Dev cases (seed 2000, 16 scenes x 2 layouts): each object's whole shape at
             # the estimated placement against the exact one, IoU 0.749 -> 0.949 (2001:
             # 0.707 -> 0.913; 2500: 0.768 -> 0.939), scale_snap 0.15 included
@@ -492,6 +513,14 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # [0, +4.57] / +1.95 [+0.20, +4.36] dB, uncovered parts -0.78 [-3.26, +0.80] /
             # -0.31 [-1.28, +0.48] dB (docs/tuning.md, world v2 round 4).
             "complete_hidden": True,
+            # The zone where a hidden part may show, narrowed to the estimated hidden parts
+            # grown by a latent cell (dev cases, seed 2000, 6 scenes x 2 layouts, against the
+            # whole zone): image +0.21 [+0.02, +0.51] dB, shadows +0.07 [0, +0.14] dB, where
+            # an object left +0.49 [+0.08, +1.11] dB, texture -0.017 [-0.035, -0.003],
+            # uncovered parts -0.09 [-0.29, +0.02] dB; seed 2001: +0.28 [-0.05, +0.72],
+            # +0.63 [-0.03, +1.55], +0.44 [0, +1.29], +0.002 [-0.001, +0.006], +0.18 [-0.40,
+            # +0.87] (docs/tuning.md, world v2 round 5).
+            "hidden_margin": 1.0,
             "redraw_strength": 0.6,
             "redraw_band": 0.0,
             "redraw_unconditional": True,

@@ -69,3 +69,13 @@ def test_without_a_redraw_the_setting_is_ignored_not_an_edit_without_the_model(
     plain, _ = _edit(model, scene, labels, redraw_strength=0.0, model_pixels="everywhere")
     asked, _ = _edit(model, scene, labels, redraw_strength=0.0, model_pixels="hidden")
     assert np.array_equal(plain, asked)
+
+
+def test_a_hidden_margin_narrows_the_zone_to_the_estimated_hidden_parts(model: Any) -> None:
+    scene, labels = _uncover()
+    _, zone = _edit(model, scene, labels, model_pixels="hidden", denoise=False)
+    _, narrow = _edit(model, scene, labels, model_pixels="hidden", hidden_margin=0.0, denoise=False)
+    _, wider = _edit(model, scene, labels, model_pixels="hidden", hidden_margin=2.0, denoise=False)
+    assert narrow.any()
+    assert not (narrow & ~zone).any() and not (wider & ~zone).any()  # only ever narrower
+    assert narrow.sum() < wider.sum() <= zone.sum()

@@ -187,6 +187,7 @@ def test_planned_unet_evaluations_of_a_paste_start(tiny_model_dir: Path) -> None
     assert total.forward[0] <= forward <= total.forward[1]
     assert total.backward[0] <= backward <= total.backward[1]
     assert total.forward[0] == 6 + 2 * (3 * 2 + 2)  # inversion 6, per seed 3 steps x 2 + 2 guided
-    # The shapes-tiny preset: 25 inversion steps, per seed 10 steps x 2 and 10 guided passes.
+    # The shapes-tiny preset: 10 inversion steps, per seed 4 steps with no unconditional
+    # prediction (guidance scale 1) and 4 guided passes.
     tiny = edit_total(phases, resolve_settings("shapes-tiny").edit)
-    assert tiny.forward[0] + tiny.backward[0] == 25 + 3 * (10 * 2 + 10) + 3 * 10
+    assert tiny.forward[0] + tiny.backward[0] == 10 + 3 * (4 + 4) + 3 * 4

@@ -16,6 +16,7 @@ from layoutedit.editing.redraw import (
     cells_touched,
     complete_hidden_parts,
     first_steps,
+    hidden_parts,
     hidden_zones,
     redraw_mask,
 )
@@ -86,7 +87,9 @@ def test_a_hidden_part_that_now_shows_starts_in_its_object_colour() -> None:
     zone = hidden_zones(np.stack([back, front]), [stay, away], layout, footprints)
     wholes = np.stack([amodal_estimate(labels, i, 2) for i in range(2)])
     visible = np.stack([back, front])
-    out = complete_hidden_parts(image, wholes, visible, [stay, away], footprints, (0, 1), zone)
+    parts = hidden_parts(wholes, visible, [stay, away], footprints, (0, 1), zone)
+    assert not parts[1].any()  # the front disc hid nothing
+    out = complete_hidden_parts(image, parts, footprints)
     bite = back_whole & ~back & zone
     # The convex completion holds most of the bite (its far rim lies beyond the hull).
     painted = bite & (out == (40, 90, 160)).all(axis=-1)

@@ -96,8 +96,7 @@ def hidden_zones(
     return out & ~occupied
 
 
-def complete_hidden_parts(
-    image: np.ndarray,
+def hidden_parts(
     wholes: np.ndarray,
     source_masks: np.ndarray,
     placements: Sequence[Placement],
@@ -105,37 +104,51 @@ def complete_hidden_parts(
     order: Sequence[int],
     hidden: np.ndarray,
 ) -> np.ndarray:
-    """The pasted image with each object's hidden part that may show painted in its colour.
+    """(K, H, W) bool each object's hidden part that may show, where the edit puts it.
 
     An object's hidden part is its whole estimated shape (`occlusion_fit.amodal_estimate`:
     its visible source pixels completed to their convex hull under the objects that covered
-    them) less the visible pixels, moved with the object. It is painted inside `hidden`
-    only, front objects first (a part both may claim is the front one's), in the mean colour
-    of the object's pasted pixels (re-lit and shaded as pasted).
+    them) less the visible pixels, moved with the object, inside `hidden` only; front objects
+    claim first (a part both may claim is the front one's), and an object that was not
+    pasted has none.
 
     Args:
-        image: (H, W, 3) uint8 pasted image.
         wholes: (K, H, W) bool each object's estimated whole source shape.
         source_masks: (K, H, W) bool each object's visible source pixels.
         placements: K placements.
         footprints: (K, H, W) bool where each object was pasted.
         order: object indices back to front.
         hidden: (H, W) bool where a hidden part may show (`hidden_zones`).
+    """
+    parts = np.zeros_like(source_masks, dtype=bool)
+    free = hidden.copy()
+    for i in reversed(list(order)):
+        if not footprints[i].any() or not free.any():
+            continue
+        parts[i] = warp_mask(wholes[i] & ~source_masks[i], placements[i]) & free
+        free &= ~parts[i]
+    return parts
+
+
+def complete_hidden_parts(
+    image: np.ndarray, parts: np.ndarray, footprints: np.ndarray
+) -> np.ndarray:
+    """The pasted image with each object's hidden part (`hidden_parts`) painted in the mean
+    colour of the object's pasted pixels (re-lit and shaded as pasted).
+
+    Args:
+        image: (H, W, 3) uint8 pasted image.
+        parts: (K, H, W) bool each object's hidden part (`hidden_parts`).
+        footprints: (K, H, W) bool where each object was pasted.
 
     Returns:
         (H, W, 3) uint8.
     """
     out = image.copy()
-    free = hidden.copy()
-    for i in reversed(list(order)):
-        if not footprints[i].any() or not free.any():
-            continue
-        part = warp_mask(wholes[i] & ~source_masks[i], placements[i]) & free
-        if part.any():
-            out[part] = np.rint(image[footprints[i]].astype(np.float64).mean(axis=0)).astype(
-                np.uint8
-            )
-            free &= ~part
+    for part, footprint in zip(parts, footprints, strict=True):
+        if part.any() and footprint.any():
+            colour = image[footprint].astype(np.float64).mean(axis=0)
+            out[part] = np.rint(colour).astype(np.uint8)
     return out
 
 

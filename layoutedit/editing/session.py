@@ -51,6 +51,7 @@ from layoutedit.editing.redraw import (
     cells_touched,
     complete_hidden_parts,
     first_steps,
+    hidden_parts,
     hidden_zones,
     redraw_mask,
 )
@@ -496,11 +497,17 @@ class EditSession:
             band = round(cfg.redraw_band * cell)
             hidden = hidden_zones(masks, placements, layout.labels, footprints)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
-            if cfg.complete_hidden:
-                wholes = self._whole_shapes()
-                pasted = complete_hidden_parts(
-                    pasted, wholes, masks, placements, footprints, order, hidden
+            if cfg.complete_hidden or cfg.hidden_margin is not None:
+                parts = hidden_parts(
+                    self._whole_shapes(), masks, placements, footprints, order, hidden
                 )
+                if cfg.complete_hidden:
+                    pasted = complete_hidden_parts(pasted, parts, footprints)
+                if cfg.hidden_margin is not None:
+                    # Beyond an object's estimated whole shape the zone is background: the
+                    # model paints it unguided, and the start's fill stays there.
+                    grown = grow(parts.any(axis=0), round(cfg.hidden_margin * cell))
+                    hidden &= grown
         square, _ = square_pad(pasted, None)
         with torch.no_grad():
             latent = self.model.encode_image(square).float()  # (1, C, h, w)

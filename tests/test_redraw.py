@@ -174,3 +174,44 @@ def test_a_shadow_is_lifted_where_the_object_left_and_cast_where_it_went() -> No
     err_plain = np.abs(plain.astype(float) - truth).mean()
     err_start = np.abs(start.astype(float) - truth).mean()
     assert err_start < err_plain * 0.6
+
+
+def test_a_back_disc_shown_as_a_sliver_gets_its_uncovered_part_from_the_painted_regions() -> None:
+    # A front disc hides all of a back disc (rows 20-40) but a crescent at its bottom, then
+    # moves far away. The layout paints the back disc's region, and a third object's region
+    # over the disc's top.
+    disc = _disk(30, 30, 10)
+    front = _disk(30, 25, 11)
+    visible = disc & ~front
+    gone = np.zeros((64, 64), dtype=bool)
+    gone[50:60, 50:60] = True
+    third = np.zeros((64, 64), dtype=bool)
+    third[4:8, 4:8] = True  # stays, small, far from the disc
+    source_masks = np.stack([visible, front, third])
+    placements = [
+        Placement(30.0, 36.0, 30.0, 36.0, 1.0),
+        Placement(30.0, 22.0, 55.0, 55.0, 1.0),
+        Placement(5.5, 5.5, 5.5, 5.5, 1.0),
+    ]
+    footprints = np.stack([visible, gone, third])
+    layout = np.full((64, 64), 3, dtype=np.int16)
+    layout[_disk(30, 30, 12)] = 0
+    layout[:28, 10:50] = 2  # painted over the disc's top
+    layout[third] = 2
+    layout[gone] = 1
+    own = hidden_zones(source_masks, placements, layout, footprints)
+    wide = hidden_zones(source_masks, placements, layout, footprints, region_size=True)
+    uncovered = disc & ~visible
+    in_own_region, painted_over = uncovered & (layout == 0), uncovered & (layout == 2)
+    assert not (own & painted_over).any()  # only the disc's own region
+    assert (wide & painted_over).any()
+    assert (wide & in_own_region).sum() > (own & in_own_region).sum()  # the region's size
+    assert not (wide & (layout == 3)).any()  # never outside every painted region
+    labels = np.full((64, 64), 3, dtype=np.int16)
+    labels[visible], labels[front], labels[third] = 0, 1, 2
+    wholes = np.stack([amodal_estimate(labels, i, 3) for i in range(3)])
+    regions = np.stack([layout == i for i in range(3)])
+    plain = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), wide)
+    read = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), wide, regions)
+    assert (read[0] & uncovered).sum() > (plain[0] & uncovered).sum()
+    assert not read[0][~wide].any()

@@ -66,12 +66,16 @@ def hidden_zones(
     placements: Sequence[Placement],
     layout_labels: np.ndarray,
     footprints: np.ndarray,
+    region_size: bool = False,
 ) -> np.ndarray:
     """(H, W) bool where an object's part that the source hid may show after the edit.
 
     An object's hidden part lies under the objects that covered it in the source, next to
     its visible pixels: those pixels (within half the object's size), moved with the object
     to its target, inside its target region and not covered by anything pasted there.
+    The object's size is that of its visible pixels, or with `region_size` the larger of
+    those and its target region (a back object mostly hidden shows a sliver of itself,
+    while the region the user paints for it holds all of it).
     """
     k = source_masks.shape[0]
     occupied = footprints.any(axis=0)
@@ -88,11 +92,17 @@ def hidden_zones(
         if not front:
             continue
         others = source_masks[front].any(axis=0)
-        reach = max(1, round(0.5 * float(np.sqrt(source_masks[i].sum()))))
+        area = int(source_masks[i].sum())
+        if region_size:
+            area = max(area, int((layout_labels == i).sum()))
+        reach = max(1, round(0.5 * float(np.sqrt(area))))
         near = grow(source_masks[i], reach) & others
         if not near.any():
             continue
-        out |= warp_mask(near, placements[i]) & (layout_labels == i)
+        # A back object's painted region is cut by the regions painted over it: with
+        # `region_size` any painted pixel may hold its uncovered part.
+        allowed = (layout_labels < k) if region_size else (layout_labels == i)
+        out |= warp_mask(near, placements[i]) & allowed
     return out & ~occupied
 
 
@@ -103,6 +113,7 @@ def hidden_parts(
     footprints: np.ndarray,
     order: Sequence[int],
     hidden: np.ndarray,
+    regions: np.ndarray | None = None,
 ) -> np.ndarray:
     """(K, H, W) bool each object's hidden part that may show, where the edit puts it.
 
@@ -119,13 +130,20 @@ def hidden_parts(
         footprints: (K, H, W) bool where each object was pasted.
         order: object indices back to front.
         hidden: (H, W) bool where a hidden part may show (`hidden_zones`).
+        regions: (K, H, W) bool each object's target region shrunk by the margin a painted
+            region leaves around its object, or None. Its pixels in `hidden` count as the
+            object's too: the convex completion misses what lies beyond the chord of a
+            sliver (a disc hidden but for a crescent).
     """
     parts = np.zeros_like(source_masks, dtype=bool)
     free = hidden.copy()
     for i in reversed(list(order)):
         if not footprints[i].any() or not free.any():
             continue
-        parts[i] = warp_mask(wholes[i] & ~source_masks[i], placements[i]) & free
+        part = warp_mask(wholes[i] & ~source_masks[i], placements[i])
+        if regions is not None:
+            part |= regions[i]
+        parts[i] = part & free
         free &= ~parts[i]
     return parts
 

@@ -495,11 +495,19 @@ class EditSession:
         redraw = hidden = None
         if cfg.redraw_strength > 0:
             band = round(cfg.redraw_band * cell)
-            hidden = hidden_zones(masks, placements, layout.labels, footprints)
+            hidden = hidden_zones(
+                masks, placements, layout.labels, footprints, region_size=cfg.hidden_from_region
+            )
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
             if cfg.complete_hidden or cfg.hidden_margin is not None:
+                regions = None
+                if cfg.hidden_from_region:
+                    margin = 0 if layout.exact else round(PAINTED_MARGIN * cell)
+                    regions = np.stack(
+                        [~grow(layout.labels != i, margin) for i in range(k)]
+                    )  # (K, H, W): each region less the margin a painted one leaves
                 parts = hidden_parts(
-                    self._whole_shapes(), masks, placements, footprints, order, hidden
+                    self._whole_shapes(), masks, placements, footprints, order, hidden, regions
                 )
                 if cfg.complete_hidden:
                     pasted = complete_hidden_parts(pasted, parts, footprints)

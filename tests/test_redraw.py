@@ -19,6 +19,7 @@ from layoutedit.editing.redraw import (
     hidden_parts,
     hidden_zones,
     redraw_mask,
+    unshadowed_pixels,
 )
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
@@ -215,3 +216,36 @@ def test_a_back_disc_shown_as_a_sliver_gets_its_uncovered_part_from_the_painted_
     read = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), wide, regions)
     assert (read[0] & uncovered).sum() > (plain[0] & uncovered).sum()
     assert not read[0][~wide].any()
+
+
+def test_a_hidden_part_takes_the_colour_of_its_object_out_of_the_front_objects_shadow() -> None:
+    # A still back square, its left half in the shadow of the front object (darker), a
+    # hidden part to paint. The shadow falls where the front object's coverage, shifted,
+    # lands: here a stand-in that darkens the columns left of 16 by 0.5.
+    image = np.full((32, 32, 3), 200, dtype=np.uint8)
+    back = np.zeros((32, 32), dtype=bool)
+    back[8:20, 8:24] = True
+    image[back] = (100, 150, 200)
+    shaded = back & (np.arange(32)[None, :] < 16)
+    image[shaded] = (50, 75, 100)
+    front = np.zeros((32, 32), dtype=bool)
+    front[8:20, 0:8] = True
+    image[front] = (10, 10, 10)
+    footprints = np.stack([back, front])
+    masks = footprints.copy()
+
+    def shade(coverage: np.ndarray) -> np.ndarray:
+        assert coverage[10, 4] and not coverage[10, 12]  # the front object's, not the back's
+        return np.where(np.arange(32)[None, :] < 16, 0.5, 0.0) * np.ones((32, 1))
+
+    lit = unshadowed_pixels(footprints, masks, [True, True], (0, 1), shade, 0.02)
+    assert np.array_equal(lit[0], back & ~shaded) and np.array_equal(lit[1], front)
+    parts = np.zeros((2, 32, 32), dtype=bool)
+    parts[0, 20:24, 8:24] = True
+    plain = complete_hidden_parts(image, parts, footprints)
+    out = complete_hidden_parts(image, parts, footprints, lit)
+    assert tuple(out[22, 12]) == (100, 150, 200)  # the lit colour
+    assert tuple(plain[22, 12]) == (75, 112, 150)  # the mean of lit and shaded
+    # A moved object's pixels are all kept: its source shadows moved with it.
+    moved = unshadowed_pixels(footprints, masks, [False, True], (0, 1), shade, 0.02)
+    assert np.array_equal(moved[0], back)

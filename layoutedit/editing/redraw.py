@@ -12,7 +12,7 @@ the start latent noised to the current step), so one loop serves both strengths.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -23,6 +23,10 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from layoutedit.editing.paste import grow
 from layoutedit.scenes.layout_ops import Placement, warp_mask
 from layoutedit.scenes.masks import convex_hull_mask
+
+LIT_SHARE = 0.25
+"""The least share of an object's pasted pixels that must be lit for their mean to colour
+its hidden part (`complete_hidden_parts`); below it, all of its pixels."""
 
 
 def redraw_mask(
@@ -149,7 +153,10 @@ def hidden_parts(
 
 
 def complete_hidden_parts(
-    image: np.ndarray, parts: np.ndarray, footprints: np.ndarray
+    image: np.ndarray,
+    parts: np.ndarray,
+    footprints: np.ndarray,
+    lit: np.ndarray | None = None,
 ) -> np.ndarray:
     """The pasted image with each object's hidden part (`hidden_parts`) painted in the mean
     colour of the object's pasted pixels (re-lit and shaded as pasted).
@@ -158,15 +165,54 @@ def complete_hidden_parts(
         image: (H, W, 3) uint8 pasted image.
         parts: (K, H, W) bool each object's hidden part (`hidden_parts`).
         footprints: (K, H, W) bool where each object was pasted.
+        lit: (K, H, W) bool each object's pasted pixels that no other object's shadow
+            darkens (`unshadowed_pixels`), or None. An object's colour is their mean when
+            they hold at least a quarter of its pixels: the part that shows now is out of
+            the shadow the objects over it cast on the sliver that showed.
 
     Returns:
         (H, W, 3) uint8.
     """
     out = image.copy()
-    for part, footprint in zip(parts, footprints, strict=True):
+    for i, (part, footprint) in enumerate(zip(parts, footprints, strict=True)):
         if part.any() and footprint.any():
-            colour = image[footprint].astype(np.float64).mean(axis=0)
+            pixels = footprint
+            if lit is not None and lit[i].sum() >= LIT_SHARE * footprint.sum():
+                pixels = lit[i]
+            colour = image[pixels].astype(np.float64).mean(axis=0)
             out[part] = np.rint(colour).astype(np.uint8)
+    return out
+
+
+def unshadowed_pixels(
+    footprints: np.ndarray,
+    source_masks: np.ndarray,
+    still: Sequence[bool],
+    order: Sequence[int],
+    shade: Callable[[np.ndarray], np.ndarray],
+    floor: float,
+) -> np.ndarray:
+    """(K, H, W) bool each still object's pasted pixels that the shadows of the objects in
+    front of it leave lit in the source (a moved object's: all of them).
+
+    Args:
+        footprints: (K, H, W) bool where each object was pasted.
+        source_masks: (K, H, W) bool each object's visible source pixels.
+        still: per object, whether it stayed where it was (its pasted pixels are its
+            source pixels, with the shadows they had there).
+        order: object indices back to front.
+        shade: (H, W) bool object coverage -> (H, W) float darkening it casts (0..1), the
+            scene's fitted light (`shadow_fit.CastShadow.darkening`).
+        floor: darkening below which a pixel counts as lit.
+    """
+    out = footprints.copy()
+    rank = {obj: n for n, obj in enumerate(order)}
+    for i in range(footprints.shape[0]):
+        front = [j for j in range(footprints.shape[0]) if rank[j] > rank[i]]
+        if not still[i] or not front:
+            continue
+        dark = shade(np.asarray(source_masks[front].any(axis=0), dtype=bool))
+        out[i] = footprints[i] & (dark < floor)
     return out
 
 

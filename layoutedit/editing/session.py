@@ -54,6 +54,7 @@ from layoutedit.editing.redraw import (
     hidden_parts,
     hidden_zones,
     redraw_mask,
+    unshadowed_pixels,
 )
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.sampling import (
@@ -510,11 +511,19 @@ class EditSession:
                     self._whole_shapes(), masks, placements, footprints, order, hidden, regions
                 )
                 if cfg.complete_hidden:
-                    pasted = complete_hidden_parts(pasted, parts, footprints)
+                    lit = None
+                    if cfg.hidden_colour == "lit" and cast is not None:
+                        still = [not _moves(p) for p in placements]
+                        lit = unshadowed_pixels(
+                            footprints, masks, still, order, cast.darkening, SHADOW_FLOOR
+                        )
+                    pasted = complete_hidden_parts(pasted, parts, footprints, lit)
                 if cfg.hidden_margin is not None:
                     # Beyond an object's estimated whole shape the zone is background: the
                     # model paints it unguided, and the start's fill stays there.
-                    grown = grow(parts.any(axis=0), round(cfg.hidden_margin * cell))
+                    grown = grow(
+                        np.asarray(parts.any(axis=0), dtype=bool), round(cfg.hidden_margin * cell)
+                    )
                     hidden &= grown
         square, _ = square_pad(pasted, None)
         with torch.no_grad():

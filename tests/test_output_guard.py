@@ -181,3 +181,31 @@ def test_a_killed_writers_staging_folder_is_cleared(tmp_path: Path) -> None:
     shutil.rmtree(root)
     _run(root, {"b.txt": "1"})  # made anew beside the parent: that leftover goes too
     assert not left[1].exists() and _tree(root) == {"b.txt": "1"}
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_an_output_folder_in_the_cache_folder_is_refused_before_any_work(
+    tmp_path: Path, where: str
+) -> None:
+    cache = tmp_path / "cache"
+    out = {"same": cache, "inside": cache / "out"}[where]
+    with pytest.raises(UserError, match="lies in the cache folder"):
+        check_output(out, overwrite=True, cache_dir=cache)
+    check_output(tmp_path / "out", overwrite=False, cache_dir=cache)  # beside it: fine
+
+
+def test_bench_with_its_output_in_the_cache_folder_is_one_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from layoutedit.cli.app import app
+
+    cache = tmp_path / "c"
+    result = CliRunner().invoke(
+        app, ["--cache-dir", str(cache), "bench", "--variants", "paste", "--out", str(cache)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "lies in the cache folder" in lines[0], result.stderr
+    assert not (cache / "bench.json").exists()

@@ -80,7 +80,7 @@ def run_backends_command(
     from layoutedit.atomic import write_text_atomic
     from layoutedit.output_guard import check_output, staged_output
 
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
     from layoutedit.backend_speed import save_speeds, speeds_path
     from layoutedit.bench.backend_compare import (
         compare_backends,
@@ -144,7 +144,7 @@ def run_command(
     before any work, written whole at the end: `layoutedit.output_guard`)."""
     from layoutedit.output_guard import check_output, staged_output
 
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
     from layoutedit.bench.cases import MAX_SEED_OFFSET, make_cases
     from layoutedit.bench.report import (
         attention_share_line,

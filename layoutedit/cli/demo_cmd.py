@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         began = time.perf_counter()
         if world not in ("v1", "v2"):
             raise UserError(f"--world must be v1 or v2, not {world!r}")
-        check_output(out, overwrite=overwrite)
+        check_output(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
         if app_state.model == DEFAULT_MODEL:
             app_state.model = WORLD_MODELS[world]
         cases = demo_cases(scene_seed, world)

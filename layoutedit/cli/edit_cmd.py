@@ -265,7 +265,7 @@ def run_edit(
 
     out_root = out if out is not None else default_out_root(scene_dir, image)
     if stage is None:
-        check_output(out_root, overwrite=overwrite)
+        check_output(out_root, overwrite=overwrite, cache_dir=app.cache_dir)
     check_cache_writable(app.cache_dir)
     settings = resolve_settings(preset, config_file, {"edit": settings_overrides}, model=app.model)
     cfg = settings.edit

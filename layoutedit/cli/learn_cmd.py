@@ -239,7 +239,7 @@ def run_learn(
 
     began = time.perf_counter()
     if out is not None:
-        check_output(out, overwrite=overwrite)
+        check_output(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
     check_cache_writable(app_state.cache_dir)
     check_folder(overrides.get("learn", {}).get("prior_dir"), "--prior-dir")
     check_folder(model_config, "--model-config")

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         names = parse_objects(objects)
-        check_output(out, overwrite=overwrite)
+        check_output(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
         chosen = method or (MaskMethod.clipseg if segmenter else MaskMethod.colours)
         pixels = read_rgb(image, what="image")
         scene = mask_scene(

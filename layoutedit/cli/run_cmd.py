@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             checked = replace(checked, out=out)
         from layoutedit.output_guard import check_output
 
-        check_output(checked.out, overwrite=overwrite)
+        check_output(checked.out, overwrite=overwrite, cache_dir=app_state.cache_dir)
         check_cache_writable(app_state.cache_dir)
         chatty = not (app_state.quiet or app_state.json)
         if chatty:

@@ -79,3 +79,24 @@ def test_a_hidden_margin_narrows_the_zone_to_the_estimated_hidden_parts(model: A
     assert narrow.any()
     assert not (narrow & ~zone).any() and not (wider & ~zone).any()  # only ever narrower
     assert narrow.sum() < wider.sum() <= zone.sum()
+
+
+def test_a_model_weight_mixes_the_redraw_with_the_start_in_the_zone_only(model: Any) -> None:
+    scene, labels = _uncover()
+    alone, zone = _edit(model, scene, labels, model_pixels="hidden")
+    half, _ = _edit(model, scene, labels, model_pixels="hidden", model_weight=0.5)
+    cfg = fast_config(
+        init="paste",
+        redraw_strength=0.8,
+        background_composite=True,
+        composite_feather=0.0,
+        placement="occlusion",
+        hole_fill="repeat",
+        model_pixels="hidden",
+    )  # as `_edit`'s, for its start image
+    session = EditSession(model, scene, cfg, get_backend("cpu"))
+    _, _, start = session._paste_start(layout_from_labels(labels, scene))
+    assert np.array_equal(half[~zone], alone[~zone])
+    mixed = (alone[zone].astype(float) + start.image[zone].astype(float)) / 2
+    assert np.abs(half[zone].astype(float) - mixed).max() <= 1.0  # rounding only
+    assert not np.array_equal(half[zone], alone[zone])

@@ -511,13 +511,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 PRESETS["shapes-tiny-v2"] = _merge(
     PRESETS["shapes-tiny"],
     {
-        # Learning: shapes-tiny's short schedule (20 + 20 steps of batch 2). On world v2 the
-        # concept shows only in uncovered parts; there, against the 150-step schedule (dev
-        # seed 2000, 8 scenes x 2 layouts, 2026-12-02): revealed -0.62 [-2.48, +1.08] dB,
-        # image +0.13 [-0.20, +0.60] dB, colour error +0.28 [-0.02, +0.70], learning 49.6 ->
-        # 5.5 s a scene (docs/tuning/learning-speed.md, world v2).
-        # Learning: 20 + 20 steps (shapes-tiny's before 2026-12-02, when it went to 15 + 15,
-        # judged on world v1 only).
+        # Learning: shapes-tiny's rates and batches at 20 + 20 steps (shapes-tiny went to
+        # 15 + 15, judged on world v1 only). On world v2 the concept shows only in uncovered
+        # parts; there, against the 150-step schedule (dev seed 2000, 8 scenes x 2 layouts,
+        # 2026-12-02): revealed -0.62 [-2.48, +1.08] dB, image +0.13 [-0.20, +0.60] dB,
+        # colour error +0.28 [-0.02, +0.70], learning 49.6 -> 5.5 s a scene
+        # (docs/tuning/learning-speed.md, world v2).
         "learn": {"ti_steps": 20, "ft_steps": 20},
         "edit": {
             # 25 steps at guidance scale 5 (shapes-tiny's before its edits went to the floor):

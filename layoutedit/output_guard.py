@@ -183,6 +183,22 @@ def _nearest_existing(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+def check_apart_from_cache(root: Path, cache_dir: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is the cache folder or lies in it: the cache writes
+    there during the run, so the folder would hold files the tool did not write for its
+    output, found only when the results are written at the end.
+
+    Raises:
+        UserError: `root` is `cache_dir` or lies in it.
+    """
+    out_abs, cache_abs = Path(root).resolve(), Path(cache_dir).resolve()
+    if out_abs == cache_abs or cache_abs in out_abs.parents:
+        raise UserError(
+            f"output folder is or lies in the cache folder {cache_abs}; give another {option}",
+            path=root,
+        )
+
+
 def check_output(
     root: Path, *, overwrite: bool, option: str = "--out", cache_dir: Path | None = None
 ) -> None:
@@ -192,10 +208,7 @@ def check_output(
         root: the output folder (need not exist).
         overwrite: the user allowed writing beside (and over) files the tool did not write.
         option: how the user named the folder, for the message (`--out`).
-        cache_dir: the cache folder of the run, or None. An output folder that is it or
-            lies in it is refused: the cache writes there during the run, and the output
-            would hold files the tool did not write for it, found only when the results are
-            written at the end.
+        cache_dir: the cache folder of the run, or None (`check_apart_from_cache`).
 
     Raises:
         UserError: `root` is a file or lies under one; it or the folder it would be made in
@@ -204,12 +217,7 @@ def check_output(
     """
     root = Path(root)
     if cache_dir is not None:
-        out_abs, cache_abs = root.resolve(), Path(cache_dir).resolve()
-        if out_abs == cache_abs or cache_abs in out_abs.parents:
-            raise UserError(
-                f"output folder is or lies in the cache folder {cache_abs}; give another {option}",
-                path=root,
-            )
+        check_apart_from_cache(root, cache_dir, option)
     existing = _nearest_existing(root.absolute())
     if existing.is_symlink() and not existing.exists():
         raise UserError(f"output folder is a broken link; give another {option}", path=root)

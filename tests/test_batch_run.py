@@ -199,3 +199,19 @@ def test_an_output_folder_with_a_users_files_is_refused(
     )
     code, _, err = run_cli(tiny_model_dir, tmp_path / "cache", *args)
     assert code == 2 and "x.json" in err, err
+
+
+def test_an_output_folder_in_the_cache_folder_is_refused_before_any_work(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    world = sample_scene(21, 2)
+    write_scene_folder(world, tmp_path / "scene")
+    manifest = tmp_path / "one.jsonl"
+    row = {"scene": "scene", "edits": [{"move": [f"{world.names[0]}=+2,0"]}], "seeds": [0]}
+    manifest.write_text(json.dumps(row) + "\n")
+    cache = tmp_path / "cache"
+    args = ("batch", str(manifest), "--out", str(cache / "out"))
+    code, _, err = run_cli(tiny_model_dir, cache, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "lies in the cache folder" in lines[0], err
+    assert not (cache / "out").exists()

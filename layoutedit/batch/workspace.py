@@ -52,7 +52,7 @@ from typing import Any
 
 from layoutedit.atomic import atomic_folder, write_bytes_atomic, write_json_atomic
 from layoutedit.errors import UserError
-from layoutedit.output_guard import MARKER
+from layoutedit.output_guard import MARKER, check_apart_from_cache
 
 try:  # POSIX; elsewhere a batch runs without cross-process locks
     import fcntl
@@ -149,14 +149,16 @@ def _user_row_files(rows: Path) -> Iterator[str]:
             yield f"{ROWS}/{entry.name}"
 
 
-def check_out(out: Path, *, overwrite: bool) -> None:
+def check_out(out: Path, *, overwrite: bool, cache_dir: Path | None = None) -> None:
     """Refuse an output folder the batch must not write, before any work.
 
     Raises:
-        UserError: `out` is a file or lies under one, cannot be written, or holds files the
-            batch did not write (unless `overwrite`).
+        UserError: `out` is a file or lies under one, cannot be written, holds files the
+            batch did not write (unless `overwrite`), or is (or lies in) `cache_dir`.
     """
     out = Path(out)
+    if cache_dir is not None:
+        check_apart_from_cache(out, cache_dir)
     for part in (out, *out.absolute().parents):
         if part.exists() or part.is_symlink():
             if not part.is_dir():

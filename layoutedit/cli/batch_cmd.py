@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
             on_bad=on_bad,
             edit_overrides={"best": best},
         )
-        check_out(out, overwrite=overwrite)
+        check_out(out, overwrite=overwrite, cache_dir=app_state.cache_dir)
         if chatty and shard.is_main:
             err_console.print(
                 f"{escape(str(manifest))}: {len(checked.rows)} rows checked "

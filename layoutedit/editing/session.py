@@ -627,19 +627,10 @@ class EditSession:
             # puts the source's back where nothing changed (where the start lifted or cast a
             # shadow, `PasteStart.shadows`, it keeps the start's).
             own = self._model_zone(start)
-            if cfg.model_weight < 1.0:
-                # The redraw and the start are two guesses at what was never seen: their
-                # weighted mean errs less than either when their errors differ.
-                w = cfg.model_weight
-                images = [
-                    np.where(
-                        own[..., None],
-                        np.rint(w * i.astype(np.float64) + (1 - w) * start.image).astype(np.uint8),
-                        i,
-                    )
-                    for i in images
-                ]
             alpha = keep_alpha(~own, cfg.composite_feather * max(self.scene.size))
+            # Inside the zone the redraw and the start are two guesses at what was never
+            # seen: their weighted mean errs less than either when their errors differ.
+            alpha[own] = 1.0 - cfg.model_weight
             images = [composite(i, start.image, alpha) for i in images]
         if cfg.background_composite:
             # Objects sit on their pasted footprints, else anywhere in their regions. Where

@@ -324,6 +324,13 @@ class EditConfig(_Strict):
         "margin a painted region leaves) counts as the object where the source had it "
         "covered: a back object hidden but for a sliver gets all of its uncovered part.",
     )
+    region_margin: Literal["widest", "measured"] = Field(
+        default="widest",
+        description="With `hidden_from_region`: the margin a painted region is taken to "
+        "leave around its object. `widest`: 1.25 latent cells for every region; "
+        "`measured`: each object's own, read where its pasted pixels meet free ones (a "
+        "tight region gives more of a hidden part).",
+    )
     hidden_colour: Literal["mean", "lit"] = Field(
         default="mean",
         description="With `complete_hidden`: the colour a hidden part starts in. `mean`: the "
@@ -379,6 +386,13 @@ class EditConfig(_Strict):
         "keeps those pixels. The shadow is one light's, fitted to the darkening around all "
         "objects (a shift, a softness, a strength) and cast from the object's new footprint; "
         "a scene the fit does not explain has each object's darkening read pixel by pixel.",
+    )
+    object_shadows: bool = Field(
+        default=False,
+        description="With `move_shadows` and a fitted light: shadows on objects move too. "
+        "The shadow an object in front casts on one behind it is lifted where either of "
+        "them moved, and an object that stays casts its shadow on a moved one that lands "
+        "behind it.",
     )
     rank_by: Literal["attention", "layout"] = Field(
         default="attention",
@@ -562,12 +576,21 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # +0.49 [0, +1.37] dB, colour error -0.05 [-0.14, +0.00] / -0.03 [-0.10, +0.02]
             # (round 5, item 4).
             "hidden_colour": "lit",
-            # The redraw of hidden parts at 0.7 against the start's 0.3 (dev seeds 2000 /
-            # 2001, 6 scenes x 2, against the redraw alone): image +0.07 [-0.10, +0.25] /
-            # +0.12 [-0.02, +0.30] dB, uncovered parts -0.03 [-1.07, +0.95] / +0.75 [+0.09,
-            # +1.52] dB, shadows +0.11 [+0.02, +0.24] / -0.11 [-0.36, +0.11] dB, where
-            # objects left +0.59 [+0.05, +1.32] / +0.08 [-0.10, +0.27] dB (round 5, item 5).
-            "model_weight": 0.7,
+            # Each painted region's own margin (dev seeds 2000 / 2001, 8 scenes x 2, the
+            # `no-model` rows, against the widest margin, object shadows on in both):
+            # uncovered parts +6.27 [+2.86, +9.91] / +3.49 [+1.55, +5.91] dB, image +0.67
+            # [-0.03, +1.49] / +0.25 [-0.30, +0.85] dB (docs/tuning.md, world v2 round 6).
+            "region_margin": "measured",
+            # Shadows on objects lifted and cast (same rows, against without): image +0.30
+            # [+0.03, +0.71] / +0.14 [-0.12, +0.45] dB, colour error -0.84 [-1.78, +0.01] /
+            # -1.57 [-3.21, -0.23] (round 6).
+            "object_shadows": True,
+            # With the start above, the redraw's share in the hidden zone (dev seeds 2000 /
+            # 2001, 8 scenes x 2): at 0.7 against the start alone (`no-model`), image -0.52
+            # [-1.05, -0.04] / -0.41 [-0.79, -0.08] dB; at 0.3, -0.22 [-0.49, +0.00] /
+            # -0.17 [-0.35, -0.02] dB; 0.3 against 0.5 +0.10 [-0.13, +0.39] / +0.06 [-0.08,
+            # +0.21] dB (round 6: no share tried beats the start).
+            "model_weight": 0.3,
             "redraw_strength": 0.6,
             "redraw_band": 0.0,
             "redraw_unconditional": True,

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from layoutedit.editing.compositing import match_colours
-from layoutedit.editing.paste import paste_edit
+from layoutedit.editing.paste import grow, paste_edit
 from layoutedit.editing.redraw import (
     RegionalStart,
     cells_touched,
@@ -18,13 +18,14 @@ from layoutedit.editing.redraw import (
     first_steps,
     hidden_parts,
     hidden_zones,
+    painted_margin,
     redraw_mask,
     unshadowed_pixels,
 )
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.scenes.layout_ops import Placement
-from layoutedit.scenes.occlusion_fit import amodal_estimate
+from layoutedit.scenes.occlusion_fit import amodal_estimate, in_front
 from layoutedit.shapes.lighting import Light
 from layoutedit.shapes.world import moved, sample_scene
 from layoutedit.shapes.world_v2 import render_lit
@@ -63,7 +64,9 @@ def test_a_hidden_zone_is_where_the_front_object_covered_the_back_one_after_the_
     layout = np.full((64, 64), 2, dtype=np.int16)
     layout[_disk(24, 32, 10)] = 0
     layout[_disk(34, 10, 7)] = 1
-    zone = hidden_zones(masks, [stay, away], layout, footprints)
+    zones = hidden_zones(masks, [stay, away], layout, footprints)
+    assert not zones[1].any()  # the front disc hid nothing
+    zone = zones.any(axis=0)
     revealed = back_whole & ~back
     assert (zone & revealed).sum() >= 0.8 * revealed.sum()  # the part that shows now
     assert not (zone & footprints.any(axis=0)).any()
@@ -85,10 +88,11 @@ def test_a_hidden_part_that_now_shows_starts_in_its_object_colour() -> None:
     layout = np.full((64, 64), 2, dtype=np.int16)
     layout[_disk(24, 32, 10)] = 0
     layout[_disk(34, 10, 7)] = 1
-    zone = hidden_zones(np.stack([back, front]), [stay, away], layout, footprints)
+    zones = hidden_zones(np.stack([back, front]), [stay, away], layout, footprints)
+    zone = zones.any(axis=0)
     wholes = np.stack([amodal_estimate(labels, i, 2) for i in range(2)])
     visible = np.stack([back, front])
-    parts = hidden_parts(wholes, visible, [stay, away], footprints, (0, 1), zone)
+    parts = hidden_parts(wholes, visible, [stay, away], footprints, (0, 1), zones)
     assert not parts[1].any()  # the front disc hid nothing
     out = complete_hidden_parts(image, parts, footprints)
     bite = back_whole & ~back & zone
@@ -200,8 +204,9 @@ def test_a_back_disc_shown_as_a_sliver_gets_its_uncovered_part_from_the_painted_
     layout[:28, 10:50] = 2  # painted over the disc's top
     layout[third] = 2
     layout[gone] = 1
-    own = hidden_zones(source_masks, placements, layout, footprints)
-    wide = hidden_zones(source_masks, placements, layout, footprints, region_size=True)
+    own = hidden_zones(source_masks, placements, layout, footprints).any(axis=0)
+    zones = hidden_zones(source_masks, placements, layout, footprints, region_size=True)
+    wide = zones.any(axis=0)
     uncovered = disc & ~visible
     in_own_region, painted_over = uncovered & (layout == 0), uncovered & (layout == 2)
     assert not (own & painted_over).any()  # only the disc's own region
@@ -212,8 +217,8 @@ def test_a_back_disc_shown_as_a_sliver_gets_its_uncovered_part_from_the_painted_
     labels[visible], labels[front], labels[third] = 0, 1, 2
     wholes = np.stack([amodal_estimate(labels, i, 3) for i in range(3)])
     regions = np.stack([layout == i for i in range(3)])
-    plain = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), wide)
-    read = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), wide, regions)
+    plain = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), zones)
+    read = hidden_parts(wholes, source_masks, placements, footprints, (0, 1, 2), zones, regions)
     assert (read[0] & uncovered).sum() > (plain[0] & uncovered).sum()
     assert not read[0][~wide].any()
 
@@ -249,3 +254,69 @@ def test_a_hidden_part_takes_the_colour_of_its_object_out_of_the_front_objects_s
     # A moved object's pixels are all kept: its source shadows moved with it.
     moved = unshadowed_pixels(footprints, masks, [False, True], (0, 1), shade, 0.02)
     assert np.array_equal(moved[0], back)
+
+
+def test_objects_cut_along_a_straight_edge_may_hide_each_other_when_the_region_says_so() -> None:
+    # A back disc cut by a square's straight bottom edge: neither hull cuts into the other,
+    # so only the region-reading search looks under the square. The square then moves away
+    # and the layout paints the whole disc where it stays.
+    disc = _disk(30, 36, 9)
+    square = np.zeros((64, 64), dtype=bool)
+    square[18:34, 20:40] = True
+    visible = disc & ~square
+    source_masks = np.stack([visible, square])
+    assert not in_front(source_masks).any()
+    placements = [Placement(30.0, 40.0, 30.0, 40.0, 1.0), Placement(30.0, 26.0, 30.0, 6.0, 1.0)]
+    moved_square = np.zeros((64, 64), dtype=bool)
+    moved_square[0:14, 20:40] = True
+    footprints = np.stack([visible, moved_square])
+    layout = np.full((64, 64), 2, dtype=np.int16)
+    layout[_disk(30, 36, 11)] = 0
+    layout[0:15, 19:41] = 1
+    plain = hidden_zones(source_masks, placements, layout, footprints)
+    read = hidden_zones(source_masks, placements, layout, footprints, region_size=True)
+    uncovered = disc & square
+    assert not plain.any()
+    assert (read[0] & uncovered).sum() >= 0.5 * uncovered.sum()
+    # Which part shows is the regions' to say: the disc's, not the square's (it is whole).
+    labels = np.full((64, 64), 2, dtype=np.int16)
+    labels[visible], labels[square] = 0, 1
+    wholes = np.stack([amodal_estimate(labels, i, 2) for i in range(2)])
+    regions = np.stack([~grow(layout != i, 1) for i in range(2)])  # less a 1 px margin
+    parts = hidden_parts(wholes, source_masks, placements, footprints, (0, 1), read, regions)
+    assert (parts[0] & uncovered).sum() >= 0.5 * uncovered.sum() and not parts[1].any()
+
+
+def test_a_region_fills_only_its_own_objects_hidden_part() -> None:
+    # Object 1's region claims pixels of the zone where object 0's part shows (a region
+    # fills its object's hollows); only object 0 may take them.
+    zones = np.zeros((2, 16, 16), dtype=bool)
+    zones[0, 4:8, 4:8] = True
+    regions = np.zeros((2, 16, 16), dtype=bool)
+    regions[0, 2:10, 2:10] = True
+    regions[1, 0:16, 0:8] = True
+    footprints = np.zeros((2, 16, 16), dtype=bool)
+    footprints[0, 8:12, 4:8] = footprints[1, 0:2, 0:8] = True
+    source = footprints.copy()
+    wholes = source.copy()
+    still = [Placement(0.0, 0.0, 0.0, 0.0, 1.0)] * 2
+    parts = hidden_parts(wholes, source, still, footprints, (0, 1), zones, regions)
+    assert parts[0].sum() == 16 and not parts[1].any()
+
+
+def test_the_painted_margin_is_read_where_the_object_meets_free_pixels() -> None:
+    obj = _disk(32, 32, 8)
+    tight, loose = _disk(32, 32, 10), _disk(32, 32, 13)
+    free = ~obj
+    assert painted_margin(tight, obj, free, cap=5) == 2
+    assert painted_margin(loose, obj, free, cap=5) == 5  # capped
+    assert painted_margin(obj, obj, free, cap=5) == 0
+    # An edge that meets another object's pixels says nothing: with none free, the cap.
+    assert painted_margin(tight, obj, np.zeros_like(obj), cap=4) == 4
+
+
+def test_the_object_that_cuts_into_another_lies_over_it() -> None:
+    back_whole, front = _disk(24, 32, 8), _disk(34, 32, 6)
+    far = _disk(54, 54, 4)
+    over = in_front(np.stack([back_whole & ~front, front, far]))
+    assert over.tolist() == [[False, True, False], [False, False, False], [False, False, False]]

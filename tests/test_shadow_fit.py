@@ -15,7 +15,13 @@ from layoutedit.backend import get_backend
 from layoutedit.bench.cases_v2 import make_cases_v2
 from layoutedit.editing.paste import paste_edit
 from layoutedit.editing.session import EditSession
-from layoutedit.editing.shadow_fit import cast_fitted_shadows, fit_cast_shadow, shift
+from layoutedit.editing.shadow_fit import (
+    CastShadow,
+    cast_fitted_shadows,
+    fit_cast_shadow,
+    lift_object_shadows,
+    shift,
+)
 from layoutedit.scenes.layout_ops import Placement
 from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
 from layoutedit.shapes.lighting import Light
@@ -69,6 +75,26 @@ def test_a_fitted_shadow_cast_from_the_new_footprint_matches_the_truths() -> Non
     error_cast = np.abs(cast.astype(float) - truth.image).mean()
     error_none = np.abs(pasted.astype(float) - truth.image).mean()
     assert error_cast < error_none * 0.5
+
+
+def test_a_shadow_cast_on_an_object_behind_is_lifted_by_the_inverse_of_the_cast() -> None:
+    # A back square under a front disc's shadow: cast onto the square only, then lifted.
+    fit = CastShadow(dx=3.0, dy=2.0, sigma=1.0, strength=0.5, explained=1.0)
+    image = np.full((32, 32, 3), 200, dtype=np.uint8)
+    back = np.zeros((32, 32), dtype=bool)
+    back[4:28, 4:28] = True
+    front = np.zeros((32, 32), dtype=bool)
+    front[8:16, 8:16] = True
+    image[back] = (90, 160, 220)
+    image[front] = (30, 30, 30)
+    masks = np.stack([back & ~front, front])
+    shaded = cast_fitted_shadows(image, fit, masks, [1], (0, 1), onto=masks[0])
+    assert (shaded[~masks[0]] == image[~masks[0]]).all()  # only onto the back square
+    assert shaded[17, 17].sum() < image[17, 17].sum() - 60  # its core, past the front
+    pairs = np.array([[False, True], [False, False]])  # lift the disc's shadow off the square
+    lifted = lift_object_shadows(shaded, fit, masks, pairs)
+    assert np.abs(lifted.astype(int) - image.astype(int)).max() <= 2  # rounding only
+    assert np.array_equal(lift_object_shadows(shaded, fit, masks, pairs & False), shaded)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,12 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from layoutedit.editing.paste import grow
 from layoutedit.scenes.layout_ops import Placement, warp_mask
-from layoutedit.scenes.masks import convex_hull_mask
+from layoutedit.scenes.morphology import disk, erode
+from layoutedit.scenes.occlusion_fit import in_front
 
+EDGE_SHARE = 0.75
+"""The share of an object's free edge that its region, eroded by the painted margin, still
+holds (`painted_margin`): a quarter may lie where a rough region hugs the object closer."""
 LIT_SHARE = 0.25
 """The least share of an object's pasted pixels that must be lit for their mean to colour
 its hidden part (`complete_hidden_parts`); below it, all of its pixels."""
@@ -72,7 +76,8 @@ def hidden_zones(
     footprints: np.ndarray,
     region_size: bool = False,
 ) -> np.ndarray:
-    """(H, W) bool where an object's part that the source hid may show after the edit.
+    """(K, H, W) bool where each object's part that the source hid may show after the edit
+    (their union: where a hidden part may show).
 
     An object's hidden part lies under the objects that covered it in the source, next to
     its visible pixels: those pixels (within half the object's size), moved with the object
@@ -80,22 +85,21 @@ def hidden_zones(
     The object's size is that of its visible pixels, or with `region_size` the larger of
     those and its target region (a back object mostly hidden shows a sliver of itself,
     while the region the user paints for it holds all of it).
+
+    With `region_size`, two touching objects with no hull overlap either way (a part cut off
+    along a straight edge, which no hull reads) may each hide the other: which part shows
+    is then the region's to say (`hidden_parts`).
     """
     k = source_masks.shape[0]
     occupied = footprints.any(axis=0)
-    out = np.zeros(occupied.shape, dtype=bool)
-    hulls = [convex_hull_mask(m) for m in source_masks]
+    out = np.zeros(source_masks.shape, dtype=bool)
+    over = in_front(source_masks)  # only an object in front can hide another
+    if region_size:
+        over |= _touching_unordered(source_masks, over)
     for i in range(k):
-        # Only an object in front can hide another: the back one's hull holds the front
-        # one's pixels over it, more than the other way round.
-        front = [
-            j
-            for j in range(k)
-            if j != i and (hulls[i] & source_masks[j]).sum() > (hulls[j] & source_masks[i]).sum()
-        ]
-        if not front:
+        if not over[i].any():
             continue
-        others = source_masks[front].any(axis=0)
+        others = source_masks[over[i]].any(axis=0)
         area = int(source_masks[i].sum())
         if region_size:
             area = max(area, int((layout_labels == i).sum()))
@@ -106,8 +110,43 @@ def hidden_zones(
         # A back object's painted region is cut by the regions painted over it: with
         # `region_size` any painted pixel may hold its uncovered part.
         allowed = (layout_labels < k) if region_size else (layout_labels == i)
-        out |= warp_mask(near, placements[i]) & allowed
-    return out & ~occupied
+        out[i] = warp_mask(near, placements[i]) & allowed & ~occupied
+    return out
+
+
+def _touching_unordered(source_masks: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """(K, K) bool: [i, j] where j touches i and neither hull cuts into the other (`over`
+    has neither way): either may hide the other (`hidden_zones`)."""
+    k = source_masks.shape[0]
+    out = np.zeros((k, k), dtype=bool)
+    for i in range(k):
+        touching = grow(source_masks[i], 1)
+        for j in range(k):
+            if j != i and not over[i, j] and not over[j, i]:
+                out[i, j] = bool((touching & source_masks[j]).any())
+    return out
+
+
+def painted_margin(region: np.ndarray, footprint: np.ndarray, free: np.ndarray, cap: int) -> int:
+    """The margin a painted region leaves around its object, px (0..`cap`): the widest disk
+    that `region` can be eroded by and still hold `EDGE_SHARE` of the object's free edge
+    (its pasted pixels next to `free` ones, where no other object was pasted).
+
+    Args:
+        region: (H, W) bool the object's target region.
+        footprint: (H, W) bool where the object was pasted.
+        free: (H, W) bool pixels no object was pasted on.
+        cap: the widest margin to consider, px; returned when the object has no free edge.
+    """
+    edge = footprint & grow(free, 1)
+    if not edge.any():
+        return cap
+    margin = 0
+    for m in range(1, cap + 1):
+        if (erode(region, disk(m)) & edge).sum() < EDGE_SHARE * edge.sum():
+            break
+        margin = m
+    return margin
 
 
 def hidden_parts(
@@ -116,7 +155,7 @@ def hidden_parts(
     placements: Sequence[Placement],
     footprints: np.ndarray,
     order: Sequence[int],
-    hidden: np.ndarray,
+    zones: np.ndarray,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
     """(K, H, W) bool each object's hidden part that may show, where the edit puts it.
@@ -133,20 +172,22 @@ def hidden_parts(
         placements: K placements.
         footprints: (K, H, W) bool where each object was pasted.
         order: object indices back to front.
-        hidden: (H, W) bool where a hidden part may show (`hidden_zones`).
+        zones: (K, H, W) bool where each object's hidden part may show (`hidden_zones`).
         regions: (K, H, W) bool each object's target region shrunk by the margin a painted
-            region leaves around its object, or None. Its pixels in `hidden` count as the
-            object's too: the convex completion misses what lies beyond the chord of a
-            sliver (a disc hidden but for a crescent).
+            region leaves around its object, or None. Its pixels in the object's own zone
+            count as the object's too: the convex completion misses what lies beyond the
+            chord of a sliver (a disc hidden but for a crescent). Only its own: a region
+            fills its object's hollows (between a star's arms), which another's zone may
+            hold.
     """
     parts = np.zeros_like(source_masks, dtype=bool)
-    free = hidden.copy()
+    free = zones.any(axis=0)
     for i in reversed(list(order)):
         if not footprints[i].any() or not free.any():
             continue
         part = warp_mask(wholes[i] & ~source_masks[i], placements[i])
         if regions is not None:
-            part |= regions[i]
+            part |= regions[i] & zones[i]
         parts[i] = part & free
         free &= ~parts[i]
     return parts

@@ -53,6 +53,7 @@ from layoutedit.editing.redraw import (
     first_steps,
     hidden_parts,
     hidden_zones,
+    painted_margin,
     redraw_mask,
     unshadowed_pixels,
 )
@@ -72,6 +73,7 @@ from layoutedit.editing.shadow_fit import (
     cast_fitted_shadows,
     fit_cast_shadow,
     fitted_darkening,
+    lift_object_shadows,
 )
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.editing.texture_fill import repeat_fill
@@ -81,7 +83,8 @@ from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
 from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order, snap_still
-from layoutedit.scenes.occlusion_fit import amodal_estimate, occlusion_placements
+from layoutedit.scenes.morphology import disk, erode
+from layoutedit.scenes.occlusion_fit import amodal_estimate, in_front, occlusion_placements
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
@@ -471,6 +474,10 @@ class EditSession:
         if cfg.move_shadows and moved:
             cast, darkening = self._source_shadows(round(SHADOW_REACH * cell), rim)
             image = remove_shadows(image, darkening, moved)
+            if cfg.object_shadows and cast is not None:
+                went = np.array([i in moved for i in range(k)])
+                pairs = in_front(masks) & (went[:, None] | went[None, :])
+                image = lift_object_shadows(image, cast, masks, pairs)
             shadows = _changed(image, self.scene.image)
         filled = None
         if cfg.hole_fill == "repeat":
@@ -490,25 +497,31 @@ class EditSession:
             unshadowed = pasted
             if cast is not None:
                 pasted = cast_fitted_shadows(pasted, cast, footprints, moved, order)
+                stay = [i for i in range(k) if i not in moved]
+                if cfg.object_shadows and stay:
+                    onto = np.asarray(footprints[moved].any(axis=0), dtype=bool)
+                    pasted = cast_fitted_shadows(pasted, cast, footprints, stay, order, onto)
             else:
                 pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
             shadows |= _changed(pasted, unshadowed)
         redraw = hidden = None
         if cfg.redraw_strength > 0:
             band = round(cfg.redraw_band * cell)
-            hidden = hidden_zones(
-                masks, placements, layout.labels, footprints, region_size=cfg.hidden_from_region
-            )
+            zones = hidden_zones(
+                masks,
+                placements,
+                layout.labels,
+                footprints,
+                region_size=cfg.hidden_from_region,
+            )  # (K, H, W)
+            hidden = np.asarray(zones.any(axis=0), dtype=bool)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
             if cfg.complete_hidden or cfg.hidden_margin is not None:
                 regions = None
                 if cfg.hidden_from_region:
-                    margin = 0 if layout.exact else round(PAINTED_MARGIN * cell)
-                    regions = np.stack(
-                        [~grow(layout.labels != i, margin) for i in range(k)]
-                    )  # (K, H, W): each region less the margin a painted one leaves
+                    regions = self._inner_regions(layout, footprints, cell)
                 parts = hidden_parts(
-                    self._whole_shapes(), masks, placements, footprints, order, hidden, regions
+                    self._whole_shapes(), masks, placements, footprints, order, zones, regions
                 )
                 if cfg.complete_hidden:
                     lit = None
@@ -542,6 +555,22 @@ class EditSession:
             shadows=shadows,
         )
         return start, latent, paste_start
+
+    def _inner_regions(self, layout: Layout, footprints: np.ndarray, cell: float) -> np.ndarray:
+        """(K, H, W) bool each target region less the margin a painted one leaves around its
+        object: the widest (`PAINTED_MARGIN`), or with `region_margin` "measured" each
+        object's own (`redraw.painted_margin`); none for an exact layout."""
+        k = len(self.scene.objects)
+        widest = 0 if layout.exact else round(PAINTED_MARGIN * cell)
+        if self.config.region_margin == "widest" or widest == 0:
+            return np.stack([~grow(layout.labels != i, widest) for i in range(k)])
+        free = ~np.asarray(footprints.any(axis=0), dtype=bool)
+        out = []
+        for i in range(k):
+            region = layout.labels == i
+            margin = painted_margin(region, footprints[i], free, widest)
+            out.append(erode(region, disk(margin)) if margin > 0 else region)
+        return np.stack(out)
 
     def _regional(
         self, paste: PasteStart | None, pasted: torch.Tensor | None, noise: torch.Tensor

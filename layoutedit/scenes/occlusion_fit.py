@@ -61,20 +61,25 @@ def hull_region(mask: np.ndarray, margin: float) -> np.ndarray:
     return np.asarray(ellipse | dilate(mask, disk(margin)))
 
 
-def covering(source_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
-    """(H, W) bool pixels of the source objects that lie over object `k`: those inside the
-    convex hull of `k`'s visible pixels, of objects whose own hull holds fewer of `k`'s
-    pixels than `k`'s hull holds of theirs (the one in front cuts into the one behind)."""
-    mask = source_labels == k
-    hull = convex_hull_mask(mask)
-    out = np.zeros(mask.shape, dtype=bool)
-    for j in range(n_objects):
-        other = source_labels == j
-        if j == k or not other.any():
-            continue
-        if (hull & other).sum() > (convex_hull_mask(other) & mask).sum():
-            out |= other
+def in_front(masks: np.ndarray) -> np.ndarray:
+    """(K, K) bool: [i, j] when object j lies over object i in the source, read from
+    (K, H, W) bool visible masks: i's convex hull holds more of j's pixels than j's hull
+    holds of i's (the one in front cuts into the one behind). Two objects that neither
+    hull cuts into are left unordered."""
+    k = masks.shape[0]
+    hulls = [convex_hull_mask(m) if m.any() else m for m in masks]
+    out = np.zeros((k, k), dtype=bool)
+    for i in range(k):
+        for j in range(k):
+            if i != j and (hulls[i] & masks[j]).sum() > (hulls[j] & masks[i]).sum():
+                out[i, j] = True
     return out
+
+
+def covering(source_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
+    """(H, W) bool pixels of the source objects that lie over object `k` (`in_front`)."""
+    masks = np.stack([source_labels == j for j in range(n_objects)])
+    return np.asarray(masks[in_front(masks)[k]].any(axis=0), dtype=bool)
 
 
 def amodal_estimate(source_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:

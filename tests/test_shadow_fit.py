@@ -97,6 +97,23 @@ def test_a_shadow_cast_on_an_object_behind_is_lifted_by_the_inverse_of_the_cast(
     assert np.array_equal(lift_object_shadows(shaded, fit, masks, pairs & False), shaded)
 
 
+def test_a_shadow_cast_from_the_whole_shape_covers_what_the_hidden_part_casts() -> None:
+    # The front square hides the disc's top; the disc's whole shape casts the longer shadow.
+    fit = CastShadow(dx=0.0, dy=-6.0, sigma=0.6, strength=0.5, explained=1.0)
+    image = np.full((40, 40, 3), 200, dtype=np.uint8)
+    yy, xx = np.mgrid[:40, :40]
+    disc = (xx - 20) ** 2 + (yy - 22) ** 2 <= 36
+    square = np.zeros((40, 40), dtype=bool)
+    square[12:20, 14:26] = True
+    footprints = np.stack([disc & ~square, square])
+    plain = cast_fitted_shadows(image, fit, footprints, [0], (0, 1))
+    whole = cast_fitted_shadows(
+        image, fit, footprints, [0], (0, 1), silhouettes=np.stack([disc, square])
+    )
+    assert whole[11, 20].sum() < plain[11, 20].sum() - 100  # above the square: the top's
+    assert (whole[square] == image[square]).all()  # the square in front stays lit
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Any:
     return load_tiny(tiny_model_dir)

@@ -82,7 +82,13 @@ from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
-from layoutedit.scenes.layout_ops import Placement, estimate_placements, paint_order, snap_still
+from layoutedit.scenes.layout_ops import (
+    Placement,
+    estimate_placements,
+    paint_order,
+    snap_still,
+    warp_mask,
+)
 from layoutedit.scenes.morphology import disk, erode
 from layoutedit.scenes.occlusion_fit import amodal_estimate, in_front, occlusion_placements
 from layoutedit.scenes.prompts import token_positions
@@ -422,7 +428,8 @@ class EditSession:
             repeat = self.config.hole_fill == "repeat"
             cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
             if cast is not None:
-                darkening = fitted_darkening(cast, masks, reach, rim)
+                shapes = self._whole_shapes() if self.config.shadow_from_whole else masks
+                darkening = fitted_darkening(cast, shapes, reach, rim)
             else:  # no one light explains the surroundings: each pixel read on its own
                 darkening = shadow_darkening(image, masks, reach, rim, repeat=repeat)
             self._shadows = (cast, darkening)
@@ -496,11 +503,24 @@ class EditSession:
         if darkening is not None and shadows is not None:
             unshadowed = pasted
             if cast is not None:
-                pasted = cast_fitted_shadows(pasted, cast, footprints, moved, order)
+                shapes = None
+                if cfg.shadow_from_whole:
+                    wholes = self._whole_shapes()
+                    shapes = np.stack(
+                        [
+                            f | warp_mask(w, p)
+                            for f, w, p in zip(footprints, wholes, placements, strict=True)
+                        ]
+                    )
+                pasted = cast_fitted_shadows(
+                    pasted, cast, footprints, moved, order, silhouettes=shapes
+                )
                 stay = [i for i in range(k) if i not in moved]
                 if cfg.object_shadows and stay:
                     onto = np.asarray(footprints[moved].any(axis=0), dtype=bool)
-                    pasted = cast_fitted_shadows(pasted, cast, footprints, stay, order, onto)
+                    pasted = cast_fitted_shadows(
+                        pasted, cast, footprints, stay, order, onto, silhouettes=shapes
+                    )
             else:
                 pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
             shadows |= _changed(pasted, unshadowed)

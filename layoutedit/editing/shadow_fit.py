@@ -159,19 +159,22 @@ def cast_fitted_shadows(
     which: Sequence[int],
     order: Sequence[int] | None = None,
     onto: np.ndarray | None = None,
+    silhouettes: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W, 3) uint8 with the shadow of each object in `which` cast from its footprint
     (`(K, H, W)` bool, where it was pasted) on everything but itself and the objects drawn
     over it (`order`: back to front; None: index order); with `onto` ((H, W) bool) only
-    there."""
+    there; with `silhouettes` ((K, H, W) bool) cast from those instead (an object's whole
+    shape, its hidden parts included, casts the shadow)."""
     out = image.astype(np.float64)
     seq = list(range(len(footprints))) if order is None else list(order)
+    shapes = footprints if silhouettes is None else silhouettes
     for i in which:
         front = seq[seq.index(i) :] if i in seq else [i]
         lit = footprints[front].any(axis=0)
         if onto is not None:
             lit |= ~onto
-        dark = np.where(lit, 0.0, fit.darkening(footprints[i]))
+        dark = np.where(lit, 0.0, fit.darkening(shapes[i]))
         out *= (1.0 - dark)[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

@@ -40,6 +40,12 @@ def test_rows_carry_their_changes(tmp_path: Path) -> None:
     assert "learn.ti_steps=3" in ti3.description
 
 
+def test_a_row_that_edits_without_the_concept_learns_none(tmp_path: Path) -> None:
+    text = "[plain]\nedit = { use_concept = false }\n[learned]\nedit = { steps = 3 }\n"
+    plain, learned = load_sweep(_write(tmp_path, text), Settings())
+    assert not plain.uses_concept and learned.uses_concept
+
+
 def test_identity_rows_edit_each_scene_to_its_own_mask(tmp_path: Path) -> None:
     text = "[ti3-id]\nidentity = true\nlearn = { ti_steps = 3 }\n[plain]\nidentity = false\n"
     fast, plain = load_sweep(_write(tmp_path, text), Settings())

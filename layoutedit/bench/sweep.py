@@ -115,6 +115,8 @@ def load_sweep(path: Path, settings: Settings, taken: Iterable[str] = ()) -> lis
                 learn_overrides=changes["learn"],
                 scene_overrides=changes["scene"],
                 identity=identity,
+                # A row that edits without the concept learns none (as `no-model` does).
+                uses_concept=changes["edit"].get("use_concept", True) is not False,
             )
         )
     return rows

@@ -154,3 +154,40 @@ def test_the_edit_keeps_the_moved_shadow_instead_of_the_sources_pixels(model: An
         error_moved = np.abs(moved_shadows[where] - truth.image[where]).mean()
         error_kept = np.abs(kept[where] - truth.image[where]).mean()
         assert error_moved < error_kept * 0.5
+
+
+def test_a_still_objects_shadow_falls_on_the_hole_a_moved_object_left(model: Any) -> None:
+    # World v2 dev scene 7001009: a still object's shadow lay on an object that moves away;
+    # the truth has that shadow on the background the move uncovers.
+    case = make_cases_v2(8, seed=2001)[14]
+    k = case.n_objects
+    scene = scene_from_arrays(
+        case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
+    )
+    layout = layout_from_labels(case.layout, scene)
+
+    def start(on_uncovered: bool) -> np.ndarray:
+        cfg = fast_config(
+            init="paste",
+            denoise=False,
+            redraw_strength=0.6,
+            model_pixels="hidden",
+            placement="occlusion",
+            hole_fill="repeat",
+            move_shadows=True,
+            object_shadows=True,
+            shadows_on_uncovered=on_uncovered,
+        )
+        session = EditSession(model, scene, cfg, get_backend("cpu"))
+        return session._paste_start(layout)[2].image.astype(float)
+
+    source, truth = case.source, case.truth
+    assert truth.shadows is not None
+    went = [i for i in range(k) if source.objects[i] != truth.objects[i]]
+    stay = [i for i in range(k) if i not in went]
+    hole = np.isin(case.source_labels, went) & (case.target_labels == k)
+    shaded = hole & (truth.shadows[stay].sum(axis=0) > 0.1)
+    assert shaded.sum() > 50
+    error_on = np.abs(start(True)[shaded] - truth.image[shaded]).mean()
+    error_off = np.abs(start(False)[shaded] - truth.image[shaded]).mean()
+    assert error_on < error_off * 0.5

@@ -518,6 +518,11 @@ class EditSession:
                 stay = [i for i in range(k) if i not in moved]
                 if cfg.object_shadows and stay:
                     onto = np.asarray(footprints[moved].any(axis=0), dtype=bool)
+                    if cfg.shadows_on_uncovered:
+                        # The fill of a hole is unshadowed background: a still object's
+                        # shadow that fell on the object that left falls on it now.
+                        left = grow(np.asarray(masks[moved].any(axis=0), dtype=bool), rim)
+                        onto |= left & ~footprints.any(axis=0)
                     pasted = cast_fitted_shadows(
                         pasted, cast, footprints, stay, order, onto, silhouettes=shapes
                     )
@@ -551,6 +556,12 @@ class EditSession:
                             footprints, masks, still, order, cast.darkening, SHADOW_FLOOR
                         )
                     pasted = complete_hidden_parts(pasted, parts, footprints, lit)
+                    shade = cfg.shadows_on_uncovered and cfg.object_shadows
+                    if shade and cast is not None and parts.any():
+                        # A part painted in its lit colour: the objects over it shade it.
+                        covered = footprints | parts
+                        onto = np.asarray(parts.any(axis=0), dtype=bool)
+                        pasted = cast_fitted_shadows(pasted, cast, covered, range(k), order, onto)
                 if cfg.hidden_margin is not None:
                     # Beyond an object's estimated whole shape the zone is background: the
                     # model paints it unguided, and the start's fill stays there.

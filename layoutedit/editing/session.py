@@ -503,29 +503,7 @@ class EditSession:
         if darkening is not None and shadows is not None:
             unshadowed = pasted
             if cast is not None:
-                shapes = None
-                if cfg.shadow_from_whole:
-                    wholes = self._whole_shapes()
-                    shapes = np.stack(
-                        [
-                            f | warp_mask(w, p)
-                            for f, w, p in zip(footprints, wholes, placements, strict=True)
-                        ]
-                    )
-                pasted = cast_fitted_shadows(
-                    pasted, cast, footprints, moved, order, silhouettes=shapes
-                )
-                stay = [i for i in range(k) if i not in moved]
-                if cfg.object_shadows and stay:
-                    onto = np.asarray(footprints[moved].any(axis=0), dtype=bool)
-                    if cfg.shadows_on_uncovered:
-                        # The fill of a hole is unshadowed background: a still object's
-                        # shadow that fell on the object that left falls on it now.
-                        left = grow(np.asarray(masks[moved].any(axis=0), dtype=bool), rim)
-                        onto |= left & ~footprints.any(axis=0)
-                    pasted = cast_fitted_shadows(
-                        pasted, cast, footprints, stay, order, onto, silhouettes=shapes
-                    )
+                pasted = self._cast_fitted(pasted, cast, footprints, placements, moved, order)
             else:
                 pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
             shadows |= _changed(pasted, unshadowed)
@@ -549,19 +527,7 @@ class EditSession:
                     self._whole_shapes(), masks, placements, footprints, order, zones, regions
                 )
                 if cfg.complete_hidden:
-                    lit = None
-                    if cfg.hidden_colour == "lit" and cast is not None:
-                        still = [not _moves(p) for p in placements]
-                        lit = unshadowed_pixels(
-                            footprints, masks, still, order, cast.darkening, SHADOW_FLOOR
-                        )
-                    pasted = complete_hidden_parts(pasted, parts, footprints, lit)
-                    shade = cfg.shadows_on_uncovered and cfg.object_shadows
-                    if shade and cast is not None and parts.any():
-                        # A part painted in its lit colour: the objects over it shade it.
-                        covered = footprints | parts
-                        onto = np.asarray(parts.any(axis=0), dtype=bool)
-                        pasted = cast_fitted_shadows(pasted, cast, covered, range(k), order, onto)
+                    pasted = self._paint_parts(pasted, parts, footprints, placements, order, cast)
                 if cfg.hidden_margin is not None:
                     # Beyond an object's estimated whole shape the zone is background: the
                     # model paints it unguided, and the start's fill stays there.
@@ -586,6 +552,69 @@ class EditSession:
             shadows=shadows,
         )
         return start, latent, paste_start
+
+    def _cast_fitted(
+        self,
+        pasted: np.ndarray,
+        cast: CastShadow,
+        footprints: np.ndarray,
+        placements: Sequence[Placement],
+        moved: Sequence[int],
+        order: Sequence[int],
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 the pasted image with the scene's fitted light casting each moved
+        object's shadow at its new place, and with `object_shadows` each still object's on
+        the moved objects behind it (and with `shadows_on_uncovered` on the filled holes
+        the moved objects left)."""
+        cfg, masks = self.config, self.scene.object_masks()
+        shapes = None
+        if cfg.shadow_from_whole:  # (K, H, W): hidden parts cast shadows too
+            wholes = self._whole_shapes()
+            shapes = np.stack(
+                [
+                    f | warp_mask(w, p)
+                    for f, w, p in zip(footprints, wholes, placements, strict=True)
+                ]
+            )
+        pasted = cast_fitted_shadows(pasted, cast, footprints, moved, order, silhouettes=shapes)
+        stay = [i for i in range(len(masks)) if i not in moved]
+        if not (cfg.object_shadows and stay):
+            return pasted
+        onto = np.asarray(footprints[list(moved)].any(axis=0), dtype=bool)
+        if cfg.shadows_on_uncovered:
+            # The fill of a hole is unshadowed background: a still object's shadow that fell
+            # on the object that left falls on it now.
+            left = grow(
+                np.asarray(masks[list(moved)].any(axis=0), dtype=bool), rim_width(masks.shape[1:])
+            )
+            onto |= left & ~footprints.any(axis=0)
+        return cast_fitted_shadows(pasted, cast, footprints, stay, order, onto, silhouettes=shapes)
+
+    def _paint_parts(
+        self,
+        pasted: np.ndarray,
+        parts: np.ndarray,
+        footprints: np.ndarray,
+        placements: Sequence[Placement],
+        order: Sequence[int],
+        cast: CastShadow | None,
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 the pasted image with each object's hidden part (`hidden_parts`)
+        in its object's colour (`hidden_colour`) and, with `shadows_on_uncovered`, shaded by
+        the objects over it."""
+        cfg, masks = self.config, self.scene.object_masks()
+        lit = None
+        if cfg.hidden_colour == "lit" and cast is not None:
+            still = [not _moves(p) for p in placements]
+            lit = unshadowed_pixels(footprints, masks, still, order, cast.darkening, SHADOW_FLOOR)
+        pasted = complete_hidden_parts(pasted, parts, footprints, lit)
+        shade = cfg.shadows_on_uncovered and cfg.object_shadows
+        if shade and cast is not None and parts.any():
+            # A part is painted in its lit colour: the objects over it shade it.
+            covered = footprints | parts
+            onto = np.asarray(parts.any(axis=0), dtype=bool)
+            pasted = cast_fitted_shadows(pasted, cast, covered, range(len(masks)), order, onto)
+        return pasted
 
     def _inner_regions(self, layout: Layout, footprints: np.ndarray, cell: float) -> np.ndarray:
         """(K, H, W) bool each target region less the margin a painted one leaves around its

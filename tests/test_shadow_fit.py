@@ -119,23 +119,36 @@ def model(tiny_model_dir: Path) -> Any:
     return load_tiny(tiny_model_dir)
 
 
-def test_the_edit_keeps_the_moved_shadow_instead_of_the_sources_pixels(model: Any) -> None:
-    case = make_cases_v2(4, seed=2000)[0]  # a triangle moves down a tiled floor
+def _scene_and_layout(case: Any) -> tuple[Any, Any]:
+    """A world v2 case's source as a `Scene` and its target layout."""
     k = case.n_objects
     scene = scene_from_arrays(
         case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
     )
-    layout = layout_from_labels(case.layout, scene)
+    return scene, layout_from_labels(case.layout, scene)
+
+
+def _no_model(**changes: Any) -> Any:
+    """The v2 preset's paste start with no denoising step, with `changes`."""
+    return fast_config(
+        init="paste",
+        denoise=False,
+        model_pixels="hidden",
+        placement="occlusion",
+        hole_fill="repeat",
+        **changes,
+    )
+
+
+def test_the_edit_keeps_the_moved_shadow_instead_of_the_sources_pixels(model: Any) -> None:
+    case = make_cases_v2(4, seed=2000)[0]  # a triangle moves down a tiled floor
+    k = case.n_objects
+    scene, layout = _scene_and_layout(case)
 
     def edit(move_shadows: bool) -> np.ndarray:
-        cfg = fast_config(
-            init="paste",
-            denoise=False,
+        cfg = _no_model(
             redraw_strength=0.8,
             redraw_band=0.0,  # the preset's: no band around a moved object is redrawn
-            model_pixels="hidden",
-            placement="occlusion",
-            hole_fill="repeat",
             background_composite=True,
             composite_feather=0.0,
             move_shadows=move_shadows,
@@ -161,19 +174,11 @@ def test_a_still_objects_shadow_falls_on_the_hole_a_moved_object_left(model: Any
     # the truth has that shadow on the background the move uncovers.
     case = make_cases_v2(8, seed=2001)[14]
     k = case.n_objects
-    scene = scene_from_arrays(
-        case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
-    )
-    layout = layout_from_labels(case.layout, scene)
+    scene, layout = _scene_and_layout(case)
 
     def start(on_uncovered: bool) -> np.ndarray:
-        cfg = fast_config(
-            init="paste",
-            denoise=False,
+        cfg = _no_model(
             redraw_strength=0.6,
-            model_pixels="hidden",
-            placement="occlusion",
-            hole_fill="repeat",
             move_shadows=True,
             object_shadows=True,
             shadows_on_uncovered=on_uncovered,

@@ -75,6 +75,7 @@ def hidden_zones(
     layout_labels: np.ndarray,
     footprints: np.ndarray,
     region_size: bool = False,
+    over: np.ndarray | None = None,
 ) -> np.ndarray:
     """(K, H, W) bool where each object's part that the source hid may show after the edit
     (their union: where a hidden part may show).
@@ -88,14 +89,16 @@ def hidden_zones(
 
     With `region_size`, two touching objects with no hull overlap either way (a part cut off
     along a straight edge, which no hull reads) may each hide the other: which part shows
-    is then the region's to say (`hidden_parts`).
+    is then the region's to say (`hidden_parts`). `over` is `occlusion_fit.in_front` of
+    `source_masks` when the caller has it.
     """
     k = source_masks.shape[0]
     occupied = footprints.any(axis=0)
     out = np.zeros(source_masks.shape, dtype=bool)
-    over = in_front(source_masks)  # only an object in front can hide another
+    # Only an object in front can hide another.
+    over = in_front(source_masks) if over is None else over
     if region_size:
-        over |= _touching_unordered(source_masks, over)
+        over = over | _touching_unordered(source_masks, over)  # never the caller's array
     for i in range(k):
         if not over[i].any():
             continue

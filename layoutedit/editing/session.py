@@ -336,6 +336,7 @@ class EditSession:
         self._inversion: Inversion | None = None
         self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
         self._wholes: np.ndarray | None = None
+        self._over: np.ndarray | None = None
         self._scorer: LayoutScorer | None = None
         if inversion is not None:
             self.use_inversion(inversion)
@@ -443,6 +444,13 @@ class EditSession:
             self._wholes = np.stack([amodal_estimate(labels, i, k) for i in range(k)])
         return self._wholes
 
+    def _in_front(self) -> np.ndarray:
+        """(K, K) bool: [i, j] when object j lies over object i in the source
+        (`occlusion_fit.in_front`), found once per session."""
+        if self._over is None:
+            self._over = in_front(self.scene.object_masks())
+        return self._over
+
     def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
         """The first step, the clean latent and the cut-and-paste start image.
 
@@ -483,7 +491,7 @@ class EditSession:
             image = remove_shadows(image, darkening, moved)
             if cfg.object_shadows and cast is not None:
                 went = np.array([i in moved for i in range(k)])
-                pairs = in_front(masks) & (went[:, None] | went[None, :])
+                pairs = self._in_front() & (went[:, None] | went[None, :])
                 image = lift_object_shadows(image, cast, masks, pairs)
             shadows = _changed(image, self.scene.image)
         filled = None
@@ -516,6 +524,7 @@ class EditSession:
                 layout.labels,
                 footprints,
                 region_size=cfg.hidden_from_region,
+                over=self._in_front(),
             )  # (K, H, W)
             hidden = np.asarray(zones.any(axis=0), dtype=bool)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
@@ -629,7 +638,7 @@ class EditSession:
         for i in range(k):
             region = layout.labels == i
             margin = painted_margin(region, footprints[i], free, widest)
-            out.append(erode(region, disk(margin)) if margin > 0 else region)
+            out.append(erode(region, disk(margin)))
         return np.stack(out)
 
     def _regional(

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: model-v2 evaluate-model-v2 setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 refiner setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -132,6 +132,13 @@ gpu-check:
 ## --unet-steps 14000 --lr 4e-4 --unet-batch 32: TRAINING.json lists each leg)
 model-v2:
 	$(PY) -m layoutedit.shapes.train --run-dir runs/shapes-tiny-v2 --init-from layoutedit/models/shapes-tiny --world v2 --scenes 12000 --vae-continue-steps 600 --unet-steps 9400 --unet-batch 32 --lr 8e-4 --threads 1 --export layoutedit/models/shapes-tiny-v2 $(MODEL_ARGS)
+
+## refiner: the v2 model's refiner (layoutedit/models/shapes-tiny-v2/refiner): training pairs
+## made by the edit pipeline on world v2 scenes of the training range (about 2 min a shard of
+## 800), then the widened UNet trained on them, one thread each; both resume from runs/.
+refiner:
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/refiner-pairs --shards 10
+	$(PY) -m layoutedit.shapes.refiner_train --pairs runs/refiner-pairs --run-dir runs/refiner --steps 4000 --batch 32 --lr 2e-4 --export layoutedit/models/shapes-tiny-v2 $(REFINER_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

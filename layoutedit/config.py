@@ -373,6 +373,42 @@ class EditConfig(_Strict):
         description="With `model_pixels` `redraw` or `hidden`: where the model's pixels are "
         "kept, their share against the start image's (1 = the model's alone).",
     )
+    refine: bool = Field(
+        default=False,
+        description="With init `paste` and `denoise`: before the edit's own steps, the "
+        "model's refiner (a `refiner/` folder beside its UNet, trained to turn the start "
+        "into the true image: `layoutedit.shapes.refiner_train`) corrects the start where "
+        "the edit changed it: hidden parts, shadows, rims. Its change is added to the "
+        "start, so what the VAE loses on a round trip is not lost. A model without a "
+        "refiner cannot take this setting.",
+    )
+    refine_strength: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="With `refine`: the noise level (share of the training timesteps) the "
+        "start is noised to before the refiner denoises it.",
+    )
+    refine_steps: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_SAMPLING_STEPS,
+        description="With `refine`: DDIM steps from that level down to the clean image (1: "
+        "the refiner's one-step estimate of the clean image).",
+    )
+    refine_samples: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="With `refine`: refiner samples averaged (each from its own noise): "
+        "their mean keeps what they agree on and drops what each draws differently.",
+    )
+    refine_objects: bool = Field(
+        default=False,
+        description="With `refine`: the refiner's change applies on the pasted objects too "
+        "(their own pixels, moved and re-lit), not only on what the start had to guess "
+        "(shadows, fills, hidden parts, the objects' outermost pixel).",
+    )
     relight: bool = Field(
         default=False,
         description="With init `paste`: brighten or darken each moved object by the light at "

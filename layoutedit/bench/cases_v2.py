@@ -22,7 +22,7 @@ touch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -327,9 +327,18 @@ def make_cases_v2(n_scenes: int, seed: int = 0, layouts_per_scene: int = 2) -> l
     """
     if n_scenes < 1 or layouts_per_scene < 1:
         raise ValueError("n_scenes and layouts_per_scene must be at least 1")
+    return cases_from_scene_seeds(case_seeds(seed), n_scenes, layouts_per_scene)
+
+
+def cases_from_scene_seeds(
+    scene_seeds: Iterable[int], n_scenes: int, layouts_per_scene: int = 2
+) -> list[Case]:
+    """World v2 cases from the scene seeds given, in order, until `n_scenes` scenes took
+    their layouts (fewer when the seeds run out). The bench draws its seeds from
+    `case_seeds`; the refiner's training pairs draw theirs from the training range."""
     cases: list[Case] = []
     scenes = 0
-    for scene_seed in case_seeds(seed):
+    for scene_seed in scene_seeds:
         if scenes == n_scenes:
             break
         rng = np.random.default_rng([scene_seed, 1])  # as v1: not the scene's own stream

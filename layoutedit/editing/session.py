@@ -57,6 +57,12 @@ from layoutedit.editing.redraw import (
     redraw_mask,
     unshadowed_pixels,
 )
+from layoutedit.editing.refine import (
+    changed_zone,
+    refine_latents,
+    refine_timesteps,
+    refined_change,
+)
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.sampling import (
     AttentionGuide,
@@ -109,6 +115,10 @@ SHADOW_FLOOR = 0.02
 SHADOW_CHANGE = 2
 """Grey levels: a shadow lifted or cast by less leaves the source's pixel in place (the
 fitted shadow's faint tail over unshadowed background is not worth the source's pixel)."""
+
+REFINE_SEED = 7_000
+"""Seed of the refiner's first sample (`refine_samples` seeds from here): the refinement
+is the same for every candidate seed of an edit and on every device."""
 
 PAINTED_MARGIN = 1.25
 """Latent cells: the widest margin a painted region leaves around an object that stays put
@@ -187,7 +197,8 @@ class EditResult:
     settings: dict[str, Any]
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds: prepare (per scene, shared by its layouts), inversion (idem), sampling, decode."""
+    """Seconds: prepare (per scene, shared by its layouts), inversion (idem), start (the
+    paste start, refiner included), sampling, decode."""
     unet_evaluations: dict[str, dict[str, int]] = field(default_factory=dict)
     """`inversion` (per scene, 0 when reused) and `sampling` (this layout), as
     `UNetCounter.as_dict()`."""
@@ -275,6 +286,12 @@ class EditSession:
             raise UserError("no concept given: learn one first, or edit with use_concept off")
         if not config.denoise and config.init != "paste":
             raise UserError("edit.denoise off needs init paste: a noise start has no image")
+        if config.refine and config.denoise and config.init == "paste" and model.refiner is None:
+            raise UserError(
+                "edit.refine is on but the model has no refiner (a refiner/ folder beside "
+                "its unet/): set edit.refine = false",
+                path=model.path,
+            )
         if concept is not None and config.use_concept and tuple(concept.tokens) != scene.tokens:
             raise UserError(
                 f"the concept was learned for {', '.join(concept.tokens)}, "
@@ -290,6 +307,9 @@ class EditSession:
             module.eval()
         prepare_editing(model, config)  # config.low_memory: VAE slicing
         # 2. prompt and token positions (from the tokenized prompt, never typed in)
+        self.plain_prompt = scene.prompt
+        for obj in scene.objects:
+            self.plain_prompt = self.plain_prompt.replace(obj.token, obj.name)
         if config.use_concept and concept is not None:
             from layoutedit.learning.concept import apply_concept
 
@@ -298,9 +318,7 @@ class EditSession:
             found = token_positions(model.tokenizer, self.prompt, scene.tokens)
             self.positions = tuple(found[t] for t in scene.tokens)
         else:
-            self.prompt = scene.prompt
-            for obj in scene.objects:
-                self.prompt = self.prompt.replace(obj.token, obj.name)
+            self.prompt = self.plain_prompt
             plain = _plain_positions(model.tokenizer, self.prompt, scene.names, model.max_length)
             self.positions = tuple(plain[n] for n in scene.names)
         ids = model.tokenizer(self.prompt, truncation=True, max_length=model.max_length).input_ids
@@ -451,7 +469,14 @@ class EditSession:
             self._over = in_front(self.scene.object_masks())
         return self._over
 
-    def _paste_start(self, layout: Layout) -> tuple[int, torch.Tensor, PasteStart]:
+    def start_image(self, layout: Layout) -> PasteStart:
+        """The start that `edit(layout)` denoises (init `paste`), at the source's size: the
+        refiner's training pairs read it (`shapes.refiner_pairs`)."""
+        return self._paste_start(layout)[2]
+
+    def _paste_start(
+        self, layout: Layout, counter: UNetCounter | None = None
+    ) -> tuple[int, torch.Tensor, PasteStart]:
         """The first step, the clean latent and the cut-and-paste start image.
 
         With `move_shadows` each moved object's shadow is lifted where it was and cast where
@@ -547,6 +572,11 @@ class EditSession:
         square, _ = square_pad(pasted, None)
         with torch.no_grad():
             latent = self.model.encode_image(square).float()  # (1, C, h, w)
+        if cfg.refine and cfg.denoise:
+            pasted = self._refine(pasted, latent, redraw, footprints, counter)
+            square, _ = square_pad(pasted, None)
+            with torch.no_grad():
+                latent = self.model.encode_image(square).float()
         steps = cfg.steps
         strength = max(cfg.paste_strength, cfg.redraw_strength if redraw is not None else 0.0)
         start = steps - max(1, round(strength * steps))
@@ -561,6 +591,43 @@ class EditSession:
             shadows=shadows,
         )
         return start, latent, paste_start
+
+    def _refine(
+        self,
+        pasted: np.ndarray,
+        latent: torch.Tensor,
+        redraw: np.ndarray | None,
+        footprints: np.ndarray,
+        counter: UNetCounter | None,
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 the start corrected by the model's refiner (`editing.refine`)
+        where the edit changed it: the mean of `refine_samples` refined images less the
+        start's own VAE round trip, added to the start. `latent`: (1, C, h, w) the start's."""
+        cfg, refiner = self.config, self.model.refiner
+        assert refiner is not None  # checked in __init__
+        zone = changed_zone(self.scene.image, pasted, redraw)
+        cells = torch.from_numpy(self._cells(zone))[None, None].float().to(latent.device)
+        noises = [
+            seeded_normal(REFINE_SEED + i, latent.shape, latent.device)
+            for i in range(cfg.refine_samples)
+        ]
+        # The refiner learned plain-word prompts: a concept's placeholders are not for it.
+        with torch.no_grad(), self.precision.autocast():
+            text = self.model.encode_prompts([self.plain_prompt]).float()
+        with phase("refine"):
+            steps = refine_timesteps(cfg.refine_strength, cfg.refine_steps)
+            abar = self.sampler.alphas_cumprod
+            refined = refine_latents(refiner, abar, latent, cells, text, steps, noises, counter)
+            decoded = decode_seeds(self.model, [latent, *refined], cfg.low_memory)
+        round_trip, *samples = self.to_source_size(np.stack(decoded))
+        where = zone
+        if not cfg.refine_objects:
+            # A pasted object's own pixels are right but for the light; its outermost pixel
+            # (anti-aliased against its old surroundings) is a guess like the rest.
+            inner = erode(np.asarray(footprints.any(axis=0), dtype=bool), disk(1))
+            where = zone & ~inner
+        change = refined_change(samples, round_trip) * where[..., None]
+        return np.clip(np.round(pasted + change), 0, 255).astype(np.uint8)
 
     def _cast_fitted(
         self,
@@ -843,14 +910,16 @@ class EditSession:
             raise UserError("give at least one seed")
         # 2. masks
         guide = self._guide(layout)
+        counter = UNetCounter()  # the refiner's evaluations (`refine`) count too
+        start_began = time.perf_counter()
         start_step, pasted, paste_start = (
-            self._paste_start(layout) if cfg.init == "paste" else (0, None, None)
+            self._paste_start(layout, counter) if cfg.init == "paste" else (0, None, None)
         )
+        start_s = time.perf_counter() - start_began
         redraw = None if paste_start is None else paste_start.redraw
         blend = self._blend(layout, redraw) if cfg.denoise else None
         # 3. guided sampling, one seed at a time (the same seed gives the same noise), or
         # every seed in one batch when the backend asks for it
-        counter = UNetCounter()
         runner = self._runner(counter)
         latents: list[torch.Tensor] = []
         outputs: list[SamplingOutput] = []
@@ -951,6 +1020,7 @@ class EditSession:
             backend=self.backend.name,
             timings={
                 **self.timings,
+                "start": start_s,
                 "sampling": sampling_s,
                 "decode": decode_s,
             },

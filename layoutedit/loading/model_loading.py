@@ -28,6 +28,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from layoutedit.editing.refine import REFINER_FOLDER
 from layoutedit.errors import UserError
 from layoutedit.loading.conditioning import (
     ClipPromptEncoder,
@@ -85,6 +86,9 @@ class LoadedModel:
     text_encoder_2: Any = None  # CLIPTextModelWithProjection (SDXL only)
     zero_empty_prompt: bool = True
     """SDXL: the unconditional input is zeros (`force_zeros_for_empty_prompt`)."""
+    refiner: Any = None  # UNet2DConditionModel with more input channels (`editing.refine`)
+    """The model folder's `refiner/` UNet, None when it has none (every Stable Diffusion
+    model; the embedded world v2 model ships one)."""
 
     @property
     def family(self) -> str:
@@ -107,8 +111,9 @@ class LoadedModel:
 
     @property
     def modules(self) -> tuple[Any, ...]:
-        """Every weight-holding component: UNet, VAE and the text encoders."""
-        return (self.unet, self.vae, *self.text_encoders)
+        """Every weight-holding component: UNet, VAE, the text encoders and the refiner."""
+        refiner = () if self.refiner is None else (self.refiner,)
+        return (self.unet, self.vae, *self.text_encoders, *refiner)
 
     @property
     def prompt_encoder(self) -> PromptEncoder:
@@ -401,7 +406,25 @@ def _load_folder(
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load the model: {exc}".splitlines()[0], path=folder) from None
     parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
+    parts["refiner"] = _load_refiner(folder / REFINER_FOLDER, allow_pickle, dtype)
     return parts, files
+
+
+def _load_refiner(folder: Path, allow_pickle: bool, dtype: torch.dtype) -> Any:
+    """The refiner UNet of a model folder (`editing.refine`), None when there is none.
+
+    Not part of the model's fingerprint: concepts and inversions never run it, so adding
+    or retraining a refiner keeps them valid."""
+    if not (folder / "config.json").exists():
+        return None
+    weights = _weight_files(folder, allow_pickle)
+    safe = not allow_pickle or any(w.suffix == ".safetensors" for w in weights)
+    try:
+        return UNet2DConditionModel.from_pretrained(
+            folder, local_files_only=True, use_safetensors=safe, torch_dtype=dtype
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the refiner: {exc}".splitlines()[0], path=folder) from None
 
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:
@@ -468,6 +491,7 @@ def load_model(
         tokenizer_2=parts.get("tokenizer_2"),
         text_encoder_2=parts.get("text_encoder_2"),
         zero_empty_prompt=bool(parts.get("zero_empty_prompt", True)),
+        refiner=parts.get("refiner"),
     )
     if model.family == "sdxl" and model.text_encoder_2 is None:
         raise UserError(

@@ -49,8 +49,12 @@ from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate_both
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.training_io import (
     continuable_model,
+    ema_update,
     images_to_tensor,
+    load_optimizer,
     log_to_run,
+    on_cpu,
+    save_optimizer,
     trained_steps,
 )
 from layoutedit.shapes.vae_continue import continue_vae
@@ -58,26 +62,6 @@ from layoutedit.shapes.world import VOCABULARY
 from layoutedit.shapes.world_v2 import VOCABULARY_V2_EXTRA, WORLDS
 
 SIZES = {"shapes-tiny": SHAPES_TINY, "test-tiny": TEST_TINY}
-
-
-def _save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    for i, state in opt.state_dict()["state"].items():
-        for name, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{i}.{name}"] = value.detach().cpu().contiguous()
-    write_safetensors_atomic(path, tensors, metadata={"step": str(step)})
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    tensors = load_file(str(path))
-    sd = opt.state_dict()
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
 
 
 def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch: int) -> None:
@@ -91,7 +75,7 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
     start = 0
     if ckpt.exists():
         vae.load_state_dict(load_file(str(ckpt)))
-        _load_optimizer(opt, run / "vae_opt.safetensors")
+        load_optimizer(opt, run / "vae_opt.safetensors")
         start = int(json.loads((run / "vae_state.json").read_text())["step"])
     rng = np.random.default_rng(1234 + start)
     crop = 32
@@ -116,7 +100,7 @@ def train_vae(run: Path, images: np.ndarray, size: ModelSize, steps: int, batch:
             log_to_run(run, f"vae step {step} loss {loss.item():.5f} psnr {psnr:.2f} lr {lr:.2e}")
         if (step + 1) % 250 == 0 or step == steps - 1:
             write_safetensors_atomic(ckpt, vae.state_dict())
-            _save_optimizer(opt, run / "vae_opt.safetensors", step + 1)
+            save_optimizer(opt, run / "vae_opt.safetensors", step + 1)
             (run / "vae_state.json").write_text(json.dumps({"step": step + 1}))
     vae.save_pretrained(run / "vae")
     done.write_text("ok")
@@ -142,10 +126,6 @@ def encode_latents(run: Path, images: np.ndarray, device: str = "cpu") -> torch.
     return latents
 
 
-def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in state.items()}
-
-
 BUDGET_PROBE = 30
 """Steps timed before a wall-clock budget sets where the schedule ends."""
 
@@ -167,12 +147,6 @@ def budget_end(start: int, done: int, seconds: float, budget_seconds: float) -> 
     rate = (done - start) / max(seconds, 1e-9)
     left = max(0.0, budget_seconds - seconds) * 0.95
     return done + int(rate * left)
-
-
-def _ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
-    for name, p in model.state_dict().items():
-        if p.dtype.is_floating_point:
-            ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
 CAPTION_MIX = (0.6, 0.25, 0.15)
@@ -259,7 +233,7 @@ def train_unet(
         text.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("text.")})
         fresh_optimizer = not (run / "unet_opt.safetensors").exists()  # seeded from a model
         if not fresh_optimizer:
-            _load_optimizer(opt, run / "unet_opt.safetensors")
+            load_optimizer(opt, run / "unet_opt.safetensors")
         start = int(json.loads((run / "unet_state.json").read_text())["step"])
         # Adam's moments start at zero after seeding: warm the rate up again from here.
         warm_from = start if fresh_optimizer else 0
@@ -307,8 +281,8 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(0.999, (1 + step) / (10 + step))
-        _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_text, text, decay)
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text, decay)
         if step % 25 == 0 or step == steps - 1:
             log_to_run(
                 run,
@@ -329,11 +303,11 @@ def train_unet(
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             state |= {f"text.{k}": v for k, v in text.state_dict().items()}
-            write_safetensors_atomic(ckpt, _on_cpu(state))
-            _save_optimizer(opt, run / "unet_opt.safetensors", step + 1)
+            write_safetensors_atomic(ckpt, on_cpu(state))
+            save_optimizer(opt, run / "unet_opt.safetensors", step + 1)
             ema_all = {f"unet.{k}": v for k, v in ema_unet.items()}
             ema_all |= {f"text.{k}": v for k, v in ema_text.items()}
-            write_safetensors_atomic(ema_path, _on_cpu(ema_all))
+            write_safetensors_atomic(ema_path, on_cpu(ema_all))
             (run / "unet_state.json").write_text(json.dumps({"step": step + 1}))
         step += 1
 

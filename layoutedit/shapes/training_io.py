@@ -1,5 +1,6 @@
-"""What the recipe's stages (`train`, `decoder_finetune`) and the gate (`evaluate`) share: a
-run folder's log, the images-to-tensor conversion and the check of a model folder argument."""
+"""What the recipe's stages (`train`, `decoder_finetune`, `refiner_train`) and the gate
+(`evaluate`) share: a run folder's log, the images-to-tensor conversion, the check of a
+model folder argument, optimiser checkpoints and EMA weights."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+
+from layoutedit.atomic import write_safetensors_atomic
 
 
 def log_to_run(run: Path, message: str) -> None:
@@ -61,3 +66,37 @@ def continuable_model(text: str) -> Path:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return path
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
+    """The optimiser's per-parameter state as safetensors (no pickle), `step` in the header."""
+    tensors: dict[str, torch.Tensor] = {}
+    for i, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{i}.{name}"] = value.detach().cpu().contiguous()
+    write_safetensors_atomic(path, tensors, metadata={"step": str(step)})
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Restore what `save_optimizer` wrote into `opt` (built over the same parameters)."""
+    tensors = load_file(str(path))
+    sd = opt.state_dict()
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of a state dict's tensors (checkpoints are written from these)."""
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, for each floating tensor of `model`."""
+    for name, p in model.state_dict().items():
+        if p.dtype.is_floating_point:
+            ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)

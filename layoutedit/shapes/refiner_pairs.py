@@ -1,0 +1,108 @@
+"""Training pairs of the refiner: what the edit's start image is for a world v2 case, and
+what the case's truth is.
+
+The refiner (`refiner_train.py`) learns to turn the cut-and-paste start (objects pasted and
+re-lit, holes filled, hidden parts painted flat, shadows moved by a fitted light) into the
+re-rendered truth, so each pair is made by the edit pipeline itself with the settings of the
+preset it serves and `denoise` off. Scenes come from the training seed range
+(`dataset.TRAIN_SEED_BASE`), never the bench's case seeds. Pairs are written in shards of
+safetensors, each complete or absent, so an interrupted run resumes at the next shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from layoutedit.atomic import write_safetensors_atomic
+from layoutedit.editing.refine import changed_zone
+from layoutedit.shapes.dataset import TRAIN_SEED_BASE
+
+REFINER_SEED_BASE = TRAIN_SEED_BASE + 5_000_000
+"""First scene seed of the pairs: inside the training range, apart from the scenes that the
+base model trained on (which start at `TRAIN_SEED_BASE`)."""
+
+SHARD = 400
+"""Scenes per shard (2 layouts each)."""
+
+
+def shard_pairs(
+    first_seed: int, scenes: int, preset: str, model_spec: str
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One shard: `scenes` scenes from `first_seed` on, 2 layouts each.
+
+    Returns:
+        `start`, `truth` (N, S, S, 3) uint8 and `zone` (N, S, S) uint8 (`changed_zone`) by
+        name, and the N prompts (the edit session's).
+    """
+    from layoutedit.bench.cases_v2 import cases_from_scene_seeds
+    from layoutedit.bench.diffusion import DiffusionRuntime
+    from layoutedit.bench.variants import DIFFUSION_SPECS
+    from layoutedit.config import resolve_settings
+    from layoutedit.editing.session import EditSession
+    from layoutedit.scenes.scene import layout_from_labels
+
+    settings = resolve_settings(preset)
+    with tempfile.TemporaryDirectory() as tmp:  # the runtime's scratch: nothing is kept
+        runtime = DiffusionRuntime(model_spec, "cpu", settings, Path(tmp), Path(tmp))
+        config = runtime.edit_config(DIFFUSION_SPECS["no-model"])
+        model = runtime.load_model()
+        seeds = range(first_seed, first_seed + 4 * scenes)  # some seeds take no layouts
+        cases = cases_from_scene_seeds(seeds, scenes)
+        starts, truths, zones, prompts = [], [], [], []
+        session, scene, scene_seed = None, None, None
+        for case in cases:
+            if session is None or case.scene_seed != scene_seed:
+                scene, scene_seed = runtime.scene(case), case.scene_seed
+                session = EditSession(model, scene, config, runtime.backend)
+            assert scene is not None
+            start = session.start_image(layout_from_labels(case.layout, scene))
+            starts.append(start.image)
+            truths.append(case.truth.image)
+            zones.append(changed_zone(case.source.image, start.image, start.redraw))
+            prompts.append(session.prompt)
+        arrays = {
+            "start": np.stack(starts),
+            "truth": np.stack(truths),
+            "zone": np.stack(zones).astype(np.uint8),
+        }
+        return arrays, prompts
+
+
+def write_shards(out: Path, shards: int, preset: str, model_spec: str) -> None:
+    """Shards 0..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those written."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(shards):
+        path = out / f"pairs-{i:03d}.safetensors"
+        if path.exists():
+            continue
+        began = time.monotonic()
+        # Each shard's seeds lie in a block of their own: a shard's content never depends
+        # on how many shards came before it.
+        arrays, prompts = shard_pairs(REFINER_SEED_BASE + i * 4 * SHARD, SHARD, preset, model_spec)
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        meta = {"prompts": json.dumps(prompts), "preset": preset, "model": model_spec}
+        write_safetensors_atomic(path, tensors, metadata=meta)
+        print(f"{path}: {len(prompts)} pairs in {time.monotonic() - began:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the refiner's training pairs.")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--preset", default="shapes-tiny-v2")
+    parser.add_argument("--model", default="builtin:shapes-tiny-v2")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    write_shards(args.out, args.shards, args.preset, args.model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The refiner's recipe: a copy of a model's UNet that also reads the edit's start image.
+
+The edit's start (`refiner_pairs.py`) is right in most places and wrong in known ways: hidden
+parts painted flat, shadows a little off, rims and re-lit colours approximate. The base
+model, sampled from the noised start, does not know what the start got wrong (it sees only
+the noised image), so its redraw ties with the start at best. The refiner is the base UNet
+with `REFINER_EXTRA_CHANNELS` more input channels: the start's latent and the zone the edit
+changed (`refine.refiner_input`). Seeded from the base weights with those channels' kernels
+at zero (at step 0 it is the base model), trained with the DDPM epsilon loss on the truth's
+latent at noise levels up to `MAX_TIMESTEP`, the loss weighted towards the changed zone.
+
+Run `python -m layoutedit.shapes.refiner_train --pairs runs/refiner-pairs --run-dir
+runs/refiner --steps 3000 --export layoutedit/models/shapes-tiny-v2` (`make refiner`).
+Checkpoints (safetensors + JSON) every `CHECKPOINT_EVERY` steps; a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from layoutedit.atomic import write_safetensors_atomic
+from layoutedit.editing.refine import (
+    REFINER_EXTRA_CHANNELS,
+    REFINER_FOLDER,
+    refiner_input,
+    zone_cells,
+)
+from layoutedit.shapes.train import BUDGET_PROBE, budget_end
+from layoutedit.shapes.training_io import (
+    ema_update,
+    images_to_tensor,
+    load_optimizer,
+    log_to_run,
+    on_cpu,
+    pipeline_folder,
+    save_optimizer,
+)
+
+MAX_TIMESTEP = 1000
+"""Training timesteps are drawn below this (of 1000): the whole range, since the edit may
+start the refiner from pure noise (the start reaches it through its own channels)."""
+
+ZONE_WEIGHT = 4.0
+"""Loss weight of a latent cell in the changed zone against one outside it (where the truth
+is the start and the refiner only has to copy its input)."""
+
+CHECKPOINT_EVERY = 200
+
+
+def load_pairs(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Every shard in `folder`: start, truth (N, S, S, 3) uint8, zone (N, S, S) bool,
+    prompts (N)."""
+    shards = sorted(folder.glob("pairs-*.safetensors"))
+    if not shards:
+        raise SystemExit(f"{folder}: no pairs-*.safetensors (run refiner_pairs first)")
+    starts, truths, zones, prompts = [], [], [], []
+    for path in shards:
+        with safe_open(str(path), framework="pt") as fh:
+            prompts += json.loads(fh.metadata()["prompts"])
+            starts.append(fh.get_tensor("start").numpy())
+            truths.append(fh.get_tensor("truth").numpy())
+            zones.append(fh.get_tensor("zone").numpy().astype(bool))
+    return np.concatenate(starts), np.concatenate(truths), np.concatenate(zones), prompts
+
+
+def shard_count(folder: Path) -> int:
+    """Shards written so far (`refiner_pairs` writes each whole or not at all)."""
+    return len(list(folder.glob("pairs-*.safetensors")))
+
+
+@dataclass
+class EncodedPairs:
+    """Every pair's latents, zone cells and prompt, ready for training batches."""
+
+    starts: torch.Tensor
+    """(N, C, h, w) the start images' scaled latents."""
+    truths: torch.Tensor
+    """(N, C, h, w) the truths' scaled latents."""
+    zones: torch.Tensor
+    """(N, 1, h, w) `zone_cells` of each changed zone."""
+    table: torch.Tensor
+    """(P, L, D) embeddings of the P distinct prompts."""
+    prompt_index: torch.Tensor
+    """(N,) int64 each pair's row of `table`."""
+    shards: int
+
+    @property
+    def count(self) -> int:
+        return int(self.starts.shape[0])
+
+    def text(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) the prompt embeddings of pairs `idx`."""
+        return self.table[self.prompt_index[idx]]
+
+    @classmethod
+    def load(cls, folder: Path, model: Any) -> EncodedPairs:
+        shards = shard_count(folder)
+        start_img, truth_img, zone_px, prompts = load_pairs(folder)
+        starts = encode_images(model.vae, start_img)
+        unique = sorted(set(prompts))
+        with torch.no_grad():
+            table = model.encode_text(unique).embeddings.float()
+        return cls(
+            starts=starts,
+            truths=encode_images(model.vae, truth_img),
+            zones=zone_cells(torch.from_numpy(zone_px)[:, None].float(), starts.shape[-1]),
+            table=table,
+            prompt_index=torch.tensor([unique.index(p) for p in prompts]),
+            shards=shards,
+        )
+
+
+@torch.no_grad()
+def encode_images(vae: Any, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, C, h, w) scaled posterior means, as the edit encodes."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images_to_tensor(images[i : i + batch])
+        out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    return torch.cat(out)
+
+
+def widen_unet(base: Any) -> Any:
+    """A UNet2DConditionModel like `base` with `REFINER_EXTRA_CHANNELS` more input channels,
+    the base weights copied and the new channels' kernels zero."""
+    config = dict(base.config)
+    config["in_channels"] = base.config.in_channels + REFINER_EXTRA_CHANNELS
+    unet: Any = UNet2DConditionModel.from_config(config)
+    state = base.state_dict()
+    weight = state["conv_in.weight"]
+    extra = torch.zeros(weight.shape[0], REFINER_EXTRA_CHANNELS, *weight.shape[2:])
+    state["conv_in.weight"] = torch.cat([weight, extra], dim=1)
+    unet.load_state_dict(state)
+    return unet
+
+
+def train(args: argparse.Namespace) -> None:
+    from layoutedit.loading.model_loading import load_model
+
+    run: Path = args.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = load_model(str(args.base))
+    data = EncodedPairs.load(args.pairs, model)
+    log_to_run(run, f"{data.count} pairs from {args.pairs}")
+    unet = widen_unet(model.unet)
+    unet.train().requires_grad_(True)
+    params = list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    scheduler: Any = DDPMScheduler.from_config(model.scheduler_config)
+    ckpt, ema_path, state_path = (
+        run / "refiner_ckpt.safetensors",
+        run / "refiner_ema.safetensors",
+        run / "refiner_state.json",
+    )
+    step = 0
+    if ckpt.exists():
+        unet.load_state_dict(load_file(str(ckpt)))
+        load_optimizer(opt, run / "refiner_opt.safetensors")
+        step = int(json.loads(state_path.read_text())["step"])
+        log_to_run(run, f"resumed at step {step}")
+    ema = (
+        load_file(str(ema_path))
+        if ema_path.exists()
+        else {k: v.clone() for k, v in unet.state_dict().items()}
+    )
+    rng = np.random.default_rng(7 + step)
+    torch.manual_seed(7 + step)
+    steps, warmup, began, first = args.steps, 100, time.monotonic(), step
+    while step < steps:
+        lr = args.lr * min(1.0, (step + 1) / warmup)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, data.count, args.batch))
+        z0, cond, zone = data.truths[idx], data.starts[idx], data.zones[idx]
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, MAX_TIMESTEP, (args.batch,))
+        zt = scheduler.add_noise(z0, noise, t)
+        pred = unet(refiner_input(zt, cond, zone), t, data.text(idx)).sample
+        weight = 1.0 + (ZONE_WEIGHT - 1.0) * zone
+        loss = (F.mse_loss(pred, noise, reduction="none") * weight).mean() / weight.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
+        if step % 25 == 0:
+            log_to_run(run, f"refiner step {step} loss {loss.item():.5f} lr {lr:.2e}")
+        if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
+            spent = time.monotonic() - began
+            steps = min(steps, budget_end(first, step + 1, spent, args.max_minutes * 60))
+            log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
+        step += 1
+        if step % CHECKPOINT_EVERY == 0 or step == steps:
+            write_safetensors_atomic(ckpt, on_cpu(unet.state_dict()))
+            save_optimizer(opt, run / "refiner_opt.safetensors", step)
+            write_safetensors_atomic(ema_path, on_cpu(ema))
+            state_path.write_text(json.dumps({"step": step}))
+            if data.shards != shard_count(args.pairs):  # pairs still being written
+                data = EncodedPairs.load(args.pairs, model)
+                log_to_run(run, f"{data.count} pairs from {args.pairs}")
+    if args.export is not None:
+        export(run, model.unet, args.export, data.count)
+
+
+def _ema_unet(base_unet: Any, ema: dict[str, torch.Tensor]) -> Any:
+    unet = widen_unet(base_unet)
+    unet.load_state_dict(ema)
+    return unet
+
+
+def export(run: Path, base_unet: Any, model_dir: Path, pairs: int) -> Path:
+    """The EMA weights as `model_dir/refiner` (a diffusers UNet folder, safetensors) with
+    the steps and pairs it learned from in `REFINER.json`."""
+    unet = _ema_unet(base_unet, load_file(str(run / "refiner_ema.safetensors")))
+    out = model_dir / REFINER_FOLDER
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet.save_pretrained(tmp, safe_serialization=True)
+    step = int(json.loads((run / "refiner_state.json").read_text())["step"])
+    info = {"steps": step, "pairs": pairs, "recipe": "layoutedit.shapes.refiner_train"}
+    (tmp / "REFINER.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    log_to_run(run, f"exported step {step} to {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the refiner on start/truth pairs.")
+    parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument(
+        "--base", type=pipeline_folder, default=Path("layoutedit/models/shapes-tiny-v2")
+    )
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--export", type=Path, default=None, help="model folder to add it to")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

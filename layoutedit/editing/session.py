@@ -43,27 +43,13 @@ from layoutedit.editing.guidance import total_loss
 from layoutedit.editing.inversion import Inversion, invert
 from layoutedit.editing.low_memory import decode_seeds, prepare_editing
 from layoutedit.editing.noise import seed_generator, seeded_normal
-from layoutedit.editing.paste import grow, paste_edit, rim_width
+from layoutedit.editing.paste import grow, rim_width
 from layoutedit.editing.ranking import LayoutScorer
 from layoutedit.editing.redraw import (
     BlendChain,
     RegionalStart,
-    cells_touched,
-    complete_hidden_parts,
     first_steps,
-    hidden_parts,
-    hidden_zones,
-    painted_margin,
-    redraw_mask,
-    unshadowed_pixels,
 )
-from layoutedit.editing.refine import (
-    changed_zone,
-    refine_latents,
-    refine_timesteps,
-    refined_change,
-)
-from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
@@ -74,29 +60,12 @@ from layoutedit.editing.sampling import (
     sample,
 )
 from layoutedit.editing.seed_batch import sample_batch
-from layoutedit.editing.shadow_fit import (
-    CastShadow,
-    cast_fitted_shadows,
-    fit_cast_shadow,
-    fitted_darkening,
-    lift_object_shadows,
-)
-from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
-from layoutedit.editing.texture_fill import repeat_fill
+from layoutedit.editing.start import PasteStart, StartBuilder
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
 from layoutedit.precision import apply_precision, edit_precision
 from layoutedit.scenes.grids import blend_mask, region_masks, square_pad, unpad
-from layoutedit.scenes.layout_ops import (
-    Placement,
-    estimate_placements,
-    paint_order,
-    snap_still,
-    warp_mask,
-)
-from layoutedit.scenes.morphology import disk, erode
-from layoutedit.scenes.occlusion_fit import amodal_estimate, in_front, occlusion_placements
 from layoutedit.scenes.prompts import token_positions
 
 if TYPE_CHECKING:
@@ -104,39 +73,6 @@ if TYPE_CHECKING:
     from layoutedit.learning.concept import Concept
     from layoutedit.loading.model_loading import LoadedModel
     from layoutedit.scenes.scene import Layout, Scene
-
-SHADOW_REACH = 2.5
-"""Latent cells from an object within which its shadow is looked for (`move_shadows`)."""
-RELIGHT_CLEARANCE = 1.0
-"""Latent cells around the objects that the light fit leaves out (`relight`)."""
-
-SHADOW_FLOOR = 0.02
-"""Darkening under which a background pixel counts as unshadowed (`hole_fill` repeat)."""
-SHADOW_CHANGE = 2
-"""Grey levels: a shadow lifted or cast by less leaves the source's pixel in place (the
-fitted shadow's faint tail over unshadowed background is not worth the source's pixel)."""
-
-REFINE_SEED = 7_000
-"""Seed of the refiner's first sample (`refine_samples` seeds from here): the refinement
-is the same for every candidate seed of an edit and on every device."""
-
-PAINTED_MARGIN = 1.25
-"""Latent cells: the widest margin a painted region leaves around an object that stays put
-(placement `occlusion`; 5 px at shapes-tiny's 64, where the development cases' brush
-strokes reach 4)."""
-
-
-def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(H, W) bool where two (H, W, 3) uint8 images differ by more than `SHADOW_CHANGE`."""
-    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=-1) > SHADOW_CHANGE
-
-
-def _moves(p: Placement) -> bool:
-    """Whether a placement moves or scales its object (by a tenth of a pixel or more)."""
-    return (
-        abs(p.dst_cx - p.src_cx) > 0.1 or abs(p.dst_cy - p.src_cy) > 0.1 or abs(p.scale - 1) > 1e-3
-    )
-
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total): called as work advances (the CLI draws a bar)."""
@@ -161,28 +97,6 @@ class Candidate:
     when the scene's objects cannot be told apart by colour or ranking is by attention."""
     nonfinite_gradients: int = 0
     """Guidance updates skipped for a NaN or infinite gradient (`SamplingStats`)."""
-
-
-@dataclass(frozen=True)
-class PasteStart:
-    """The cut-and-paste start at the source's size."""
-
-    image: np.ndarray
-    """(H, W, 3) uint8 the objects pasted at their targets, holes filled."""
-    footprints: np.ndarray
-    """(K, H, W) bool where each object was pasted (visible pixels)."""
-    placements: tuple[Placement, ...]
-    """Where each object went (source and target centre, scale)."""
-    order: tuple[int, ...]
-    """Object indices back to front, as they were pasted."""
-    redraw: np.ndarray | None = None
-    """(H, W) bool where the model redraws at `redraw_strength` (`redraw.redraw_mask`)."""
-    hidden: np.ndarray | None = None
-    """(H, W) bool where a part the source hid may show (`redraw.hidden_zones`)."""
-    gains: np.ndarray | None = None
-    """(K,) each object's light gain at its new place (`relight`), None: not re-lit."""
-    shadows: np.ndarray | None = None
-    """(H, W) bool where `move_shadows` lifted a shadow or cast one, None: not moved."""
 
 
 @dataclass
@@ -352,9 +266,16 @@ class EditSession:
         self.inversion_counter = UNetCounter()
         self._inverter = inverter
         self._inversion: Inversion | None = None
-        self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
-        self._wholes: np.ndarray | None = None
-        self._over: np.ndarray | None = None
+        self.starts = StartBuilder(
+            model,
+            scene,
+            config,
+            self.precision,
+            self.sampler,
+            self.plain_prompt,
+            self.to_source_size,
+            self.latent_side,
+        )
         self._scorer: LayoutScorer | None = None
         if inversion is not None:
             self.use_inversion(inversion)
@@ -434,279 +355,17 @@ class EditSession:
         return [_resize_rgb(unpad(img, self.box), height, width) for img in images]
 
     def _cells(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W) bool at the source's size -> (h, w) bool latent cells touching it."""
-        square, _ = square_pad(pixels.astype(np.uint8), 0)
-        return cells_touched(square.astype(bool), self.latent_side)
+        return self.starts.cells(pixels)
 
-    def _source_shadows(self, reach: int, rim: int) -> tuple[CastShadow | None, np.ndarray]:
-        """The source's cast shadow (None: no one light explains it) and (K, H, W) each
-        object's darkening; found once per session, since every layout of the scene moves
-        the same shadows."""
-        if self._shadows is None:
-            masks, image = self.scene.object_masks(), self.scene.image
-            repeat = self.config.hole_fill == "repeat"
-            cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
-            if cast is not None:
-                shapes = self._whole_shapes() if self.config.shadow_from_whole else masks
-                darkening = fitted_darkening(cast, shapes, reach, rim)
-            else:  # no one light explains the surroundings: each pixel read on its own
-                darkening = shadow_darkening(image, masks, reach, rim, repeat=repeat)
-            self._shadows = (cast, darkening)
-        return self._shadows
-
-    def _whole_shapes(self) -> np.ndarray:
-        """(K, H, W) bool each object's estimated whole source shape
-        (`occlusion_fit.amodal_estimate`), found once per session."""
-        if self._wholes is None:
-            labels, k = self.scene.labels, len(self.scene.objects)
-            self._wholes = np.stack([amodal_estimate(labels, i, k) for i in range(k)])
-        return self._wholes
-
-    def _in_front(self) -> np.ndarray:
-        """(K, K) bool: [i, j] when object j lies over object i in the source
-        (`occlusion_fit.in_front`), found once per session."""
-        if self._over is None:
-            self._over = in_front(self.scene.object_masks())
-        return self._over
+    def _paste_start(
+        self, layout: Layout, counter: UNetCounter | None = None
+    ) -> tuple[int, torch.Tensor, PasteStart]:
+        return self.starts.build(layout, counter)
 
     def start_image(self, layout: Layout) -> PasteStart:
         """The start that `edit(layout)` denoises (init `paste`), at the source's size: the
         refiner's training pairs read it (`shapes.refiner_pairs`)."""
         return self._paste_start(layout)[2]
-
-    def _paste_start(
-        self, layout: Layout, counter: UNetCounter | None = None
-    ) -> tuple[int, torch.Tensor, PasteStart]:
-        """The first step, the clean latent and the cut-and-paste start image.
-
-        With `move_shadows` each moved object's shadow is lifted where it was and cast where
-        it goes; with `relight` each moved object is brightened or darkened by the light
-        around its new place; with `redraw_strength` the start says where the model redraws.
-
-        Returns:
-            (start step i, (1, C, h, w) scaled latent of the source with every object moved
-            to its region and the holes filled from the surrounding background, the pasted
-            image and where each object was pasted, at the source's size).
-        """
-        cfg = self.config
-        k = len(self.scene.objects)
-        cell = max(self.scene.size) / self.model.latent_size  # px of one latent cell
-        if cfg.placement == "occlusion":
-            placements = occlusion_placements(
-                self.scene.labels,
-                layout.labels,
-                k,
-                margin=PAINTED_MARGIN * cell,
-                scale_snap=cfg.scale_snap,
-                painted=not layout.exact,
-            )
-        else:
-            placements = estimate_placements(
-                self.scene.labels, layout.labels, k, fit=cfg.placement == "fit"
-            )
-        if cfg.still_tolerance > 0:
-            placements = [snap_still(p, cfg.still_tolerance * cell) for p in placements]
-        order = paint_order(self.scene.labels, layout.labels, placements)
-        masks = self.scene.object_masks()
-        moved = [i for i, p in enumerate(placements) if _moves(p)]
-        image, darkening, cast, shadows = self.scene.image, None, None, None
-        rim = rim_width(masks.shape[1:])
-        if cfg.move_shadows and moved:
-            cast, darkening = self._source_shadows(round(SHADOW_REACH * cell), rim)
-            image = remove_shadows(image, darkening, moved)
-            if cfg.object_shadows and cast is not None:
-                went = np.array([i in moved for i in range(k)])
-                pairs = self._in_front() & (went[:, None] | went[None, :])
-                image = lift_object_shadows(image, cast, masks, pairs)
-            shadows = _changed(image, self.scene.image)
-        filled = None
-        if cfg.hole_fill == "repeat":
-            objects = np.asarray(masks.any(axis=0), dtype=bool)
-            known = ~grow(objects, rim + 1)
-            if darkening is not None:  # a shadow that stays is no pattern to copy
-                known &= darkening.sum(axis=0) < SHADOW_FLOOR
-            filled = repeat_fill(image, grow(objects, rim), known)
-        pasted, footprints = paste_edit(image, masks, placements, None, order, filled)
-        gains = None
-        if cfg.relight and moved:
-            background = self.scene.labels == self.scene.background_index
-            clearance = round(RELIGHT_CLEARANCE * cell)
-            gains = light_gains(self.scene.image, background, masks, footprints, clearance)
-            pasted = apply_gains(pasted, footprints, gains)
-        if darkening is not None and shadows is not None:
-            unshadowed = pasted
-            if cast is not None:
-                pasted = self._cast_fitted(pasted, cast, footprints, placements, moved, order)
-            else:
-                pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
-            shadows |= _changed(pasted, unshadowed)
-        redraw = hidden = None
-        if cfg.redraw_strength > 0:
-            band = round(cfg.redraw_band * cell)
-            zones = hidden_zones(
-                masks,
-                placements,
-                layout.labels,
-                footprints,
-                region_size=cfg.hidden_from_region,
-                over=self._in_front(),
-            )  # (K, H, W)
-            hidden = np.asarray(zones.any(axis=0), dtype=bool)
-            redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)
-            if cfg.complete_hidden or cfg.hidden_margin is not None:
-                regions = None
-                if cfg.hidden_from_region:
-                    regions = self._inner_regions(layout, footprints, cell)
-                parts = hidden_parts(
-                    self._whole_shapes(), masks, placements, footprints, order, zones, regions
-                )
-                if cfg.complete_hidden:
-                    pasted = self._paint_parts(pasted, parts, footprints, placements, order, cast)
-                if cfg.hidden_margin is not None:
-                    # Beyond an object's estimated whole shape the zone is background: the
-                    # model paints it unguided, and the start's fill stays there.
-                    grown = grow(
-                        np.asarray(parts.any(axis=0), dtype=bool), round(cfg.hidden_margin * cell)
-                    )
-                    hidden &= grown
-        square, _ = square_pad(pasted, None)
-        with torch.no_grad():
-            latent = self.model.encode_image(square).float()  # (1, C, h, w)
-        if cfg.refine and cfg.denoise:
-            pasted = self._refine(pasted, latent, redraw, footprints, counter)
-            square, _ = square_pad(pasted, None)
-            with torch.no_grad():
-                latent = self.model.encode_image(square).float()
-        steps = cfg.steps
-        strength = max(cfg.paste_strength, cfg.redraw_strength if redraw is not None else 0.0)
-        start = steps - max(1, round(strength * steps))
-        paste_start = PasteStart(
-            pasted,
-            footprints,
-            tuple(placements),
-            tuple(order),
-            redraw=redraw,
-            hidden=hidden,
-            gains=gains,
-            shadows=shadows,
-        )
-        return start, latent, paste_start
-
-    def _refine(
-        self,
-        pasted: np.ndarray,
-        latent: torch.Tensor,
-        redraw: np.ndarray | None,
-        footprints: np.ndarray,
-        counter: UNetCounter | None,
-    ) -> np.ndarray:
-        """(H, W, 3) uint8 the start corrected by the model's refiner (`editing.refine`)
-        where the edit changed it: the mean of `refine_samples` refined images less the
-        start's own VAE round trip, added to the start. `latent`: (1, C, h, w) the start's."""
-        cfg, refiner = self.config, self.model.refiner
-        assert refiner is not None  # checked in __init__
-        zone = changed_zone(self.scene.image, pasted, redraw)
-        cells = torch.from_numpy(self._cells(zone))[None, None].float().to(latent.device)
-        noises = [
-            seeded_normal(REFINE_SEED + i, latent.shape, latent.device)
-            for i in range(cfg.refine_samples)
-        ]
-        # The refiner learned plain-word prompts: a concept's placeholders are not for it.
-        with torch.no_grad(), self.precision.autocast():
-            text = self.model.encode_prompts([self.plain_prompt]).float()
-        with phase("refine"):
-            steps = refine_timesteps(cfg.refine_strength, cfg.refine_steps)
-            abar = self.sampler.alphas_cumprod
-            refined = refine_latents(refiner, abar, latent, cells, text, steps, noises, counter)
-            decoded = decode_seeds(self.model, [latent, *refined], cfg.low_memory)
-        round_trip, *samples = self.to_source_size(np.stack(decoded))
-        where = zone
-        if not cfg.refine_objects:
-            # A pasted object's own pixels are right but for the light; its outermost pixel
-            # (anti-aliased against its old surroundings) is a guess like the rest.
-            inner = erode(np.asarray(footprints.any(axis=0), dtype=bool), disk(1))
-            where = zone & ~inner
-        change = refined_change(samples, round_trip) * where[..., None]
-        return np.clip(np.round(pasted + change), 0, 255).astype(np.uint8)
-
-    def _cast_fitted(
-        self,
-        pasted: np.ndarray,
-        cast: CastShadow,
-        footprints: np.ndarray,
-        placements: Sequence[Placement],
-        moved: Sequence[int],
-        order: Sequence[int],
-    ) -> np.ndarray:
-        """(H, W, 3) uint8 the pasted image with the scene's fitted light casting each moved
-        object's shadow at its new place, and with `object_shadows` each still object's on
-        the moved objects behind it (and with `shadows_on_uncovered` on the filled holes
-        the moved objects left)."""
-        cfg, masks = self.config, self.scene.object_masks()
-        shapes = None
-        if cfg.shadow_from_whole:  # (K, H, W): hidden parts cast shadows too
-            wholes = self._whole_shapes()
-            shapes = np.stack(
-                [
-                    f | warp_mask(w, p)
-                    for f, w, p in zip(footprints, wholes, placements, strict=True)
-                ]
-            )
-        pasted = cast_fitted_shadows(pasted, cast, footprints, moved, order, silhouettes=shapes)
-        stay = [i for i in range(len(masks)) if i not in moved]
-        if not (cfg.object_shadows and stay):
-            return pasted
-        onto = np.asarray(footprints[list(moved)].any(axis=0), dtype=bool)
-        if cfg.shadows_on_uncovered:
-            # The fill of a hole is unshadowed background: a still object's shadow that fell
-            # on the object that left falls on it now.
-            left = grow(
-                np.asarray(masks[list(moved)].any(axis=0), dtype=bool), rim_width(masks.shape[1:])
-            )
-            onto |= left & ~footprints.any(axis=0)
-        return cast_fitted_shadows(pasted, cast, footprints, stay, order, onto, silhouettes=shapes)
-
-    def _paint_parts(
-        self,
-        pasted: np.ndarray,
-        parts: np.ndarray,
-        footprints: np.ndarray,
-        placements: Sequence[Placement],
-        order: Sequence[int],
-        cast: CastShadow | None,
-    ) -> np.ndarray:
-        """(H, W, 3) uint8 the pasted image with each object's hidden part (`hidden_parts`)
-        in its object's colour (`hidden_colour`) and, with `shadows_on_uncovered`, shaded by
-        the objects over it."""
-        cfg, masks = self.config, self.scene.object_masks()
-        lit = None
-        if cfg.hidden_colour == "lit" and cast is not None:
-            still = [not _moves(p) for p in placements]
-            lit = unshadowed_pixels(footprints, masks, still, order, cast.darkening, SHADOW_FLOOR)
-        pasted = complete_hidden_parts(pasted, parts, footprints, lit)
-        shade = cfg.shadows_on_uncovered and cfg.object_shadows
-        if shade and cast is not None and parts.any():
-            # A part is painted in its lit colour: the objects over it shade it.
-            covered = footprints | parts
-            onto = np.asarray(parts.any(axis=0), dtype=bool)
-            pasted = cast_fitted_shadows(pasted, cast, covered, range(len(masks)), order, onto)
-        return pasted
-
-    def _inner_regions(self, layout: Layout, footprints: np.ndarray, cell: float) -> np.ndarray:
-        """(K, H, W) bool each target region less the margin a painted one leaves around its
-        object: the widest (`PAINTED_MARGIN`), or with `region_margin` "measured" each
-        object's own (`redraw.painted_margin`); none for an exact layout."""
-        k = len(self.scene.objects)
-        widest = 0 if layout.exact else round(PAINTED_MARGIN * cell)
-        if self.config.region_margin == "widest" or widest == 0:
-            return np.stack([~grow(layout.labels != i, widest) for i in range(k)])
-        free = ~np.asarray(footprints.any(axis=0), dtype=bool)
-        out = []
-        for i in range(k):
-            region = layout.labels == i
-            margin = painted_margin(region, footprints[i], free, widest)
-            out.append(erode(region, disk(margin)))
-        return np.stack(out)
 
     def _regional(
         self, paste: PasteStart | None, pasted: torch.Tensor | None, noise: torch.Tensor

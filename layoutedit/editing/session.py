@@ -6,7 +6,9 @@ edit` then edits one layout for several seeds:
 
     # 1. check inputs          the layout fits the scene
     # 2. masks                 target regions on the attention grid, blend mask on the latent
-    #                          (init `paste`: the source objects pasted into their regions)
+    #                          (init `paste`: the start image, `editing/start.py`: the
+    #                          objects pasted into their regions, holes filled, shadows
+    #                          moved; with `refine`, corrected by the model's refiner)
     # 3. guided sampling       per seed: seeded z_T (or the pasted image noised to the step
     #                          `paste_strength` leaves) -> guided, blended DDIM loop; all
     #                          seeds as one batch when the backend says `batch_seeds`

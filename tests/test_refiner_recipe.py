@@ -70,3 +70,23 @@ def test_a_widened_unet_is_the_base_model_at_step_zero(tiny_model_dir: Path) -> 
         a = base(z, 10, encoder_hidden_states=text).sample
         b = wide(torch.cat([z, extra], dim=1), 10, encoder_hidden_states=text).sample
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_pair_noised_from_the_start_teaches_the_truth_in_one_step() -> None:
+    import torch
+    from diffusers import DDPMScheduler
+
+    abar = DDPMScheduler(beta_schedule="scaled_linear").alphas_cumprod
+    gen = torch.Generator().manual_seed(0)
+    truth, start, noise = (torch.randn(2, 4, 3, 3, generator=gen) for _ in range(3))
+    t = torch.tensor([300, 600])
+    from_start = torch.tensor([True, False])
+    noisy, target, scale = refiner_train.noised_pairs(truth, start, noise, t, from_start, abar)
+    a = abar[t][:, None, None, None]
+    # Noised from the start, noised from the truth: what the edit and plain DDPM hand over.
+    assert torch.allclose(noisy[0], a[0].sqrt() * start[0] + (1 - a[0]).sqrt() * noise[0])
+    assert torch.allclose(noisy[1], a[1].sqrt() * truth[1] + (1 - a[1]).sqrt() * noise[1])
+    # Either way, the target's one-step clean estimate is the truth.
+    clean = (noisy - (1 - a).sqrt() * target) / a.sqrt()
+    assert torch.allclose(clean, truth, atol=1e-5)
+    assert torch.allclose(scale.flatten(), torch.stack([1 - abar[300], torch.tensor(1.0)]))

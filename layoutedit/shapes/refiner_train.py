@@ -58,7 +58,43 @@ ZONE_WEIGHT = 4.0
 """Loss weight of a latent cell in the changed zone against one outside it (where the truth
 is the start and the refiner only has to copy its input)."""
 
+START_TIMESTEPS = (100, 800)
+"""Timesteps (low inclusive, high exclusive) of the examples noised from the start."""
+
 CHECKPOINT_EVERY = 200
+
+
+def noised_pairs(
+    truth: torch.Tensor,
+    start: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    from_start: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each example's noisy latent, epsilon target and loss scale.
+
+    An example noised from the truth is the usual DDPM one (target: the noise). One noised
+    from the start is what the edit hands the refiner: its target is the epsilon whose
+    one-step clean estimate is the truth, n + sqrt(a / (1 - a)) (start - truth), and its
+    loss is scaled by (1 - a), which makes it a ||clean estimate - truth||^2 loss weighted
+    by a (a = alphas_cumprod[t]).
+
+    Args:
+        truth, start, noise: (B, C, h, w).
+        t: (B,) int64 timesteps; from_start: (B,) bool.
+
+    Returns:
+        (z_t, target, scale): (B, C, h, w) twice and (B, 1, 1, 1).
+    """
+    a = alphas_cumprod.to(truth.device)[t].float()[:, None, None, None]
+    pick = from_start[:, None, None, None]
+    base = torch.where(pick, start, truth)
+    noisy = a.sqrt() * base + (1 - a).sqrt() * noise
+    towards = noise + (a / (1 - a)).sqrt() * (start - truth)
+    target = torch.where(pick, towards, noise)
+    scale = torch.where(pick, 1 - a, torch.ones_like(a))
+    return noisy, target, scale
 
 
 def load_pairs(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -162,6 +198,7 @@ def train(args: argparse.Namespace) -> None:
     params = list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     scheduler: Any = DDPMScheduler.from_config(model.scheduler_config)
+    abar = scheduler.alphas_cumprod
     ckpt, ema_path, state_path = (
         run / "refiner_ckpt.safetensors",
         run / "refiner_ema.safetensors",
@@ -189,11 +226,14 @@ def train(args: argparse.Namespace) -> None:
         idx = torch.from_numpy(rng.integers(0, data.count, args.batch))
         z0, cond, zone = data.truths[idx], data.starts[idx], data.zones[idx]
         noise = torch.randn_like(z0)
+        from_start = torch.from_numpy(rng.random(args.batch) < args.start_share)
         t = torch.randint(0, MAX_TIMESTEP, (args.batch,))
-        zt = scheduler.add_noise(z0, noise, t)
+        low, high = START_TIMESTEPS
+        t = torch.where(from_start, torch.randint(low, high, (args.batch,)), t)
+        zt, target, scale = noised_pairs(z0, cond, noise, t, from_start, abar)
         pred = unet(refiner_input(zt, cond, zone), t, data.text(idx)).sample
-        weight = 1.0 + (ZONE_WEIGHT - 1.0) * zone
-        loss = (F.mse_loss(pred, noise, reduction="none") * weight).mean() / weight.mean()
+        weight = (1.0 + (ZONE_WEIGHT - 1.0) * zone) * scale
+        loss = (F.mse_loss(pred, target, reduction="none") * weight).mean() / weight.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -251,6 +291,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument(
+        "--start-share",
+        type=float,
+        default=0.5,
+        help="share of each batch noised from the start image instead of the truth",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--export", type=Path, default=None, help="model folder to add it to")

@@ -7,10 +7,13 @@ the noised image), so its redraw ties with the start at best. The refiner is the
 with `REFINER_EXTRA_CHANNELS` more input channels: the start's latent and the zone the edit
 changed (`refine.refiner_input`). Seeded from the base weights with those channels' kernels
 at zero (at step 0 it is the base model), trained with the DDPM epsilon loss on the truth's
-latent at noise levels up to `MAX_TIMESTEP`, the loss weighted towards the changed zone.
+latent, the loss weighted towards the changed zone. A share of each batch (`--start-share`)
+is noised from the start instead, as the edit hands it over, with the target whose one-step
+estimate is the truth (`noised_pairs`): noised from the truth alone, the refiner learns to
+trust a lightly noised image, and the start's errors pass through it.
 
-Run `python -m layoutedit.shapes.refiner_train --pairs runs/refiner-pairs --run-dir
-runs/refiner --steps 3000 --export layoutedit/models/shapes-tiny-v2` (`make refiner`).
+`make refiner` writes the pairs, then runs this module (`--pairs runs/refiner-pairs
+--run-dir runs/refiner --export layoutedit/models/shapes-tiny-v2`).
 Checkpoints (safetensors + JSON) every `CHECKPOINT_EVERY` steps; a rerun resumes.
 """
 

@@ -18,7 +18,6 @@ from layoutedit.counting import UNetCounter
 from layoutedit.editing.denoising import scheduler_pair
 from layoutedit.editing.refine import (
     REFINER_EXTRA_CHANNELS,
-    REFINER_FOLDER,
     changed_zone,
     refine_latents,
     refine_timesteps,
@@ -28,7 +27,7 @@ from layoutedit.editing.refine import (
 )
 from layoutedit.editing.session import EditSession
 from layoutedit.errors import UserError
-from layoutedit.loading.model_loading import load_model
+from layoutedit.loading.model_loading import REFINER_FOLDER, load_model
 from layoutedit.scenes.morphology import disk, erode
 from layoutedit.scenes.scene import layout_from_labels
 from layoutedit.shapes.refiner_train import widen_unet

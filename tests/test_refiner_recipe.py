@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from layoutedit.editing.refine import REFINER_EXTRA_CHANNELS, REFINER_FOLDER
-from layoutedit.loading.model_loading import load_model
+from layoutedit.editing.refine import REFINER_EXTRA_CHANNELS
+from layoutedit.loading.model_loading import REFINER_FOLDER, load_model
 from layoutedit.shapes import refiner_pairs, refiner_train
 
 

@@ -23,9 +23,6 @@ import torch.nn.functional as F
 
 from layoutedit.counting import UNetCounter
 
-REFINER_FOLDER = "refiner"
-"""Subfolder of a model folder holding the refiner UNet (diffusers layout, safetensors)."""
-
 REFINER_EXTRA_CHANNELS = 5
 """Input channels beyond the noisy latent's: the start's latent (4) and the zone (1)."""
 

@@ -28,7 +28,6 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from layoutedit.editing.refine import REFINER_FOLDER
 from layoutedit.errors import UserError
 from layoutedit.loading.conditioning import (
     ClipPromptEncoder,
@@ -61,6 +60,11 @@ class CrossAttentionLayer:
     def processor_name(self) -> str:
         """Key of this layer in `unet.attn_processors` / `unet.set_attn_processor`."""
         return f"{self.name}.processor"
+
+
+REFINER_FOLDER = "refiner"
+"""Subfolder of a model folder holding its refiner UNet, if any (`editing.refine`; diffusers
+layout, safetensors)."""
 
 
 @dataclass

@@ -38,10 +38,10 @@ from safetensors.torch import load_file
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.editing.refine import (
     REFINER_EXTRA_CHANNELS,
-    REFINER_FOLDER,
     refiner_input,
     zone_cells,
 )
+from layoutedit.loading.model_loading import REFINER_FOLDER
 from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
     ema_update,

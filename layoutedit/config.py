@@ -383,11 +383,12 @@ class EditConfig(_Strict):
         "refiner cannot take this setting.",
     )
     refine_strength: float = Field(
-        default=0.5,
+        default=0.2,
         gt=0,
         le=1,
         description="With `refine`: the noise level (share of the training timesteps) the "
-        "start is noised to before the refiner denoises it.",
+        "start is noised to before the refiner denoises it (0.2 did best of 0.2, 0.35 and "
+        "0.5 on world v2's development cases: docs/tuning.md, world v2 round 7).",
     )
     refine_steps: int = Field(
         default=1,

@@ -92,7 +92,7 @@ class LoadedModel:
     """SDXL: the unconditional input is zeros (`force_zeros_for_empty_prompt`)."""
     refiner: Any = None  # UNet2DConditionModel with more input channels (`editing.refine`)
     """The model folder's `refiner/` UNet, None when it has none (every Stable Diffusion
-    model; the embedded world v2 model ships one)."""
+    model and both embedded ones; `make refiner` builds one for `shapes-tiny-v2`)."""
 
     @property
     def family(self) -> str:

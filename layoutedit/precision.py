@@ -139,7 +139,7 @@ def apply_precision(model: Any, precision: Precision) -> None:
     """Store a loaded model's weights as `precision` says (in place): the UNet and the text
     encoders in `weights`, the VAE in `vae_dtype`. Casting to a wider dtype than the weights
     were loaded in gains nothing: load the model again instead (`load_model(dtype=...)`)."""
-    refiner = () if getattr(model, "refiner", None) is None else (model.refiner,)
+    refiner = () if model.refiner is None else (model.refiner,)
     for module in (model.unet, *model.text_encoders, *refiner):
         cast_weights(module, precision.weights)
     cast_weights(model.vae, precision.vae_dtype(force_upcast(model.vae)))

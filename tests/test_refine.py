@@ -197,3 +197,21 @@ def test_the_refiner_changes_the_start_only_where_the_edit_changed_it(
 def test_refine_on_a_model_without_a_refiner_is_a_user_error(tiny_model_dir: Path) -> None:
     with pytest.raises(UserError, match="no refiner"):
         _start(load_tiny(tiny_model_dir), refine=True)
+
+
+def test_the_editor_refuses_refine_without_a_refiner_before_learning(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from layoutedit import Editor
+    from layoutedit.config import resolve_settings
+    from layoutedit.shapes.world import sample_scene, write_scene_folder
+
+    world = sample_scene(5, 2)
+    folder = write_scene_folder(world, tmp_path / "scene", layouts=[world.labels()])
+    edit = {"init": "paste", "refine": True, "steps": 3, "seeds": (0,)}
+    settings = resolve_settings("fast", None, {"edit": edit})
+    editor = Editor(model=str(tiny_model_dir), backend="cpu", cache_dir=tmp_path, settings=settings)
+    scene = editor.scene(folder)
+    with pytest.raises(UserError, match="no refiner"):
+        editor.edit(scene, folder / "target_layout" / "layout1.png")
+    assert editor.cached_concept(scene) is None  # nothing was learned first

@@ -90,3 +90,37 @@ def test_a_pair_noised_from_the_start_teaches_the_truth_in_one_step() -> None:
     clean = (noisy - (1 - a).sqrt() * target) / a.sqrt()
     assert torch.allclose(clean, truth, atol=1e-5)
     assert torch.allclose(scale.flatten(), torch.stack([1 - abar[300], torch.tensor(1.0)]))
+
+
+def test_training_without_pairs_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as stop:
+        refiner_train.main(["--pairs", str(tmp_path), "--run-dir", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refiner_the_recipe_did_not_write_is_kept(
+    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    mine = model_dir / REFINER_FOLDER / "config.json"
+    mine.parent.mkdir()
+    mine.write_text("{}")
+    args = ["--pairs", str(pairs), "--run-dir", str(tmp_path / "run"), "--steps", "1"]
+    with pytest.raises(SystemExit) as stop:
+        refiner_train.main([*args, "--export", str(model_dir)])
+    assert stop.value.code == 2
+    assert mine.read_text() == "{}" and not (tmp_path / "run").exists()
+
+
+def test_pairs_of_another_preset_are_not_resumed_into(
+    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pairs"
+    shutil.copytree(pairs, out)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(SystemExit) as stop:
+        refiner_pairs.main(["--out", str(out), "--preset", "fast", "--model", str(tiny_model_dir)])
+    assert stop.value.code == 2
+    assert sorted(p.name for p in out.iterdir()) == before

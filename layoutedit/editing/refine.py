@@ -15,21 +15,36 @@ changed is added, inside the zone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
+from layoutedit.errors import UserError
+
+if TYPE_CHECKING:
+    from layoutedit.loading.model_loading import LoadedModel
 
 REFINER_EXTRA_CHANNELS = 5
 """Input channels beyond the noisy latent's: the start's latent (4) and the zone (1)."""
 
-
 ZONE_GROWTH = 2
 """Pixels by which the changed area grows into the zone the refiner is told about: an
 object's anti-aliased rim and its shadow's soft edge lie just outside what changed."""
+
+
+def require_refiner(config: EditConfig, model: LoadedModel) -> None:
+    """Raise a UserError when `config` would run the refiner (`refine` with a paste start
+    that is denoised) and `model` has none: before any learning, not after it."""
+    if config.refine and config.denoise and config.init == "paste" and model.refiner is None:
+        raise UserError(
+            "edit.refine is on but the model has no refiner (a refiner/ folder beside its "
+            "unet/): set edit.refine = false",
+            path=model.path,
+        )
 
 
 def changed_zone(source: np.ndarray, start: np.ndarray, redraw: np.ndarray | None) -> np.ndarray:

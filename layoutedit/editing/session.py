@@ -52,6 +52,7 @@ from layoutedit.editing.redraw import (
     RegionalStart,
     first_steps,
 )
+from layoutedit.editing.refine import require_refiner
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
@@ -202,12 +203,7 @@ class EditSession:
             raise UserError("no concept given: learn one first, or edit with use_concept off")
         if not config.denoise and config.init != "paste":
             raise UserError("edit.denoise off needs init paste: a noise start has no image")
-        if config.refine and config.denoise and config.init == "paste" and model.refiner is None:
-            raise UserError(
-                "edit.refine is on but the model has no refiner (a refiner/ folder beside "
-                "its unet/): set edit.refine = false",
-                path=model.path,
-            )
+        require_refiner(config, model)
         if concept is not None and config.use_concept and tuple(concept.tokens) != scene.tokens:
             raise UserError(
                 f"the concept was learned for {', '.join(concept.tokens)}, "

@@ -142,6 +142,7 @@ class StartBuilder:
         self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
         self._wholes: np.ndarray | None = None
         self._over: np.ndarray | None = None
+        self._refiner_text: torch.Tensor | None = None
 
     def cells(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) bool at the source's size -> (h, w) bool latent cells touching it."""
@@ -309,16 +310,18 @@ class StartBuilder:
         where the edit changed it: the mean of `refine_samples` refined images less the
         start's own VAE round trip, added to the start. `latent`: (1, C, h, w) the start's."""
         cfg, refiner = self.config, self.model.refiner
-        assert refiner is not None  # checked in __init__
+        assert refiner is not None  # `refine.require_refiner`, when the session began
         zone = changed_zone(self.scene.image, pasted, redraw)
         cells = torch.from_numpy(self.cells(zone))[None, None].float().to(latent.device)
         noises = [
             seeded_normal(REFINE_SEED + i, latent.shape, latent.device)
             for i in range(cfg.refine_samples)
         ]
-        # The refiner learned plain-word prompts: a concept's placeholders are not for it.
-        with torch.no_grad(), self.precision.autocast():
-            text = self.model.encode_prompts([self.plain_prompt]).float()
+        if self._refiner_text is None:  # one prompt per scene: encoded once
+            # The refiner learned plain-word prompts: a concept's placeholders are not for it.
+            with torch.no_grad(), self.precision.autocast():
+                self._refiner_text = self.model.encode_prompts([self.plain_prompt]).float()
+        text = self._refiner_text
         with phase("refine"):
             steps = refine_timesteps(cfg.refine_strength, cfg.refine_steps)
             abar = self.sampler.alphas_cumprod

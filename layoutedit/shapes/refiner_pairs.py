@@ -16,13 +16,18 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.editing.refine import changed_zone
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE
+
+if TYPE_CHECKING:
+    from layoutedit.bench.diffusion import DiffusionRuntime
 
 REFINER_SEED_BASE = TRAIN_SEED_BASE + 5_000_000
 """First scene seed of the pairs: inside the training range, apart from the scenes that the
@@ -32,64 +37,84 @@ SHARD = 400
 """Scenes per shard (2 layouts each)."""
 
 
+def pair_runtime(preset: str, model_spec: str, scratch: Path) -> DiffusionRuntime:
+    """The bench's runtime over `model_spec` with `preset`'s settings: the model loaded and
+    warmed once for every shard (`scratch`: its memo and work folder, nothing kept)."""
+    from layoutedit.bench.diffusion import DiffusionRuntime
+    from layoutedit.config import resolve_settings
+
+    return DiffusionRuntime(model_spec, "cpu", resolve_settings(preset), scratch, scratch)
+
+
 def shard_pairs(
-    first_seed: int, scenes: int, preset: str, model_spec: str
+    runtime: DiffusionRuntime, first_seed: int, scenes: int
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """One shard: `scenes` scenes from `first_seed` on, 2 layouts each.
+    """One shard: `scenes` scenes from `first_seed` on, 2 layouts each, their starts as the
+    `no-model` row builds them.
 
     Returns:
         `start`, `truth` (N, S, S, 3) uint8 and `zone` (N, S, S) uint8 (`changed_zone`) by
         name, and the N prompts (the edit session's).
     """
     from layoutedit.bench.cases_v2 import cases_from_scene_seeds
-    from layoutedit.bench.diffusion import DiffusionRuntime
     from layoutedit.bench.variants import DIFFUSION_SPECS
-    from layoutedit.config import resolve_settings
     from layoutedit.editing.session import EditSession
     from layoutedit.scenes.scene import layout_from_labels
 
-    settings = resolve_settings(preset)
-    with tempfile.TemporaryDirectory() as tmp:  # the runtime's scratch: nothing is kept
-        runtime = DiffusionRuntime(model_spec, "cpu", settings, Path(tmp), Path(tmp))
-        config = runtime.edit_config(DIFFUSION_SPECS["no-model"])
-        model = runtime.load_model()
-        seeds = range(first_seed, first_seed + 4 * scenes)  # some seeds take no layouts
-        cases = cases_from_scene_seeds(seeds, scenes)
-        starts, truths, zones, prompts = [], [], [], []
-        session, scene, scene_seed = None, None, None
-        for case in cases:
-            if session is None or case.scene_seed != scene_seed:
-                scene, scene_seed = runtime.scene(case), case.scene_seed
-                session = EditSession(model, scene, config, runtime.backend)
-            assert scene is not None
-            start = session.start_image(layout_from_labels(case.layout, scene))
-            starts.append(start.image)
-            truths.append(case.truth.image)
-            zones.append(changed_zone(case.source.image, start.image, start.redraw))
-            prompts.append(session.prompt)
-        arrays = {
-            "start": np.stack(starts),
-            "truth": np.stack(truths),
-            "zone": np.stack(zones).astype(np.uint8),
-        }
-        return arrays, prompts
+    config = runtime.edit_config(DIFFUSION_SPECS["no-model"])
+    model = runtime.load_model()
+    seeds = range(first_seed, first_seed + 4 * scenes)  # some seeds take no layouts
+    starts, truths, zones, prompts = [], [], [], []
+    session, scene, scene_seed = None, None, None
+    for case in cases_from_scene_seeds(seeds, scenes):
+        if session is None or case.scene_seed != scene_seed:
+            scene, scene_seed = runtime.scene(case), case.scene_seed
+            session = EditSession(model, scene, config, runtime.backend)
+        assert scene is not None
+        start = session.start_image(layout_from_labels(case.layout, scene))
+        starts.append(start.image)
+        truths.append(case.truth.image)
+        zones.append(changed_zone(case.source.image, start.image, start.redraw))
+        prompts.append(session.prompt)
+    arrays = {
+        "start": np.stack(starts),
+        "truth": np.stack(truths),
+        "zone": np.stack(zones).astype(np.uint8),
+    }
+    return arrays, prompts
+
+
+def foreign_shard(out: Path, preset: str, model_spec: str) -> Path | None:
+    """The first shard in `out` written for another preset or model (resuming into it would
+    mix two kinds of pairs), or None."""
+    for path in sorted(out.glob("pairs-*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("preset") != preset or meta.get("model") != model_spec:
+            return path
+    return None
 
 
 def write_shards(out: Path, shards: int, preset: str, model_spec: str) -> None:
-    """Shards 0..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those written."""
+    """Shards 0..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those written;
+    nothing else in `out` is touched."""
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(shards):
-        path = out / f"pairs-{i:03d}.safetensors"
-        if path.exists():
-            continue
-        began = time.monotonic()
-        # Each shard's seeds lie in a block of their own: a shard's content never depends
-        # on how many shards came before it.
-        arrays, prompts = shard_pairs(REFINER_SEED_BASE + i * 4 * SHARD, SHARD, preset, model_spec)
-        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        meta = {"prompts": json.dumps(prompts), "preset": preset, "model": model_spec}
-        write_safetensors_atomic(path, tensors, metadata=meta)
-        print(f"{path}: {len(prompts)} pairs in {time.monotonic() - began:.0f} s")
+    with tempfile.TemporaryDirectory() as scratch:
+        runtime = None
+        for i in range(shards):
+            path = out / f"pairs-{i:03d}.safetensors"
+            if path.exists():
+                continue
+            began = time.monotonic()
+            if runtime is None:  # only when a shard is missing
+                runtime = pair_runtime(preset, model_spec, Path(scratch))
+            # Each shard's seeds lie in a block of their own: a shard's content never
+            # depends on how many shards came before it.
+            arrays, prompts = shard_pairs(runtime, REFINER_SEED_BASE + i * 4 * SHARD, SHARD)
+            tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            meta = {"prompts": json.dumps(prompts), "preset": preset, "model": model_spec}
+            write_safetensors_atomic(path, tensors, metadata=meta)
+            print(f"{path}: {len(prompts)} pairs in {time.monotonic() - began:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="builtin:shapes-tiny-v2")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"{args.out}: not a folder")
+    if args.out.is_dir() and (other := foreign_shard(args.out, args.preset, args.model)):
+        parser.error(f"{other}: pairs of another preset or model; give another --out")
     torch.set_num_threads(args.threads)
     write_shards(args.out, args.shards, args.preset, args.model)
 

@@ -45,17 +45,13 @@ from layoutedit.loading.model_loading import REFINER_FOLDER
 from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
     ema_update,
-    images_to_tensor,
     load_optimizer,
     log_to_run,
     on_cpu,
     pipeline_folder,
+    posterior_means,
     save_optimizer,
 )
-
-MAX_TIMESTEP = 1000
-"""Training timesteps are drawn below this (of 1000): the whole range, since the edit may
-start the refiner from pure noise (the start reaches it through its own channels)."""
 
 ZONE_WEIGHT = 4.0
 """Loss weight of a latent cell in the changed zone against one outside it (where the truth
@@ -104,8 +100,6 @@ def load_pairs(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[s
     """Every shard in `folder`: start, truth (N, S, S, 3) uint8, zone (N, S, S) bool,
     prompts (N)."""
     shards = sorted(folder.glob("pairs-*.safetensors"))
-    if not shards:
-        raise SystemExit(f"{folder}: no pairs-*.safetensors (run refiner_pairs first)")
     starts, truths, zones, prompts = [], [], [], []
     for path in shards:
         with safe_open(str(path), framework="pt") as fh:
@@ -149,28 +143,19 @@ class EncodedPairs:
     def load(cls, folder: Path, model: Any) -> EncodedPairs:
         shards = shard_count(folder)
         start_img, truth_img, zone_px, prompts = load_pairs(folder)
-        starts = encode_images(model.vae, start_img)
+        scale = model.scaling_factor  # the edit hands the refiner scaled latents
+        starts = posterior_means(model.vae, start_img) * scale
         unique = sorted(set(prompts))
         with torch.no_grad():
             table = model.encode_text(unique).embeddings.float()
         return cls(
             starts=starts,
-            truths=encode_images(model.vae, truth_img),
+            truths=posterior_means(model.vae, truth_img) * scale,
             zones=zone_cells(torch.from_numpy(zone_px)[:, None].float(), starts.shape[-1]),
             table=table,
             prompt_index=torch.tensor([unique.index(p) for p in prompts]),
             shards=shards,
         )
-
-
-@torch.no_grad()
-def encode_images(vae: Any, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> (N, C, h, w) scaled posterior means, as the edit encodes."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = images_to_tensor(images[i : i + batch])
-        out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
-    return torch.cat(out)
 
 
 def widen_unet(base: Any) -> Any:
@@ -192,7 +177,6 @@ def train(args: argparse.Namespace) -> None:
 
     run: Path = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
     model = load_model(str(args.base))
     data = EncodedPairs.load(args.pairs, model)
     log_to_run(run, f"{data.count} pairs from {args.pairs}")
@@ -230,7 +214,8 @@ def train(args: argparse.Namespace) -> None:
         z0, cond, zone = data.truths[idx], data.starts[idx], data.zones[idx]
         noise = torch.randn_like(z0)
         from_start = torch.from_numpy(rng.random(args.batch) < args.start_share)
-        t = torch.randint(0, MAX_TIMESTEP, (args.batch,))
+        # Examples from the truth: every timestep (the edit may start from pure noise).
+        t = torch.randint(0, len(abar), (args.batch,))
         low, high = START_TIMESTEPS
         t = torch.where(from_start, torch.randint(low, high, (args.batch,)), t)
         zt, target, scale = noised_pairs(z0, cond, noise, t, from_start, abar)
@@ -261,16 +246,11 @@ def train(args: argparse.Namespace) -> None:
         export(run, model.unet, args.export, data.count)
 
 
-def _ema_unet(base_unet: Any, ema: dict[str, torch.Tensor]) -> Any:
-    unet = widen_unet(base_unet)
-    unet.load_state_dict(ema)
-    return unet
-
-
 def export(run: Path, base_unet: Any, model_dir: Path, pairs: int) -> Path:
     """The EMA weights as `model_dir/refiner` (a diffusers UNet folder, safetensors) with
     the steps and pairs it learned from in `REFINER.json`."""
-    unet = _ema_unet(base_unet, load_file(str(run / "refiner_ema.safetensors")))
+    unet = widen_unet(base_unet)
+    unet.load_state_dict(load_file(str(run / "refiner_ema.safetensors")))
     out = model_dir / REFINER_FOLDER
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -302,8 +282,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument("--export", type=Path, default=None, help="model folder to add it to")
+    parser.add_argument(
+        "--export", type=pipeline_folder, default=None, help="model folder to add it to"
+    )
     args = parser.parse_args(argv)
+    if shard_count(args.pairs) == 0:
+        parser.error(f"{args.pairs}: no pairs-*.safetensors (run refiner_pairs first)")
+    if args.export is not None:
+        refiner = args.export / REFINER_FOLDER
+        if refiner.exists() and not (refiner / "REFINER.json").exists():
+            # Not one this recipe wrote: replacing it would lose someone's weights.
+            parser.error(f"{refiner}: a refiner this recipe did not write; move it first")
     torch.set_num_threads(args.threads)
     train(args)
 

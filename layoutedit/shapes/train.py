@@ -54,6 +54,7 @@ from layoutedit.shapes.training_io import (
     load_optimizer,
     log_to_run,
     on_cpu,
+    posterior_means,
     save_optimizer,
     trained_steps,
 )
@@ -116,11 +117,7 @@ def encode_latents(run: Path, images: np.ndarray, device: str = "cpu") -> torch.
     if path.exists():
         return load_file(str(path))["latents"]
     vae: Any = AutoencoderKL.from_pretrained(run / "vae").eval().to(device)
-    chunks = [
-        vae.encode(images_to_tensor(images[i : i + 256]).to(device)).latent_dist.mean.cpu()
-        for i in range(0, len(images), 256)
-    ]
-    latents = torch.cat(chunks)
+    latents = posterior_means(vae, images)
     write_safetensors_atomic(path, {"latents": latents})
     log_to_run(run, f"latents {tuple(latents.shape)} std {latents.std().item():.4f}")
     return latents

@@ -100,3 +100,15 @@ def ema_update(ema: dict[str, torch.Tensor], model: Any, decay: float) -> None:
     for name, p in model.state_dict().items():
         if p.dtype.is_floating_point:
             ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+@torch.no_grad()
+def posterior_means(vae: Any, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, C, h, w) the VAE posterior's means, unscaled, on the CPU,
+    `batch` images a call on the VAE's device."""
+    device = next(vae.parameters()).device
+    chunks = [
+        vae.encode(images_to_tensor(images[i : i + batch]).to(device)).latent_dist.mean.cpu()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(chunks)

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: model-v2 evaluate-model-v2 refiner setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 refiner corrector setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -139,6 +139,13 @@ model-v2:
 refiner:
 	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/refiner-pairs --shards 10
 	$(PY) -m layoutedit.shapes.refiner_train --pairs runs/refiner-pairs --run-dir runs/refiner --steps 4000 --batch 32 --lr 2e-4 --export layoutedit/models/shapes-tiny-v2 $(REFINER_ARGS)
+
+## corrector: the v2 model's corrector (layoutedit/models/shapes-tiny-v2/corrector): a small
+## pixel-space net trained on the refiner's start/truth pairs (made first when missing), one
+## thread, about 40 min; resumes from runs/corrector.
+corrector:
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/refiner-pairs --shards 10
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/refiner-pairs --run-dir runs/corrector --steps 5000 --batch 32 --lr 1e-3 --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

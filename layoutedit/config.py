@@ -410,6 +410,14 @@ class EditConfig(_Strict):
         "(their own pixels, moved and re-lit), not only on what the start had to guess "
         "(shadows, fills, hidden parts, the objects' outermost pixel).",
     )
+    correct: bool = Field(
+        default=False,
+        description="With init `paste` and `denoise`: as the edit's last step, the model's "
+        "corrector (a `corrector/` folder beside its UNet: a small pixel-space net trained "
+        "to turn the finished image into the true one, `layoutedit.shapes.corrector_train`) "
+        "changes the image where it differs from the source: shadows, re-lit colours, "
+        "uncovered parts. A model without a corrector cannot take this setting.",
+    )
     relight: bool = Field(
         default=False,
         description="With init `paste`: brighten or darken each moved object by the light at "

@@ -124,3 +124,34 @@ def test_pairs_of_another_preset_are_not_resumed_into(
         refiner_pairs.main(["--out", str(out), "--preset", "fast", "--model", str(tiny_model_dir)])
     assert stop.value.code == 2
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_final_pairs_carry_the_finished_edit_and_its_guide_masks(
+    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "final"
+    refiner_pairs.SHARD, saved = 2, refiner_pairs.SHARD
+    try:
+        refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(tiny_model_dir), stage="final")
+    finally:
+        refiner_pairs.SHARD = saved
+    path = next(out.glob("pairs-*.safetensors"))
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata()["stage"] == "final"
+        image, masks, zone = (fh.get_tensor(k).numpy() for k in ("start", "masks", "zone"))
+    start, _, _, _ = refiner_train.load_pairs(pairs)
+    assert masks.shape == (4, 4, 64, 64)
+    assert np.array_equal(masks[:, 0], zone)  # the first guide mask is the zone
+    # The same scenes' finished images are not their starts (the post-passes ran).
+    assert not np.array_equal(image, start)
+    assert refiner_pairs.shard_stages(out) == {"final"}
+    assert refiner_pairs.shard_stages(pairs) == {"start"}
+    # Neither recipe takes the other's pairs; neither stage resumes into the other's folder.
+    with pytest.raises(SystemExit) as stop:
+        refiner_train.main(["--pairs", str(out), "--run-dir", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:
+        refiner_pairs.main(
+            ["--out", str(pairs), "--stage", "final", "--model", str(tiny_model_dir)]
+        )
+    assert stop.value.code == 2

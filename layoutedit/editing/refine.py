@@ -37,12 +37,21 @@ object's anti-aliased rim and its shadow's soft edge lie just outside what chang
 
 
 def require_refiner(config: EditConfig, model: LoadedModel) -> None:
-    """Raise a UserError when `config` would run the refiner (`refine` with a paste start
-    that is denoised) and `model` has none: before any learning, not after it."""
-    if config.refine and config.denoise and config.init == "paste" and model.refiner is None:
+    """Raise a UserError when `config` would run the refiner (`refine`) or the corrector
+    (`correct`) with a paste start that is denoised and `model` lacks it: before any
+    learning, not after it."""
+    if not (config.denoise and config.init == "paste"):
+        return
+    if config.refine and model.refiner is None:
         raise UserError(
             "edit.refine is on but the model has no refiner (a refiner/ folder beside its "
             "unet/): set edit.refine = false",
+            path=model.path,
+        )
+    if config.correct and model.corrector is None:
+        raise UserError(
+            "edit.correct is on but the model has no corrector (a corrector/ folder beside "
+            "its unet/): set edit.correct = false",
             path=model.path,
         )
 

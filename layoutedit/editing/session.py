@@ -39,6 +39,7 @@ from layoutedit.attention_recording import AttentionStore, choose_attention_res
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
 from layoutedit.editing.compositing import composite, keep_alpha, match_colours
+from layoutedit.editing.correct import correct_image, guide_masks
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.detail import apply_detail, moved_detail
 from layoutedit.editing.guidance import total_loss
@@ -52,7 +53,7 @@ from layoutedit.editing.redraw import (
     RegionalStart,
     first_steps,
 )
-from layoutedit.editing.refine import require_refiner
+from layoutedit.editing.refine import changed_zone, require_refiner
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
@@ -480,7 +481,24 @@ class EditSession:
                 # learned it there); the fill continues the surrounding background.
                 filled = (left & ~occupied).astype(np.float32)
                 images = [composite(i, start.image, filled) for i in images]
+        if cfg.correct and cfg.denoise and start is not None:
+            images = self._correct(images, start)
         return images
+
+    def _correct(self, images: list[np.ndarray], start: PasteStart) -> list[np.ndarray]:
+        """Each finished image ((H, W, 3) uint8) with the model's corrector's change added
+        where it differs from the source or was redrawn (`editing.correct`)."""
+        corrector = self.model.corrector
+        assert corrector is not None  # `refine.require_refiner`, when the session began
+        with phase("correct"):
+            return [
+                correct_image(
+                    corrector,
+                    i,
+                    guide_masks(changed_zone(self.scene.image, i, start.redraw), start),
+                )
+                for i in images
+            ]
 
     def _model_zone(self, start: PasteStart) -> np.ndarray:
         """(H, W) bool where `model_pixels` keeps the model's pixels: the redrawn area, or

@@ -275,14 +275,10 @@ class StartBuilder:
                         np.asarray(parts.any(axis=0), dtype=bool), round(cfg.hidden_margin * cell)
                     )
                     hidden &= grown
-        square, _ = square_pad(pasted, None)
-        with torch.no_grad():
-            latent = self.model.encode_image(square).float()  # (1, C, h, w)
+        latent = self._encode(pasted)
         if cfg.refine and cfg.denoise:
             pasted = self._refine(pasted, latent, redraw, footprints, counter)
-            square, _ = square_pad(pasted, None)
-            with torch.no_grad():
-                latent = self.model.encode_image(square).float()
+            latent = self._encode(pasted)
         steps = cfg.steps
         strength = max(cfg.paste_strength, cfg.redraw_strength if redraw is not None else 0.0)
         start = steps - max(1, round(strength * steps))
@@ -297,6 +293,12 @@ class StartBuilder:
             shadows=shadows,
         )
         return start, latent, paste_start
+
+    def _encode(self, pasted: np.ndarray) -> torch.Tensor:
+        """(1, C, h, w) the scaled latent of the image ((H, W, 3) uint8), padded square."""
+        square, _ = square_pad(pasted, None)
+        with torch.no_grad():
+            return self.model.encode_image(square).float()
 
     def _refine(
         self,

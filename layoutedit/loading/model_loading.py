@@ -35,6 +35,7 @@ from layoutedit.loading.conditioning import (
     SdxlPromptEncoder,
     TextConditioning,
 )
+from layoutedit.loading.corrector import CORRECTOR_FOLDER, load_corrector
 from layoutedit.loading.families import family_of, forces_zero_empty_prompt, is_sdxl_folder
 from layoutedit.loading.fingerprint import model_fingerprint
 from layoutedit.loading.unet_grids import cross_attention_sides
@@ -93,6 +94,8 @@ class LoadedModel:
     refiner: Any = None  # UNet2DConditionModel with more input channels (`editing.refine`)
     """The model folder's `refiner/` UNet, None when it has none (every Stable Diffusion
     model and both embedded ones; `make refiner` builds one for `shapes-tiny-v2`)."""
+    corrector: Any = None  # loading.corrector.Corrector (`editing.correct`), float32
+    """The model folder's `corrector/` net, None when it has none."""
 
     @property
     def family(self) -> str:
@@ -115,9 +118,10 @@ class LoadedModel:
 
     @property
     def modules(self) -> tuple[Any, ...]:
-        """Every weight-holding component: UNet, VAE, the text encoders and the refiner."""
-        refiner = () if self.refiner is None else (self.refiner,)
-        return (self.unet, self.vae, *self.text_encoders, *refiner)
+        """Every weight-holding component: UNet, VAE, the text encoders, the refiner and the
+        corrector."""
+        extra = tuple(m for m in (self.refiner, self.corrector) if m is not None)
+        return (self.unet, self.vae, *self.text_encoders, *extra)
 
     @property
     def prompt_encoder(self) -> PromptEncoder:
@@ -411,6 +415,7 @@ def _load_folder(
         raise UserError(f"could not load the model: {exc}".splitlines()[0], path=folder) from None
     parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
     parts["refiner"] = _load_refiner(folder / REFINER_FOLDER, allow_pickle, dtype)
+    parts["corrector"] = _load_corrector(folder / CORRECTOR_FOLDER)
     return parts, files
 
 
@@ -429,6 +434,17 @@ def _load_refiner(folder: Path, allow_pickle: bool, dtype: torch.dtype) -> Any:
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"could not load the refiner: {exc}".splitlines()[0], path=folder) from None
+
+
+def _load_corrector(folder: Path) -> Any:
+    """The corrector of a model folder (`editing.correct`), None when there is none. Outside
+    the fingerprint, as the refiner."""
+    if not folder.exists():
+        return None
+    try:
+        return load_corrector(folder)
+    except ValueError as exc:
+        raise UserError(f"could not load the corrector: {exc}", path=folder) from None
 
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:
@@ -496,6 +512,7 @@ def load_model(
         text_encoder_2=parts.get("text_encoder_2"),
         zero_empty_prompt=bool(parts.get("zero_empty_prompt", True)),
         refiner=parts.get("refiner"),
+        corrector=parts.get("corrector"),
     )
     if model.family == "sdxl" and model.text_encoder_2 is None:
         raise UserError(

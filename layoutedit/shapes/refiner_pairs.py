@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 
 from layoutedit.atomic import write_safetensors_atomic
+from layoutedit.editing.correct import guide_masks
 from layoutedit.editing.refine import changed_zone
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE
 
@@ -46,15 +47,21 @@ def pair_runtime(preset: str, model_spec: str, scratch: Path) -> DiffusionRuntim
     return DiffusionRuntime(model_spec, "cpu", resolve_settings(preset), scratch, scratch)
 
 
+STAGES = ("start", "final")
+"""What a pair's input is: the edit's start image (the refiner's), or the `no-model` row's
+finished image, post-passes included (the corrector's: `editing.correct`)."""
+
+
 def shard_pairs(
-    runtime: DiffusionRuntime, first_seed: int, scenes: int
+    runtime: DiffusionRuntime, first_seed: int, scenes: int, stage: str = "start"
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """One shard: `scenes` scenes from `first_seed` on, 2 layouts each, their starts as the
-    `no-model` row builds them.
+    """One shard: `scenes` scenes from `first_seed` on, 2 layouts each, their starts (or
+    with `stage` "final" their finished images) as the `no-model` row builds them.
 
     Returns:
         `start`, `truth` (N, S, S, 3) uint8 and `zone` (N, S, S) uint8 (`changed_zone`) by
-        name, and the N prompts (the edit session's).
+        name (with `stage` "final" also `masks` (N, 4, S, S) uint8, `correct.guide_masks`),
+        and the N prompts (the edit session's).
     """
     from layoutedit.bench.cases_v2 import cases_from_scene_seeds
     from layoutedit.bench.variants import DIFFUSION_SPECS
@@ -65,43 +72,65 @@ def shard_pairs(
     model = runtime.load_model()
     seeds = range(first_seed, first_seed + 4 * scenes)  # some seeds take no layouts
     starts, truths, zones, prompts = [], [], [], []
+    masks: list[np.ndarray] = []
     session, scene, scene_seed = None, None, None
     for case in cases_from_scene_seeds(seeds, scenes):
         if session is None or case.scene_seed != scene_seed:
             scene, scene_seed = runtime.scene(case), case.scene_seed
             session = EditSession(model, scene, config, runtime.backend)
         assert scene is not None
-        start = session.start_image(layout_from_labels(case.layout, scene))
-        starts.append(start.image)
+        layout = layout_from_labels(case.layout, scene)
+        start = session.start_image(layout)
+        image = start.image if stage == "start" else session.edit(layout).best().image
+        starts.append(image)
         truths.append(case.truth.image)
-        zones.append(changed_zone(case.source.image, start.image, start.redraw))
+        zone = changed_zone(case.source.image, image, start.redraw)
+        zones.append(zone)
+        if stage == "final":
+            masks.append(guide_masks(zone, start))
         prompts.append(session.prompt)
     arrays = {
         "start": np.stack(starts),
         "truth": np.stack(truths),
         "zone": np.stack(zones).astype(np.uint8),
     }
+    if masks:  # the corrector's `GUIDE_MASKS` (N, 4, S, S)
+        arrays["masks"] = np.stack(masks).astype(np.uint8)
     return arrays, prompts
 
 
-def foreign_shard(out: Path, preset: str, model_spec: str) -> Path | None:
-    """The first shard in `out` written for another preset or model (resuming into it would
-    mix two kinds of pairs), or None."""
+def foreign_shard(out: Path, preset: str, model_spec: str, stage: str = "start") -> Path | None:
+    """The first shard in `out` written for another preset, model or stage (resuming into it
+    would mix two kinds of pairs), or None."""
     for path in sorted(out.glob("pairs-*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        if meta.get("preset") != preset or meta.get("model") != model_spec:
+        theirs = (meta.get("preset"), meta.get("model"), meta.get("stage", "start"))
+        if theirs != (preset, model_spec, stage):
             return path
     return None
 
 
-def write_shards(out: Path, shards: int, preset: str, model_spec: str) -> None:
-    """Shards 0..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those written;
-    nothing else in `out` is touched."""
+def shard_stages(out: Path) -> set[str]:
+    """The stages (`STAGES`) of the shards in `out`; shards written before stages existed
+    are "start"."""
+    stages = set()
+    for path in sorted(out.glob("pairs-*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            stages.add((fh.metadata() or {}).get("stage", "start"))
+    return stages
+
+
+def write_shards(
+    out: Path, shards: int, preset: str, model_spec: str, stage: str = "start", first: int = 0
+) -> None:
+    """Shards `first`..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those
+    written; nothing else in `out` is touched. Two runs over disjoint shard ranges may
+    write one folder at once."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         runtime = None
-        for i in range(shards):
+        for i in range(first, shards):
             path = out / f"pairs-{i:03d}.safetensors"
             if path.exists():
                 continue
@@ -110,9 +139,15 @@ def write_shards(out: Path, shards: int, preset: str, model_spec: str) -> None:
                 runtime = pair_runtime(preset, model_spec, Path(scratch))
             # Each shard's seeds lie in a block of their own: a shard's content never
             # depends on how many shards came before it.
-            arrays, prompts = shard_pairs(runtime, REFINER_SEED_BASE + i * 4 * SHARD, SHARD)
+            seed = REFINER_SEED_BASE + i * 4 * SHARD
+            arrays, prompts = shard_pairs(runtime, seed, SHARD, stage)
             tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            meta = {"prompts": json.dumps(prompts), "preset": preset, "model": model_spec}
+            meta = {
+                "prompts": json.dumps(prompts),
+                "preset": preset,
+                "model": model_spec,
+                "stage": stage,
+            }
             write_safetensors_atomic(path, tensors, metadata=meta)
             print(f"{path}: {len(prompts)} pairs in {time.monotonic() - began:.0f} s")
 
@@ -123,14 +158,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--preset", default="shapes-tiny-v2")
     parser.add_argument("--model", default="builtin:shapes-tiny-v2")
+    parser.add_argument(
+        "--stage", choices=STAGES, default="start", help="the refiner's or the corrector's pairs"
+    )
+    parser.add_argument(
+        "--first-shard", type=int, default=0, help="start at this shard (a second run's share)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"{args.out}: not a folder")
-    if args.out.is_dir() and (other := foreign_shard(args.out, args.preset, args.model)):
-        parser.error(f"{other}: pairs of another preset or model; give another --out")
+    other = None
+    if args.out.is_dir():
+        other = foreign_shard(args.out, args.preset, args.model, args.stage)
+    if other is not None:
+        parser.error(f"{other}: pairs of another preset, model or stage; give another --out")
     torch.set_num_threads(args.threads)
-    write_shards(args.out, args.shards, args.preset, args.model)
+    write_shards(args.out, args.shards, args.preset, args.model, args.stage, args.first_shard)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from layoutedit.editing.refine import (
     zone_cells,
 )
 from layoutedit.loading.model_loading import REFINER_FOLDER
+from layoutedit.shapes.refiner_pairs import shard_stages
 from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
     ema_update,
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shard_count(args.pairs) == 0:
         parser.error(f"{args.pairs}: no pairs-*.safetensors (run refiner_pairs first)")
+    if shard_stages(args.pairs) != {"start"}:
+        parser.error(f"{args.pairs}: not start-image pairs (write them with --stage start)")
     if args.export is not None:
         refiner = args.export / REFINER_FOLDER
         if refiner.exists() and not (refiner / "REFINER.json").exists():

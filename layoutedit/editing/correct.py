@@ -1,0 +1,58 @@
+"""The corrector: a small pixel-space network that fixes what the finished edit gets wrong.
+
+Without a model step (the `no-model` row) the edit is right in most places and wrong in
+known, systematic ways: a new shadow a little too bright, a re-lit colour a little off, an
+uncovered part painted one flat colour. The diffusion model's redraw cannot see those
+errors (it sees only the noised start), and a refiner in latent space pays the VAE's own
+error on every pixel it touches. The corrector works on the finished image's pixels: a
+U-shaped convolutional network that reads the image and the zone where it differs from the
+source (`refine.changed_zone`) and returns a change to add inside that zone. It is trained
+(`shapes/corrector_train.py`) on pairs of the `no-model` row's finished images and the
+re-rendered truths (`shapes/refiner_pairs.py --stage final`), with the squared error the
+benchmark's PSNR scores, and runs as the edit's last post-pass (`edit.correct`).
+
+A model folder may ship it as `corrector/` (`loading.corrector`). It runs only when the
+edit is denoised, so the `no-model` row (every model step skipped) is the image without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from layoutedit.loading.corrector import Corrector, to_unit
+
+if TYPE_CHECKING:
+    from layoutedit.editing.start import PasteStart
+
+
+def guide_masks(zone: np.ndarray, start: PasteStart) -> np.ndarray:
+    """(4, H, W) bool `GUIDE_MASKS`: where the image may change (`zone`, (H, W) bool), where
+    objects were pasted (their pixels are the source's, re-lit), where a hidden part may
+    show and where a shadow was lifted or cast (both guesses of the start)."""
+    empty = np.zeros_like(zone)
+    hidden = empty if start.hidden is None else start.hidden
+    shadows = empty if start.shadows is None else start.shadows
+    return np.stack([zone, start.footprints.any(axis=0), hidden, shadows]).astype(bool)
+
+
+@torch.no_grad()
+def correct_image(net: Corrector, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 `image` (uint8, same shape) with the corrector's change added inside
+    the zone, the first of `masks` ((4, H, W) bool `guide_masks`). The image is padded to a
+    multiple of the net's coarsest scale by edge copies."""
+    h, w = masks.shape[1:]
+    unit = 2 ** (len(net.widths) - 1)
+    ph, pw = -h % unit, -w % unit
+    x = to_unit(image[None])
+    m = torch.from_numpy(masks.astype(np.float32))[None]
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        m = F.pad(m, (0, pw, 0, ph))
+    param = next(net.parameters())
+    change = net(x.to(param), m.to(param)).float().cpu()[0, :, :h, :w]
+    out = (x[0, :, :h, :w] + change + 1.0) * 127.5
+    return np.clip(np.round(out.permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)

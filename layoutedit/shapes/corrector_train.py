@@ -1,0 +1,205 @@
+"""The corrector's recipe (`editing/correct.py`): image/truth pairs in, a pixel-space
+correction net out.
+
+Reads the pairs `refiner_pairs.py --stage final` writes (the `no-model` row's finished
+image, the re-rendered truth, the changed zone). The last `HELD_OUT` pairs are never
+trained on: every `CHECKPOINT_EVERY` steps the log gives their mean image PSNR before and
+after the correction, so a run says whether it helps on scenes it did not see. The loss is
+the log of each pair's mean squared error (`log_mse`): the benchmark averages each edit's
+PSNR, so an edit already near the truth counts as much as one far from it, and a change
+that costs a good edit dB is not bought by a bad edit's gain. Flips of the whole pair (the
+world's light comes from any side) multiply the pairs by four. Checkpoints (safetensors
++ JSON) every `CHECKPOINT_EVERY` steps; a rerun resumes. `--export` writes the EMA weights
+as the model folder's `corrector/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from layoutedit.loading.corrector import CORRECTOR_FOLDER, Corrector, save_corrector, to_unit
+from layoutedit.shapes.refiner_pairs import shard_stages
+from layoutedit.shapes.refiner_train import shard_count
+from layoutedit.shapes.train import BUDGET_PROBE, budget_end
+from layoutedit.shapes.training_io import (
+    ema_update,
+    load_optimizer,
+    log_to_run,
+    pipeline_folder,
+    save_optimizer,
+)
+
+HELD_OUT = 400
+"""Pairs at the end of the last shard kept out of training, for the log's check
+(`--held-out`)."""
+
+CHECKPOINT_EVERY = 250
+
+
+MSE_FLOOR = 1e-5
+"""Added to each pair's mean squared error (in [-1, 1] units; 1e-5 is about 54 dB) before
+its log: an exact pair has no gradient to chase."""
+
+
+def log_mse(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of log(each pair's mean squared error + `MSE_FLOOR`): (N, 3, H, W)
+    images in [-1, 1]. Up to a constant, minus the mean PSNR over pairs / (10 / ln 10)."""
+    return torch.log(((pred - truth) ** 2).mean(dim=(1, 2, 3)) + MSE_FLOOR).mean()
+
+
+def image_psnrs(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(N,) each pair's PSNR (dB, 8-bit scale, pixels rounded as an image would be):
+    (N, 3, H, W) images in [-1, 1]."""
+    a, b = ((pred + 1) * 127.5).round().clamp(0, 255), ((truth + 1) * 127.5).round()
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-3)
+    return 10 * torch.log10(255**2 / mse)
+
+
+def flipped(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The same random horizontal and vertical flips of each (N, C, H, W) tensor, per item."""
+    n = tensors[0].shape[0]
+    fh = torch.from_numpy(rng.random(n) < 0.5)[:, None, None, None]
+    fv = torch.from_numpy(rng.random(n) < 0.5)[:, None, None, None]
+    out = []
+    for t in tensors:
+        t = torch.where(fh, t.flip(-1), t)
+        out.append(torch.where(fv, t.flip(-2), t))
+    return out
+
+
+def pair_count(folder: Path) -> int:
+    """Pairs in `folder`'s shards, read from their headers."""
+    total = 0
+    for path in sorted(folder.glob("pairs-*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            total += int(fh.get_slice("start").get_shape()[0])
+    return total
+
+
+def load_final_pairs(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every shard of `folder`: images and truths (N, 3, S, S) in [-1, 1], the guide
+    masks (N, 4, S, S) 0/1 (`loading.corrector.GUIDE_MASKS`)."""
+    images, truths, masks = [], [], []
+    for path in sorted(folder.glob("pairs-*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            images.append(to_unit(fh.get_tensor("start").numpy()))
+            truths.append(to_unit(fh.get_tensor("truth").numpy()))
+            masks.append(fh.get_tensor("masks").float())
+    return torch.cat(images), torch.cat(truths), torch.cat(masks)
+
+
+def train(args: argparse.Namespace) -> None:
+    run: Path = args.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    images, truths, masks = load_final_pairs(args.pairs)
+    n = images.shape[0] - args.held_out
+    log_to_run(run, f"{n} training pairs, {args.held_out} held out, from {args.pairs}")
+    held = images[n:], truths[n:], masks[n:]
+    net = Corrector()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    ckpt, ema_path, state_path = (
+        run / "corrector_ckpt.safetensors",
+        run / "corrector_ema.safetensors",
+        run / "corrector_state.json",
+    )
+    from safetensors.torch import load_file
+
+    from layoutedit.atomic import write_safetensors_atomic
+
+    step = 0
+    if ckpt.exists():
+        net.load_state_dict(load_file(str(ckpt)))
+        load_optimizer(opt, run / "corrector_opt.safetensors")
+        step = int(json.loads(state_path.read_text())["step"])
+        log_to_run(run, f"resumed at step {step}")
+    ema = (
+        load_file(str(ema_path))
+        if ema_path.exists()
+        else {k: v.detach().clone() for k, v in net.state_dict().items()}
+    )
+    rng = np.random.default_rng(11 + step)
+    steps, warmup, began, first = args.steps, 100, time.monotonic(), step
+    ema_net = Corrector()
+    while step < steps:
+        lr = args.lr * min(1.0, (step + 1) / warmup)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, n, args.batch))
+        x, y, m = flipped(images[idx], truths[idx], masks[idx], rng=rng)
+        pred = x + net(x, m)
+        loss = log_mse(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, net, min(0.999, (1 + step) / (10 + step)))
+        if step % 25 == 0:
+            log_to_run(run, f"corrector step {step} loss {loss.item():.5f} lr {lr:.2e}")
+        if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
+            spent = time.monotonic() - began
+            steps = min(steps, budget_end(first, step + 1, spent, args.max_minutes * 60))
+            log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
+        step += 1
+        if step % CHECKPOINT_EVERY == 0 or step == steps:
+            write_safetensors_atomic(ckpt, {k: v.detach() for k, v in net.state_dict().items()})
+            save_optimizer(opt, run / "corrector_opt.safetensors", step)
+            write_safetensors_atomic(ema_path, ema)
+            state_path.write_text(json.dumps({"step": step}))
+            ema_net.load_state_dict(ema)
+            with torch.no_grad():
+                fixed = held[0] + ema_net.eval()(held[0], held[2])
+            before, after = image_psnrs(held[0], held[1]), image_psnrs(fixed, held[1])
+            worse = float((after < before - 0.05).float().mean()) * 100
+            log_to_run(
+                run,
+                f"held-out image PSNR at step {step}: before {before.mean():.2f} dB, "
+                f"corrected {after.mean():.2f} dB, worse in {worse:.0f} % of pairs",
+            )
+    if args.export is not None:
+        ema_net.load_state_dict(ema)
+        out = args.export / CORRECTOR_FOLDER
+        save_corrector(
+            ema_net,
+            out,
+            {"steps": step, "pairs": n, "recipe": "layoutedit.shapes.corrector_train"},
+        )
+        log_to_run(run, f"exported step {step} to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the corrector on image/truth pairs.")
+    parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--held-out", type=int, default=HELD_OUT, help="last pairs kept for the log's check"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument(
+        "--export", type=pipeline_folder, default=None, help="model folder to add it to"
+    )
+    args = parser.parse_args(argv)
+    if shard_count(args.pairs) == 0:
+        parser.error(f"{args.pairs}: no pairs-*.safetensors (run refiner_pairs first)")
+    if shard_stages(args.pairs) != {"final"}:
+        parser.error(f"{args.pairs}: not finished-image pairs (write them with --stage final)")
+    if pair_count(args.pairs) <= args.held_out:
+        parser.error(f"{args.pairs}: {pair_count(args.pairs)} pairs, more than --held-out needed")
+    torch.set_num_threads(args.threads)
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

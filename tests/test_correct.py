@@ -1,0 +1,213 @@
+"""The corrector (`editing.correct`, `loading.corrector`): the net's contract, the model
+folder that carries one, the edit's start changed by it only where the edit changed the
+start, and its recipe learning a correction it can measure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from edit_support import fast_config
+from safetensors.torch import save_file
+from test_model_pixels import _uncover
+
+from layoutedit.atomic import write_safetensors_atomic
+from layoutedit.backend import get_backend
+from layoutedit.editing.correct import correct_image
+from layoutedit.editing.refine import changed_zone, require_refiner
+from layoutedit.editing.session import EditSession
+from layoutedit.errors import UserError
+from layoutedit.loading.corrector import (
+    CORRECTOR_FOLDER,
+    CORRECTOR_INFO,
+    CORRECTOR_WEIGHTS,
+    Corrector,
+    load_corrector,
+    save_corrector,
+)
+from layoutedit.loading.model_loading import load_model
+from layoutedit.scenes.scene import layout_from_labels
+from layoutedit.shapes import corrector_train
+
+
+def _random_corrector(seed: int = 0) -> Corrector:
+    """A corrector whose output layer is not zero, so that it changes what it may."""
+    torch.manual_seed(seed)
+    net = Corrector((4, 8, 8))
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.5)
+        net.out.bias.fill_(0.2)
+    return net.eval()
+
+
+def _images(seed: int, h: int = 32, w: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A random image and its guide masks: the zone a block, the other masks random."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = rng.random((4, h, w)) < 0.3
+    masks[0] = False
+    masks[0, 5:20, 8:25] = True
+    return image, masks
+
+
+def test_a_fresh_corrector_changes_nothing() -> None:
+    image, masks = _images(0)
+    assert np.array_equal(correct_image(Corrector((4, 8)), image, masks), image)
+
+
+def test_the_correction_stays_inside_the_zone_at_any_size() -> None:
+    net = _random_corrector()
+    for h, w in ((32, 32), (30, 45)):  # 30 x 45 is padded to the net's coarsest scale
+        image, masks = _images(1, h, w)
+        out = correct_image(net, image, masks)
+        zone = masks[0]
+        assert out.shape == image.shape and out.dtype == np.uint8
+        assert np.array_equal(out[~zone], image[~zone])
+        assert np.any(out[zone] != image[zone])
+
+
+def test_a_saved_corrector_loads_with_the_same_output(tmp_path: Path) -> None:
+    net = _random_corrector(3)
+    save_corrector(net, tmp_path / "c", {"steps": 7})
+    info = json.loads((tmp_path / "c" / CORRECTOR_INFO).read_text())
+    assert info == {"widths": [4, 8, 8], "steps": 7}
+    again = load_corrector(tmp_path / "c")
+    image, masks = _images(2)
+    assert np.array_equal(correct_image(again, image, masks), correct_image(net, image, masks))
+    assert not any(p.requires_grad for p in again.parameters())
+
+
+def test_a_corrector_folder_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    with pytest.raises(ValueError, match=CORRECTOR_INFO):
+        load_corrector(folder)
+    save_corrector(_random_corrector(), folder, {})
+    (folder / CORRECTOR_INFO).write_text(json.dumps({"widths": [4, 16, 8]}))
+    with pytest.raises(ValueError, match="not a corrector"):
+        load_corrector(folder)
+    save_file({"x": torch.zeros(1)}, str(folder / CORRECTOR_WEIGHTS))
+    (folder / CORRECTOR_INFO).write_text(json.dumps({"widths": [4, 8, 8]}))
+    with pytest.raises(ValueError, match="not a corrector"):
+        load_corrector(folder)
+
+
+@pytest.fixture(scope="module")
+def corrector_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("corrector-model") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    save_corrector(_random_corrector(), folder / CORRECTOR_FOLDER, {})
+    return folder
+
+
+def test_a_model_folder_carries_its_corrector_outside_its_fingerprint(
+    tiny_model_dir: Path, corrector_model_dir: Path, tmp_path: Path
+) -> None:
+    plain, with_corrector = load_model(str(tiny_model_dir)), load_model(str(corrector_model_dir))
+    assert plain.corrector is None
+    assert with_corrector.corrector in with_corrector.modules
+    assert with_corrector.fingerprint == plain.fingerprint
+    broken = tmp_path / "model"
+    shutil.copytree(corrector_model_dir, broken)
+    (broken / CORRECTOR_FOLDER / CORRECTOR_WEIGHTS).unlink()
+    with pytest.raises(UserError, match="could not load the corrector"):
+        load_model(str(broken))
+
+
+def _edits(model: Any, **changes: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The uncover case edited with `changes` but the corrector off, then with `changes`,
+    and the zone the corrector may change."""
+    scene, labels = _uncover()
+    settings: dict[str, object] = {
+        "init": "paste",
+        "redraw_strength": 0.8,
+        "placement": "occlusion",
+        "hole_fill": "repeat",
+        "move_shadows": True,
+    }
+    images, redraw = [], None
+    for extra in (changes | {"correct": False}, changes):
+        config = fast_config(**(settings | extra))
+        session = EditSession(model, scene, config, get_backend("cpu"))
+        layout = layout_from_labels(labels, scene)
+        redraw = session.start_image(layout).redraw
+        images.append(session.edit(layout).best().image)
+    plain, corrected = images
+    return plain, corrected, changed_zone(scene.image, plain, redraw)
+
+
+def test_the_corrector_changes_the_edit_only_where_it_differs_from_the_source(
+    corrector_model_dir: Path,
+) -> None:
+    model = load_model(str(corrector_model_dir))
+    plain, corrected, zone = _edits(model, correct=True)
+    assert np.array_equal(corrected[~zone], plain[~zone])
+    assert np.any(corrected[zone] != plain[zone])
+    # The `no-model` row skips every model step, the corrector included.
+    undenoised, undenoised_corrected, _ = _edits(model, correct=True, denoise=False)
+    assert np.array_equal(undenoised_corrected, undenoised)
+
+
+def test_correct_on_a_model_without_a_corrector_is_a_user_error(tiny_model_dir: Path) -> None:
+    model = load_model(str(tiny_model_dir))
+    with pytest.raises(UserError, match="the model has no corrector"):
+        require_refiner(fast_config(init="paste", correct=True), model)
+    require_refiner(fast_config(init="paste", correct=True, denoise=False), model)
+
+
+def _synthetic_pairs(folder: Path, count: int, stage: str = "final") -> None:
+    """Pairs whose truth is the image darkened by 40 grey levels where the zone and the
+    shadow mask meet: a fix that a corrector learns in a few hundred steps, reading the
+    masks."""
+    rng = np.random.default_rng(5)
+    start = rng.integers(60, 200, (count, 32, 32, 3), dtype=np.uint8)
+    zone = np.zeros((count, 32, 32), dtype=np.uint8)
+    for i in range(count):
+        y, x = rng.integers(0, 16, 2)
+        zone[i, y : y + 12, x : x + 12] = 1
+    shadow = np.zeros_like(zone)
+    shadow[:, :, 10:] = 1  # every zone meets it
+    truth = np.where((zone * shadow)[..., None] == 1, start - 40, start).astype(np.uint8)
+    masks = np.stack([zone, np.zeros_like(zone), np.zeros_like(zone), shadow], axis=1)
+    tensors = {k: torch.from_numpy(v) for k, v in (("start", start), ("truth", truth))}
+    tensors["zone"] = torch.from_numpy(zone)
+    tensors["masks"] = torch.from_numpy(masks)
+    meta = {"prompts": json.dumps(["square"] * count), "preset": "test", "stage": stage}
+    write_safetensors_atomic(folder / "pairs-000.safetensors", tensors, metadata=meta)
+
+
+def test_the_recipe_learns_a_correction_resumes_and_exports(tmp_path: Path) -> None:
+    pairs, run, model_dir = tmp_path / "pairs", tmp_path / "run", tmp_path / "model"
+    pairs.mkdir()
+    model_dir.mkdir()
+    (model_dir / "model_index.json").write_text("{}")  # what `--export` checks for
+    _synthetic_pairs(pairs, 24)
+    common = ["--pairs", str(pairs), "--run-dir", str(run), "--held-out", "4", "--batch", "4"]
+    corrector_train.main([*common, "--steps", "10", "--lr", "3e-3"])
+    corrector_train.main([*common, "--steps", "250", "--lr", "3e-3", "--export", str(model_dir)])
+    log = (run / "train.log").read_text()
+    assert "resumed at step 10" in log
+    first, last = (line for line in log.splitlines() if "held-out" in line)
+    before = float(last.split("before ")[1].split(" dB")[0])
+    after = float(last.split("corrected ")[1].split(" dB")[0])
+    assert after > before + 3  # the held-out pairs, never trained on, came closer to the truth
+    assert first != last
+    net = load_corrector(model_dir / CORRECTOR_FOLDER)
+    info = json.loads((model_dir / CORRECTOR_FOLDER / CORRECTOR_INFO).read_text())
+    assert info["steps"] == 250 and info["pairs"] == 20
+    assert isinstance(net, Corrector)
+
+
+@pytest.mark.parametrize(("count", "stage"), [(4, "final"), (24, "start")])
+def test_the_recipe_refuses_too_few_pairs_or_start_pairs(
+    tmp_path: Path, count: int, stage: str
+) -> None:
+    _synthetic_pairs(tmp_path, count, stage)
+    with pytest.raises(SystemExit) as exc:
+        corrector_train.main(["--pairs", str(tmp_path), "--run-dir", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert not (tmp_path / "run").exists()

@@ -211,3 +211,68 @@ def test_the_recipe_refuses_too_few_pairs_or_start_pairs(
         corrector_train.main(["--pairs", str(tmp_path), "--run-dir", str(tmp_path / "run")])
     assert exc.value.code == 2
     assert not (tmp_path / "run").exists()
+
+
+def _striped(shift: int = 0) -> np.ndarray:
+    """A 32 x 32 image of diagonal stripes, `shift` px along."""
+    y, x = np.mgrid[0:32, 0:32]
+    grey = np.where(((x + y + shift) // 3) % 2 == 0, 70, 190)
+    return np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def test_the_soft_texture_loss_follows_the_benchmarks_texture_distance() -> None:
+    from layoutedit.bench.metrics_v2 import texture_distance
+
+    truth = _striped()
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[4:28, 4:28] = True
+    blurred = ((truth.astype(np.float64) + np.roll(truth, 1, 0) + np.roll(truth, 1, 1)) / 3).astype(
+        np.uint8
+    )
+    flat = np.full_like(truth, 130)
+
+    def unit(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    m = torch.from_numpy(mask)[None, None].float()
+    soft = {
+        name: float(corrector_train.texture_loss(unit(image), unit(truth), m))
+        for name, image in (
+            ("same", truth),
+            ("shifted", _striped(2)),
+            ("blurred", blurred),
+            ("flat", flat),
+        )
+    }
+    hard = {
+        name: texture_distance(image, truth, mask)
+        for name, image in (
+            ("same", truth),
+            ("shifted", _striped(2)),
+            ("blurred", blurred),
+            ("flat", flat),
+        )
+    }
+    assert soft["same"] == 0.0
+    # The same texture a little off costs less than a blur, a blur less than a flat fill.
+    assert soft["shifted"] < soft["blurred"] < soft["flat"]
+    for name in soft:
+        assert abs(soft[name] - hard[name]) < 0.15, name
+    # A blur has a gradient to follow back to the texture.
+    pred = unit(blurred).requires_grad_(True)
+    corrector_train.texture_loss(pred, unit(truth), m).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_the_recipe_starts_from_given_weights_with_the_texture_loss(tmp_path: Path) -> None:
+    pairs, run = tmp_path / "pairs", tmp_path / "run"
+    pairs.mkdir()
+    _synthetic_pairs(pairs, 12)
+    start_file = tmp_path / "start.safetensors"
+    save_file(Corrector().state_dict(), str(start_file))
+    args = ["--pairs", str(pairs), "--run-dir", str(run), "--held-out", "4", "--batch", "4"]
+    corrector_train.main(
+        [*args, "--steps", "2", "--texture-weight", "2", "--init-from", str(start_file)]
+    )
+    log = (run / "train.log").read_text()
+    assert f"starting from {start_file}" in log and "step 2" in log

@@ -140,12 +140,14 @@ refiner:
 	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/refiner-pairs --shards 10
 	$(PY) -m layoutedit.shapes.refiner_train --pairs runs/refiner-pairs --run-dir runs/refiner --steps 4000 --batch 32 --lr 2e-4 --export layoutedit/models/shapes-tiny-v2 $(REFINER_ARGS)
 
-## corrector: the v2 model's corrector (layoutedit/models/shapes-tiny-v2/corrector): a small
-## pixel-space net trained on the refiner's start/truth pairs (made first when missing), one
-## thread, about 40 min; resumes from runs/corrector.
+## corrector: the v2 model's corrector (layoutedit/models/shapes-tiny-v2/corrector): pairs of
+## the no-model row's finished images and the truths (made first when missing, about 25 min
+## with two processes), then the net: 1250 steps on the log squared error, then 2500 with the
+## texture loss, one thread, about an hour in all; every stage resumes from runs/.
 corrector:
-	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/refiner-pairs --shards 10
-	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/refiner-pairs --run-dir runs/corrector --steps 5000 --batch 32 --lr 1e-3 --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs --stage final --shards 10
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector --steps 5000 --stop-after 1250 --batch 32 --lr 1e-3
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector-texture --steps 2500 --batch 32 --lr 5e-4 --texture-weight 6 --init-from runs/corrector/corrector_ema.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

@@ -187,7 +187,8 @@ def test_the_recipe_learns_a_correction_resumes_and_exports(tmp_path: Path) -> N
     (model_dir / "model_index.json").write_text("{}")  # what `--export` checks for
     _synthetic_pairs(pairs, 24)
     common = ["--pairs", str(pairs), "--run-dir", str(run), "--held-out", "4", "--batch", "4"]
-    corrector_train.main([*common, "--steps", "10", "--lr", "3e-3"])
+    corrector_train.main([*common, "--steps", "250", "--stop-after", "10", "--lr", "3e-3"])
+    assert json.loads((run / "corrector_state.json").read_text())["step"] == 10
     corrector_train.main([*common, "--steps", "250", "--lr", "3e-3", "--export", str(model_dir)])
     log = (run / "train.log").read_text()
     assert "resumed at step 10" in log

@@ -172,8 +172,10 @@ def train(args: argparse.Namespace) -> None:
     )
     rng = np.random.default_rng(11 + step)
     steps, warmup, began, first = args.steps, 100, time.monotonic(), step
+    # `--stop-after` ends the run early on the schedule of `--steps` (its learning rate).
+    end = steps if args.stop_after is None else min(steps, args.stop_after)
     ema_net = Corrector()
-    while step < steps:
+    while step < end:
         lr = args.lr * min(1.0, (step + 1) / warmup)
         lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05
         for group in opt.param_groups:
@@ -196,9 +198,10 @@ def train(args: argparse.Namespace) -> None:
         if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
             spent = time.monotonic() - began
             steps = min(steps, budget_end(first, step + 1, spent, args.max_minutes * 60))
+            end = min(end, steps)
             log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
         step += 1
-        if step % CHECKPOINT_EVERY == 0 or step == steps:
+        if step % CHECKPOINT_EVERY == 0 or step == end:
             write_safetensors_atomic(ckpt, {k: v.detach() for k, v in net.state_dict().items()})
             save_optimizer(opt, run / "corrector_opt.safetensors", step)
             write_safetensors_atomic(ema_path, ema)
@@ -219,7 +222,13 @@ def train(args: argparse.Namespace) -> None:
         save_corrector(
             ema_net,
             out,
-            {"steps": step, "pairs": n, "recipe": "layoutedit.shapes.corrector_train"},
+            {
+                "steps": step,
+                "pairs": n,
+                "texture_weight": args.texture_weight,
+                "init_from": None if args.init_from is None else str(args.init_from),
+                "recipe": "layoutedit.shapes.corrector_train",
+            },
         )
         log_to_run(run, f"exported step {step} to {out}")
 
@@ -231,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="end after this step, on the learning-rate schedule of --steps",
+    )
     parser.add_argument(
         "--texture-weight",
         type=float,

@@ -27,6 +27,17 @@ def moved_layout(scene: Scene, shift: int = 12) -> Layout:
     return layout_from_labels(np.roll(scene.labels, shift, axis=1), scene)
 
 
+UNCOVER_START: dict[str, object] = {
+    "init": "paste",
+    "redraw_strength": 0.8,
+    "placement": "occlusion",
+    "hole_fill": "repeat",
+    "move_shadows": True,
+}
+"""The paste start's settings that `test_model_pixels._uncover`'s case needs: a hidden part
+found, a hole filled, shadows moved."""
+
+
 def fast_config(**changes: object) -> EditConfig:
     """Few steps, one refinement step, plain words (no concept) unless changed."""
     base: dict[str, object] = {

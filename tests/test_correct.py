@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from edit_support import fast_config
+from edit_support import UNCOVER_START, fast_config
 from safetensors.torch import save_file
 from test_model_pixels import _uncover
 
@@ -122,13 +122,7 @@ def _edits(model: Any, **changes: object) -> tuple[np.ndarray, np.ndarray, np.nd
     """The uncover case edited with `changes` but the corrector off, then with `changes`,
     and the zone the corrector may change."""
     scene, labels = _uncover()
-    settings: dict[str, object] = {
-        "init": "paste",
-        "redraw_strength": 0.8,
-        "placement": "occlusion",
-        "hole_fill": "repeat",
-        "move_shadows": True,
-    }
+    settings = UNCOVER_START
     images, redraw = [], None
     for extra in (changes | {"correct": False}, changes):
         config = fast_config(**(settings | extra))

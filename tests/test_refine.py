@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from edit_support import fast_config, load_tiny
+from edit_support import UNCOVER_START, fast_config, load_tiny
 from test_model_pixels import _uncover
 
 from layoutedit.backend import get_backend
@@ -162,13 +162,7 @@ def test_a_refiner_with_only_pickle_weights_is_refused(
 def _start(model: Any, **changes: object) -> tuple[Any, np.ndarray]:
     """The paste start of the uncover case and the zone the refiner may change."""
     scene, labels = _uncover()
-    settings: dict[str, object] = {
-        "init": "paste",
-        "redraw_strength": 0.8,
-        "placement": "occlusion",
-        "hole_fill": "repeat",
-        "move_shadows": True,
-    }
+    settings = UNCOVER_START
     session = EditSession(model, scene, fast_config(**(settings | changes)), get_backend("cpu"))
     start = session.start_image(layout_from_labels(labels, scene))
     return start, changed_zone(scene.image, start.image, start.redraw)

@@ -16,7 +16,6 @@ as the model folder's `corrector/`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -27,15 +26,13 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from layoutedit.loading.corrector import CORRECTOR_FOLDER, Corrector, save_corrector, to_unit
-from layoutedit.shapes.refiner_pairs import shard_stages
-from layoutedit.shapes.refiner_train import shard_count
+from layoutedit.shapes.refiner_pairs import add_training_options, require_pairs
 from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
-    ema_update,
-    load_optimizer,
     log_to_run,
-    pipeline_folder,
-    save_optimizer,
+    optimiser_step,
+    resume_run,
+    save_run,
 )
 
 HELD_OUT = 400
@@ -147,29 +144,12 @@ def train(args: argparse.Namespace) -> None:
     held = images[n:], truths[n:], masks[n:]
     net = Corrector()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    ckpt, ema_path, state_path = (
-        run / "corrector_ckpt.safetensors",
-        run / "corrector_ema.safetensors",
-        run / "corrector_state.json",
-    )
-    from safetensors.torch import load_file
+    if args.init_from is not None and not (run / "corrector_ckpt.safetensors").exists():
+        from safetensors.torch import load_file
 
-    from layoutedit.atomic import write_safetensors_atomic
-
-    step = 0
-    if args.init_from is not None and not ckpt.exists():
         net.load_state_dict(load_file(str(args.init_from)))
         log_to_run(run, f"starting from {args.init_from}")
-    if ckpt.exists():
-        net.load_state_dict(load_file(str(ckpt)))
-        load_optimizer(opt, run / "corrector_opt.safetensors")
-        step = int(json.loads(state_path.read_text())["step"])
-        log_to_run(run, f"resumed at step {step}")
-    ema = (
-        load_file(str(ema_path))
-        if ema_path.exists()
-        else {k: v.detach().clone() for k, v in net.state_dict().items()}
-    )
+    step, ema = resume_run(run, "corrector", net, opt)
     rng = np.random.default_rng(11 + step)
     steps, warmup, began, first = args.steps, 100, time.monotonic(), step
     # `--stop-after` ends the run early on the schedule of `--steps` (its learning rate).
@@ -188,11 +168,7 @@ def train(args: argparse.Namespace) -> None:
             # The texture of what the edit guessed: the zone less the pasted objects.
             background = m[:, :1] * (1 - m[:, 1:2])
             loss = loss + args.texture_weight * texture_loss(pred, y, background)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, net, min(0.999, (1 + step) / (10 + step)))
+        optimiser_step(loss, opt, net, ema, step)
         if step % 25 == 0:
             log_to_run(run, f"corrector step {step} loss {loss.item():.5f} lr {lr:.2e}")
         if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
@@ -202,10 +178,7 @@ def train(args: argparse.Namespace) -> None:
             log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
         step += 1
         if step % CHECKPOINT_EVERY == 0 or step == end:
-            write_safetensors_atomic(ckpt, {k: v.detach() for k, v in net.state_dict().items()})
-            save_optimizer(opt, run / "corrector_opt.safetensors", step)
-            write_safetensors_atomic(ema_path, ema)
-            state_path.write_text(json.dumps({"step": step}))
+            save_run(run, "corrector", net, opt, ema, step)
             ema_net.load_state_dict(ema)
             with torch.no_grad():
                 fixed = held[0] + ema_net.eval()(held[0], held[2])
@@ -235,8 +208,7 @@ def train(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the corrector on image/truth pairs.")
-    parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
-    parser.add_argument("--run-dir", type=Path, required=True)
+    add_training_options(parser)
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -258,16 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--held-out", type=int, default=HELD_OUT, help="last pairs kept for the log's check"
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument(
-        "--export", type=pipeline_folder, default=None, help="model folder to add it to"
-    )
     args = parser.parse_args(argv)
-    if shard_count(args.pairs) == 0:
-        parser.error(f"{args.pairs}: no pairs-*.safetensors (run refiner_pairs first)")
-    if shard_stages(args.pairs) != {"final"}:
-        parser.error(f"{args.pairs}: not finished-image pairs (write them with --stage final)")
+    require_pairs(parser, args.pairs, "final")
     if pair_count(args.pairs) <= args.held_out:
         parser.error(f"{args.pairs}: {pair_count(args.pairs)} pairs, more than --held-out needed")
     torch.set_num_threads(args.threads)

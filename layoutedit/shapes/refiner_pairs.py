@@ -121,6 +121,28 @@ def shard_stages(out: Path) -> set[str]:
     return stages
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options that both recipes over these pairs take (`refiner_train`,
+    `corrector_train`): the pairs, the run folder, threads, a time budget, the export."""
+    from layoutedit.shapes.training_io import pipeline_folder
+
+    parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument(
+        "--export", type=pipeline_folder, default=None, help="model folder to add it to"
+    )
+
+
+def require_pairs(parser: argparse.ArgumentParser, folder: Path, stage: str) -> None:
+    """A usage error (exit 2) unless `folder` holds shards, all of `stage`."""
+    if not any(folder.glob("pairs-*.safetensors")):
+        parser.error(f"{folder}: no pairs-*.safetensors (run refiner_pairs first)")
+    if shard_stages(folder) != {stage}:
+        parser.error(f"{folder}: not {stage}-image pairs (write them with --stage {stage})")
+
+
 def write_shards(
     out: Path, shards: int, preset: str, model_spec: str, stage: str = "start", first: int = 0
 ) -> None:

@@ -35,23 +35,21 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.editing.refine import (
     REFINER_EXTRA_CHANNELS,
     refiner_input,
     zone_cells,
 )
 from layoutedit.loading.model_loading import REFINER_FOLDER
-from layoutedit.shapes.refiner_pairs import shard_stages
+from layoutedit.shapes.refiner_pairs import add_training_options, require_pairs
 from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
-    ema_update,
-    load_optimizer,
     log_to_run,
-    on_cpu,
+    optimiser_step,
     pipeline_folder,
     posterior_means,
-    save_optimizer,
+    resume_run,
+    save_run,
 )
 
 ZONE_WEIGHT = 4.0
@@ -187,22 +185,7 @@ def train(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     scheduler: Any = DDPMScheduler.from_config(model.scheduler_config)
     abar = scheduler.alphas_cumprod
-    ckpt, ema_path, state_path = (
-        run / "refiner_ckpt.safetensors",
-        run / "refiner_ema.safetensors",
-        run / "refiner_state.json",
-    )
-    step = 0
-    if ckpt.exists():
-        unet.load_state_dict(load_file(str(ckpt)))
-        load_optimizer(opt, run / "refiner_opt.safetensors")
-        step = int(json.loads(state_path.read_text())["step"])
-        log_to_run(run, f"resumed at step {step}")
-    ema = (
-        load_file(str(ema_path))
-        if ema_path.exists()
-        else {k: v.clone() for k, v in unet.state_dict().items()}
-    )
+    step, ema = resume_run(run, "refiner", unet, opt)
     rng = np.random.default_rng(7 + step)
     torch.manual_seed(7 + step)
     steps, warmup, began, first = args.steps, 100, time.monotonic(), step
@@ -223,11 +206,7 @@ def train(args: argparse.Namespace) -> None:
         pred = unet(refiner_input(zt, cond, zone), t, data.text(idx)).sample
         weight = (1.0 + (ZONE_WEIGHT - 1.0) * zone) * scale
         loss = (F.mse_loss(pred, target, reduction="none") * weight).mean() / weight.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
+        optimiser_step(loss, opt, unet, ema, step)
         if step % 25 == 0:
             log_to_run(run, f"refiner step {step} loss {loss.item():.5f} lr {lr:.2e}")
         if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
@@ -236,10 +215,7 @@ def train(args: argparse.Namespace) -> None:
             log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
         step += 1
         if step % CHECKPOINT_EVERY == 0 or step == steps:
-            write_safetensors_atomic(ckpt, on_cpu(unet.state_dict()))
-            save_optimizer(opt, run / "refiner_opt.safetensors", step)
-            write_safetensors_atomic(ema_path, on_cpu(ema))
-            state_path.write_text(json.dumps({"step": step}))
+            save_run(run, "refiner", unet, opt, ema, step)
             if data.shards != shard_count(args.pairs):  # pairs still being written
                 data = EncodedPairs.load(args.pairs, model)
                 log_to_run(run, f"{data.count} pairs from {args.pairs}")
@@ -267,8 +243,7 @@ def export(run: Path, base_unet: Any, model_dir: Path, pairs: int) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the refiner on start/truth pairs.")
-    parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
-    parser.add_argument("--run-dir", type=Path, required=True)
+    add_training_options(parser)
     parser.add_argument(
         "--base", type=pipeline_folder, default=Path("layoutedit/models/shapes-tiny-v2")
     )
@@ -281,16 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         default=0.5,
         help="share of each batch noised from the start image instead of the truth",
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument(
-        "--export", type=pipeline_folder, default=None, help="model folder to add it to"
-    )
     args = parser.parse_args(argv)
-    if shard_count(args.pairs) == 0:
-        parser.error(f"{args.pairs}: no pairs-*.safetensors (run refiner_pairs first)")
-    if shard_stages(args.pairs) != {"start"}:
-        parser.error(f"{args.pairs}: not start-image pairs (write them with --stage start)")
+    require_pairs(parser, args.pairs, "start")
     if args.export is not None:
         refiner = args.export / REFINER_FOLDER
         if refiner.exists() and not (refiner / "REFINER.json").exists():

@@ -112,3 +112,56 @@ def posterior_means(vae: Any, images: np.ndarray, batch: int = 256) -> torch.Ten
         for i in range(0, len(images), batch)
     ]
     return torch.cat(chunks)
+
+
+def resume_run(
+    run: Path, name: str, module: Any, opt: torch.optim.Optimizer
+) -> tuple[int, dict[str, torch.Tensor]]:
+    """Load `module` and `opt` from `run`'s `{name}_ckpt` / `{name}_opt` safetensors where
+    they exist (logged), and return the step reached (0 when new) and the EMA weights
+    (`{name}_ema`, else a copy of the module's)."""
+    from safetensors.torch import load_file
+
+    step = 0
+    ckpt = run / f"{name}_ckpt.safetensors"
+    if ckpt.exists():
+        module.load_state_dict(load_file(str(ckpt)))
+        load_optimizer(opt, run / f"{name}_opt.safetensors")
+        step = int(json.loads((run / f"{name}_state.json").read_text())["step"])
+        log_to_run(run, f"resumed at step {step}")
+    ema_path = run / f"{name}_ema.safetensors"
+    if ema_path.exists():
+        return step, load_file(str(ema_path))
+    return step, {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def save_run(
+    run: Path,
+    name: str,
+    module: Any,
+    opt: torch.optim.Optimizer,
+    ema: dict[str, torch.Tensor],
+    step: int,
+) -> None:
+    """What `resume_run` reads: weights, optimiser, EMA weights and the step, each file
+    written whole."""
+    write_safetensors_atomic(run / f"{name}_ckpt.safetensors", on_cpu(module.state_dict()))
+    save_optimizer(opt, run / f"{name}_opt.safetensors", step)
+    write_safetensors_atomic(run / f"{name}_ema.safetensors", on_cpu(ema))
+    (run / f"{name}_state.json").write_text(json.dumps({"step": step}))
+
+
+def optimiser_step(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    module: Any,
+    ema: dict[str, torch.Tensor],
+    step: int,
+) -> None:
+    """One update of `module` from `loss` (gradients clipped to norm 1), then its EMA
+    weights, whose decay warms up towards 0.999 over the first steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+    ema_update(ema, module, min(0.999, (1 + step) / (10 + step)))

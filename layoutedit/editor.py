@@ -39,7 +39,7 @@ import torch
 
 from layoutedit.config import Settings, resolve_settings
 from layoutedit.editing.edit_outcome import EditOutcome
-from layoutedit.editing.refine import require_refiner
+from layoutedit.editing.refine import require_extra_models
 from layoutedit.editing.session import EditResult
 from layoutedit.errors import UserError
 from layoutedit.out_of_memory import phase
@@ -505,7 +505,7 @@ class Editor:
             ops: tuple[str, ...] = ()
             if not isinstance(layout, (Layout, str, Path, np.ndarray)):
                 ops = tuple((parse_step(op) if isinstance(op, str) else op).text for op in layout)
-            require_refiner(self.settings.edit, self.model)  # before minutes of learning
+            require_extra_models(self.settings.edit, self.model)  # before minutes of learning
             used, concept_key, concept_id = self._concept_for(scene, concept, learn, learn_progress)
             self._check_cancel()
             session, reused = self._session_for(scene, used, concept_key)

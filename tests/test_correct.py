@@ -19,7 +19,7 @@ from test_model_pixels import _uncover
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.backend import get_backend
 from layoutedit.editing.correct import correct_image
-from layoutedit.editing.refine import changed_zone, require_refiner
+from layoutedit.editing.refine import changed_zone, require_extra_models
 from layoutedit.editing.session import EditSession
 from layoutedit.errors import UserError
 from layoutedit.loading.corrector import (
@@ -149,8 +149,8 @@ def test_the_corrector_changes_the_edit_only_where_it_differs_from_the_source(
 def test_correct_on_a_model_without_a_corrector_is_a_user_error(tiny_model_dir: Path) -> None:
     model = load_model(str(tiny_model_dir))
     with pytest.raises(UserError, match="the model has no corrector"):
-        require_refiner(fast_config(init="paste", correct=True), model)
-    require_refiner(fast_config(init="paste", correct=True, denoise=False), model)
+        require_extra_models(fast_config(init="paste", correct=True), model)
+    require_extra_models(fast_config(init="paste", correct=True, denoise=False), model)
 
 
 def _synthetic_pairs(folder: Path, count: int, stage: str = "final") -> None:

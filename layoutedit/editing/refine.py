@@ -36,7 +36,7 @@ ZONE_GROWTH = 2
 object's anti-aliased rim and its shadow's soft edge lie just outside what changed."""
 
 
-def require_refiner(config: EditConfig, model: LoadedModel) -> None:
+def require_extra_models(config: EditConfig, model: LoadedModel) -> None:
     """Raise a UserError when `config` would run the refiner (`refine`) or the corrector
     (`correct`) with a paste start that is denoised and `model` lacks it: before any
     learning, not after it."""

@@ -53,7 +53,7 @@ from layoutedit.editing.redraw import (
     RegionalStart,
     first_steps,
 )
-from layoutedit.editing.refine import changed_zone, require_refiner
+from layoutedit.editing.refine import changed_zone, require_extra_models
 from layoutedit.editing.sampling import (
     AttentionGuide,
     BackgroundBlend,
@@ -204,7 +204,7 @@ class EditSession:
             raise UserError("no concept given: learn one first, or edit with use_concept off")
         if not config.denoise and config.init != "paste":
             raise UserError("edit.denoise off needs init paste: a noise start has no image")
-        require_refiner(config, model)
+        require_extra_models(config, model)
         if concept is not None and config.use_concept and tuple(concept.tokens) != scene.tokens:
             raise UserError(
                 f"the concept was learned for {', '.join(concept.tokens)}, "
@@ -489,7 +489,7 @@ class EditSession:
         """Each finished image ((H, W, 3) uint8) with the model's corrector's change added
         where it differs from the source or was redrawn (`editing.correct`)."""
         corrector = self.model.corrector
-        assert corrector is not None  # `refine.require_refiner`, when the session began
+        assert corrector is not None  # `refine.require_extra_models`, when the session began
         with phase("correct"):
             return [
                 correct_image(

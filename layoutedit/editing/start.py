@@ -312,7 +312,7 @@ class StartBuilder:
         where the edit changed it: the mean of `refine_samples` refined images less the
         start's own VAE round trip, added to the start. `latent`: (1, C, h, w) the start's."""
         cfg, refiner = self.config, self.model.refiner
-        assert refiner is not None  # `refine.require_refiner`, when the session began
+        assert refiner is not None  # `refine.require_extra_models`, when the session began
         zone = changed_zone(self.scene.image, pasted, redraw)
         cells = torch.from_numpy(self.cells(zone))[None, None].float().to(latent.device)
         noises = [

@@ -297,6 +297,12 @@ class Editor:
             latent_size=self.model.latent_size,
         )
 
+    def check_edit_models(self) -> None:
+        """Raise a UserError when the edit settings ask for a refiner or a corrector that
+        the model lacks (`editing.refine.require_extra_models`): callers that learn before
+        they edit ask first."""
+        require_extra_models(self.settings.edit, self.model)
+
     def learn_key(self, scene: Scene) -> str:
         """The cache key of the scene's concept under this editor's model and settings."""
         # Memoised per scene object (hashing the pixels each call would cost), and per
@@ -505,7 +511,7 @@ class Editor:
             ops: tuple[str, ...] = ()
             if not isinstance(layout, (Layout, str, Path, np.ndarray)):
                 ops = tuple((parse_step(op) if isinstance(op, str) else op).text for op in layout)
-            require_extra_models(self.settings.edit, self.model)  # before minutes of learning
+            self.check_edit_models()  # before minutes of learning
             used, concept_key, concept_id = self._concept_for(scene, concept, learn, learn_progress)
             self._check_cancel()
             session, reused = self._session_for(scene, used, concept_key)

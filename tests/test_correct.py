@@ -271,3 +271,24 @@ def test_the_recipe_starts_from_given_weights_with_the_texture_loss(tmp_path: Pa
     )
     log = (run / "train.log").read_text()
     assert f"starting from {start_file}" in log and "step 2" in log
+
+
+def test_edit_refuses_correct_on_a_model_without_one_before_learning(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from cli_support import run_cli
+
+    from layoutedit.shapes.world import sample_scene, write_scene_folder
+
+    world = sample_scene(5, 2)
+    folder = write_scene_folder(world, tmp_path / "scene", layouts=[world.labels()])
+    config = tmp_path / "correct.toml"
+    config.write_text('[edit]\ninit = "paste"\ncorrect = true\nsteps = 3\n')
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code, _, err = run_cli(
+        tiny_model_dir, cache, "edit", str(folder), "--config", str(config), "--out", str(out)
+    )
+    assert code == 2
+    assert "edit.correct is on but the model has no corrector" in err
+    assert "textual inversion" not in err  # refused before any learning
+    assert not out.exists()

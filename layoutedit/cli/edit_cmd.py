@@ -279,6 +279,7 @@ def run_edit(
     editor = make_editor(app, settings, expected_edits=len(targets))
     scene = editor.scene(scene_dir, image=image, mask=mask, labels=labels)
     scene_notes(app, scene, editor.model)  # its warnings, a too long prompt, the model's note
+    editor.check_edit_models()  # a setting the model cannot take fails before learning
     if settings_overrides.get("low_memory") is None:  # neither --low-memory nor --no-low-memory
         choose_edit_memory(editor, scene, quiet=app.quiet or app.json)
     for warning in [w for _, lay in targets for w in lay.warnings]:

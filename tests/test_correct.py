@@ -292,3 +292,21 @@ def test_edit_refuses_correct_on_a_model_without_one_before_learning(
     assert "edit.correct is on but the model has no corrector" in err
     assert "textual inversion" not in err  # refused before any learning
     assert not out.exists()
+
+
+def test_the_recipe_refuses_a_missing_start_or_a_foreign_corrector(tmp_path: Path) -> None:
+    pairs, run, model_dir = tmp_path / "pairs", tmp_path / "run", tmp_path / "model"
+    pairs.mkdir()
+    _synthetic_pairs(pairs, 12)
+    args = ["--pairs", str(pairs), "--run-dir", str(run), "--held-out", "4", "--steps", "1"]
+    with pytest.raises(SystemExit) as stop:
+        corrector_train.main([*args, "--init-from", str(tmp_path / "missing.safetensors")])
+    assert stop.value.code == 2
+    mine = model_dir / CORRECTOR_FOLDER / CORRECTOR_INFO
+    mine.parent.mkdir(parents=True)
+    (model_dir / "model_index.json").write_text("{}")
+    mine.write_text('{"widths": [4, 8, 8]}')  # someone's own corrector
+    with pytest.raises(SystemExit) as stop:
+        corrector_train.main([*args, "--export", str(model_dir)])
+    assert stop.value.code == 2
+    assert mine.read_text() == '{"widths": [4, 8, 8]}' and not run.exists()

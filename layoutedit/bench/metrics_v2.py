@@ -38,7 +38,8 @@ then doubling bands, so that a blur, which lowers and widens an edge's gradient,
 bins. Chosen on the structured and grass backgrounds: the same texture 2-3 px off scored at
 most 0.38, any blur of 0.8-2.5 px at least 0.40, a smooth fill at least 0.43."""
 TEXTURE_BINS = 1 + len(MAGNITUDE_EDGES) * ORIENTATION_BINS
-_LUMA = np.array([0.299, 0.587, 0.114])
+LUMA = (0.299, 0.587, 0.114)
+"""Luma weights of R, G and B for the texture codes (the recipe's soft copy reads them too)."""
 
 
 def image_psnr(output: np.ndarray, truth: np.ndarray) -> float:
@@ -136,7 +137,7 @@ def gradient_codes(image: np.ndarray) -> np.ndarray:
     Gradients are central differences of the luma (0-255); magnitude bins by
     `MAGNITUDE_EDGES`, orientation modulo 180 degrees in `ORIENTATION_BINS` bins. Codes lie in
     0 .. `TEXTURE_BINS` - 1."""
-    luma = image.astype(np.float64) @ _LUMA
+    luma = image.astype(np.float64) @ np.array(LUMA)
     gy, gx = np.gradient(luma)
     magnitude = np.hypot(gx, gy)
     angle = np.mod(np.arctan2(gy, gx), np.pi)

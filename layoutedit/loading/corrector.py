@@ -97,21 +97,38 @@ def save_corrector(net: Corrector, folder: Path, info: dict[str, object]) -> Non
     (folder / CORRECTOR_INFO).write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def load_weights(net: Corrector, path: Path) -> Corrector:
+    """`net` with the weights of the safetensors file `path`.
+
+    Raises:
+        ValueError: the file is missing, not safetensors, or does not fit `net`'s widths.
+    """
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not corrector weights ({str(exc).splitlines()[0]})") from None
+    return net
+
+
 def load_corrector(folder: Path) -> Corrector:
     """The corrector saved in `folder` (safetensors only), in eval mode on the CPU.
 
     Raises:
         ValueError: the folder lacks a file, or its weights do not fit its widths.
     """
-    from safetensors.torch import load_file
-
     info_path, weights = folder / CORRECTOR_INFO, folder / CORRECTOR_WEIGHTS
     if not info_path.is_file() or not weights.is_file():
         raise ValueError(f"{folder}: needs {CORRECTOR_INFO} and {CORRECTOR_WEIGHTS}")
     try:
-        widths = json.loads(info_path.read_text())["widths"]
-        net = Corrector(widths)
-        net.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+        net = Corrector(json.loads(info_path.read_text())["widths"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{folder}: not a corrector ({exc})") from None
+    try:
+        load_weights(net, weights)
+    except ValueError as exc:
         raise ValueError(f"{folder}: not a corrector ({exc})") from None
     return net.eval().requires_grad_(False)

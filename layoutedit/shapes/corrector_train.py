@@ -16,6 +16,7 @@ as the model folder's `corrector/`.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -25,10 +26,23 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from layoutedit.loading.corrector import CORRECTOR_FOLDER, Corrector, save_corrector, to_unit
+from layoutedit.bench.metrics_v2 import (
+    LUMA,
+    MAGNITUDE_EDGES,
+    ORIENTATION_BINS,
+    TEXTURE_CELL,
+)
+from layoutedit.loading.corrector import (
+    CORRECTOR_FOLDER,
+    CORRECTOR_INFO,
+    Corrector,
+    load_weights,
+    save_corrector,
+    to_unit,
+)
 from layoutedit.shapes.refiner_pairs import add_training_options, require_pairs
-from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
+    budget_checked,
     log_to_run,
     optimiser_step,
     resume_run,
@@ -53,21 +67,11 @@ def log_mse(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.log(((pred - truth) ** 2).mean(dim=(1, 2, 3)) + MSE_FLOOR).mean()
 
 
-TEXTURE_CELL = 8
-"""Side of the cells whose soft gradient histograms `texture_loss` compares, px (the
-benchmark's `metrics_v2.TEXTURE_CELL`)."""
-
-MAGNITUDE_EDGES = (3.0, 6.0, 12.0, 25.0, 50.0)
-"""Gradient magnitude edges, grey levels per px (the benchmark's texture bins)."""
-
-ORIENTATION_BINS = 4
-
-
 def soft_texture_codes(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) images in [-1, 1] -> (N, 1 + 5 x 4, H, W) each pixel's soft membership
-    of the benchmark's texture codes (`metrics_v2.gradient_codes`: flat, or a gradient
-    magnitude band x an orientation bin), summing to 1 per pixel, differentiable."""
-    weights = images.new_tensor([0.299, 0.587, 0.114])[None, :, None, None]
+    """(N, 3, H, W) images in [-1, 1] -> (N, `TEXTURE_BINS`, H, W) each pixel's soft
+    membership of the benchmark's texture codes (`metrics_v2.gradient_codes`: flat, or a
+    gradient magnitude band x an orientation bin), summing to 1 per pixel, differentiable."""
+    weights = images.new_tensor(LUMA)[None, :, None, None]
     luma = ((images + 1.0) * 127.5 * weights).sum(dim=1, keepdim=True)
     padded = F.pad(luma, (1, 1, 1, 1), mode="replicate")
     gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
@@ -77,9 +81,10 @@ def soft_texture_codes(images: torch.Tensor) -> torch.Tensor:
     above = torch.sigmoid((magnitude - edges) / (0.15 * edges))  # (N, 5, H, W)
     bands = above - torch.cat([above[:, 1:], torch.zeros_like(above[:, :1])], dim=1)
     angle = torch.atan2(gy, gx)
-    centres = (torch.arange(ORIENTATION_BINS, device=images.device) + 0.5) * math.pi / 4
+    bins = torch.arange(ORIENTATION_BINS, device=images.device)
+    centres = (bins + 0.5) * math.pi / ORIENTATION_BINS
     orient = torch.softmax(4.0 * torch.cos(2 * (angle - centres[None, :, None, None])), dim=1)
-    coded = (bands[:, :, None] * orient[:, None]).flatten(1, 2)  # (N, 20, H, W)
+    coded = (bands[:, :, None] * orient[:, None]).flatten(1, 2)  # (N, bands x bins, H, W)
     return torch.cat([1.0 - above[:, :1], coded], dim=1)
 
 
@@ -114,6 +119,22 @@ def flipped(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tens
     return out
 
 
+RECIPE = "layoutedit.shapes.corrector_train"
+"""What `CORRECTOR.json`'s `recipe` says of an export of this module."""
+
+
+def recipe_wrote(folder: Path) -> bool:
+    """Whether `folder` is absent or a corrector this recipe exported (its `CORRECTOR.json`
+    names the recipe): only those may be replaced."""
+    if not folder.exists():
+        return True
+    try:
+        info = json.loads((folder / CORRECTOR_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and str(info.get("recipe", "")).startswith(RECIPE)
+
+
 def pair_count(folder: Path) -> int:
     """Pairs in `folder`'s shards, read from their headers."""
     total = 0
@@ -145,9 +166,7 @@ def train(args: argparse.Namespace) -> None:
     net = Corrector()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     if args.init_from is not None and not (run / "corrector_ckpt.safetensors").exists():
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(str(args.init_from)))
+        load_weights(net, args.init_from)
         log_to_run(run, f"starting from {args.init_from}")
     step, ema = resume_run(run, "corrector", net, opt)
     rng = np.random.default_rng(11 + step)
@@ -171,11 +190,8 @@ def train(args: argparse.Namespace) -> None:
         optimiser_step(loss, opt, net, ema, step)
         if step % 25 == 0:
             log_to_run(run, f"corrector step {step} loss {loss.item():.5f} lr {lr:.2e}")
-        if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
-            spent = time.monotonic() - began
-            steps = min(steps, budget_end(first, step + 1, spent, args.max_minutes * 60))
-            end = min(end, steps)
-            log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
+        steps = budget_checked(run, args.max_minutes, first, step + 1, began, steps)
+        end = min(end, steps)
         step += 1
         if step % CHECKPOINT_EVERY == 0 or step == end:
             save_run(run, "corrector", net, opt, ema, step)
@@ -200,7 +216,7 @@ def train(args: argparse.Namespace) -> None:
                 "pairs": n,
                 "texture_weight": args.texture_weight,
                 "init_from": None if args.init_from is None else str(args.init_from),
-                "recipe": "layoutedit.shapes.corrector_train",
+                "recipe": RECIPE,
             },
         )
         log_to_run(run, f"exported step {step} to {out}")
@@ -208,10 +224,7 @@ def train(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the corrector on image/truth pairs.")
-    add_training_options(parser)
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    add_training_options(parser, steps=6000, batch=16, lr=1e-3)
     parser.add_argument(
         "--stop-after",
         type=int,
@@ -232,8 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     require_pairs(parser, args.pairs, "final")
-    if pair_count(args.pairs) <= args.held_out:
-        parser.error(f"{args.pairs}: {pair_count(args.pairs)} pairs, more than --held-out needed")
+    count = pair_count(args.pairs)
+    if count <= args.held_out:
+        parser.error(f"{args.pairs}: {count} pairs, more than --held-out needed")
+    if args.init_from is not None:
+        try:
+            load_weights(Corrector(), args.init_from)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.export is not None and not recipe_wrote(args.export / CORRECTOR_FOLDER):
+        # Not one this recipe wrote: replacing it would lose someone's weights.
+        parser.error(f"{args.export / CORRECTOR_FOLDER}: a corrector this recipe did not write")
     torch.set_num_threads(args.threads)
     train(args)
 

@@ -121,13 +121,19 @@ def shard_stages(out: Path) -> set[str]:
     return stages
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
+def add_training_options(
+    parser: argparse.ArgumentParser, *, steps: int, batch: int, lr: float
+) -> None:
     """The options that both recipes over these pairs take (`refiner_train`,
-    `corrector_train`): the pairs, the run folder, threads, a time budget, the export."""
+    `corrector_train`): the pairs, the run folder, the schedule (with each recipe's
+    defaults), threads, a time budget, the export."""
     from layoutedit.shapes.training_io import pipeline_folder
 
     parser.add_argument("--pairs", type=Path, required=True, help="refiner_pairs output")
     parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument(

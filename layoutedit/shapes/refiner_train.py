@@ -42,8 +42,8 @@ from layoutedit.editing.refine import (
 )
 from layoutedit.loading.model_loading import REFINER_FOLDER
 from layoutedit.shapes.refiner_pairs import add_training_options, require_pairs
-from layoutedit.shapes.train import BUDGET_PROBE, budget_end
 from layoutedit.shapes.training_io import (
+    budget_checked,
     log_to_run,
     optimiser_step,
     pipeline_folder,
@@ -209,10 +209,7 @@ def train(args: argparse.Namespace) -> None:
         optimiser_step(loss, opt, unet, ema, step)
         if step % 25 == 0:
             log_to_run(run, f"refiner step {step} loss {loss.item():.5f} lr {lr:.2e}")
-        if args.max_minutes is not None and step + 1 == first + BUDGET_PROBE:
-            spent = time.monotonic() - began
-            steps = min(steps, budget_end(first, step + 1, spent, args.max_minutes * 60))
-            log_to_run(run, f"budget {args.max_minutes:g} min: the schedule ends at {steps}")
+        steps = budget_checked(run, args.max_minutes, first, step + 1, began, steps)
         step += 1
         if step % CHECKPOINT_EVERY == 0 or step == steps:
             save_run(run, "refiner", unet, opt, ema, step)
@@ -243,13 +240,10 @@ def export(run: Path, base_unet: Any, model_dir: Path, pairs: int) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the refiner on start/truth pairs.")
-    add_training_options(parser)
+    add_training_options(parser, steps=3000, batch=32, lr=2e-4)
     parser.add_argument(
         "--base", type=pipeline_folder, default=Path("layoutedit/models/shapes-tiny-v2")
     )
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument(
         "--start-share",
         type=float,

@@ -48,6 +48,8 @@ from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate_both
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.training_io import (
+    BUDGET_PROBE,
+    budget_end,
     continuable_model,
     ema_update,
     images_to_tensor,
@@ -121,29 +123,6 @@ def encode_latents(run: Path, images: np.ndarray, device: str = "cpu") -> torch.
     write_safetensors_atomic(path, {"latents": latents})
     log_to_run(run, f"latents {tuple(latents.shape)} std {latents.std().item():.4f}")
     return latents
-
-
-BUDGET_PROBE = 30
-"""Steps timed before a wall-clock budget sets where the schedule ends."""
-
-
-def budget_end(start: int, done: int, seconds: float, budget_seconds: float) -> int:
-    """The last step (exclusive) that fits a time budget at the rate measured so far.
-
-    Args:
-        start: the step this call began at.
-        done: the step reached after `seconds` of this call.
-        seconds: wall seconds spent on steps start..done (the first ones carry any warm-up,
-            so the estimate errs short).
-        budget_seconds: the whole call's budget.
-
-    Returns:
-        A step >= done: `done` plus the steps that the remaining time holds at that rate,
-        less 5 % for checkpoints.
-    """
-    rate = (done - start) / max(seconds, 1e-9)
-    left = max(0.0, budget_seconds - seconds) * 0.95
-    return done + int(rate * left)
 
 
 CAPTION_MIX = (0.6, 0.25, 0.15)

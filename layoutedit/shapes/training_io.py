@@ -165,3 +165,41 @@ def optimiser_step(
     torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
     opt.step()
     ema_update(ema, module, min(0.999, (1 + step) / (10 + step)))
+
+
+BUDGET_PROBE = 30
+"""Steps timed before a wall-clock budget sets where the schedule ends."""
+
+
+def budget_end(start: int, done: int, seconds: float, budget_seconds: float) -> int:
+    """The last step (exclusive) that fits a time budget at the rate measured so far.
+
+    Args:
+        start: the step this call began at.
+        done: the step reached after `seconds` of this call.
+        seconds: wall seconds spent on steps start..done (the first ones carry any warm-up,
+            so the estimate errs short).
+        budget_seconds: the whole call's budget.
+
+    Returns:
+        A step >= done: `done` plus the steps that the remaining time holds at that rate,
+        less 5 % for checkpoints.
+    """
+    rate = (done - start) / max(seconds, 1e-9)
+    left = max(0.0, budget_seconds - seconds) * 0.95
+    return done + int(rate * left)
+
+
+def budget_checked(
+    run: Path, max_minutes: float | None, first: int, done: int, began: float, steps: int
+) -> int:
+    """The schedule's end, shortened once `BUDGET_PROBE` steps after `first` (at step
+    `done`) to what `max_minutes` holds at the rate measured since `began`
+    (`time.monotonic()`), and logged; `steps` unchanged at any other step or without a
+    budget."""
+    if max_minutes is None or done != first + BUDGET_PROBE:
+        return steps
+    spent = time.monotonic() - began
+    steps = min(steps, budget_end(first, done, spent, max_minutes * 60))
+    log_to_run(run, f"budget {max_minutes:g} min: the schedule ends at {steps}")
+    return steps

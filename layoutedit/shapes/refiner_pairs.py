@@ -99,26 +99,28 @@ def shard_pairs(
     return arrays, prompts
 
 
+def shard_metadata(out: Path) -> dict[Path, dict[str, str]]:
+    """Each shard of `out` and its header metadata, a missing `stage` read as "start"
+    (shards written before stages existed)."""
+    found = {}
+    for path in sorted(out.glob("pairs-*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            found[path] = {"stage": "start", **(fh.metadata() or {})}
+    return found
+
+
 def foreign_shard(out: Path, preset: str, model_spec: str, stage: str = "start") -> Path | None:
     """The first shard in `out` written for another preset, model or stage (resuming into it
     would mix two kinds of pairs), or None."""
-    for path in sorted(out.glob("pairs-*.safetensors")):
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        theirs = (meta.get("preset"), meta.get("model"), meta.get("stage", "start"))
-        if theirs != (preset, model_spec, stage):
+    for path, meta in shard_metadata(out).items():
+        if (meta.get("preset"), meta.get("model"), meta["stage"]) != (preset, model_spec, stage):
             return path
     return None
 
 
 def shard_stages(out: Path) -> set[str]:
-    """The stages (`STAGES`) of the shards in `out`; shards written before stages existed
-    are "start"."""
-    stages = set()
-    for path in sorted(out.glob("pairs-*.safetensors")):
-        with safe_open(str(path), framework="pt") as fh:
-            stages.add((fh.metadata() or {}).get("stage", "start"))
-    return stages
+    """The stages (`STAGES`) of the shards in `out`."""
+    return {meta["stage"] for meta in shard_metadata(out).values()}
 
 
 def add_training_options(
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         other = foreign_shard(args.out, args.preset, args.model, args.stage)
     if other is not None:
         parser.error(f"{other}: pairs of another preset, model or stage; give another --out")
+    if not 0 <= args.first_shard < args.shards:
+        parser.error(f"--first-shard {args.first_shard}: must lie in 0..{args.shards - 1}")
     torch.set_num_threads(args.threads)
     write_shards(args.out, args.shards, args.preset, args.model, args.stage, args.first_shard)
 

@@ -5,6 +5,7 @@ start, and its recipe learning a correction it can measure."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,23 @@ def test_the_recipe_refuses_a_missing_start_or_a_foreign_corrector(tmp_path: Pat
         corrector_train.main([*args, "--export", str(model_dir)])
     assert stop.value.code == 2
     assert mine.read_text() == '{"widths": [4, 8, 8]}' and not run.exists()
+
+
+def test_the_hidden_zone_loss_scores_each_pair_over_its_own_pixels() -> None:
+    truth = torch.zeros(2, 3, 4, 4)
+    pred = truth.clone()
+    pred[0, :, 0, 0] = 0.5  # an error inside pair 0's mask
+    pred[1] = 0.9  # pair 1 is wrong everywhere, but its mask is empty
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :2, :2] = 1
+    expected = math.log(0.25 / 4 + corrector_train.MSE_FLOOR)  # 1 of 4 pixels off by 0.5
+    assert float(corrector_train.zone_log_mse(pred, truth, mask)) == pytest.approx(expected)
+    assert float(corrector_train.zone_log_mse(pred, truth, torch.zeros_like(mask))) == 0.0
+
+
+def test_batches_draw_the_asked_share_from_the_more_pairs() -> None:
+    rng = np.random.default_rng(0)
+    idx = corrector_train.batch_indices(rng, 10, 5, 8, 0.25).numpy()
+    assert len(idx) == 8
+    assert (idx >= 10).sum() == 2 and idx.max() < 15
+    assert corrector_train.batch_indices(rng, 10, 0, 8, 0.25).max() < 10

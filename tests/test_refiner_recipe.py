@@ -13,17 +13,13 @@ from safetensors import safe_open
 
 from layoutedit.editing.refine import REFINER_EXTRA_CHANNELS
 from layoutedit.loading.model_loading import REFINER_FOLDER, load_model
-from layoutedit.shapes import refiner_pairs, refiner_train
+from layoutedit.shapes import corrector_train, refiner_pairs, refiner_train
 
 
 @pytest.fixture(scope="module")
 def pairs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pairs")
-    refiner_pairs.SHARD, saved = 2, refiner_pairs.SHARD
-    try:
-        refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(tiny_model_dir))
-    finally:
-        refiner_pairs.SHARD = saved
+    refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(tiny_model_dir), scenes=2)
     return out
 
 
@@ -114,27 +110,25 @@ def test_a_refiner_the_recipe_did_not_write_is_kept(
     assert mine.read_text() == "{}" and not (tmp_path / "run").exists()
 
 
-def test_pairs_of_another_preset_are_not_resumed_into(
+def test_pairs_of_another_preset_or_shard_size_are_not_resumed_into(
     pairs: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pairs"
     shutil.copytree(pairs, out)
     before = sorted(p.name for p in out.iterdir())
-    with pytest.raises(SystemExit) as stop:
-        refiner_pairs.main(["--out", str(out), "--preset", "fast", "--model", str(tiny_model_dir)])
-    assert stop.value.code == 2
-    assert sorted(p.name for p in out.iterdir()) == before
+    for other in (["--preset", "fast", "--shard-scenes", "2"], ["--shard-scenes", "3"]):
+        with pytest.raises(SystemExit) as stop:
+            refiner_pairs.main(["--out", str(out), "--model", str(tiny_model_dir), *other])
+        assert stop.value.code == 2
+        assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_final_pairs_carry_the_finished_edit_and_its_guide_masks(
     pairs: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "final"
-    refiner_pairs.SHARD, saved = 2, refiner_pairs.SHARD
-    try:
-        refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(tiny_model_dir), stage="final")
-    finally:
-        refiner_pairs.SHARD = saved
+    model = str(tiny_model_dir)
+    refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", model, stage="final", scenes=2)
     path = next(out.glob("pairs-*.safetensors"))
     with safe_open(str(path), framework="pt") as fh:
         assert fh.metadata()["stage"] == "final"
@@ -155,3 +149,28 @@ def test_final_pairs_carry_the_finished_edit_and_its_guide_masks(
             ["--out", str(pairs), "--stage", "final", "--model", str(tiny_model_dir)]
         )
     assert stop.value.code == 2
+
+
+def test_full_pairs_carry_the_models_edit_on_the_same_starts(
+    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    final, full = tmp_path / "final", tmp_path / "full"
+    model = str(tiny_model_dir)
+    refiner_pairs.write_shards(final, 1, "shapes-tiny-v2", model, stage="final", scenes=1)
+    refiner_pairs.write_shards(full, 1, "shapes-tiny-v2", model, stage="full", scenes=1)
+    arrays = {}
+    for name, folder in (("final", final), ("full", full)):
+        with safe_open(str(next(folder.glob("pairs-*.safetensors"))), framework="pt") as fh:
+            assert fh.metadata()["stage"] == name
+            arrays[name] = {k: fh.get_tensor(k).numpy() for k in ("start", "truth", "masks")}
+    # The same cases (truths) and starts (the guide masks of the pasted objects, the
+    # hidden zone and the shadows), but the model's steps ran: other finished images.
+    assert np.array_equal(arrays["final"]["truth"], arrays["full"]["truth"])
+    assert np.array_equal(arrays["final"]["masks"][:, 1:], arrays["full"]["masks"][:, 1:])
+    assert not np.array_equal(arrays["final"]["start"], arrays["full"]["start"])
+    # The corrector's recipe takes both stages, one as the main pairs and one as more.
+    run = tmp_path / "run"
+    args = ["--pairs", str(full), "--more-pairs", str(final), "--run-dir", str(run)]
+    corrector_train.main([*args, "--held-out", "1", "--batch", "4", "--steps", "2"])
+    log = (run / "train.log").read_text()
+    assert "1 training pairs, 1 held out" in log and "2 more training pairs" in log

@@ -179,6 +179,12 @@ class DiffusionRuntime:
             del model
         return self._learned[key]
 
+    def forget_scenes(self) -> None:
+        """Drop the concepts and inversions kept so far: a caller that edits thousands of
+        scenes once each (training pairs) would otherwise hold them all in memory."""
+        self._learned.clear()
+        self._inverted.clear()
+
     def run_scene(self, cases: Sequence[Case], spec: DiffusionSpec) -> SceneOutput:
         """Edit every case of one scene with the variant `spec`."""
         from layoutedit.editing.session import EditSession

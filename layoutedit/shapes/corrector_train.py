@@ -2,7 +2,9 @@
 correction net out.
 
 Reads the pairs `refiner_pairs.py --stage final` writes (the `no-model` row's finished
-image, the re-rendered truth, the changed zone). The last `HELD_OUT` pairs are never
+image, the re-rendered truth, the changed zone), or `--stage full` (the `full` row's, its
+corrector off: the model's redraw included); `--more-pairs` folders add to the training
+pairs, `--more-share` of each batch. The last `HELD_OUT` pairs of `--pairs` are never
 trained on: every `CHECKPOINT_EVERY` steps the log gives their mean image PSNR before and
 after the correction, so a run says whether it helps on scenes it did not see. The loss is
 the log of each pair's mean squared error (`log_mse`): the benchmark averages each edit's
@@ -35,6 +37,7 @@ from layoutedit.bench.metrics_v2 import (
 from layoutedit.loading.corrector import (
     CORRECTOR_FOLDER,
     CORRECTOR_INFO,
+    GUIDE_MASKS,
     Corrector,
     load_weights,
     save_corrector,
@@ -99,6 +102,19 @@ def texture_loss(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) ->
     return (distance / mask.sum(dim=(1, 2, 3)).clamp(min=1)).mean()
 
 
+def zone_log_mse(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the pairs whose `mask` ((N, 1, H, W) 0/1) is not empty of log(the mean
+    squared error over its pixels + `MSE_FLOOR`); 0 when every mask is empty. (N, 3, H, W)
+    images in [-1, 1]. The benchmark scores an uncovered part by its own PSNR per edit: a
+    few hundred pixels that the whole image's error hardly weighs."""
+    pixels = mask.sum(dim=(1, 2, 3))
+    some = pixels > 0
+    if not bool(some.any()):
+        return pred.new_zeros(())
+    mse = (((pred - truth) ** 2) * mask).sum(dim=(1, 2, 3)) / (3 * pixels.clamp(min=1))
+    return torch.log(mse[some] + MSE_FLOOR).mean()
+
+
 def image_psnrs(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """(N,) each pair's PSNR (dB, 8-bit scale, pixels rounded as an image would be):
     (N, 3, H, W) images in [-1, 1]."""
@@ -144,16 +160,29 @@ def pair_count(folder: Path) -> int:
     return total
 
 
-def load_final_pairs(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every shard of `folder`: images and truths (N, 3, S, S) in [-1, 1], the guide
-    masks (N, 4, S, S) 0/1 (`loading.corrector.GUIDE_MASKS`)."""
+def load_final_pairs(*folders: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every shard of `folders`, in order: images and truths (N, 3, S, S) in [-1, 1], the
+    guide masks (N, 4, S, S) 0/1 (`loading.corrector.GUIDE_MASKS`)."""
     images, truths, masks = [], [], []
-    for path in sorted(folder.glob("pairs-*.safetensors")):
-        with safe_open(str(path), framework="pt") as fh:
-            images.append(to_unit(fh.get_tensor("start").numpy()))
-            truths.append(to_unit(fh.get_tensor("truth").numpy()))
-            masks.append(fh.get_tensor("masks").float())
+    for folder in folders:
+        for path in sorted(folder.glob("pairs-*.safetensors")):
+            with safe_open(str(path), framework="pt") as fh:
+                images.append(to_unit(fh.get_tensor("start").numpy()))
+                truths.append(to_unit(fh.get_tensor("truth").numpy()))
+                masks.append(fh.get_tensor("masks").float())
     return torch.cat(images), torch.cat(truths), torch.cat(masks)
+
+
+def batch_indices(
+    rng: np.random.Generator, n_main: int, n_more: int, batch: int, more_share: float
+) -> torch.Tensor:
+    """(batch,) indices into the main pairs (0..`n_main` - 1) followed by the more pairs
+    (`n_main`..`n_main` + `n_more` - 1): `more_share` of the batch (rounded) from the
+    latter, when there are any."""
+    from_more = round(more_share * batch) if n_more > 0 else 0
+    main = rng.integers(0, n_main, batch - from_more)
+    more = n_main + rng.integers(0, max(n_more, 1), from_more)
+    return torch.from_numpy(np.concatenate([main, more]))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -163,6 +192,16 @@ def train(args: argparse.Namespace) -> None:
     n = images.shape[0] - args.held_out
     log_to_run(run, f"{n} training pairs, {args.held_out} held out, from {args.pairs}")
     held = images[n:], truths[n:], masks[n:]
+    n_more = 0
+    if args.more_pairs:
+        more = load_final_pairs(*args.more_pairs)
+        n_more = more[0].shape[0]
+        # The held-out pairs stay out: the more pairs follow the main ones' first n.
+        images, truths, masks = (
+            torch.cat([a[:n], b]) for a, b in zip((images, truths, masks), more, strict=True)
+        )
+        folders = ", ".join(map(str, args.more_pairs))
+        log_to_run(run, f"{n_more} more training pairs from {folders}")
     net = Corrector()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     if args.init_from is not None and not (run / "corrector_ckpt.safetensors").exists():
@@ -179,10 +218,13 @@ def train(args: argparse.Namespace) -> None:
         lr *= 0.5 * (1 + math.cos(math.pi * step / steps)) * 0.95 + 0.05
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = torch.from_numpy(rng.integers(0, n, args.batch))
+        idx = batch_indices(rng, n, n_more, args.batch, args.more_share)
         x, y, m = flipped(images[idx], truths[idx], masks[idx], rng=rng)
         pred = x + net(x, m)
         loss = log_mse(pred, y)
+        if args.hidden_weight > 0:
+            hidden = m[:, GUIDE_MASKS.index("hidden")][:, None]
+            loss = loss + args.hidden_weight * zone_log_mse(pred, y, hidden)
         if args.texture_weight > 0:
             # The texture of what the edit guessed: the zone less the pasted objects.
             background = m[:, :1] * (1 - m[:, 1:2])
@@ -214,7 +256,9 @@ def train(args: argparse.Namespace) -> None:
             {
                 "steps": step,
                 "pairs": n,
+                "more_pairs": n_more,
                 "texture_weight": args.texture_weight,
+                "hidden_weight": args.hidden_weight,
                 "init_from": None if args.init_from is None else str(args.init_from),
                 "recipe": RECIPE,
             },
@@ -238,13 +282,35 @@ def main(argv: list[str] | None = None) -> None:
         help="weight of the soft texture-histogram loss beside the log squared error",
     )
     parser.add_argument(
+        "--hidden-weight",
+        type=float,
+        default=0.0,
+        help="weight of the log squared error where a hidden part may show, per pair",
+    )
+    parser.add_argument(
+        "--more-pairs",
+        type=Path,
+        action="append",
+        default=[],
+        help="another folder of final or full pairs to train on (repeatable)",
+    )
+    parser.add_argument(
+        "--more-share",
+        type=float,
+        default=0.5,
+        help="share of each batch drawn from --more-pairs (0..1)",
+    )
+    parser.add_argument(
         "--init-from", type=Path, default=None, help="corrector weights to start from"
     )
     parser.add_argument(
         "--held-out", type=int, default=HELD_OUT, help="last pairs kept for the log's check"
     )
     args = parser.parse_args(argv)
-    require_pairs(parser, args.pairs, "final")
+    for folder in (args.pairs, *args.more_pairs):
+        require_pairs(parser, folder, "final", "full")
+    if not 0 <= args.more_share <= 1:
+        parser.error(f"--more-share {args.more_share}: must lie in 0..1")
     count = pair_count(args.pairs)
     if count <= args.held_out:
         parser.error(f"{args.pairs}: {count} pairs, more than --held-out needed")

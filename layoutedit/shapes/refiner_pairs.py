@@ -15,6 +15,8 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,7 @@ from layoutedit.editing.refine import changed_zone
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE
 
 if TYPE_CHECKING:
+    from layoutedit.bench.cases import Case
     from layoutedit.bench.diffusion import DiffusionRuntime
 
 REFINER_SEED_BASE = TRAIN_SEED_BASE + 5_000_000
@@ -47,21 +50,24 @@ def pair_runtime(preset: str, model_spec: str, scratch: Path) -> DiffusionRuntim
     return DiffusionRuntime(model_spec, "cpu", resolve_settings(preset), scratch, scratch)
 
 
-STAGES = ("start", "final")
-"""What a pair's input is: the edit's start image (the refiner's), or the `no-model` row's
-finished image, post-passes included (the corrector's: `editing.correct`)."""
+STAGES = ("start", "final", "full")
+"""What a pair's input is: the edit's start image (the refiner's), the `no-model` row's
+finished image, post-passes included (the corrector's: `editing.correct`), or the `full`
+row's finished image before its corrector (the scene's concept learned, the model's steps
+run: what the corrector sees in a shipped edit)."""
 
 
 def shard_pairs(
     runtime: DiffusionRuntime, first_seed: int, scenes: int, stage: str = "start"
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """One shard: `scenes` scenes from `first_seed` on, 2 layouts each, their starts (or
-    with `stage` "final" their finished images) as the `no-model` row builds them.
+    with `stage` "final" their finished images) as the `no-model` row builds them, or with
+    `stage` "full" the `full` row's finished images with the corrector off.
 
     Returns:
         `start`, `truth` (N, S, S, 3) uint8 and `zone` (N, S, S) uint8 (`changed_zone`) by
-        name (with `stage` "final" also `masks` (N, 4, S, S) uint8, `correct.guide_masks`),
-        and the N prompts (the edit session's).
+        name (with `stage` "final" or "full" also `masks` (N, 4, S, S) uint8,
+        `correct.guide_masks`), and the N prompts (the edit session's).
     """
     from layoutedit.bench.cases_v2 import cases_from_scene_seeds
     from layoutedit.bench.variants import DIFFUSION_SPECS
@@ -74,19 +80,25 @@ def shard_pairs(
     starts, truths, zones, prompts = [], [], [], []
     masks: list[np.ndarray] = []
     session, scene, scene_seed = None, None, None
-    for case in cases_from_scene_seeds(seeds, scenes):
+    cases = cases_from_scene_seeds(seeds, scenes)
+    full = full_images(runtime, cases) if stage == "full" else None
+    for j, case in enumerate(cases):
         if session is None or case.scene_seed != scene_seed:
             scene, scene_seed = runtime.scene(case), case.scene_seed
             session = EditSession(model, scene, config, runtime.backend)
         assert scene is not None
         layout = layout_from_labels(case.layout, scene)
+        # `full`'s start is the `no-model` row's: the rows differ only after it.
         start = session.start_image(layout)
-        image = start.image if stage == "start" else session.edit(layout).best().image
+        if full is not None:
+            image = full[j]
+        else:
+            image = start.image if stage == "start" else session.edit(layout).best().image
         starts.append(image)
         truths.append(case.truth.image)
         zone = changed_zone(case.source.image, image, start.redraw)
         zones.append(zone)
-        if stage == "final":
+        if stage != "start":
             masks.append(guide_masks(zone, start))
         prompts.append(session.prompt)
     arrays = {
@@ -99,21 +111,42 @@ def shard_pairs(
     return arrays, prompts
 
 
+def full_images(runtime: DiffusionRuntime, cases: Sequence[Case]) -> list[np.ndarray]:
+    """(S, S, 3) uint8 the `full` row's finished image of each case, its corrector off: one
+    concept learned per scene, as the bench does, then forgotten."""
+    from dataclasses import replace
+
+    from layoutedit.bench.variants import DIFFUSION_SPECS
+
+    base = DIFFUSION_SPECS["full"]
+    spec = replace(base, edit_overrides={**base.edit_overrides, "correct": False})
+    out: list[np.ndarray] = []
+    for _seed, group in groupby(cases, key=lambda c: c.scene_seed):
+        scene_cases = list(group)
+        out.extend(edit.image for edit in runtime.run_scene(scene_cases, spec).edits)
+        runtime.forget_scenes()
+    return out
+
+
 def shard_metadata(out: Path) -> dict[Path, dict[str, str]]:
-    """Each shard of `out` and its header metadata, a missing `stage` read as "start"
-    (shards written before stages existed)."""
+    """Each shard of `out` and its header metadata, a missing `stage` read as "start" and a
+    missing `scenes` as `SHARD` (shards written before either was recorded)."""
     found = {}
     for path in sorted(out.glob("pairs-*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
-            found[path] = {"stage": "start", **(fh.metadata() or {})}
+            found[path] = {"stage": "start", "scenes": str(SHARD), **(fh.metadata() or {})}
     return found
 
 
-def foreign_shard(out: Path, preset: str, model_spec: str, stage: str = "start") -> Path | None:
-    """The first shard in `out` written for another preset, model or stage (resuming into it
-    would mix two kinds of pairs), or None."""
+def foreign_shard(
+    out: Path, preset: str, model_spec: str, stage: str = "start", scenes: int = SHARD
+) -> Path | None:
+    """The first shard in `out` written for another preset, model, stage or shard size
+    (resuming into it would mix two kinds of pairs, or with another size repeat scenes), or
+    None."""
+    wanted = (preset, model_spec, stage, str(scenes))
     for path, meta in shard_metadata(out).items():
-        if (meta.get("preset"), meta.get("model"), meta["stage"]) != (preset, model_spec, stage):
+        if (meta.get("preset"), meta.get("model"), meta["stage"], meta["scenes"]) != wanted:
             return path
     return None
 
@@ -143,20 +176,28 @@ def add_training_options(
     )
 
 
-def require_pairs(parser: argparse.ArgumentParser, folder: Path, stage: str) -> None:
-    """A usage error (exit 2) unless `folder` holds shards, all of `stage`."""
+def require_pairs(parser: argparse.ArgumentParser, folder: Path, *stages: str) -> None:
+    """A usage error (exit 2) unless `folder` holds shards, all of one of `stages`."""
     if not any(folder.glob("pairs-*.safetensors")):
         parser.error(f"{folder}: no pairs-*.safetensors (run refiner_pairs first)")
-    if shard_stages(folder) != {stage}:
-        parser.error(f"{folder}: not {stage}-image pairs (write them with --stage {stage})")
+    found = shard_stages(folder)
+    if len(found) != 1 or not found <= set(stages):
+        wanted = " or ".join(stages)
+        parser.error(f"{folder}: not {wanted}-image pairs (write them with --stage {stages[0]})")
 
 
 def write_shards(
-    out: Path, shards: int, preset: str, model_spec: str, stage: str = "start", first: int = 0
+    out: Path,
+    shards: int,
+    preset: str,
+    model_spec: str,
+    stage: str = "start",
+    first: int = 0,
+    scenes: int = SHARD,
 ) -> None:
-    """Shards `first`..shards-1 into `out` (`pairs-NNN.safetensors`), skipping those
-    written; nothing else in `out` is touched. Two runs over disjoint shard ranges may
-    write one folder at once."""
+    """Shards `first`..shards-1 of `scenes` scenes each into `out`
+    (`pairs-NNN.safetensors`), skipping those written; nothing else in `out` is touched.
+    Two runs over disjoint shard ranges may write one folder at once."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         runtime = None
@@ -169,14 +210,15 @@ def write_shards(
                 runtime = pair_runtime(preset, model_spec, Path(scratch))
             # Each shard's seeds lie in a block of their own: a shard's content never
             # depends on how many shards came before it.
-            seed = REFINER_SEED_BASE + i * 4 * SHARD
-            arrays, prompts = shard_pairs(runtime, seed, SHARD, stage)
+            seed = REFINER_SEED_BASE + i * 4 * scenes
+            arrays, prompts = shard_pairs(runtime, seed, scenes, stage)
             tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
             meta = {
                 "prompts": json.dumps(prompts),
                 "preset": preset,
                 "model": model_spec,
                 "stage": stage,
+                "scenes": str(scenes),
             }
             write_safetensors_atomic(path, tensors, metadata=meta)
             print(f"{path}: {len(prompts)} pairs in {time.monotonic() - began:.0f} s")
@@ -194,19 +236,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--first-shard", type=int, default=0, help="start at this shard (a second run's share)"
     )
+    parser.add_argument(
+        "--shard-scenes",
+        type=int,
+        default=SHARD,
+        help="scenes per shard (2 pairs each); smaller shards save more often",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.shard_scenes < 1:
+        parser.error(f"--shard-scenes {args.shard_scenes}: must be at least 1")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"{args.out}: not a folder")
     other = None
     if args.out.is_dir():
-        other = foreign_shard(args.out, args.preset, args.model, args.stage)
+        other = foreign_shard(args.out, args.preset, args.model, args.stage, args.shard_scenes)
     if other is not None:
-        parser.error(f"{other}: pairs of another preset, model or stage; give another --out")
+        parser.error(
+            f"{other}: pairs of another preset, model, stage or shard size; give another --out"
+        )
     if not 0 <= args.first_shard < args.shards:
         parser.error(f"--first-shard {args.first_shard}: must lie in 0..{args.shards - 1}")
     torch.set_num_threads(args.threads)
-    write_shards(args.out, args.shards, args.preset, args.model, args.stage, args.first_shard)
+    write_shards(
+        args.out,
+        args.shards,
+        args.preset,
+        args.model,
+        args.stage,
+        args.first_shard,
+        args.shard_scenes,
+    )
 
 
 if __name__ == "__main__":

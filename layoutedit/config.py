@@ -373,6 +373,17 @@ class EditConfig(_Strict):
         description="With `model_pixels` `redraw` or `hidden`: where the model's pixels are "
         "kept, their share against the start image's (1 = the model's alone).",
     )
+    model_agreement: float | None = Field(
+        default=None,
+        gt=0,
+        description="With `model_pixels` `redraw` or `hidden` and `denoise`: the model's "
+        "pixels count where they agree with the start's own VAE round trip (the image the "
+        "edit gives with no denoising step); a pixel that departs from it by d (RGB "
+        "distance, 0-255 units) keeps exp(-(d / model_agreement)^2) of its departure. A "
+        "redraw that paints the moved object's ghost, or a front object's colour, over an "
+        "uncovered part departs far and is dropped; shading departs little and stays. "
+        "None: every departure kept.",
+    )
     refine: bool = Field(
         default=False,
         description="With init `paste` and `denoise`: before the edit's own steps, the "
@@ -658,6 +669,13 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # -0.17 [-0.35, -0.02] dB; 0.3 against 0.5 +0.10 [-0.13, +0.39] / +0.06 [-0.08,
             # +0.21] dB (round 6: no share tried beats the start).
             "model_weight": 0.3,
+            # The redraw's departures from the start's own round trip, kept by how far
+            # they go (dev seeds 2000 / 2001, 8 scenes x 2, against without): image +0.14
+            # [+0.01, +0.29] / +0.08 [-0.04, +0.23] dB, where objects left +0.60 [+0.07,
+            # +1.21] / +0.23 [-0.08, +0.64] dB, uncovered parts +0.05 / +0.18 dB (across
+            # zero); scale 30 or 100 against 60: no figure apart beyond +-0.3 dB
+            # (docs/tuning.md, world v2 round 9).
+            "model_agreement": 60.0,
             "redraw_strength": 0.6,
             "redraw_band": 0.0,
             "redraw_unconditional": True,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from layoutedit.editing.compositing import composite, keep_alpha, match_colours
+from layoutedit.editing.compositing import agreeing, composite, keep_alpha, match_colours
 
 
 def _labels() -> tuple[np.ndarray, np.ndarray]:
@@ -60,3 +61,16 @@ def test_colour_matching_restores_an_objects_colour_inside_its_footprint_only() 
     assert np.allclose(got.mean(axis=0), want.mean(axis=0), atol=1.0)
     assert np.allclose(got.std(axis=0), want.std(axis=0), atol=1.0)
     assert np.array_equal(out[~here[0]], edit[~here[0]])
+
+
+def test_agreeing_keeps_a_small_departure_and_drops_a_large_one() -> None:
+    reference = np.full((1, 3, 3), 100, dtype=np.uint8)
+    generated = reference.copy()
+    generated[0, 1] = (110, 100, 100)  # 10 away: keeps exp(-(10/40)^2) = 0.94 of it
+    generated[0, 2] = (220, 100, 100)  # 120 away: keeps exp(-9), nothing
+    out = agreeing(generated, reference, 40.0)
+    assert out[0, 0].tolist() == [100, 100, 100]
+    assert out[0, 1, 0] == round(100 + 10 * np.exp(-((10 / 40) ** 2)))
+    assert out[0, 2].tolist() == [100, 100, 100]
+    with pytest.raises(ValueError):
+        agreeing(generated, reference[:, :2], 40.0)

@@ -100,3 +100,27 @@ def test_a_model_weight_mixes_the_redraw_with_the_start_in_the_zone_only(model: 
     mixed = (alone[zone].astype(float) + start.image[zone].astype(float)) / 2
     assert np.abs(half[zone].astype(float) - mixed).max() <= 1.0  # rounding only
     assert not np.array_equal(half[zone], alone[zone])
+
+
+def test_model_agreement_keeps_near_departures_and_drops_far_ones(model: Any) -> None:
+    scene, labels = _uncover()
+    without, zone = _edit(model, scene, labels, model_pixels="hidden", denoise=False)
+    plain, _ = _edit(model, scene, labels, model_pixels="hidden", model_weight=1.0)
+    # A tiny scale drops every departure: the edit is the one with no denoising step.
+    strict, _ = _edit(
+        model, scene, labels, model_pixels="hidden", model_weight=1.0, model_agreement=1e-3
+    )
+    assert np.abs(strict.astype(int) - without.astype(int)).max() <= 1
+    # A huge one keeps them all: the edit without the setting.
+    loose, _ = _edit(
+        model, scene, labels, model_pixels="hidden", model_weight=1.0, model_agreement=1e6
+    )
+    assert np.abs(loose.astype(int) - plain.astype(int)).max() <= 1
+    # Between, the model's pixels move towards the start's, most where they depart most.
+    middle, _ = _edit(
+        model, scene, labels, model_pixels="hidden", model_weight=1.0, model_agreement=40.0
+    )
+    far = np.linalg.norm(plain.astype(float) - without.astype(float), axis=-1)
+    near_left = np.linalg.norm(middle.astype(float) - without.astype(float), axis=-1)
+    assert (near_left <= far + 1.5).all()
+    assert (near_left[zone] < far[zone] - 1).any()

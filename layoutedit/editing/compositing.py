@@ -123,3 +123,23 @@ def match_colours(
         )
         out[here] = (now - now.mean(axis=0)) * ratio + want.mean(axis=0)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def agreeing(generated: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """`generated` moved back towards `reference` where the two disagree: each pixel keeps
+    exp(-(d / `scale`)^2) of its departure d (the RGB distance between them).
+
+    Args:
+        generated, reference: (H, W, 3) uint8 images of the same size.
+        scale: the distance (0-255 RGB units) at which a departure keeps exp(-1) of itself.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if generated.shape != reference.shape:
+        raise ValueError(f"generated {generated.shape} vs reference {reference.shape}")
+    ref = reference.astype(np.float32)
+    departure = generated.astype(np.float32) - ref
+    distance = np.sqrt((departure**2).sum(axis=-1, keepdims=True))
+    kept = np.exp(-((distance / scale) ** 2))
+    return np.asarray(np.clip(np.rint(ref + kept * departure), 0, 255), dtype=np.uint8)

@@ -38,7 +38,7 @@ from PIL import Image
 from layoutedit.attention_recording import AttentionStore, choose_attention_res
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
-from layoutedit.editing.compositing import composite, keep_alpha, match_colours
+from layoutedit.editing.compositing import agreeing, composite, keep_alpha, match_colours
 from layoutedit.editing.correct import correct_image, guide_masks
 from layoutedit.editing.denoising import UNetRunner, scheduler_pair
 from layoutedit.editing.detail import apply_detail, moved_detail
@@ -426,12 +426,17 @@ class EditSession:
         return [self._scorer.score(image, layout.labels) for image in images]
 
     def _finish(
-        self, images: list[np.ndarray], layout: Layout, start: PasteStart | None
+        self,
+        images: list[np.ndarray],
+        layout: Layout,
+        start: PasteStart | None,
+        reference_last: bool = False,
     ) -> list[np.ndarray]:
         """The pixel post-passes: with a paste start, the objects' fine detail carried from
         the source and their colours matched to it; then the source's background composited
         back where nothing is, and (with `vacated="fill"`) the start's fill where an object
-        left."""
+        left. With `reference_last` the last image is the start's own round trip: it takes
+        the passes up to `model_agreement`'s and is not returned."""
         cfg = self.config
         footprints = None if start is None else start.footprints
         if cfg.object_detail > 0 and start is not None:
@@ -445,6 +450,12 @@ class EditSession:
             masks = self.scene.object_masks()
             gains = None if start is None else start.gains
             images = [match_colours(i, self.scene.image, footprints, masks, gains) for i in images]
+        if reference_last:
+            reference = images.pop()
+            assert cfg.model_agreement is not None  # what `edit` asks it for
+            # Before the zone's blend: a departure from what the start alone gives is the
+            # model's, and one far from it a guess that the start's paint contradicts.
+            images = [agreeing(i, reference, cfg.model_agreement) for i in images]
         if cfg.model_pixels != "everywhere" and start is not None and start.redraw is not None:
             # Paste's pixels where paste is right; the background composite below still
             # puts the source's back where nothing changed (where the start lifted or cast a
@@ -658,7 +669,13 @@ class EditSession:
         began = time.perf_counter()
         with phase("decode"):  # with low_memory, a large image tile by tile
             decoded = decode_seeds(self.model, latents, cfg.low_memory)  # (S, S, 3) each
-        images = self._finish(self.to_source_size(np.stack(decoded)), layout, paste_start)
+            agree = cfg.model_agreement is not None and cfg.model_pixels != "everywhere"
+            reference = pasted if agree and cfg.denoise else None
+            if reference is not None:  # the start's round trip: what no step decodes
+                decoded.extend(decode_seeds(self.model, [reference], cfg.low_memory))
+        images = self._finish(
+            self.to_source_size(np.stack(decoded)), layout, paste_start, reference is not None
+        )
         decode_s = time.perf_counter() - began
 
         # 5. rank

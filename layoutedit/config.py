@@ -373,6 +373,13 @@ class EditConfig(_Strict):
         description="With `model_pixels` `redraw` or `hidden`: where the model's pixels are "
         "kept, their share against the start image's (1 = the model's alone).",
     )
+    model_grain: bool = Field(
+        default=False,
+        description="With init `paste`, `hole_fill` `repeat`, `vacated` `fill` and `denoise`: "
+        "where an object left a grainy background that no repeat continues (sand, grass, "
+        "a photo's fine noise), the smooth fill takes the model's grain (its pixels less "
+        "their blur of 1 px) over its own tones: the fill alone leaves a blur there.",
+    )
     model_agreement: float | None = Field(
         default=None,
         gt=0,
@@ -676,6 +683,11 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # zero); scale 30 or 100 against 60: no figure apart beyond +-0.3 dB
             # (docs/tuning.md, world v2 round 9).
             "model_agreement": 60.0,
+            # Where an object left a grainy floor (sand, grass), the model's grain over the
+            # smooth fill (dev seeds 2001 / 2002, 8 scenes x 2, against without): texture
+            # where objects left -0.020 [-0.048, +0.001] / -0.034 [-0.058, -0.013], image
+            # -0.01 / -0.02 dB (docs/tuning.md, world v2 round 9).
+            "model_grain": True,
             "redraw_strength": 0.6,
             "redraw_band": 0.0,
             "redraw_unconditional": True,

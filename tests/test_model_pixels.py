@@ -31,7 +31,7 @@ def _uncover() -> tuple[Scene, np.ndarray]:
     return scene, case.layout
 
 
-def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tuple[Any, Any]:
+def _session(model: Any, scene: Scene, **changes: object) -> EditSession:
     settings: dict[str, object] = {
         "init": "paste",
         "redraw_strength": 0.8,
@@ -40,8 +40,11 @@ def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tu
         "placement": "occlusion",
         "hole_fill": "repeat",
     }
-    cfg = fast_config(**(settings | changes))
-    session = EditSession(model, scene, cfg, get_backend("cpu"))
+    return EditSession(model, scene, fast_config(**(settings | changes)), get_backend("cpu"))
+
+
+def _edit(model: Any, scene: Scene, labels: np.ndarray, **changes: object) -> tuple[Any, Any]:
+    session = _session(model, scene, **changes)
     layout = layout_from_labels(labels, scene)
     result = session.edit(layout)
     _, _, start = session._paste_start(layout)
@@ -124,3 +127,34 @@ def test_model_agreement_keeps_near_departures_and_drops_far_ones(model: Any) ->
     near_left = np.linalg.norm(middle.astype(float) - without.astype(float), axis=-1)
     assert (near_left <= far + 1.5).all()
     assert (near_left[zone] < far[zone] - 1).any()
+
+
+def _on_grass() -> tuple[Scene, np.ndarray]:
+    case = next(c for c in make_cases_v2(2, seed=2001) if c.source.background == "grass")
+    k = case.n_objects
+    scene = scene_from_arrays(
+        case.source.image, case.source_labels, case.names, MASK_PALETTE[:k], MASK_BACKGROUND
+    )
+    return scene, case.layout
+
+
+def test_model_grain_adds_the_models_grain_only_where_an_object_left_a_grainy_floor(
+    model: Any,
+) -> None:
+    scene, labels = _on_grass()
+    common: dict[str, object] = {"model_pixels": "hidden", "vacated": "fill"}
+    plain, _ = _edit(model, scene, labels, **common)
+    grained, _ = _edit(model, scene, labels, model_grain=True, **common)
+    session = _session(model, scene, model_grain=True, **common)
+    _, _, start = session._paste_start(layout_from_labels(labels, scene))
+    assert start.grain is not None
+    objects = scene.labels != scene.background_index
+    where = start.grain & objects & ~start.footprints.any(axis=0)
+    if start.hidden is not None:
+        where &= ~start.hidden
+    changed = np.any(plain != grained, axis=-1)
+    assert changed.any() and not (changed & ~where).any()
+    # With no denoising step there is no grain to take: the setting changes nothing.
+    bare, _ = _edit(model, scene, labels, denoise=False, **common)
+    bare_grained, _ = _edit(model, scene, labels, denoise=False, model_grain=True, **common)
+    assert np.array_equal(bare, bare_grained)

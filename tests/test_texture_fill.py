@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from layoutedit.editing.paste import fill_holes
-from layoutedit.editing.texture_fill import lattice, repeat_fill
+from layoutedit.editing.texture_fill import fine_grain, grain_level, grainy, lattice, repeat_fill
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
@@ -99,3 +99,20 @@ def test_a_hole_in_thin_dark_lines_under_a_light_ramp_comes_back_at_the_right_to
     filled = repeat_fill(truth, holes, ~holes)
     error = np.abs(filled[holes] - truth[holes].astype(np.float64))
     assert error.mean() < 2.0
+
+
+def test_grain_is_told_from_a_plain_or_a_repeating_background() -> None:
+    rng = np.random.default_rng(4)
+    known = np.ones((48, 48), dtype=bool)
+    known[10:20, 10:20] = False  # a hole: its pixels and their neighbours are not read
+    plain = _lit(np.full((48, 48), 0.6))
+    grass = np.clip(plain.astype(np.float64) + rng.normal(0, 6, (48, 48, 1)), 0, 255)
+    grass = grass.round().astype(np.uint8)
+    assert grain_level(plain, known) < 0.5
+    assert 4.0 < grain_level(grass, known) < 7.0  # 6 levels of noise less its local mean
+    assert grainy(grass, known)
+    assert not grainy(plain, known)  # the smooth fill is right there
+    assert not grainy(_lit(_bricks(48, 48)), known)  # the repeat is right there
+    # The grain holds the noise, not the light ramp under it.
+    assert np.abs(fine_grain(plain)).max() < 2.0
+    assert np.abs(fine_grain(grass)).std() > 3.0

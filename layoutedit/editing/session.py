@@ -65,6 +65,7 @@ from layoutedit.editing.sampling import (
 )
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.editing.start import PasteStart, StartBuilder
+from layoutedit.editing.texture_fill import fine_grain
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
@@ -439,6 +440,10 @@ class EditSession:
         the passes up to `model_agreement`'s and is not returned."""
         cfg = self.config
         footprints = None if start is None else start.footprints
+        grains = None
+        if cfg.model_grain and cfg.denoise and start is not None and start.grain is not None:
+            # The model's grain as it decoded, before any pass smooths or replaces it.
+            grains = [fine_grain(i) for i in images[: len(images) - int(reference_last)]]
         if cfg.object_detail > 0 and start is not None:
             # Latent cells -> source pixels (the source is padded square, then resized).
             sigma = cfg.detail_sigma * max(self.scene.size) / self.model.latent_size
@@ -492,6 +497,20 @@ class EditSession:
                 # learned it there); the fill continues the surrounding background.
                 filled = (left & ~occupied).astype(np.float32)
                 images = [composite(i, start.image, filled) for i in images]
+        if grains is not None and start is not None and start.grain is not None:
+            # Where an object left a grainy floor the fill is its smooth tone: the model's
+            # grain over it (its own tones are the fill's guess again, less well).
+            # Only where an object stood: its rim is half background, which the bench and
+            # the eye both read as the source's.
+            objects = self.scene.labels != self.scene.background_index
+            where = start.grain & objects & ~start.footprints.any(axis=0)
+            if start.hidden is not None:  # an object's uncovered part is no floor
+                where &= ~start.hidden
+            where = where[..., None]
+            images = [
+                np.clip(np.rint(i + where * g), 0, 255).astype(np.uint8)
+                for i, g in zip(images, grains, strict=True)
+            ]
         if cfg.correct and cfg.denoise and start is not None:
             images = self._correct(images, start)
         return images

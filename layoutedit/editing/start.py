@@ -45,7 +45,7 @@ from layoutedit.editing.shadow_fit import (
     lift_object_shadows,
 )
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
-from layoutedit.editing.texture_fill import repeat_fill
+from layoutedit.editing.texture_fill import grainy, repeat_fill
 from layoutedit.out_of_memory import phase
 from layoutedit.scenes.grids import square_pad
 from layoutedit.scenes.layout_ops import (
@@ -116,6 +116,10 @@ class PasteStart:
     """(K,) each object's light gain at its new place (`relight`), None: not re-lit."""
     shadows: np.ndarray | None = None
     """(H, W) bool where `move_shadows` lifted a shadow or cast one, None: not moved."""
+    grain: np.ndarray | None = None
+    """(H, W) bool the holes (where objects were, rims included) when they lie on a grainy
+    background that no repeat continues (`texture_fill.grainy`): their smooth fill lacks
+    the grain. None: no such holes, or `hole_fill` is not `repeat`."""
 
 
 class StartBuilder:
@@ -225,13 +229,16 @@ class StartBuilder:
                 pairs = self.in_front() & (went[:, None] | went[None, :])
                 image = lift_object_shadows(image, cast, masks, pairs)
             shadows = _changed(image, self.scene.image)
-        filled = None
+        filled = grain = None
         if cfg.hole_fill == "repeat":
             objects = np.asarray(masks.any(axis=0), dtype=bool)
             known = ~grow(objects, rim + 1)
             if darkening is not None:  # a shadow that stays is no pattern to copy
                 known &= darkening.sum(axis=0) < SHADOW_FLOOR
-            filled = repeat_fill(image, grow(objects, rim), known)
+            holes = grow(objects, rim)
+            filled = repeat_fill(image, holes, known)
+            if cfg.model_grain and grainy(image, known):
+                grain = holes
         pasted, footprints = paste_edit(image, masks, placements, None, order, filled)
         gains = None
         if cfg.relight and moved:
@@ -291,6 +298,7 @@ class StartBuilder:
             hidden=hidden,
             gains=gains,
             shadows=shadows,
+            grain=grain,
         )
         return start, latent, paste_start
 

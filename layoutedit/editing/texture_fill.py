@@ -39,6 +39,14 @@ TONE_SIGMA_SHARE = 3.0 / 64
 LATTICE_REACH = 4
 """Lattice steps tried each way when looking for a known pixel to copy."""
 
+GRAIN_LEVEL = 2.0
+"""`grainy`: RMS (0-255 luma levels) of the known background less its 3 x 3 mean above which
+it has a fine grain (sand, grass, a photo's noise: 4 to 6 levels on world v2's; 0 on a plain
+or smoothly lit one)."""
+
+GRAIN_SIGMA = 1.0
+"""`fine_grain`: Gaussian sigma (px) whose blur an image's grain is taken against."""
+
 
 @dataclass(frozen=True)
 class Lattice:
@@ -186,3 +194,47 @@ def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.n
         out[py, px] = ratio[qy[ok], qx[ok]] * tone[py, px]
         todo &= ~ok
     return np.clip(out, 0.0, 255.0)
+
+
+def grain_level(image: np.ndarray, known: np.ndarray) -> float:
+    """RMS (0-255 levels) of the luma less its 3 x 3 mean over the `known` pixels ((H, W)
+    bool) whose 3 x 3 neighbourhood is all known: a background's fine grain. 0 when too few
+    such pixels."""
+    luma = image.astype(np.float64).mean(axis=-1)
+    h, w = known.shape
+    inner = known.copy()
+    mean = np.zeros_like(luma)
+    padded = np.pad(luma, 1, mode="edge")
+    padded_known = np.pad(known, 1, mode="constant")
+    for dy in range(3):
+        for dx in range(3):
+            mean += padded[dy : dy + h, dx : dx + w]
+            inner &= padded_known[dy : dy + h, dx : dx + w]
+    if inner.sum() < 16:
+        return 0.0
+    residual = luma - mean / 9.0
+    return float(np.sqrt((residual[inner] ** 2).mean()))
+
+
+def grainy(image: np.ndarray, known: np.ndarray) -> bool:
+    """Whether a hole in this background needs a grain that no fill here gives: the known
+    background ((H, W) bool) has no repeat (`lattice`, under its fitted light) and a grain
+    above `GRAIN_LEVEL` (`grain_level`): a smooth fill leaves a blur there.
+
+    Args:
+        image: (H, W, 3) uint8.
+        known: (H, W) bool background pixels (objects and their shadows left out).
+    """
+    if grain_level(image, known) <= GRAIN_LEVEL:
+        return False
+    field = light_field(image, known, clearance=0)
+    if field is None:
+        return True
+    ratio = image.astype(np.float64).mean(axis=-1) / np.maximum(field, 1.0)
+    return lattice(ratio, known) is None
+
+
+def fine_grain(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float64 an image ((H, W, 3) uint8) less its Gaussian blur of `GRAIN_SIGMA`
+    px: its grain, without its tones."""
+    return image.astype(np.float64) - gaussian_blur(image, GRAIN_SIGMA)

@@ -499,16 +499,15 @@ class EditSession:
                 images = [composite(i, start.image, filled) for i in images]
         if grains is not None and start is not None and start.grain is not None:
             # Where an object left a grainy floor the fill is its smooth tone: the model's
-            # grain over it (its own tones are the fill's guess again, less well).
-            # Only where an object stood: its rim is half background, which the bench and
-            # the eye both read as the source's.
+            # grain over it (its own tones there are a worse guess than the fill's). Only
+            # where an object stood (its rim is half the source's background) and not on
+            # an uncovered part, which is no floor.
             objects = self.scene.labels != self.scene.background_index
-            where = start.grain & objects & ~start.footprints.any(axis=0)
-            if start.hidden is not None:  # an object's uncovered part is no floor
-                where &= ~start.hidden
-            where = where[..., None]
+            floor = start.grain & objects & ~start.footprints.any(axis=0)
+            if start.hidden is not None:
+                floor &= ~start.hidden
             images = [
-                np.clip(np.rint(i + where * g), 0, 255).astype(np.uint8)
+                np.clip(np.rint(i + floor[..., None] * g), 0, 255).astype(np.uint8)
                 for i, g in zip(images, grains, strict=True)
             ]
         if cfg.correct and cfg.denoise and start is not None:

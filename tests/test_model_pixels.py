@@ -154,6 +154,12 @@ def test_model_grain_adds_the_models_grain_only_where_an_object_left_a_grainy_fl
         where &= ~start.hidden
     changed = np.any(plain != grained, axis=-1)
     assert changed.any() and not (changed & ~where).any()
+    # Where the model's own pixels show where an object left, they carry its grain already.
+    own = {"model_pixels": "hidden", "vacated": "model"}
+    assert np.array_equal(
+        _edit(model, scene, labels, **own)[0],
+        _edit(model, scene, labels, model_grain=True, **own)[0],
+    )
     # With no denoising step there is no grain to take: the setting changes nothing.
     bare, _ = _edit(model, scene, labels, denoise=False, **common)
     bare_grained, _ = _edit(model, scene, labels, denoise=False, model_grain=True, **common)

@@ -441,7 +441,10 @@ class EditSession:
         cfg = self.config
         footprints = None if start is None else start.footprints
         grains = None
-        if cfg.model_grain and cfg.denoise and start is not None and start.grain is not None:
+        # Only over the start's fill where an object left (else the model's own pixels,
+        # grain included, show there).
+        fill_shows = cfg.vacated == "fill" and cfg.background_composite and cfg.denoise
+        if cfg.model_grain and fill_shows and start is not None and start.grain is not None:
             # The model's grain as it decoded, before any pass smooths or replaces it.
             grains = [fine_grain(i) for i in images[: len(images) - int(reference_last)]]
         if cfg.object_detail > 0 and start is not None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from layoutedit.loading.model_loading import load_model
-from layoutedit.shapes import device_train, train
+from layoutedit.shapes import device_train, train, training_io
 
 DEVICE_FILE_LIMIT = 16 * 2**20
 DEVICE_FILE_COUNT = 8
@@ -53,8 +53,8 @@ def test_unpacking_refuses_a_path_outside_the_model(tmp_path: Path) -> None:
 
 def test_budget_end_fits_the_remaining_time() -> None:
     # 30 steps in 3 s: 10 steps/s; 57 s left of 60, less 5 %: 541 more steps.
-    assert device_train.train.budget_end(100, 130, 3.0, 60.0) == 130 + 541
-    assert device_train.train.budget_end(0, 30, 90.0, 60.0) == 30  # already over: stop now
+    assert training_io.budget_end(100, 130, 3.0, 60.0) == 130 + 541
+    assert training_io.budget_end(0, 30, 90.0, 60.0) == 30  # already over: stop now
 
 
 def test_one_call_trains_gates_and_packs(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_one_call_trains_gates_and_packs(tmp_path: Path) -> None:
     installed = device_train.unpack_model(out, tmp_path / "installed")
     training = json.loads((installed / "TRAINING.json").read_text())
     # The budget was spent after the probe: the run stopped there, not a million steps on.
-    assert training["unet_steps"] == 2 + train.BUDGET_PROBE
+    assert training["unet_steps"] == 2 + training_io.BUDGET_PROBE
     image = load_model(str(installed)).decode_latents(torch.zeros(1, 4, 16, 16))
     assert image.shape == (1, 64, 64, 3)
 

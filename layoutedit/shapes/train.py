@@ -48,8 +48,7 @@ from layoutedit.shapes.captions import caption_variants
 from layoutedit.shapes.dataset import TRAIN_SEED_BASE, load_or_generate_both
 from layoutedit.shapes.tokenizer import write_tokenizer
 from layoutedit.shapes.training_io import (
-    BUDGET_PROBE,
-    budget_end,
+    budget_checked,
     continuable_model,
     ema_update,
     images_to_tensor,
@@ -178,8 +177,8 @@ def train_unet(
         device: `cpu`, or `cuda` (forward passes in bfloat16 autocast; weights, optimiser
             and EMA stay float32; checkpoints are written from CPU copies).
         max_minutes: a wall-clock budget for this call: after `BUDGET_PROBE` steps the
-            measured rate sets where the schedule ends (`budget_end`), so the cosine decay
-            finishes inside the budget instead of being cut off mid-way.
+            measured rate sets where the schedule ends (`training_io.budget_checked`), so
+            the cosine decay finishes inside the budget instead of being cut off mid-way.
     """
     tokenizer = CLIPTokenizer.from_pretrained(run / "tokenizer")
     unet, text = build_unet(size), build_text_encoder(size, tokenizer)
@@ -265,17 +264,7 @@ def train_unet(
                 f"unet step {step} loss {denoise.item():.5f} "
                 f"attention share {share.item():.3f} lr {cur_lr:.2e}",
             )
-        if max_minutes is not None and step + 1 == start + BUDGET_PROBE:
-            spent = time.monotonic() - began
-            ends = budget_end(start, step + 1, spent, max_minutes * 60)
-            if ends < steps:
-                rate = BUDGET_PROBE / max(spent, 1e-9)
-                log_to_run(
-                    run,
-                    f"budget {max_minutes:g} min at {rate:.1f} steps/s: "
-                    f"the schedule ends at step {ends}",
-                )
-                steps = ends
+        steps = budget_checked(run, max_minutes, start, step + 1, began, steps)
         if (step + 1) % 200 == 0 or step == steps - 1:
             state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             state |= {f"text.{k}": v for k, v in text.state_dict().items()}

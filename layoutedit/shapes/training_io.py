@@ -195,11 +195,17 @@ def budget_checked(
 ) -> int:
     """The schedule's end, shortened once `BUDGET_PROBE` steps after `first` (at step
     `done`) to what `max_minutes` holds at the rate measured since `began`
-    (`time.monotonic()`), and logged; `steps` unchanged at any other step or without a
-    budget."""
+    (`time.monotonic()`), and the shorter end logged; `steps` unchanged at any other step,
+    without a budget, or when the budget holds the whole schedule."""
     if max_minutes is None or done != first + BUDGET_PROBE:
         return steps
     spent = time.monotonic() - began
-    steps = min(steps, budget_end(first, done, spent, max_minutes * 60))
-    log_to_run(run, f"budget {max_minutes:g} min: the schedule ends at {steps}")
-    return steps
+    ends = budget_end(first, done, spent, max_minutes * 60)
+    if ends >= steps:
+        return steps
+    rate = BUDGET_PROBE / max(spent, 1e-9)
+    log_to_run(
+        run,
+        f"budget {max_minutes:g} min at {rate:.1f} steps/s: the schedule ends at step {ends}",
+    )
+    return ends

@@ -72,6 +72,22 @@ def test_the_correction_stays_inside_the_zone_at_any_size() -> None:
         assert np.any(out[zone] != image[zone])
 
 
+def test_the_correction_of_a_mirrored_image_is_the_mirrored_correction() -> None:
+    # The change is averaged over the image's mirror images, so no side is preferred; one
+    # reading of a random net is not symmetric (the check that this test can fail).
+    net = _random_corrector(4)
+    image, masks = _images(5)
+    flips = (lambda a: a[:, ::-1], lambda a: a[::-1])
+    for flip in flips:
+        mirrored = np.ascontiguousarray(flip(image))
+        mirrored_masks = np.ascontiguousarray(np.stack([flip(m) for m in masks]))
+        out = correct_image(net, mirrored, mirrored_masks).astype(int)
+        assert np.abs(out - flip(correct_image(net, image, masks)).astype(int)).max() <= 1
+        one = correct_image(net, mirrored, mirrored_masks, mirrors=False).astype(int)
+        other = flip(correct_image(net, image, masks, mirrors=False)).astype(int)
+        assert np.abs(one - other).max() > 1
+
+
 def test_a_saved_corrector_loads_with_the_same_output(tmp_path: Path) -> None:
     net = _random_corrector(3)
     save_corrector(net, tmp_path / "c", {"steps": 7})

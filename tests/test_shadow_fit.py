@@ -13,16 +13,20 @@ from edit_support import fast_config, load_tiny
 
 from layoutedit.backend import get_backend
 from layoutedit.bench.cases_v2 import make_cases_v2
+from layoutedit.bench.metrics_v2 import hidden_moved, revealed_mask
 from layoutedit.editing.paste import paste_edit
 from layoutedit.editing.session import EditSession
 from layoutedit.editing.shadow_fit import (
+    SHADOW_ORDER,
     CastShadow,
     cast_fitted_shadows,
     fit_cast_shadow,
     lift_object_shadows,
+    shadow_cuts,
     shift,
 )
 from layoutedit.scenes.layout_ops import Placement
+from layoutedit.scenes.occlusion_fit import WEAK_ORDER, hull_cuts
 from layoutedit.scenes.scene import layout_from_labels, scene_from_arrays
 from layoutedit.shapes.lighting import Light
 from layoutedit.shapes.world import MASK_BACKGROUND, MASK_PALETTE, moved, sample_scene
@@ -55,6 +59,29 @@ def test_the_fit_finds_the_lights_shift_and_strength_from_two_objects() -> None:
     assert abs(fit.dx - want_dx) <= 0.5 and abs(fit.dy - want_dy) <= 0.5
     assert abs(fit.strength - light.strength) < 0.12
     assert fit.explained > 0.6
+
+
+def test_the_object_a_shadow_falls_on_reads_as_the_one_behind() -> None:
+    # A square beside a disc below and right of it, touching along the square's straight
+    # edge (no outline says which is in front); the light from the upper left.
+    base = sample_scene(3).objects[0]
+    square = moved(replace(base, shape="square", pattern="plain", size=14.0), 26.0, 26.0)
+    disc = moved(replace(base, shape="circle", pattern="plain", size=14.0), 34.0, 36.0)
+    light = Light(angle=225.0, gain=0.0, offset=3.0, softness=1.0, strength=0.5)
+    dx, dy = light.shadow_shift
+    fit = CastShadow(dx, dy, light.softness, light.strength, 1.0)
+    both = np.ones((2, 2), dtype=bool)
+    # Drawn back to front: the square over the disc casts its shadow on it.
+    behind = render_lit([disc, square], "gray", 1, light)
+    cuts = shadow_cuts(behind.image, np.stack(behind.masks), fit, both)
+    assert cuts[0, 1] >= SHADOW_ORDER and cuts[1, 0] == -cuts[0, 1]
+    # The disc over the square: the square's shadow lies under the disc, and the disc's
+    # falls on the floor: no order read.
+    front = render_lit([square, disc], "gray", 1, light)
+    cuts = shadow_cuts(front.image, np.stack(front.masks), fit, both)
+    assert abs(cuts[0, 1]) < SHADOW_ORDER
+    # Pairs not asked about are left at 0.
+    assert not shadow_cuts(behind.image, np.stack(behind.masks), fit, ~both).any()
 
 
 def test_a_scene_without_shadows_gets_no_fit() -> None:
@@ -196,3 +223,32 @@ def test_a_still_objects_shadow_falls_on_the_hole_a_moved_object_left(model: Any
     error_on = np.abs(start(True)[shaded] - truth.image[shaded]).mean()
     error_off = np.abs(start(False)[shaded] - truth.image[shaded]).mean()
     assert error_on < error_off * 0.5
+
+
+def test_a_part_cut_off_along_a_straight_edge_comes_back_when_the_shadow_orders_the_pair(
+    model: Any,
+) -> None:
+    # World v2 case 6000002 (seed 1000): a square's straight edge hid a triangle's apex, and
+    # a few anti-aliased pixels in the square's hull read the triangle as in front. The
+    # square's shadow on the triangle says otherwise, so the square's move uncovers the apex.
+    case = make_cases_v2(8, seed=1000)[4]
+    scene, layout = _scene_and_layout(case)
+    masks = scene.object_masks()
+    assert abs(hull_cuts(masks)[0, 1]) < WEAK_ORDER
+    cfg = _no_model(
+        redraw_strength=0.6,
+        complete_hidden=True,
+        hidden_from_region=True,
+        hidden_margin=0.5,
+        region_margin="measured",
+    )
+    session = EditSession(model, scene, cfg, get_backend("cpu"))
+    over = session.starts.in_front()
+    assert over[0, 1] and not over[1, 0]  # the square (1) over the triangle (0)
+    assert not session.starts.unsure().any()
+    start = session.start_image(layout)
+    assert case.source.amodal is not None
+    hidden = hidden_moved(case.source.amodal, case.source.masks, case.placements)
+    revealed = revealed_mask(hidden, case.truth.masks)
+    assert start.hidden is not None and revealed.sum() > 20
+    assert (start.hidden & revealed).sum() >= 0.6 * revealed.sum()

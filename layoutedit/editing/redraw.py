@@ -23,7 +23,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from layoutedit.editing.paste import grow
 from layoutedit.scenes.layout_ops import Placement, warp_mask
 from layoutedit.scenes.morphology import disk, erode
-from layoutedit.scenes.occlusion_fit import in_front
+from layoutedit.scenes.occlusion_fit import in_front, touching, weakly_ordered
 
 EDGE_SHARE = 0.75
 """The share of an object's free edge that its region, eroded by the painted margin, still
@@ -76,6 +76,7 @@ def hidden_zones(
     footprints: np.ndarray,
     region_size: bool = False,
     over: np.ndarray | None = None,
+    unsure: np.ndarray | None = None,
 ) -> np.ndarray:
     """(K, H, W) bool where each object's part that the source hid may show after the edit
     (their union: where a hidden part may show).
@@ -88,9 +89,11 @@ def hidden_zones(
     while the region the user paints for it holds all of it).
 
     With `region_size`, two touching objects with no hull overlap either way (a part cut off
-    along a straight edge, which no hull reads) may each hide the other: which part shows
-    is then the region's to say (`hidden_parts`). `over` is `occlusion_fit.in_front` of
-    `source_masks` when the caller has it.
+    along a straight edge, which no hull reads) may each hide the other, and so may a pair
+    whose order is `unsure` ((K, K) bool; default `occlusion_fit.weakly_ordered`: hull cuts
+    a few anti-aliased pixels apart): which part shows is then the region's to say
+    (`hidden_parts`). `over` is `occlusion_fit.in_front` of `source_masks` when the caller
+    has it, or an order the caller read otherwise (`shadow_fit.shadow_cuts`).
     """
     k = source_masks.shape[0]
     occupied = footprints.any(axis=0)
@@ -98,7 +101,7 @@ def hidden_zones(
     # Only an object in front can hide another.
     over = in_front(source_masks) if over is None else over
     if region_size:
-        over = over | _touching_unordered(source_masks, over)  # never the caller's array
+        over = over | _touching_unordered(source_masks, over, unsure)  # never the caller's
     for i in range(k):
         if not over[i].any():
             continue
@@ -117,17 +120,15 @@ def hidden_zones(
     return out
 
 
-def _touching_unordered(source_masks: np.ndarray, over: np.ndarray) -> np.ndarray:
-    """(K, K) bool: [i, j] where j touches i and neither hull cuts into the other (`over`
-    has neither way): either may hide the other (`hidden_zones`)."""
-    k = source_masks.shape[0]
-    out = np.zeros((k, k), dtype=bool)
-    for i in range(k):
-        touching = grow(source_masks[i], 1)
-        for j in range(k):
-            if j != i and not over[i, j] and not over[j, i]:
-                out[i, j] = bool((touching & source_masks[j]).any())
-    return out
+def _touching_unordered(
+    source_masks: np.ndarray, over: np.ndarray, unsure: np.ndarray | None = None
+) -> np.ndarray:
+    """(K, K) bool: [i, j] where j touches i and `over` has neither way, or the pair is
+    `unsure` (default `occlusion_fit.weakly_ordered`): either may hide the other
+    (`hidden_zones`)."""
+    unsure = weakly_ordered(source_masks) if unsure is None else unsure
+    unordered = ~over & ~over.T
+    return np.asarray(touching(source_masks) & (unsure | unordered), dtype=bool)
 
 
 def painted_margin(region: np.ndarray, footprint: np.ndarray, free: np.ndarray, cap: int) -> int:

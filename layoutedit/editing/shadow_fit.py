@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layoutedit.editing.compositing import gaussian_blur
-from layoutedit.editing.paste import grow
+from layoutedit.editing.paste import grow, rim_width
 from layoutedit.editing.shadows import MAX_DARKENING, observed_darkening
 
 SOFTNESS_PX = (0.6, 0.9, 1.2, 1.6)
@@ -140,6 +140,61 @@ def fit_cast_shadow(
     if strength < MIN_STRENGTH or (explained < MIN_EXPLAINED and not clear):
         return None
     return CastShadow(dx, dy, sigma, strength, explained)
+
+
+SHADOW_ORDER = 0.1
+"""`shadow_cuts`: how much more one object must read as darkened by the other's shadow than
+the other by its shadow for the pair to be ordered by it (a share of the object's
+brightness per unit of fitted darkening)."""
+
+
+def shaded_by(image: np.ndarray, masks: np.ndarray, fit: CastShadow, i: int, j: int) -> float:
+    """How much darker object i's pixels are where object j's fitted shadow would fall on
+    them: minus the slope over the intercept of i's luma against that darkening, 0..~1 (0:
+    no sign of j's shadow; about `fit.strength` when j's shadow lies on i). 0 when too few
+    of i's inner pixels (away from both rims) are reached.
+
+    Args:
+        image: (H, W, 3) uint8 source.
+        masks: (K, H, W) bool each object's visible pixels.
+    """
+    rim = rim_width(masks.shape[1:])
+    darkening = fit.darkening(masks[j])
+    inner = masks[i] & ~grow(masks[j], rim + 1) & ~grow(~masks[i], rim)
+    if inner.sum() < 8:
+        return 0.0
+    d = darkening[inner]
+    if d.max() < 0.05:
+        return 0.0
+    luma = image[inner].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    design = np.stack([np.ones_like(d), d], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, luma, rcond=None)
+    return float(-slope / max(float(intercept), 1.0))
+
+
+def shadow_cuts(
+    image: np.ndarray, masks: np.ndarray, fit: CastShadow, pairs: np.ndarray
+) -> np.ndarray:
+    """(K, K) float antisymmetric: [i, j] how much more i reads as darkened by j's shadow
+    than j by i's (`shaded_by`), for the `pairs` ((K, K) bool) only, 0 elsewhere. An object
+    casts its shadow on what lies behind it, so a positive cut says j is over i.
+
+    The order of two touching objects is read from their outlines first
+    (`occlusion_fit.hull_cuts`), but a part cut off along a straight edge leaves no trace
+    there. On 400 world v2 source scenes (`world_v2.sample_scene_v2` seeds 0-399, their
+    visible masks; the 79 pairs whose hull cuts differ by fewer than
+    `occlusion_fit.WEAK_ORDER` px though one hides 3 px or more of the other), the outlines
+    read 23 right, 24 backwards, 32 no order; the shadows, at `SHADOW_ORDER`, 40 right, 12
+    backwards, 27 no order (no light fitted, or no shadow reaching the other object). Of
+    the 348 pairs the outlines read more clearly, they got 341 right, the shadows 272."""
+    k = masks.shape[0]
+    out = np.zeros((k, k), dtype=np.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            if pairs[i, j] or pairs[j, i]:
+                cut = shaded_by(image, masks, fit, i, j) - shaded_by(image, masks, fit, j, i)
+                out[i, j], out[j, i] = cut, -cut
+    return out
 
 
 def fitted_darkening(

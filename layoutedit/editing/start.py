@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,11 +38,13 @@ from layoutedit.editing.refine import (
 )
 from layoutedit.editing.relight import apply_gains, light_gains
 from layoutedit.editing.shadow_fit import (
+    SHADOW_ORDER,
     CastShadow,
     cast_fitted_shadows,
     fit_cast_shadow,
     fitted_darkening,
     lift_object_shadows,
+    shadow_cuts,
 )
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
 from layoutedit.editing.texture_fill import grainy, repeat_fill
@@ -56,7 +58,13 @@ from layoutedit.scenes.layout_ops import (
     warp_mask,
 )
 from layoutedit.scenes.morphology import disk, erode
-from layoutedit.scenes.occlusion_fit import amodal_estimate, in_front, occlusion_placements
+from layoutedit.scenes.occlusion_fit import (
+    WEAK_ORDER,
+    amodal_estimate,
+    hull_cuts,
+    occlusion_placements,
+    touching,
+)
 
 if TYPE_CHECKING:
     from layoutedit.loading.model_loading import LoadedModel
@@ -146,6 +154,8 @@ class StartBuilder:
         self._shadows: tuple[CastShadow | None, np.ndarray] | None = None
         self._wholes: np.ndarray | None = None
         self._over: np.ndarray | None = None
+        self._cast: CastShadow | Literal[False] | None = False  # False: not fitted yet
+        self._unsure: np.ndarray | None = None
         self._refiner_text: torch.Tensor | None = None
 
     def cells(self, pixels: np.ndarray) -> np.ndarray:
@@ -160,7 +170,7 @@ class StartBuilder:
         if self._shadows is None:
             masks, image = self.scene.object_masks(), self.scene.image
             repeat = self.config.hole_fill == "repeat"
-            cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
+            cast = self.cast_fit(reach, rim)
             if cast is not None:
                 shapes = self.whole_shapes() if self.config.shadow_from_whole else masks
                 darkening = fitted_darkening(cast, shapes, reach, rim)
@@ -169,20 +179,51 @@ class StartBuilder:
             self._shadows = (cast, darkening)
         return self._shadows
 
+    def cast_fit(self, reach: int, rim: int) -> CastShadow | None:
+        """The source's cast shadow (`shadow_fit.fit_cast_shadow`; None: no one light
+        explains it), found once per session."""
+        if self._cast is False:
+            repeat = self.config.hole_fill == "repeat"
+            masks, image = self.scene.object_masks(), self.scene.image
+            self._cast = fit_cast_shadow(image, masks, reach, rim, repeat=repeat)
+        return self._cast
+
     def whole_shapes(self) -> np.ndarray:
         """(K, H, W) bool each object's estimated whole source shape
-        (`occlusion_fit.amodal_estimate`), found once per session."""
+        (`occlusion_fit.amodal_estimate` under the objects `in_front` reads over it),
+        found once per session."""
         if self._wholes is None:
-            labels, k = self.scene.labels, len(self.scene.objects)
-            self._wholes = np.stack([amodal_estimate(labels, i, k) for i in range(k)])
+            labels, k, over = self.scene.labels, len(self.scene.objects), self.in_front()
+            self._wholes = np.stack([amodal_estimate(labels, i, k, over) for i in range(k)])
         return self._wholes
 
     def in_front(self) -> np.ndarray:
-        """(K, K) bool: [i, j] when object j lies over object i in the source
-        (`occlusion_fit.in_front`), found once per session."""
+        """(K, K) bool: [i, j] when object j lies over object i in the source, found once
+        per session: from the objects' outlines (`occlusion_fit.hull_cuts`), and for two
+        touching objects whose outlines say next to nothing (`occlusion_fit.WEAK_ORDER`),
+        from which one the other's fitted shadow darkens (`shadow_fit.shadow_cuts`)."""
         if self._over is None:
-            self._over = in_front(self.scene.object_masks())
+            masks = self.scene.object_masks()
+            cuts = hull_cuts(masks)
+            over = cuts > 0
+            unsure = touching(masks) & (np.abs(cuts) < WEAK_ORDER)
+            if unsure.any():
+                cell = max(self.scene.size) / self.model.latent_size
+                cast = self.cast_fit(round(SHADOW_REACH * cell), rim_width(masks.shape[1:]))
+                if cast is not None:
+                    shade = shadow_cuts(self.scene.image, masks, cast, unsure)
+                    read = unsure & (np.abs(shade) >= SHADOW_ORDER)
+                    over = np.where(read, shade > 0, over)
+                    unsure &= ~read
+            self._over, self._unsure = over, unsure
         return self._over
+
+    def unsure(self) -> np.ndarray:
+        """(K, K) bool symmetric: touching pairs whose order neither the outlines nor the
+        shadows read (`in_front`); the search for uncovered parts looks under either."""
+        self.in_front()
+        assert self._unsure is not None
+        return self._unsure
 
     def build(
         self, layout: Layout, counter: UNetCounter | None = None
@@ -263,6 +304,7 @@ class StartBuilder:
                 footprints,
                 region_size=cfg.hidden_from_region,
                 over=self.in_front(),
+                unsure=self.unsure(),
             )  # (K, H, W)
             hidden = np.asarray(zones.any(axis=0), dtype=bool)
             redraw = redraw_mask(self.scene.labels, layout.labels, masks, footprints, band, hidden)

@@ -77,7 +77,7 @@ def test_the_correction_of_a_mirrored_image_is_the_mirrored_correction() -> None
     # reading of a random net is not symmetric (the check that this test can fail).
     net = _random_corrector(4)
     image, masks = _images(5)
-    flips = (lambda a: a[:, ::-1], lambda a: a[::-1])
+    flips = (lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a.swapaxes(0, 1))
     for flip in flips:
         mirrored = np.ascontiguousarray(flip(image))
         mirrored_masks = np.ascontiguousarray(np.stack([flip(m) for m in masks]))

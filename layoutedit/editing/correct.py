@@ -39,15 +39,31 @@ def guide_masks(zone: np.ndarray, start: PasteStart) -> np.ndarray:
     return np.stack([zone, start.footprints.any(axis=0), hidden, shadows]).astype(bool)
 
 
-MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-"""The image as it is, mirrored left-right, up-down and both (tensor dims to flip): the
-corrector's change is the mean of its changes to each, mirrored back. World v2 has no
-preferred side (each scene draws its light's direction), so each mirror is an equally
-good reading; where they disagree, the change is a guess and shrinks. On `full`'s edits
-before the corrector (saved once; 8 scenes x 2 each), against one reading: dev seeds 2000 /
-2001 image +0.12 [+0.03, +0.22] / +0.19 [+0.05, +0.34] dB, uncovered parts +0.33 [+0.19,
-+0.48] / +0.16 [-0.04, +0.37] dB; seeds 0 / 1000 image +0.03 / +0.08 dB, uncovered parts
-+0.08 / +0.09 dB, shadows +0.04 / +0.19 dB (docs/tuning.md, world v2 round 10)."""
+MIRRORS: tuple[tuple[bool, tuple[int, ...]], ...] = tuple(
+    (transpose, dims) for transpose in (False, True) for dims in ((), (-1,), (-2,), (-2, -1))
+)
+"""The eight mirror images of a square (transposed or not, then flipped left-right, up-down
+or both; `(transpose, tensor dims to flip)`): the corrector's change is the mean of its
+changes to each, mirrored back. World v2 has no preferred side (each scene draws its
+light's direction), so each is an equally good reading; where they disagree, the change
+is a guess and shrinks. On `full`'s edits before the corrector (saved once; 8 scenes x 2
+each), four flips against one reading: dev seeds 2000 / 2001 image +0.12 [+0.03, +0.22] /
++0.19 [+0.05, +0.34] dB, uncovered parts +0.33 [+0.19, +0.48] / +0.16 [-0.04, +0.37] dB;
+seeds 0 / 1000 image +0.03 / +0.08 dB; the transposes on top, image +0.035 [+0.005,
++0.064] / +0.011 / +0.032 [+0.001, +0.064] / +0.040 [+0.002, +0.082] dB at seeds 2000 /
+2001 / 0 / 1000 (docs/tuning.md, world v2 round 10)."""
+
+
+def _mirrored(t: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> torch.Tensor:
+    """(N, C, H, W) `t` transposed (H and W swapped) if asked, then flipped along `dims`."""
+    t = t.transpose(-1, -2) if transpose else t
+    return t.flip(dims) if dims else t
+
+
+def _unmirrored(t: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> torch.Tensor:
+    """The inverse of `_mirrored`: flipped back, then transposed back."""
+    t = t.flip(dims) if dims else t
+    return t.transpose(-1, -2) if transpose else t
 
 
 @torch.no_grad()
@@ -57,7 +73,7 @@ def correct_image(
     """(H, W, 3) uint8 `image` (uint8, same shape) with the corrector's change added inside
     the zone, the first of `masks` ((4, H, W) bool `guide_masks`). The image is padded to a
     multiple of the net's coarsest scale by edge copies. With `mirrors` the change is the
-    mean over `MIRRORS` (four runs of the net; without, one)."""
+    mean over `MIRRORS` (eight runs of the net; without, one)."""
     h, w = masks.shape[1:]
     unit = 2 ** (len(net.widths) - 1)
     ph, pw = -h % unit, -w % unit
@@ -69,8 +85,8 @@ def correct_image(
     param = next(net.parameters())
     x_in, m_in = x.to(param), m.to(param)
     changes = [
-        net(x_in.flip(d), m_in.flip(d)).flip(d) if d else net(x_in, m_in)
-        for d in (MIRRORS if mirrors else MIRRORS[:1])
+        _unmirrored(net(_mirrored(x_in, t, d), _mirrored(m_in, t, d)), t, d)
+        for t, d in (MIRRORS if mirrors else MIRRORS[:1])
     ]
     change = torch.stack(changes).mean(dim=0).float().cpu()[0, :, :h, :w]
     out = (x[0, :, :h, :w] + change + 1.0) * 127.5

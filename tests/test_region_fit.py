@@ -11,8 +11,12 @@ from layoutedit.scenes.layout_ops import Placement, estimate_placements
 from layoutedit.scenes.masks import iou
 from layoutedit.scenes.morphology import dilate, disk
 from layoutedit.scenes.region_fit import (
+    CUT_ELLIPSE_IOU,
+    Hull,
     box_ellipse,
+    drawn_ellipse,
     ellipse_hull,
+    ellipse_mask,
     place_in_region,
     signed_distance,
 )
@@ -50,6 +54,46 @@ def test_an_ellipse_drawn_around_a_moved_lopsided_object_gives_its_placement(sha
     assert scale == pytest.approx(1.2, rel=0.06)
     # The region's centroid is the hull's centre, off the centroid of a lopsided shape.
     assert abs(cx - tx) < 1.0 and abs(cy - ty) < 1.0
+
+
+@pytest.mark.parametrize("shape", ["heart", "triangle", "star"])
+def test_an_ellipse_drawn_past_the_frame_gives_its_placement(shape: str) -> None:
+    # The object moved to the right edge; the ellipse drawn around it runs past the frame,
+    # so its bounding box is the cut one's and the box's ellipse is not the drawn one.
+    source = _shape(shape, 16.0, 30.0, 20.0)
+    target = _shape(shape, 54.0, 34.0, 20.0)
+    hull = ellipse_hull(target)
+    drawn = Hull(hull.cx, hull.cy, hull.a + 2.0, hull.b + 2.0)  # the ELLIPSE_MARGIN
+    region = ellipse_mask(drawn, (64, 64))
+    assert region[:, -1].any() and drawn.cx + drawn.a > 64.5  # cut by the frame
+    xs = np.nonzero(region.any(axis=0))[0]
+    assert abs((xs.min() + xs.max() + 1) / 2 - drawn.cx) > 1.0  # the box's centre is off
+    found = drawn_ellipse(region)
+    assert abs(found.cx - drawn.cx) < 0.5 and abs(found.cy - drawn.cy) < 0.5
+    assert abs(found.a - drawn.a) < 0.7 and abs(found.b - drawn.b) < 0.7
+    cx, cy, scale = place_in_region(source, region)
+    tx, ty = _centroid(target)
+    assert scale == pytest.approx(1.0, rel=0.06)
+    assert abs(cx - tx) < 1.0 and abs(cy - ty) < 1.0
+
+
+def test_a_brush_stroke_past_the_frame_is_not_taken_for_an_ellipse() -> None:
+    # A round stroke around a heart at the top edge: an ellipse through its edge matches
+    # it better than 0.95 (the in-frame bar), so a cut region needs `CUT_ELLIPSE_IOU`.
+    source = _shape("heart", 22.0, 40.0, 20.0)
+    target = _shape("heart", 42.0, 9.0, 20.0)
+    region = dilate(target, disk(3.0))
+    assert region[0].any()
+    assert 0.95 <= iou(ellipse_mask(drawn_ellipse(region), region.shape), region) < CUT_ELLIPSE_IOU
+    cx, cy, scale = place_in_region(source, region)
+    tx, ty = _centroid(target)
+    assert scale == pytest.approx(1.0, rel=0.06)
+    assert abs(cx - tx) < 1.0 and abs(cy - ty) < 1.0
+
+
+def test_an_ellipse_inside_the_frame_is_the_one_in_its_bounding_box() -> None:
+    region = ellipse_mask(Hull(30.0, 28.0, 9.0, 6.0), (64, 64))
+    assert drawn_ellipse(region) == Hull(30.0, 28.0, 9.0, 6.0)
 
 
 @pytest.mark.parametrize("shape", ["heart", "triangle", "star"])

@@ -27,7 +27,12 @@ import numpy as np
 from layoutedit.scenes.layout_ops import Placement, exact_placement, unplaced
 from layoutedit.scenes.masks import centroid, convex_hull_mask, iou
 from layoutedit.scenes.morphology import dilate, disk
-from layoutedit.scenes.region_fit import ellipse_hull, place_in_region
+from layoutedit.scenes.region_fit import (
+    ellipse_hull,
+    ellipse_mask,
+    ellipse_through,
+    place_in_region,
+)
 
 OUTSIDE_SHARE = 0.02
 """`stays_put`: share of the object's visible pixels that may fall outside every region
@@ -177,17 +182,10 @@ def completed_region(layout_labels: np.ndarray, k: int, n_objects: int) -> np.nd
     edge = _free_edge(region, layout_labels >= n_objects)
     if edge.sum() < MIN_FREE_EDGE:
         return hull
-    ys, xs = np.nonzero(edge)
-    cx, cy = centroid(region)
-    x, y = xs + 0.5 - cx, ys + 0.5 - cy
-    # a x^2 + c y^2 + d x + e y = 1: the region's centroid is inside, so f = -1 is safe.
-    design = np.stack([x * x, y * y, x, y], axis=1)
-    (a, c, d, e), *_ = np.linalg.lstsq(design, np.ones_like(x), rcond=None)
-    if a <= 0 or c <= 0:
+    fitted = ellipse_through(edge, centroid(region))  # the region's centroid is inside
+    if fitted is None:
         return hull
-    yy, xx = _grid(region.shape)
-    gx, gy = xx - cx, yy - cy
-    ellipse = a * gx * gx + c * gy * gy + d * gx + e * gy <= 1.0
+    ellipse = ellipse_mask(fitted, region.shape)
     if iou(ellipse & ~others, region) < ELLIPSE_FIT_IOU:
         return hull
     return region | (ellipse & others)

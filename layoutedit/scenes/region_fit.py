@@ -129,21 +129,31 @@ def drawn_ellipse(region: np.ndarray) -> Hull:
     edge[:-1] |= outside[1:]
     edge[:, 1:] |= outside[:, :-1]
     edge[:, :-1] |= outside[:, 1:]
-    ys, xs = np.nonzero(region & edge & inner)
-    if ys.size < MIN_EDGE:
+    edge &= region & inner
+    if edge.sum() < MIN_EDGE:
         return box
-    cx, cy = centroid(region)
-    x, y = xs + 0.5 - cx, ys + 0.5 - cy
+    fitted = ellipse_through(edge, centroid(region))
+    if fitted is None:
+        return box
+    return Hull(fitted.cx, fitted.cy, fitted.a + 0.5, fitted.b + 0.5)
+
+
+def ellipse_through(edge: np.ndarray, centre: tuple[float, float]) -> Hull | None:
+    """The axis-aligned ellipse through the pixel centres of `edge` ((H, W) bool), least
+    squares: a x^2 + c y^2 + d x + e y = 1 about `centre` ((x, y) px, a point inside it,
+    so the constant may be fixed); None when the fit is no ellipse."""
+    ys, xs = np.nonzero(edge)
+    x, y = xs + 0.5 - centre[0], ys + 0.5 - centre[1]
     design = np.stack([x * x, y * y, x, y], axis=1)
     (a, c, d, e), *_ = np.linalg.lstsq(design, np.ones_like(x), rcond=None)
     if a <= 0 or c <= 0:
-        return box
+        return None
     level = 1.0 + d * d / (4 * a) + e * e / (4 * c)
     return Hull(
-        float(cx - d / (2 * a)),
-        float(cy - e / (2 * c)),
-        float(math.sqrt(level / a) + 0.5),
-        float(math.sqrt(level / c) + 0.5),
+        float(centre[0] - d / (2 * a)),
+        float(centre[1] - e / (2 * c)),
+        float(math.sqrt(level / a)),
+        float(math.sqrt(level / c)),
     )
 
 

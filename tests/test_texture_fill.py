@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from layoutedit.editing.paste import fill_holes
-from layoutedit.editing.texture_fill import fine_grain, grain_level, grainy, lattice, repeat_fill
+from layoutedit.editing.texture_fill import (
+    GRAIN_OUTLIER,
+    fine_grain,
+    floor_grain,
+    grain_level,
+    grainy,
+    lattice,
+    repeat_fill,
+)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
@@ -116,3 +124,20 @@ def test_grain_is_told_from_a_plain_or_a_repeating_background() -> None:
     # The grain holds the noise, not the light ramp under it.
     assert np.abs(fine_grain(plain)).max() < 2.0
     assert np.abs(fine_grain(grass)).std() > 3.0
+
+
+def test_the_models_grain_keeps_the_floors_grain_and_drops_a_painted_edge() -> None:
+    # A sand-like floor's grain and, across it, the bright rim of a ghost the model painted.
+    rng = np.random.default_rng(3)
+    floor = np.clip(180 + rng.normal(0, 5, (32, 32, 1)), 0, 255).repeat(3, axis=-1)
+    painted = floor.copy()
+    painted[:, 15] += 60  # a one-pixel line
+    level = grain_level(floor.astype(np.uint8), np.ones((32, 32), dtype=bool))
+    grain = fine_grain(painted.astype(np.uint8))
+    kept = floor_grain(grain, level)
+    line = np.abs(grain[:, 15].mean(axis=-1)) > GRAIN_OUTLIER * level
+    assert line.mean() > 0.9  # the premise: the line stands out of the grain
+    assert np.abs(kept[:, 15].mean(axis=-1)).max() <= GRAIN_OUTLIER * level
+    away = np.ones((32, 32), dtype=bool)
+    away[:, 13:18] = False  # the line's blur reaches two pixels
+    assert (kept[away] != grain[away]).mean() < 0.01  # the floor's own grain stays

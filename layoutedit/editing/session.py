@@ -65,7 +65,7 @@ from layoutedit.editing.sampling import (
 )
 from layoutedit.editing.seed_batch import sample_batch
 from layoutedit.editing.start import PasteStart, StartBuilder
-from layoutedit.editing.texture_fill import fine_grain
+from layoutedit.editing.texture_fill import fine_grain, floor_grain
 from layoutedit.errors import UserError
 from layoutedit.loading.unet_grids import cross_attention_sides
 from layoutedit.out_of_memory import phase
@@ -446,7 +446,11 @@ class EditSession:
         fill_shows = cfg.vacated == "fill" and cfg.background_composite and cfg.denoise
         if cfg.model_grain and fill_shows and start is not None and start.grain is not None:
             # The model's grain as it decoded, before any pass smooths or replaces it.
-            grains = [fine_grain(i) for i in images[: len(images) - int(reference_last)]]
+            # Only as strong as the floor's own: an edge the model painted is no grain.
+            grains = [
+                floor_grain(fine_grain(i), start.grain_rms)
+                for i in images[: len(images) - int(reference_last)]
+            ]
         if cfg.object_detail > 0 and start is not None:
             # Latent cells -> source pixels (the source is padded square, then resized).
             sigma = cfg.detail_sigma * max(self.scene.size) / self.model.latent_size

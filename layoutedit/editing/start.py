@@ -47,7 +47,7 @@ from layoutedit.editing.shadow_fit import (
     shadow_cuts,
 )
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
-from layoutedit.editing.texture_fill import grainy, repeat_fill
+from layoutedit.editing.texture_fill import grain_level, grainy, repeat_fill
 from layoutedit.out_of_memory import phase
 from layoutedit.scenes.grids import square_pad
 from layoutedit.scenes.layout_ops import (
@@ -128,6 +128,9 @@ class PasteStart:
     """(H, W) bool the holes (where objects were, rims included) when they lie on a grainy
     background that no repeat continues (`texture_fill.grainy`): their smooth fill lacks
     the grain. None: no such holes, or `hole_fill` is not `repeat`."""
+    grain_rms: float = 0.0
+    """With `grain`: the background's own grain (`texture_fill.grain_level`, RMS, 0-255
+    levels)."""
 
 
 class StartBuilder:
@@ -271,6 +274,7 @@ class StartBuilder:
                 image = lift_object_shadows(image, cast, masks, pairs)
             shadows = _changed(image, self.scene.image)
         filled = grain = None
+        grain_rms = 0.0
         if cfg.hole_fill == "repeat":
             objects = np.asarray(masks.any(axis=0), dtype=bool)
             known = ~grow(objects, rim + 1)
@@ -279,7 +283,7 @@ class StartBuilder:
             holes = grow(objects, rim)
             filled = repeat_fill(image, holes, known)
             if cfg.model_grain and grainy(image, known):
-                grain = holes
+                grain, grain_rms = holes, grain_level(image, known)
         pasted, footprints = paste_edit(image, masks, placements, None, order, filled)
         gains = None
         if cfg.relight and moved:
@@ -341,6 +345,7 @@ class StartBuilder:
             gains=gains,
             shadows=shadows,
             grain=grain,
+            grain_rms=grain_rms,
         )
         return start, latent, paste_start
 

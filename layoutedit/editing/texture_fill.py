@@ -48,6 +48,11 @@ repeat (`lattice`) and so keep their repeat fill."""
 GRAIN_SIGMA = 1.0
 """`fine_grain`: Gaussian sigma (px) whose blur an image's grain is taken against."""
 
+GRAIN_OUTLIER = 3.0
+"""`floor_grain`: a pixel of the model's grain beyond this many times the floor's own grain
+(`grain_level`, RMS) is no grain but an edge the model painted (a moved object's ghost, its
+rim), and is dropped; a Gaussian grain passes it at 0.3 % of its pixels."""
+
 
 @dataclass(frozen=True)
 class Lattice:
@@ -233,6 +238,13 @@ def grainy(image: np.ndarray, known: np.ndarray) -> bool:
         return True
     ratio = image.astype(np.float64).mean(axis=-1) / np.maximum(field, 1.0)
     return lattice(ratio, known) is None
+
+
+def floor_grain(grain: np.ndarray, level: float) -> np.ndarray:
+    """(H, W, 3) float64 `grain` (`fine_grain`) less its pixels whose luma grain exceeds
+    `GRAIN_OUTLIER` x `level` (the floor's RMS grain, 0-255 levels): those are set to 0."""
+    strong = np.abs(grain.mean(axis=-1)) > GRAIN_OUTLIER * level
+    return np.where(strong[..., None], 0.0, grain)
 
 
 def fine_grain(image: np.ndarray) -> np.ndarray:

@@ -378,7 +378,8 @@ class EditConfig(_Strict):
         description="With init `paste`, `hole_fill` `repeat`, `vacated` `fill` and `denoise`: "
         "where an object left a grainy background that no repeat continues (sand, grass, "
         "a photo's fine noise), the smooth fill takes the model's grain (its pixels less "
-        "their blur of 1 px) over its own tones: the fill alone leaves a blur there.",
+        "their blur of 1 px, none stronger than three times the floor's own) over its own "
+        "tones: the fill alone leaves a blur there.",
     )
     model_agreement: float | None = Field(
         default=None,

@@ -311,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
         require_pairs(parser, folder, "final", "full")
     if not 0 <= args.more_share <= 1:
         parser.error(f"--more-share {args.more_share}: must lie in 0..1")
+    for flag, weight in (
+        ("--texture-weight", args.texture_weight),
+        ("--hidden-weight", args.hidden_weight),
+    ):
+        if weight < 0:  # a negative weight would reward the error it names
+            parser.error(f"{flag} {weight}: must be 0 or more")
     count = pair_count(args.pairs)
     if count <= args.held_out:
         parser.error(f"{args.pairs}: {count} pairs, more than --held-out needed")

@@ -9,8 +9,8 @@ from layoutedit.editing.texture_fill import (
     GRAIN_OUTLIER,
     fine_grain,
     floor_grain,
+    floor_grain_rms,
     grain_level,
-    grainy,
     lattice,
     repeat_fill,
 )
@@ -118,9 +118,9 @@ def test_grain_is_told_from_a_plain_or_a_repeating_background() -> None:
     grass = grass.round().astype(np.uint8)
     assert grain_level(plain, known) < 0.5
     assert 4.0 < grain_level(grass, known) < 7.0  # 6 levels of noise less its local mean
-    assert grainy(grass, known)
-    assert not grainy(plain, known)  # the smooth fill is right there
-    assert not grainy(_lit(_bricks(48, 48)), known)  # the repeat is right there
+    assert floor_grain_rms(grass, known) == grain_level(grass, known)
+    assert floor_grain_rms(plain, known) == 0  # the smooth fill is right there
+    assert floor_grain_rms(_lit(_bricks(48, 48)), known) == 0  # the repeat is right there
     # The grain holds the noise, not the light ramp under it.
     assert np.abs(fine_grain(plain)).max() < 2.0
     assert np.abs(fine_grain(grass)).std() > 3.0

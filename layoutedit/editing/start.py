@@ -47,7 +47,7 @@ from layoutedit.editing.shadow_fit import (
     shadow_cuts,
 )
 from layoutedit.editing.shadows import cast_shadows, remove_shadows, shadow_darkening
-from layoutedit.editing.texture_fill import grain_level, grainy, repeat_fill
+from layoutedit.editing.texture_fill import floor_grain_rms, repeat_fill
 from layoutedit.out_of_memory import phase
 from layoutedit.scenes.grids import square_pad
 from layoutedit.scenes.layout_ops import (
@@ -59,11 +59,11 @@ from layoutedit.scenes.layout_ops import (
 )
 from layoutedit.scenes.morphology import disk, erode
 from layoutedit.scenes.occlusion_fit import (
-    WEAK_ORDER,
     amodal_estimate,
     hull_cuts,
     occlusion_placements,
     touching,
+    weakly_ordered,
 )
 
 if TYPE_CHECKING:
@@ -126,11 +126,11 @@ class PasteStart:
     """(H, W) bool where `move_shadows` lifted a shadow or cast one, None: not moved."""
     grain: np.ndarray | None = None
     """(H, W) bool the holes (where objects were, rims included) when they lie on a grainy
-    background that no repeat continues (`texture_fill.grainy`): their smooth fill lacks
+    background that no repeat continues (`texture_fill.floor_grain_rms`): their smooth fill lacks
     the grain. None: no such holes, or `hole_fill` is not `repeat`."""
     grain_rms: float = 0.0
-    """With `grain`: the background's own grain (`texture_fill.grain_level`, RMS, 0-255
-    levels)."""
+    """With `grain`: the background's own grain (`texture_fill.floor_grain_rms`, RMS,
+    0-255 levels)."""
 
 
 class StartBuilder:
@@ -209,7 +209,7 @@ class StartBuilder:
             masks = self.scene.object_masks()
             cuts = hull_cuts(masks)
             over = cuts > 0
-            unsure = touching(masks) & (np.abs(cuts) < WEAK_ORDER)
+            unsure = touching(masks) & weakly_ordered(masks, cuts)
             if unsure.any():
                 cell = max(self.scene.size) / self.model.latent_size
                 cast = self.cast_fit(round(SHADOW_REACH * cell), rim_width(masks.shape[1:]))
@@ -274,7 +274,7 @@ class StartBuilder:
                 image = lift_object_shadows(image, cast, masks, pairs)
             shadows = _changed(image, self.scene.image)
         filled = grain = None
-        grain_rms = 0.0
+        grain_rms = 0.0  # the floor's grain where the fill needs one (`floor_grain_rms`)
         if cfg.hole_fill == "repeat":
             objects = np.asarray(masks.any(axis=0), dtype=bool)
             known = ~grow(objects, rim + 1)
@@ -282,8 +282,9 @@ class StartBuilder:
                 known &= darkening.sum(axis=0) < SHADOW_FLOOR
             holes = grow(objects, rim)
             filled = repeat_fill(image, holes, known)
-            if cfg.model_grain and grainy(image, known):
-                grain, grain_rms = holes, grain_level(image, known)
+            grain_rms = floor_grain_rms(image, known) if cfg.model_grain else 0.0
+            if grain_rms > 0:
+                grain = holes
         pasted, footprints = paste_edit(image, masks, placements, None, order, filled)
         gains = None
         if cfg.relight and moved:

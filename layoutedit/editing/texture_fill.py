@@ -40,8 +40,8 @@ LATTICE_REACH = 4
 """Lattice steps tried each way when looking for a known pixel to copy."""
 
 GRAIN_LEVEL = 2.0
-"""`grainy`: RMS (0-255 luma levels) of the known background less its 3 x 3 mean above which
-it has a fine grain. World v2 sources (seeds 1000, 2001, 2002): sand 4.4-5.0, grass
+"""`floor_grain_rms`: RMS (0-255 luma levels) of the known background less its 3 x 3 mean
+above which it has a fine grain. World v2 sources (seeds 1000, 2001, 2002): sand 4.4-5.0, grass
 6.7-7.4; white, sky and lit gray 0.6-1.8; bricks, planks, stripes and tiles 9-22, which
 repeat (`lattice`) and so keep their repeat fill."""
 
@@ -222,22 +222,24 @@ def grain_level(image: np.ndarray, known: np.ndarray) -> float:
     return float(np.sqrt((residual[inner] ** 2).mean()))
 
 
-def grainy(image: np.ndarray, known: np.ndarray) -> bool:
-    """Whether a hole in this background needs a grain that no fill here gives: the known
-    background ((H, W) bool) has no repeat (`lattice`, under its fitted light) and a grain
-    above `GRAIN_LEVEL` (`grain_level`): a smooth fill leaves a blur there.
+def floor_grain_rms(image: np.ndarray, known: np.ndarray) -> float:
+    """The known background's grain (`grain_level`, RMS, 0-255 levels) when a hole in it
+    needs a grain that no fill here gives, else 0: it has no repeat (`lattice`, under its
+    fitted light) and a grain above `GRAIN_LEVEL`, so a smooth fill leaves a blur there.
 
     Args:
         image: (H, W, 3) uint8.
         known: (H, W) bool background pixels (objects and their shadows left out).
     """
-    if grain_level(image, known) <= GRAIN_LEVEL:
-        return False
+    level = grain_level(image, known)
+    if level <= GRAIN_LEVEL:
+        return 0.0
     field = light_field(image, known, clearance=0)
-    if field is None:
-        return True
-    ratio = image.astype(np.float64).mean(axis=-1) / np.maximum(field, 1.0)
-    return lattice(ratio, known) is None
+    if field is not None:
+        ratio = image.astype(np.float64).mean(axis=-1) / np.maximum(field, 1.0)
+        if lattice(ratio, known) is not None:
+            return 0.0
+    return level
 
 
 def floor_grain(grain: np.ndarray, level: float) -> np.ndarray:

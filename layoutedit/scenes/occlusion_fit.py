@@ -104,10 +104,12 @@ def touching(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def weakly_ordered(masks: np.ndarray) -> np.ndarray:
-    """(K, K) bool symmetric: pairs whose `hull_cuts` differ by fewer than `WEAK_ORDER`
-    pixels either way (a few anti-aliased edge pixels; no order read), the diagonal False."""
-    weak = np.abs(hull_cuts(masks)) < WEAK_ORDER
+def weakly_ordered(masks: np.ndarray, cuts: np.ndarray | None = None) -> np.ndarray:
+    """(K, K) bool symmetric: pairs whose `hull_cuts` (`cuts`, when the caller has them)
+    differ by fewer than `WEAK_ORDER` pixels either way (a few anti-aliased edge pixels; no
+    order read), the diagonal False."""
+    cuts = hull_cuts(masks) if cuts is None else cuts
+    weak = np.abs(cuts) < WEAK_ORDER
     np.fill_diagonal(weak, False)
     return weak
 

@@ -323,6 +323,9 @@ def test_the_recipe_refuses_a_missing_start_or_a_foreign_corrector(tmp_path: Pat
         with pytest.raises(SystemExit) as stop:
             corrector_train.main([*args, flag, "-1"])
         assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:  # the held-out pairs would be trained on
+        corrector_train.main([*args, "--more-pairs", str(pairs)])
+    assert stop.value.code == 2
     mine = model_dir / CORRECTOR_FOLDER / CORRECTOR_INFO
     mine.parent.mkdir(parents=True)
     (model_dir / "model_index.json").write_text("{}")

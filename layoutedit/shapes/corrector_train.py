@@ -309,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for folder in (args.pairs, *args.more_pairs):
         require_pairs(parser, folder, "final", "full")
+    for folder in args.more_pairs:
+        if folder.resolve() == args.pairs.resolve():  # its held-out pairs would be trained on
+            parser.error(f"--more-pairs {folder}: the --pairs folder itself")
     if not 0 <= args.more_share <= 1:
         parser.error(f"--more-share {args.more_share}: must lie in 0..1")
     for flag, weight in (

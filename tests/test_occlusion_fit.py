@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from layoutedit.scenes.layout_ops import Placement, estimate_placements
-from layoutedit.scenes.morphology import dilate, disk
+from layoutedit.scenes.morphology import bordering, dilate, disk
 from layoutedit.scenes.occlusion_fit import (
     amodal_estimate,
     completed_region,
@@ -155,3 +155,16 @@ def test_a_brush_region_half_hidden_by_a_front_region_keeps_the_object_size() ->
     assert placed[0].scale == pytest.approx(1.0, abs=0.08)
     exact = [Placement(16, 32, 38, 32, 1.0), Placement(50, 32, 50, 32, 1.0)]
     assert placement_errors(placed, exact)[0] < 2.0
+
+
+def test_bordering_reads_four_neighbours_inside_the_frame_only() -> None:
+    mask = np.zeros((5, 5), dtype=bool)
+    mask[0:2, 0:3] = True
+    other = np.zeros((5, 5), dtype=bool)
+    other[2, 1] = True  # below (1, 1)
+    other[2, 3] = True  # diagonal to (1, 2): not a 4-neighbour
+    want = np.zeros((5, 5), dtype=bool)
+    want[1, 1] = True
+    assert np.array_equal(bordering(mask, other), want)
+    # The frame is no neighbour: a mask along it borders nothing of an empty `other`.
+    assert not bordering(mask, np.zeros_like(mask)).any()

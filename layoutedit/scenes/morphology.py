@@ -38,6 +38,17 @@ def erode(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     return ~dilate(~mask, footprint[::-1, ::-1])
 
 
+def bordering(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(H, W) bool pixels of `mask` with a 4-neighbour in `other` (same shape; nothing
+    borders from outside the frame)."""
+    near = np.zeros_like(mask)
+    near[1:] |= other[:-1]
+    near[:-1] |= other[1:]
+    near[:, 1:] |= other[:, :-1]
+    near[:, :-1] |= other[:, 1:]
+    return np.asarray(mask & near, dtype=bool)
+
+
 def box(radius: int) -> np.ndarray:
     """(2r+1, 2r+1) all-True structuring element: `radius` pixels in every direction,
     diagonals included (a dilation by `box(r)` is r dilations by the 3 x 3 square)."""

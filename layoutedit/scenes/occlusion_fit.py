@@ -26,7 +26,7 @@ import numpy as np
 
 from layoutedit.scenes.layout_ops import Placement, exact_placement, unplaced
 from layoutedit.scenes.masks import centroid, convex_hull_mask, iou
-from layoutedit.scenes.morphology import dilate, disk
+from layoutedit.scenes.morphology import bordering, dilate, disk
 from layoutedit.scenes.region_fit import (
     ellipse_hull,
     ellipse_mask,
@@ -157,16 +157,6 @@ def stays_put(
     return bool((region & ~around).sum() <= REGION_SLACK * region.sum())
 
 
-def _free_edge(region: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """(H, W) bool pixels of `region` with a 4-neighbour in `free`."""
-    near = np.zeros_like(region)
-    near[1:] |= free[:-1]
-    near[:-1] |= free[1:]
-    near[:, 1:] |= free[:, :-1]
-    near[:, :-1] |= free[:, 1:]
-    return region & near
-
-
 def completed_region(layout_labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
     """(H, W) bool object `k`'s painted region with what the other regions may hide of it.
 
@@ -178,10 +168,10 @@ def completed_region(layout_labels: np.ndarray, k: int, n_objects: int) -> np.nd
     """
     region = layout_labels == k
     others = (layout_labels < n_objects) & ~region
-    if not region.any() or not _free_edge(region, others).any():
+    if not region.any() or not bordering(region, others).any():
         return region
     hull = region | (convex_hull_mask(region) & others)
-    edge = _free_edge(region, layout_labels >= n_objects)
+    edge = bordering(region, layout_labels >= n_objects)
     if edge.sum() < MIN_FREE_EDGE:
         return hull
     fitted = ellipse_through(edge, centroid(region))  # the region's centroid is inside

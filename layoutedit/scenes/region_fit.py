@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layoutedit.scenes.masks import centroid, iou
-from layoutedit.scenes.morphology import dilate, disk
+from layoutedit.scenes.morphology import bordering, dilate, disk
 
 FIT_SIDE = 96
 """Largest grid side the brush fit searches on (larger masks are subsampled): its cost
@@ -123,13 +123,7 @@ def drawn_ellipse(region: np.ndarray) -> Hull:
         return box
     inner = np.zeros_like(region)
     inner[1:-1, 1:-1] = True
-    outside = ~region
-    edge = np.zeros_like(region)
-    edge[1:] |= outside[:-1]
-    edge[:-1] |= outside[1:]
-    edge[:, 1:] |= outside[:, :-1]
-    edge[:, :-1] |= outside[:, 1:]
-    edge &= region & inner
+    edge = bordering(region & inner, ~region)
     if edge.sum() < MIN_EDGE:
         return box
     fitted = ellipse_through(edge, centroid(region))

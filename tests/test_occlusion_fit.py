@@ -52,6 +52,25 @@ def test_amodal_estimate_fills_a_bite_a_front_object_takes() -> None:
     assert (amodal_estimate(labels, 1, 2) == (labels == 1)).all()
 
 
+def test_a_disc_behind_two_objects_comes_back_round_with_the_ellipse_reading() -> None:
+    back = _disc(30, 30, 12)
+    left, right = _square(14, 24, 10), _square(36, 16, 14)
+    labels = _labels([(0, back), (1, left), (2, right)], 3)
+    hull = amodal_estimate(labels, 0, 3)
+    round_ = amodal_estimate(labels, 0, 3, ellipse=True)
+    # The hull cuts the disc along the two squares' chords; the fitted ellipse does not.
+    assert (back & ~hull).sum() >= 15
+    assert (back & ~round_).sum() <= 0.2 * (back & ~hull).sum()
+    assert (round_ & ~back).sum() <= 6  # a fit, not a blob: nothing much beyond the disc
+    # A star-like outline is no ellipse: the hull reading stays.
+    star = np.zeros((SIZE, SIZE), dtype=bool)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    angle = np.arctan2(yy - 30, xx - 30)
+    star |= np.hypot(yy - 30, xx - 30) <= 8 + 5 * np.cos(5 * angle)
+    spiky = _labels([(0, star), (1, _square(30, 20, 12))], 2)
+    assert (amodal_estimate(spiky, 0, 2, ellipse=True) == amodal_estimate(spiky, 0, 2)).all()
+
+
 def test_objects_that_still_fit_their_painted_regions_stay_put() -> None:
     back, front = _disc(24, 30, 10), _disc(36, 30, 8)
     source = _labels([(0, back), (1, front)], 2)

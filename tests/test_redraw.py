@@ -361,3 +361,47 @@ def test_the_object_that_cuts_into_another_lies_over_it() -> None:
     far = _disk(54, 54, 4)
     over = in_front(np.stack([back_whole & ~front, front, far]))
     assert over.tolist() == [[False, True, False], [False, False, False], [False, False, False]]
+
+
+def test_a_hidden_part_of_a_striped_object_continues_its_stripes() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    whole = _disk(30, 32, 16)
+    stripes = ((xx + yy) / 3.0 % 2.0) < 1.0
+    light = 0.8 + 0.4 * xx / 64.0  # the scene's light rises to the right
+    truth = np.where(stripes, 200.0, 130.0)[..., None] * light[..., None] * np.ones(3)
+    truth = np.where(whole[..., None], truth, 90.0)
+    image = np.clip(np.rint(truth), 0, 255).astype(np.uint8)
+    part = whole & (xx >= 38)  # what a front object hid
+    image[part] = 90
+    footprints = (whole & ~part)[None]
+    parts = part[None]
+    flat = complete_hidden_parts(image, parts, footprints)
+    out = complete_hidden_parts(image, parts, footprints, pattern=True)
+
+    def error(a: np.ndarray) -> float:
+        return float(np.abs(a[part].astype(float) - truth[part]).mean())
+
+    assert error(out) < 0.3 * error(flat)
+    assert (out[~part] == image[~part]).all()  # nothing outside the part changes
+    # A plain object has no repeat: its part keeps the flat colour.
+    plain = np.where(whole[..., None], 160, 90).repeat(3, axis=-1).astype(np.uint8)
+    plain[part] = 90
+    same = complete_hidden_parts(plain, parts, footprints, pattern=True)
+    assert (same[part] == 160).all()
+
+
+def test_the_rim_a_front_object_left_on_a_completed_part_is_repainted() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    whole = _disk(30, 32, 12)
+    part = whole & (xx >= 34)  # what a front object hid
+    visible = whole & ~part
+    cut = visible & (xx == 33)  # its visible pixels along the cut: half the front's colour
+    image = np.full((64, 64, 3), 90, dtype=np.uint8)
+    image[visible] = (230, 150, 40)
+    image[cut] = (130, 200, 140)
+    footprints, parts = visible[None], part[None]
+    kept = complete_hidden_parts(image, parts, footprints)
+    out = complete_hidden_parts(image, parts, footprints, rim=True)
+    assert (kept[cut] == (130, 200, 140)).all()
+    assert (out[part | cut] == (230, 150, 40)).all()  # the colour of the rest, not the mix
+    assert (out[visible & ~cut] == image[visible & ~cut]).all()

@@ -197,7 +197,10 @@ class StartBuilder:
         found once per session."""
         if self._wholes is None:
             labels, k, over = self.scene.labels, len(self.scene.objects), self.in_front()
-            self._wholes = np.stack([amodal_estimate(labels, i, k, over) for i in range(k)])
+            ellipse = self.config.whole_from_ellipse
+            self._wholes = np.stack(
+                [amodal_estimate(labels, i, k, over, ellipse) for i in range(k)]
+            )
         return self._wholes
 
     def in_front(self) -> np.ndarray:
@@ -449,7 +452,9 @@ class StartBuilder:
         if cfg.hidden_colour == "lit" and cast is not None:
             still = [not _moves(p) for p in placements]
             lit = unshadowed_pixels(footprints, masks, still, order, cast.darkening, SHADOW_FLOOR)
-        pasted = complete_hidden_parts(pasted, parts, footprints, lit)
+        pasted = complete_hidden_parts(
+            pasted, parts, footprints, lit, cfg.hidden_pattern, cfg.hidden_rim
+        )
         shade = cfg.shadows_on_uncovered and cfg.object_shadows
         if shade and cast is not None and parts.any():
             # A part is painted in its lit colour: the objects over it shade it.

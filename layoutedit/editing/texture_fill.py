@@ -155,7 +155,12 @@ def _steps(lat: Lattice) -> list[tuple[int, int]]:
     return [(dx, dy) for _, _, dx, dy in sorted(out)]
 
 
-def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.ndarray:
+def repeat_fill(
+    image: np.ndarray,
+    holes: np.ndarray,
+    known: np.ndarray,
+    fallback: np.ndarray | None = None,
+) -> np.ndarray:
     """Fill `holes` by the background's repeat, else smoothly.
 
     Args:
@@ -163,15 +168,17 @@ def repeat_fill(image: np.ndarray, holes: np.ndarray, known: np.ndarray) -> np.n
         holes: (H, W) bool, pixels to fill.
         known: (H, W) bool, background pixels to read the pattern from (not in `holes`;
             objects and their shadows left out).
+        fallback: (H, W, 3) what a hole keeps where no repeat reaches it, or None for
+            `paste.fill_holes` (the tones around it, smoothly).
 
     Returns:
-        (H, W, 3) float64: `paste.fill_holes` everywhere in `holes`, replaced where a
-        repeat was found and a lattice step lands on a known pixel by that pixel's pattern
-        under the tone here; pixels outside `holes` unchanged.
+        (H, W, 3) float64: `fallback` everywhere in `holes`, replaced where a repeat was
+        found and a lattice step lands on a known pixel by that pixel's pattern under the
+        tone here; pixels outside `holes` unchanged.
     """
     smooth = fill_holes(image, ~known)  # tones everywhere, pattern blurred away
     out = image.astype(np.float64).copy()
-    out[holes] = smooth[holes]
+    out[holes] = (smooth if fallback is None else fallback)[holes]
     if not holes.any():
         return out
     field = light_field(image, known, clearance=0)

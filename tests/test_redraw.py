@@ -391,7 +391,7 @@ def test_a_hidden_part_of_a_striped_object_continues_its_stripes() -> None:
 
 
 def test_the_rim_a_front_object_left_on_a_completed_part_is_repainted() -> None:
-    yy, xx = np.mgrid[:64, :64]
+    xx = np.mgrid[:64, :64][1]
     whole = _disk(30, 32, 12)
     part = whole & (xx >= 34)  # what a front object hid
     visible = whole & ~part

@@ -2,7 +2,7 @@
 
 Without a model step (the `no-model` row) the edit is right in most places and wrong in
 known, systematic ways: a new shadow a little too bright, a re-lit colour a little off, an
-uncovered part painted one flat colour. The diffusion model's redraw cannot see those
+uncovered part painted to a guessed outline. The diffusion model's redraw cannot see those
 errors (it sees only the noised start), and a refiner in latent space pays the VAE's own
 error on every pixel it touches. The corrector works on the finished image's pixels: a
 U-shaped convolutional network that reads the image and the zone where it differs from the

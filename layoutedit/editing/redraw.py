@@ -247,11 +247,12 @@ def complete_hidden_parts(
                     paint, pixels = part | cut, pixels & ~cut
             colour = image[pixels].astype(np.float64).mean(axis=0)
             out[paint] = np.rint(colour).astype(np.uint8)
-            known = erode(pixels, disk(1)) & ~paint
-            if pattern and patterned(image, known):
-                flat = out.astype(np.float64)
-                filled = repeat_fill(image, paint, known, fallback=flat)
-                out[paint] = np.rint(filled[paint]).astype(np.uint8)
+            if pattern:
+                known = erode(pixels, disk(1)) & ~paint
+                if patterned(image, known):
+                    flat = out.astype(np.float64)
+                    filled = repeat_fill(image, paint, known, fallback=flat)
+                    out[paint] = np.rint(filled[paint]).astype(np.uint8)
     return out
 
 

@@ -71,6 +71,22 @@ def test_a_disc_behind_two_objects_comes_back_round_with_the_ellipse_reading() -
     assert (amodal_estimate(spiky, 0, 2, ellipse=True) == amodal_estimate(spiky, 0, 2)).all()
 
 
+def test_a_ring_half_hidden_keeps_its_hole_with_the_hole_reading() -> None:
+    ring = _disc(30, 30, 12) & ~_disc(30, 30, 6)
+    front = _square(30, 10, 20)  # hides the ring's right half, its hole's too
+    labels = _labels([(0, ring), (1, front)], 2)
+    hole = _disc(30, 30, 6)
+    solid = amodal_estimate(labels, 0, 2)
+    kept = amodal_estimate(labels, 0, 2, holes=True)
+    hidden_hole = hole & front
+    assert (solid & hidden_hole).sum() >= 0.9 * hidden_hole.sum()  # painted across
+    assert (kept & hidden_hole).sum() <= 0.15 * hidden_hole.sum()
+    assert (kept & ring & front).sum() >= (solid & ring & front).sum() - 4  # the ring stays
+    # A disc has no hole: nothing changes.
+    disc = _labels([(0, _disc(30, 30, 12)), (1, front)], 2)
+    assert (amodal_estimate(disc, 0, 2, holes=True) == amodal_estimate(disc, 0, 2)).all()
+
+
 def test_objects_that_still_fit_their_painted_regions_stay_put() -> None:
     back, front = _disc(24, 30, 10), _disc(36, 30, 8)
     source = _labels([(0, back), (1, front)], 2)

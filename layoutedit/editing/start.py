@@ -197,9 +197,9 @@ class StartBuilder:
         found once per session."""
         if self._wholes is None:
             labels, k, over = self.scene.labels, len(self.scene.objects), self.in_front()
-            ellipse = self.config.whole_from_ellipse
+            ellipse, holes = self.config.whole_from_ellipse, self.config.whole_keeps_holes
             self._wholes = np.stack(
-                [amodal_estimate(labels, i, k, over, ellipse) for i in range(k)]
+                [amodal_estimate(labels, i, k, over, ellipse, holes) for i in range(k)]
             )
         return self._wholes
 

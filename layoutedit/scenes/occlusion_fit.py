@@ -26,7 +26,7 @@ import numpy as np
 
 from layoutedit.scenes.layout_ops import Placement, exact_placement, unplaced
 from layoutedit.scenes.masks import centroid, convex_hull_mask, iou
-from layoutedit.scenes.morphology import bordering, dilate, disk
+from layoutedit.scenes.morphology import bordering, dilate, disk, fill_holes
 from layoutedit.scenes.region_fit import (
     Hull,
     ellipse_hull,
@@ -58,6 +58,14 @@ EDGE_INSET = 0.5
 """`amodal_estimate`: px a mask's edge pixels' centres lie inside its outline (half a
 pixel), added to an ellipse fitted through them; without it a disc behind two squares came
 back 10 of 20 covered pixels short along its rim (tests/test_occlusion_fit.py)."""
+
+MIN_HOLE_EDGE = 8
+"""`covered_hole`: fewest of the object's pixels along a visible hole an ellipse is fitted
+to."""
+
+HOLE_FIT_IOU = 0.6
+"""`covered_hole`: IoU of the fitted hole ellipse (outside the objects over it) with the
+hole's visible part at which the ellipse is taken as the hole."""
 
 MIN_FREE_EDGE = 12
 """`completed_region`: fewest free edge pixels (bordering the background) an ellipse is
@@ -136,6 +144,7 @@ def amodal_estimate(
     n_objects: int,
     over: np.ndarray | None = None,
     ellipse: bool = False,
+    holes: bool = False,
 ) -> np.ndarray:
     """(H, W) bool object `k`'s visible pixels plus the pixels of its convex hull that the
     objects in front of it (`covering`, by `over` when given) cover: a bite a front object
@@ -145,12 +154,48 @@ def amodal_estimate(
     With `ellipse`, an object whose free outline (bordering neither the objects over it nor
     the frame) an ellipse fits (`completed_shape`) gets the covered pixels inside that
     ellipse instead: a disc behind two objects comes back round, not cut at their chords.
+    With `holes`, the covered part of a hole that shows (`covered_hole`) is left out: a
+    ring's hidden half comes back with its hole, not painted solid across it.
     """
     mask = source_labels == k
     covered = covering(source_labels, k, n_objects, over)
     if ellipse:
-        return completed_shape(mask, covered, ~mask & ~covered, EDGE_INSET)
-    return mask | (convex_hull_mask(mask) & covered)
+        whole = completed_shape(mask, covered, ~mask & ~covered, EDGE_INSET)
+    else:
+        whole = mask | (convex_hull_mask(mask) & covered)
+    if holes:
+        whole &= ~covered_hole(mask, covered)
+    return whole
+
+
+def covered_hole(mask: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """(H, W) bool the part of an object's hole (a ring's) that `covered` hides: the
+    ellipse fitted through the object's pixels that border the hole's visible part (the
+    pixels that neither it nor `covered` holds and that reach the frame only through
+    them), less `EDGE_INSET`, inside `covered`. Empty when no hole shows, too little of
+    its edge does (`MIN_HOLE_EDGE`), or the ellipse does not match the part that shows
+    (IoU under `HOLE_FIT_IOU`: a star's notch closed off by the object over it).
+
+    Args:
+        mask: (H, W) bool the object's visible pixels.
+        covered: (H, W) bool the pixels of the objects over it.
+    """
+    empty = np.zeros_like(mask)
+    solid = mask | covered
+    hole = fill_holes(solid) & ~solid
+    if not hole.any():
+        return empty
+    edge = bordering(mask, hole)
+    if edge.sum() < MIN_HOLE_EDGE:
+        return empty
+    fitted = ellipse_through(edge, centroid(hole))
+    if fitted is None or min(fitted.a, fitted.b) <= EDGE_INSET:
+        return empty
+    fitted = Hull(fitted.cx, fitted.cy, fitted.a - EDGE_INSET, fitted.b - EDGE_INSET)
+    ellipse = ellipse_mask(fitted, mask.shape)
+    if iou(ellipse & ~covered, hole) < HOLE_FIT_IOU:
+        return empty
+    return np.asarray(ellipse & covered, dtype=bool)
 
 
 def completed_shape(

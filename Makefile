@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: model-v2 evaluate-model-v2 refiner corrector setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 refiner corrector corrector-update setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -148,6 +148,13 @@ corrector:
 	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs --stage final --shards 10
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector --steps 5000 --stop-after 1250 --batch 32 --lr 1e-3
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector-texture --steps 2500 --batch 32 --lr 5e-4 --texture-weight 6 --init-from runs/corrector/corrector_ema.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
+
+## corrector-update: how the shipped corrector was last made: pairs of the current start
+## (about 27 min with two processes; `--first-shard 5` in a second one halves it), then 1500
+## steps from the shipped corrector (about 15 min of one thread); both resume from runs/.
+corrector-update:
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r11 --stage final --shards 10
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs-r11 --run-dir runs/corrector-r11-a --steps 1500 --batch 32 --lr 3e-4 --texture-weight 6 --init-from layoutedit/models/shapes-tiny-v2/corrector/corrector.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

@@ -176,15 +176,21 @@ def repeat_fill(
         found and a lattice step lands on a known pixel by that pixel's pattern under the
         tone here; pixels outside `holes` unchanged.
     """
-    smooth = fill_holes(image, ~known)  # tones everywhere, pattern blurred away
     out = image.astype(np.float64).copy()
-    out[holes] = (smooth if fallback is None else fallback)[holes]
     if not holes.any():
         return out
+    # The tones everywhere, pattern blurred away: a whole-frame fill, made only when the
+    # holes keep it or the light cannot be fitted without it.
+    smooth = None
+    if fallback is None:
+        smooth = fallback = fill_holes(image, ~known)
+    out[holes] = fallback[holes]
     field = light_field(image, known, clearance=0)
     if field is not None:
         tone = np.repeat(field[..., None], 3, axis=-1)
     else:
+        if smooth is None:
+            smooth = fill_holes(image, ~known)
         sigma = TONE_SIGMA_SHARE * max(image.shape[:2])
         tone = np.maximum(gaussian_blur(smooth, sigma), 1.0)
     ratio = image.astype(np.float64) / tone  # (H, W, 3)

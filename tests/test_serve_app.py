@@ -37,9 +37,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     the root, a scene and a file outside it, and a link from the root to the outside."""
     from layoutedit.editor import Editor
     from layoutedit.serve.actions import ServeContext
-    from layoutedit.serve.ui import launch
+    from layoutedit.serve.ui import launch, use_own_file_cache
 
     base = tmp_path_factory.mktemp("serve")
+    # As `layoutedit serve` does: its own Gradio cache, apart from other test workers' apps.
+    use_own_file_cache(base / "gradio")
     root = base / "root"
     write_scene_folder(sample_scene(0, 3), root / "demo")
     write_scene_folder(sample_scene(1, 2), root / "other")
@@ -274,31 +276,86 @@ def test_files_outside_the_work_folder_are_not_served(server: dict[str, Any]) ->
         assert response.status_code in (403, 404), path
 
 
-def test_the_serve_command_serves_the_page(tmp_path: Path) -> None:
+def start_serve(scene: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`layoutedit serve SCENE` in a process of its own on a free port; the process and its
+    URL once the page answers."""
     import sys
     import time
 
     import httpx
 
-    write_scene_folder(sample_scene(0, 2), tmp_path / "demo")
     port = free_port()
-    env = {**os.environ, "LAYOUTEDIT_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LAYOUTEDIT_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env.pop("GRADIO_TEMP_DIR", None)  # the machine's shared default, as a user has it
     process = subprocess.Popen(
-        [sys.executable, "-m", "layoutedit", "serve", str(tmp_path / "demo"), "--port", str(port)],
+        [sys.executable, "-m", "layoutedit", "serve", str(scene), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
     )
-    try:
-        page = None
-        deadline = time.monotonic() + 90
-        while page is None and time.monotonic() < deadline and process.poll() is None:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-            except httpx.TransportError:
-                time.sleep(0.25)
-        assert page is not None, process.stdout.read().decode() if process.stdout else ""
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            page = httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.25)
+            continue
         assert page.status_code == 200 and "layoutedit" in page.text
+        return process, url
+    process.kill()
+    output = process.stdout.read().decode() if process.stdout else ""
+    raise AssertionError(f"serve did not answer: {output}")
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user stops it (the app shuts down and clears what it handed out)."""
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def test_the_serve_command_keeps_its_files_when_another_app_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Gradio app on the machine shows the same picture (the same scene opened) from
+    Gradio's shared cache folder and closes, deleting its copies: the page of `layoutedit
+    serve` still loads its own."""
+    import httpx
+
+    from layoutedit.editor import Editor
+    from layoutedit.serve.actions import ServeContext
+    from layoutedit.serve.ui import launch
+
+    write_scene_folder(sample_scene(0, 2), tmp_path / "root" / "demo")
+    process, url = start_serve(tmp_path / "root" / "demo", tmp_path / "cache")
+    try:
+        monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)  # the machine's shared folder
+        (tmp_path / "work").mkdir()
+        ctx = ServeContext(
+            editor=Editor(preset="fast", cache_dir=tmp_path / "cache"),
+            root=tmp_path / "root",
+            work_root=tmp_path / "work",
+        )
+        other = launch(ctx, host="127.0.0.1", port=free_port(), block=False)
+        try:
+            previews = [
+                gradio_client.Client(where, verbose=False, download_files=False).predict(
+                    "demo", api_name="/open_scene"
+                )[PREVIEW]
+                for where in (url, other.local_url)
+            ]
+            assert previews[0]["orig_name"] == previews[1]["orig_name"]  # the same picture
+        finally:
+            other.close()
+        response = httpx.get(previews[0]["url"], timeout=30)
+        assert response.status_code == 200, previews[0]["url"]
+        assert response.content.startswith(b"\x89PNG")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_serve(process)

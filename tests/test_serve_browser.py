@@ -79,9 +79,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from layoutedit.config import resolve_settings
     from layoutedit.editor import Editor
     from layoutedit.serve.actions import ServeContext
-    from layoutedit.serve.ui import launch
+    from layoutedit.serve.ui import launch, use_own_file_cache
 
     base = tmp_path_factory.mktemp("browser")
+    # As `layoutedit serve` does: its own Gradio cache, apart from other test workers' apps.
+    use_own_file_cache(base / "gradio")
     root = base / "root"
     write_scene_folder(sample_scene(0, 3), root / "demo")
     write_scene_folder(sample_scene(1, 2), root / "other")

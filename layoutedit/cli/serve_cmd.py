@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(INSTALL_HINT) from None
         from layoutedit.editor import Editor
         from layoutedit.serve.actions import ServeContext
-        from layoutedit.serve.ui import launch
+        from layoutedit.serve.ui import launch, use_own_file_cache
 
         if warning:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -108,10 +108,13 @@ def register(app: typer.Typer) -> None:
         )
         work = Path(tempfile.mkdtemp(prefix="layoutedit-serve-"))
         try:
+            # Gradio's copies apart from the tabs' folders: those are the app's allowed
+            # paths, served inline; an upload stays a download-only file of the cache.
+            use_own_file_cache(work / "gradio")
             context = ServeContext(
                 editor=editor,
                 root=base,
-                work_root=work,
+                work_root=work / "tabs",
                 max_upload_bytes=int(max_upload_mb * 2**20),
                 max_upload_pixels=int(max_upload_megapixels * 1e6),
             )

@@ -19,6 +19,7 @@ Cancel, boxes, painting and downloads do not wait behind it. API names (for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -420,6 +421,20 @@ def build_app(ctx: ServeContext, initial_scene: str | None = None) -> Any:
                 **model_job,
             )
     return app
+
+
+def use_own_file_cache(folder: Path) -> None:
+    """Point Gradio's file cache of this process at `folder` (before the app is built).
+
+    Why: Gradio copies every file it shows into one cache folder per machine (`/tmp/gradio`),
+    named by content, and an app that shuts down deletes every copy it handed out. Two
+    servers showing the same picture (one scene opened in both) share that copy, so closing
+    one left the other's page pointing at a deleted file (a 403 on its next fetch). Gradio
+    reads the folder from `GRADIO_TEMP_DIR` when it builds an app, so this holds for the apps
+    built after the call, in this process.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
 
 
 def launch(

@@ -19,7 +19,7 @@ from test_model_pixels import _uncover
 
 from layoutedit.atomic import write_safetensors_atomic
 from layoutedit.backend import get_backend
-from layoutedit.editing.correct import correct_image
+from layoutedit.editing.correct import correct_image, shade_or_blend
 from layoutedit.editing.refine import changed_zone, require_extra_models
 from layoutedit.editing.session import EditSession
 from layoutedit.errors import UserError
@@ -86,6 +86,36 @@ def test_the_correction_of_a_mirrored_image_is_the_mirrored_correction() -> None
         one = correct_image(net, mirrored, mirrored_masks, mirrors=False).astype(int)
         other = flip(correct_image(net, image, masks, mirrors=False)).astype(int)
         assert np.abs(one - other).max() > 1
+
+
+def test_on_a_painted_part_the_change_only_shades_or_blends_toward_the_background() -> None:
+    # A red part painted on a blue floor: darkening the red (shade) or moving it toward blue
+    # (an outline's blend) stays; turning it green goes; off the part nothing is touched.
+    h, w = 12, 12
+    image = torch.empty(3, h, w)
+    image[:] = torch.tensor([-1.0, -1.0, 1.0])[:, None, None]  # blue
+    painted = torch.zeros(h, w, dtype=torch.bool)
+    painted[4:8, 4:8] = True
+    image[:, painted] = torch.tensor([1.0, -1.0, -1.0])[:, None]  # red
+    green = torch.tensor([0.0, 0.4, 0.0])[:, None, None].expand(3, h, w)
+    darker = torch.tensor([-0.3, 0.0, 0.0])[:, None, None].expand(3, h, w)
+    bluer = torch.tensor([-0.2, 0.0, 0.2])[:, None, None].expand(3, h, w)
+    for change, kept in ((green, False), (darker, True), (bluer, True)):
+        out = shade_or_blend(change.clone(), image, painted, painted)
+        assert torch.allclose(out[:, ~painted], change[:, ~painted])
+        expected = change[:, painted] if kept else torch.zeros_like(change[:, painted])
+        assert torch.allclose(out[:, painted], expected, atol=1e-5)
+
+
+def test_correct_image_holds_its_change_back_only_on_painted_parts() -> None:
+    net = _random_corrector(2)
+    image, masks = _images(3)
+    painted = np.zeros(masks.shape[1:], dtype=bool)
+    painted[8:14, 10:18] = True
+    free = correct_image(net, image, masks).astype(int)
+    held = correct_image(net, image, masks, painted=painted).astype(int)
+    assert np.array_equal(free[~painted], held[~painted])
+    assert np.abs(free[painted] - held[painted]).max() > 1
 
 
 def test_a_saved_corrector_loads_with_the_same_output(tmp_path: Path) -> None:

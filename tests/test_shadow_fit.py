@@ -252,3 +252,7 @@ def test_a_part_cut_off_along_a_straight_edge_comes_back_when_the_shadow_orders_
     revealed = revealed_mask(hidden, case.truth.masks)
     assert start.hidden is not None and revealed.sum() > 20
     assert (start.hidden & revealed).sum() >= 0.6 * revealed.sum()
+    # The part painted in the triangle's colour (what the corrector may only shade) is the
+    # apex, inside the zone.
+    assert start.painted is not None and not (start.painted & ~start.hidden).any()
+    assert (start.painted & revealed).sum() >= 0.5 * revealed.sum()

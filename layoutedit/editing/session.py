@@ -532,6 +532,7 @@ class EditSession:
                     corrector,
                     i,
                     guide_masks(changed_zone(self.scene.image, i, start.redraw), start),
+                    painted=start.painted if self.config.correct_shade_or_blend else None,
                 )
                 for i in images
             ]

@@ -120,6 +120,9 @@ class PasteStart:
     """(H, W) bool where the model redraws at `redraw_strength` (`redraw.redraw_mask`)."""
     hidden: np.ndarray | None = None
     """(H, W) bool where a part the source hid may show (`redraw.hidden_zones`)."""
+    painted: np.ndarray | None = None
+    """(H, W) bool the hidden parts the start painted in their objects' colours
+    (`redraw.hidden_parts`, with `complete_hidden`): guessed pixels. None: none painted."""
     gains: np.ndarray | None = None
     """(K,) each object's light gain at its new place (`relight`), None: not re-lit."""
     shadows: np.ndarray | None = None
@@ -302,7 +305,7 @@ class StartBuilder:
             else:
                 pasted = cast_shadows(pasted, darkening, placements, footprints, moved, order)
             shadows |= _changed(pasted, unshadowed)
-        redraw = hidden = None
+        redraw = hidden = painted = None
         if cfg.redraw_strength > 0:
             band = round(cfg.redraw_band * cell)
             zones = hidden_zones(
@@ -325,6 +328,7 @@ class StartBuilder:
                 )
                 if cfg.complete_hidden:
                     pasted = self._paint_parts(pasted, parts, footprints, placements, order, cast)
+                    painted = np.asarray(parts.any(axis=0), dtype=bool)
                 if cfg.hidden_margin is not None:
                     # Beyond an object's estimated whole shape the zone is background: the
                     # model paints it unguided, and the start's fill stays there.
@@ -346,6 +350,7 @@ class StartBuilder:
             tuple(order),
             redraw=redraw,
             hidden=hidden,
+            painted=painted,
             gains=gains,
             shadows=shadows,
             grain=grain,

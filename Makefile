@@ -149,12 +149,14 @@ corrector:
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector --steps 5000 --stop-after 1250 --batch 32 --lr 1e-3
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector-texture --steps 2500 --batch 32 --lr 5e-4 --texture-weight 6 --init-from runs/corrector/corrector_ema.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
-## corrector-update: how the shipped corrector was last made: pairs of the current start
-## (about 27 min with two processes; `--first-shard 5` in a second one halves it), then 1500
-## steps from the shipped corrector (about 15 min of one thread); both resume from runs/.
+## corrector-update: how the shipped corrector was last made: pairs of the current start in
+## two folders of new scenes each (about 27 min each with two processes; `--first-shard 5`
+## or `15` in a second one halves it), then 3000 steps from the shipped corrector, half of
+## each batch from either folder (about 35 min of one thread); all resume from runs/.
 corrector-update:
 	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r11 --stage final --shards 10
-	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs-r11 --run-dir runs/corrector-r11-a --steps 1500 --batch 32 --lr 3e-4 --texture-weight 6 --init-from layoutedit/models/shapes-tiny-v2/corrector/corrector.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r12 --stage final --shards 20 --first-shard 10
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs-r12 --more-pairs runs/final-pairs-r11 --more-share 0.5 --run-dir runs/corrector-r12 --steps 3000 --batch 32 --lr 3e-4 --texture-weight 6 --hidden-weight 1 --init-from layoutedit/models/shapes-tiny-v2/corrector/corrector.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

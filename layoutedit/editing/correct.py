@@ -81,8 +81,8 @@ def shade_or_blend(
     under some light or a mix of it with the background (its outline); the corrector's
     change there also shifts its hue toward what its pairs held most often (a yellow
     heart's uncovered lobe turned green). On `full`'s images at seeds 2000 / 2001 / 0 /
-    1000 (docs/tuning.md, world v2 round 12): uncovered parts +0.10 / +0.05 / +0.03 / +0.14
-    dB, image -0.00 / +0.02 / +0.03 / +0.03 dB.
+    1000 with the shipped corrector (docs/tuning.md, world v2 round 12): uncovered parts
+    +0.10 / +0.02 / +0.04 / +0.07 dB, image -0.01 / +0.01 / +0.03 / +0.02 dB.
 
     Args:
         change: (3, H, W) the corrector's change, in the [-1, 1] units of `image`.

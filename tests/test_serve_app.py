@@ -309,7 +309,7 @@ def start_serve(scene: Path, cache: Path) -> tuple[subprocess.Popen[bytes], str]
 
 
 def stop_serve(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C, as a user stops it (the app shuts down and clears what it handed out)."""
+    """Ctrl-C, as a user stops it; killed if it has not ended 30 s later."""
     import signal
 
     if process.poll() is None:

@@ -350,6 +350,16 @@ class EditConfig(_Strict):
         "the hole's hidden part out of its estimated whole shape (an ellipse fitted to the "
         "hole's visible edge), instead of painting the part solid across it.",
     )
+    whole_from_model: bool = Field(
+        default=False,
+        description="With init `paste` and `denoise`: each object's whole shape under the "
+        "objects over it comes from the model's completer (a `completer/` folder beside its "
+        "UNet: a small net trained on the model's world to complete a shape from its "
+        "visible pixels, `layoutedit.shapes.completer_train`) instead of the shape rules "
+        "(`whole_from_ellipse`, `whole_keeps_holes`): a heart's lobe or a square's corner "
+        "comes back whole, not cut along a chord. It also places the objects. A model "
+        "without a completer cannot take this setting.",
+    )
     hidden_rim: bool = Field(
         default=False,
         description="With `complete_hidden`: repaint an object's pixels along its completed "

@@ -18,6 +18,7 @@ import torch
 
 from layoutedit.config import EditConfig
 from layoutedit.counting import UNetCounter
+from layoutedit.editing.complete import complete_wholes
 from layoutedit.editing.low_memory import decode_seeds
 from layoutedit.editing.noise import seeded_normal
 from layoutedit.editing.paste import grow, paste_edit, rim_width
@@ -196,15 +197,29 @@ class StartBuilder:
 
     def whole_shapes(self) -> np.ndarray:
         """(K, H, W) bool each object's estimated whole source shape
-        (`occlusion_fit.amodal_estimate` under the objects `in_front` reads over it),
-        found once per session."""
+        (`occlusion_fit.amodal_estimate` under the objects `in_front` reads over it, or the
+        model's completer: `editing.complete`), found once per session."""
         if self._wholes is None:
             labels, k, over = self.scene.labels, len(self.scene.objects), self.in_front()
-            ellipse, holes = self.config.whole_from_ellipse, self.config.whole_keeps_holes
-            self._wholes = np.stack(
-                [amodal_estimate(labels, i, k, over, ellipse, holes) for i in range(k)]
-            )
+            if self.completes():
+                self._wholes = complete_wholes(self.model.completer, labels, k, over)
+            else:
+                ellipse, holes = self.config.whole_from_ellipse, self.config.whole_keeps_holes
+                self._wholes = np.stack(
+                    [amodal_estimate(labels, i, k, over, ellipse, holes) for i in range(k)]
+                )
         return self._wholes
+
+    def completes(self) -> bool:
+        """Whether the whole shapes come from the model's completer (`whole_from_model`, a
+        denoised edit, a grid of the side it learned); else from the shape rules."""
+        cfg, completer = self.config, self.model.completer
+        return bool(
+            cfg.whole_from_model
+            and cfg.denoise
+            and completer is not None
+            and self.scene.labels.shape == (completer.side, completer.side)
+        )
 
     def in_front(self) -> np.ndarray:
         """(K, K) bool: [i, j] when object j lies over object i in the source, found once
@@ -259,6 +274,7 @@ class StartBuilder:
                 margin=PAINTED_MARGIN * cell,
                 scale_snap=cfg.scale_snap,
                 painted=not layout.exact,
+                wholes=self.whole_shapes() if self.completes() else None,
             )
         else:
             placements = estimate_placements(

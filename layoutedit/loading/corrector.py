@@ -7,14 +7,15 @@ loader builds it; what it does in an edit is `editing.correct`'s.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from layoutedit.loading import small_unet
+from layoutedit.loading.small_unet import SmallUNet, load_net, save_net
 
 CORRECTOR_FOLDER = "corrector"
 """Subfolder of a model folder holding its corrector, if any. Not part of the model's
@@ -30,55 +31,20 @@ CORRECTOR_WEIGHTS = "corrector.safetensors"
 CORRECTOR_INFO = "CORRECTOR.json"
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1),
-        nn.GroupNorm(min(8, cout), cout),
-        nn.SiLU(),
-        nn.Conv2d(cout, cout, 3, padding=1),
-        nn.GroupNorm(min(8, cout), cout),
-        nn.SiLU(),
-    )
-
-
-class Corrector(nn.Module):
+class Corrector(SmallUNet):
     """U-shaped net: (B, 3, H, W) image in [-1, 1] and (B, 4, H, W) `GUIDE_MASKS` 0/1 ->
     (B, 3, H, W) change in [-1, 1] units, zero outside the zone (the first mask). H and W
     divisible by 2^(len(widths) - 1)."""
 
     def __init__(self, widths: Sequence[int] = CORRECTOR_WIDTHS) -> None:
-        super().__init__()
-        self.widths = tuple(int(w) for w in widths)
-        w = self.widths
-        self.down = nn.ModuleList()
-        cin = 3 + len(GUIDE_MASKS)
-        for i, cout in enumerate(w):
-            self.down.append(_block(cin, cout))
-            cin = cout
-            if i + 1 < len(w):
-                self.down.append(nn.Conv2d(cout, cout, 3, stride=2, padding=1))
-        self.up = nn.ModuleList()
-        for i in range(len(w) - 1, 0, -1):
-            self.up.append(nn.Conv2d(w[i], w[i - 1], 3, padding=1))
-            self.up.append(_block(2 * w[i - 1], w[i - 1]))
-        self.out = nn.Conv2d(w[0], 3, 3, padding=1)
+        super().__init__(3 + len(GUIDE_MASKS), 3, widths)
         # Zero at the start of training: the corrector begins as "the image is right".
         nn.init.zeros_(self.out.weight)
         if self.out.bias is not None:
             nn.init.zeros_(self.out.bias)
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([image, masks], dim=1)
-        skips = []
-        for i, layer in enumerate(self.down):
-            x = layer(x)
-            if i % 2 == 0 and i + 1 < len(self.down):
-                skips.append(x)
-        for i in range(0, len(self.up), 2):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = self.up[i](x)
-            x = self.up[i + 1](torch.cat([x, skips.pop()], dim=1))
-        return self.out(x) * masks[:, :1]
+        return self.run(torch.cat([image, masks], dim=1)) * masks[:, :1]
 
 
 def to_unit(images: np.ndarray) -> torch.Tensor:
@@ -88,13 +54,7 @@ def to_unit(images: np.ndarray) -> torch.Tensor:
 
 def save_corrector(net: Corrector, folder: Path, info: dict[str, object]) -> None:
     """`folder/corrector.safetensors` and `folder/CORRECTOR.json` (the widths and `info`)."""
-    from layoutedit.atomic import write_safetensors_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    write_safetensors_atomic(folder / CORRECTOR_WEIGHTS, state)
-    meta = {"widths": list(net.widths), **info}
-    (folder / CORRECTOR_INFO).write_text(json.dumps(meta, indent=1) + "\n")
+    save_net(net, folder, CORRECTOR_WEIGHTS, CORRECTOR_INFO, info)
 
 
 def load_weights(net: Corrector, path: Path) -> Corrector:
@@ -103,15 +63,7 @@ def load_weights(net: Corrector, path: Path) -> Corrector:
     Raises:
         ValueError: the file is missing, not safetensors, or does not fit `net`'s widths.
     """
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path}: not corrector weights ({str(exc).splitlines()[0]})") from None
-    return net
+    return small_unet.load_weights(net, path, "corrector")
 
 
 def load_corrector(folder: Path) -> Corrector:
@@ -120,15 +72,4 @@ def load_corrector(folder: Path) -> Corrector:
     Raises:
         ValueError: the folder lacks a file, or its weights do not fit its widths.
     """
-    info_path, weights = folder / CORRECTOR_INFO, folder / CORRECTOR_WEIGHTS
-    if not info_path.is_file() or not weights.is_file():
-        raise ValueError(f"{folder}: needs {CORRECTOR_INFO} and {CORRECTOR_WEIGHTS}")
-    try:
-        net = Corrector(json.loads(info_path.read_text())["widths"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{folder}: not a corrector ({exc})") from None
-    try:
-        load_weights(net, weights)
-    except ValueError as exc:
-        raise ValueError(f"{folder}: not a corrector ({exc})") from None
-    return net.eval().requires_grad_(False)
+    return load_net(folder, CORRECTOR_WEIGHTS, CORRECTOR_INFO, Corrector, "a corrector")

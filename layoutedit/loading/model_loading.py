@@ -29,6 +29,7 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from layoutedit.errors import UserError
+from layoutedit.loading.completer import COMPLETER_FOLDER, load_completer
 from layoutedit.loading.conditioning import (
     ClipPromptEncoder,
     PromptEncoder,
@@ -96,6 +97,8 @@ class LoadedModel:
     model and both embedded ones; `make refiner` builds one for `shapes-tiny-v2`)."""
     corrector: Any = None  # loading.corrector.Corrector (`editing.correct`), float32
     """The model folder's `corrector/` net, None when it has none."""
+    completer: Any = None  # loading.completer.Completer (`editing.complete`), float32
+    """The model folder's `completer/` net, None when it has none."""
 
     @property
     def family(self) -> str:
@@ -118,9 +121,9 @@ class LoadedModel:
 
     @property
     def modules(self) -> tuple[Any, ...]:
-        """Every weight-holding component: UNet, VAE, the text encoders, the refiner and the
-        corrector."""
-        extra = tuple(m for m in (self.refiner, self.corrector) if m is not None)
+        """Every weight-holding component: UNet, VAE, the text encoders, the refiner, the
+        corrector and the completer."""
+        extra = tuple(m for m in (self.refiner, self.corrector, self.completer) if m is not None)
         return (self.unet, self.vae, *self.text_encoders, *extra)
 
     @property
@@ -416,6 +419,7 @@ def _load_folder(
     parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
     parts["refiner"] = _load_refiner(folder / REFINER_FOLDER, allow_pickle, dtype)
     parts["corrector"] = _load_corrector(folder / CORRECTOR_FOLDER)
+    parts["completer"] = _load_completer(folder / COMPLETER_FOLDER)
     return parts, files
 
 
@@ -445,6 +449,17 @@ def _load_corrector(folder: Path) -> Any:
         return load_corrector(folder)
     except ValueError as exc:
         raise UserError(f"could not load the corrector: {exc}", path=folder) from None
+
+
+def _load_completer(folder: Path) -> Any:
+    """The completer of a model folder (`editing.complete`), None when there is none.
+    Outside the fingerprint, as the corrector."""
+    if not folder.exists():
+        return None
+    try:
+        return load_completer(folder)
+    except ValueError as exc:
+        raise UserError(f"could not load the completer: {exc}", path=folder) from None
 
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:
@@ -513,6 +528,7 @@ def load_model(
         zero_empty_prompt=bool(parts.get("zero_empty_prompt", True)),
         refiner=parts.get("refiner"),
         corrector=parts.get("corrector"),
+        completer=parts.get("completer"),
     )
     if model.family == "sdxl" and model.text_encoder_2 is None:
         raise UserError(

@@ -232,7 +232,12 @@ def completed_shape(
 
 
 def stays_put(
-    source_labels: np.ndarray, layout_labels: np.ndarray, k: int, n_objects: int, margin: float
+    source_labels: np.ndarray,
+    layout_labels: np.ndarray,
+    k: int,
+    n_objects: int,
+    margin: float,
+    whole: np.ndarray | None = None,
 ) -> bool:
     """Whether the layout leaves object `k` where it is, at its size.
 
@@ -240,7 +245,8 @@ def stays_put(
     painted region (another object's region may cover it now) and at most `REGION_SLACK` of
     its own region lies beyond `hull_region` of its completed source shape grown by
     `margin` px. A move of a few pixels or a growth leaves region beyond; a shrink leaves
-    visible pixels outside.
+    visible pixels outside. `whole`: (H, W) bool the object's whole source shape when the
+    caller has it, else `amodal_estimate`'s.
     """
     visible = source_labels == k
     region = layout_labels == k
@@ -249,7 +255,9 @@ def stays_put(
     painted = layout_labels < n_objects
     if (visible & ~painted).sum() > OUTSIDE_SHARE * visible.sum():
         return False
-    around = hull_region(amodal_estimate(source_labels, k, n_objects), margin)
+    if whole is None:
+        whole = amodal_estimate(source_labels, k, n_objects)
+    around = hull_region(whole, margin)
     return bool((region & ~around).sum() <= REGION_SLACK * region.sum())
 
 
@@ -283,6 +291,7 @@ def occlusion_placements(
     margin: float,
     scale_snap: float = 0.0,
     painted: bool = True,
+    wholes: np.ndarray | None = None,
 ) -> list[Placement]:
     """Where each object goes in a painted layout whose objects may overlap.
 
@@ -300,6 +309,8 @@ def occlusion_placements(
         margin: px, the widest margin a painted region leaves around its object.
         scale_snap: relative scale change under which the object keeps its size.
         painted: the regions were painted around the objects (False: exact shapes).
+        wholes: (K, H, W) bool each object's whole source shape when the caller has them
+            (the model's completer), else `amodal_estimate`'s.
 
     Returns:
         K placements in pixels of the grids (the centre is the completed shape's centroid);
@@ -311,9 +322,9 @@ def occlusion_placements(
         if not src.any() or not dst.any():
             out.append(unplaced(src))
             continue
-        whole = amodal_estimate(source_labels, k, n_objects)
+        whole = amodal_estimate(source_labels, k, n_objects) if wholes is None else wholes[k]
         wx, wy = centroid(whole)
-        still = stays_put(source_labels, layout_labels, k, n_objects, margin)
+        still = stays_put(source_labels, layout_labels, k, n_objects, margin, whole)
         if painted and still:
             out.append(Placement(wx, wy, wx, wy, 1.0))
             continue

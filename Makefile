@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: model-v2 evaluate-model-v2 refiner corrector corrector-update setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
+.PHONY: model-v2 evaluate-model-v2 refiner corrector corrector-update completer setup setup-ui setup-docs docs docs-build dist wheel-check words-check demo test test-slow test-numerics test-oldest fuzz lint bench bench-quick model decoder decoder-v2 evaluate-model clean gpu-check device-site device-train device-model-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -148,6 +148,14 @@ corrector:
 	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs --stage final --shards 10
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector --steps 5000 --stop-after 1250 --batch 32 --lr 1e-3
 	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs --run-dir runs/corrector-texture --steps 2500 --batch 32 --lr 5e-4 --texture-weight 6 --init-from runs/corrector/corrector_ema.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
+
+## completer: the v2 model's completer (layoutedit/models/shapes-tiny-v2/completer): whole-shape
+## samples of 32,000 world v2 scenes (16 shards of 2,000; about 1,760 samples a shard; two
+## processes of one thread, `--shards 8` and `--shards 16 --first-shard 8`, take 9 minutes),
+## then 4000 steps (batch 32, one thread: about 30 minutes); a rerun resumes.
+completer:
+	$(PY) -m layoutedit.shapes.completer_data --out runs/completer-data --shards 16
+	$(PY) -m layoutedit.shapes.completer_train --samples runs/completer-data --run-dir runs/completer --steps 4000 --batch 32 --lr 2e-3 --export layoutedit/models/shapes-tiny-v2
 
 ## corrector-update: how the shipped corrector was last made: pairs of the current start in
 ## two folders of new scenes each (about 27 min each with two processes; `--first-shard 5`

@@ -352,7 +352,7 @@ class EditConfig(_Strict):
     )
     whole_from_model: bool = Field(
         default=False,
-        description="With init `paste` and `denoise`: each object's whole shape under the "
+        description="With init `paste`: each object's whole shape under the "
         "objects over it comes from the model's completer (a `completer/` folder beside its "
         "UNet: a small net trained on the model's world to complete a shape from its "
         "visible pixels, `layoutedit.shapes.completer_train`) instead of the shape rules "

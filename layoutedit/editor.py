@@ -298,9 +298,9 @@ class Editor:
         )
 
     def check_edit_models(self) -> None:
-        """Raise a UserError when the edit settings ask for a refiner or a corrector that
-        the model lacks (`editing.refine.require_extra_models`): callers that learn before
-        they edit ask first."""
+        """Raise a UserError when the edit settings ask for a refiner, a completer or a
+        corrector that the model lacks (`editing.refine.require_extra_models`): callers that
+        learn before they edit ask first."""
         require_extra_models(self.settings.edit, self.model)
 
     def learn_key(self, scene: Scene) -> str:

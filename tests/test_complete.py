@@ -133,14 +133,14 @@ def test_whole_from_model_on_a_model_without_a_completer_is_a_user_error(
     tiny_model_dir: Path,
 ) -> None:
     model = load_model(str(tiny_model_dir))
-    with pytest.raises(UserError, match="the model has no completer"):
-        require_extra_models(fast_config(init="paste", whole_from_model=True), model)
-    require_extra_models(fast_config(init="paste", whole_from_model=True, denoise=False), model)
+    for denoise in (True, False):  # the completer runs on any paste start
+        config = fast_config(init="paste", whole_from_model=True, denoise=denoise)
+        with pytest.raises(UserError, match="the model has no completer"):
+            require_extra_models(config, model)
+    require_extra_models(fast_config(init="paste", whole_from_model=False), model)
 
 
-def test_the_start_paints_the_completers_whole_shapes_in_a_denoised_edit(
-    completer_model_dir: Path,
-) -> None:
+def test_the_start_paints_the_completers_whole_shapes(completer_model_dir: Path) -> None:
     model = load_model(str(completer_model_dir))
     scene, labels = _uncover()
     layout = layout_from_labels(labels, scene)
@@ -156,8 +156,18 @@ def test_the_start_paints_the_completers_whole_shapes_in_a_denoised_edit(
     # The completer here claims every covered pixel: the part it paints is no smaller.
     completed = painted(whole_from_model=True)
     assert completed.sum() > rules.sum()
-    # The `no-model` row skips every model step, the completer included.
-    assert np.array_equal(painted(whole_from_model=True, denoise=False), rules)
+    # The start is the same whether or not the model's steps follow it.
+    assert np.array_equal(painted(whole_from_model=True, denoise=False), completed)
+
+
+def test_the_no_model_row_runs_none_of_the_models_networks() -> None:
+    from layoutedit.bench.variants import DIFFUSION_SPECS
+    from layoutedit.config import resolve_settings
+
+    preset = resolve_settings("shapes-tiny-v2").edit
+    assert preset.whole_from_model and preset.correct and preset.denoise
+    config = preset.model_copy(update=DIFFUSION_SPECS["no-model"].edit_overrides)
+    assert not config.whole_from_model and not config.denoise and not config.use_concept
 
 
 def test_the_samples_of_a_scene_hold_its_visible_pixels_within_its_whole() -> None:

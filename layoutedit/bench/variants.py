@@ -6,7 +6,9 @@ scene. `paste` is pure numpy. The diffusion variants share a `DiffusionRuntime`
 (`layoutedit.bench.diffusion`) that learns each scene's concept once and hands the same
 concept to every row that uses one (`full`, `published`, `no-guidance`, `no-steering`,
 `no-blend`); they differ only in their edit settings. `no-model` runs `full`'s pipeline with
-no denoising step (`EditConfig.denoise` off): what the pipeline gives without diffusion.
+none of the model's steps (`EditConfig.denoise` off, which skips the denoising and the
+corrector, and `whole_from_model` off, the completer): what the pipeline gives without the
+model.
 """
 
 from __future__ import annotations
@@ -146,9 +148,10 @@ DIFFUSION_SPECS: dict[str, DiffusionSpec] = {
         ),
         DiffusionSpec(
             "no-model",
-            "full with no denoising step: the paste start (objects pasted, holes filled) "
-            "through the VAE, then full's pixel passes; no learning",
-            {"denoise": False, "init": "paste", "use_concept": False},
+            "full with none of the model's steps: the paste start (objects pasted, holes "
+            "filled, hidden parts completed by the shape rules) through the VAE, then full's "
+            "pixel passes; no learning, no completer, no corrector",
+            {"denoise": False, "init": "paste", "use_concept": False, "whole_from_model": False},
             uses_concept=False,
         ),
         DiffusionSpec(

@@ -39,19 +39,22 @@ object's anti-aliased rim and its shadow's soft edge lie just outside what chang
 def require_extra_models(config: EditConfig, model: LoadedModel) -> None:
     """Raise a UserError when `config` would run the refiner (`refine`), the completer
     (`whole_from_model`) or the corrector (`correct`) with a paste start that is denoised
-    and `model` lacks it: before any learning, not after it."""
-    if not (config.denoise and config.init == "paste"):
+    and `model` lacks it: before any learning, not after it. The completer runs on a paste
+    start whether or not it is denoised."""
+    if config.init != "paste":
+        return
+    if config.whole_from_model and model.completer is None:
+        raise UserError(
+            "edit.whole_from_model is on but the model has no completer (a completer/ folder "
+            "beside its unet/): set edit.whole_from_model = false",
+            path=model.path,
+        )
+    if not config.denoise:
         return
     if config.refine and model.refiner is None:
         raise UserError(
             "edit.refine is on but the model has no refiner (a refiner/ folder beside its "
             "unet/): set edit.refine = false",
-            path=model.path,
-        )
-    if config.whole_from_model and model.completer is None:
-        raise UserError(
-            "edit.whole_from_model is on but the model has no completer (a completer/ folder "
-            "beside its unet/): set edit.whole_from_model = false",
             path=model.path,
         )
     if config.correct and model.corrector is None:

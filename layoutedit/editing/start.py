@@ -211,12 +211,11 @@ class StartBuilder:
         return self._wholes
 
     def completes(self) -> bool:
-        """Whether the whole shapes come from the model's completer (`whole_from_model`, a
-        denoised edit, a grid of the side it learned); else from the shape rules."""
-        cfg, completer = self.config, self.model.completer
+        """Whether the whole shapes come from the model's completer (`whole_from_model` and
+        a grid of the side it learned); else from the shape rules."""
+        completer = self.model.completer
         return bool(
-            cfg.whole_from_model
-            and cfg.denoise
+            self.config.whole_from_model
             and completer is not None
             and self.scene.labels.shape == (completer.side, completer.side)
         )

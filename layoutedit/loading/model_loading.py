@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,8 +419,8 @@ def _load_folder(
         raise UserError(f"could not load the model: {exc}".splitlines()[0], path=folder) from None
     parts["scheduler_config"] = _scheduler_config(folder / "scheduler")
     parts["refiner"] = _load_refiner(folder / REFINER_FOLDER, allow_pickle, dtype)
-    parts["corrector"] = _load_corrector(folder / CORRECTOR_FOLDER)
-    parts["completer"] = _load_completer(folder / COMPLETER_FOLDER)
+    parts["corrector"] = _load_extra(folder / CORRECTOR_FOLDER, load_corrector, "corrector")
+    parts["completer"] = _load_extra(folder / COMPLETER_FOLDER, load_completer, "completer")
     return parts, files
 
 
@@ -440,26 +441,16 @@ def _load_refiner(folder: Path, allow_pickle: bool, dtype: torch.dtype) -> Any:
         raise UserError(f"could not load the refiner: {exc}".splitlines()[0], path=folder) from None
 
 
-def _load_corrector(folder: Path) -> Any:
-    """The corrector of a model folder (`editing.correct`), None when there is none. Outside
+def _load_extra(folder: Path, load: Callable[[Path], Any], what: str) -> Any:
+    """The `what` net of a model folder's subfolder `folder` (`load(folder)`: the corrector,
+    `editing.correct`; the completer, `editing.complete`), None when there is none. Outside
     the fingerprint, as the refiner."""
     if not folder.exists():
         return None
     try:
-        return load_corrector(folder)
+        return load(folder)
     except ValueError as exc:
-        raise UserError(f"could not load the corrector: {exc}", path=folder) from None
-
-
-def _load_completer(folder: Path) -> Any:
-    """The completer of a model folder (`editing.complete`), None when there is none.
-    Outside the fingerprint, as the corrector."""
-    if not folder.exists():
-        return None
-    try:
-        return load_completer(folder)
-    except ValueError as exc:
-        raise UserError(f"could not load the completer: {exc}", path=folder) from None
+        raise UserError(f"could not load the {what}: {exc}", path=folder) from None
 
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:

@@ -2,19 +2,17 @@
 net that completes an object's whole shape under the objects over it out.
 
 The loss is the binary cross-entropy on the covered pixels only (elsewhere the answer is
-known: the visible pixels are the object's, the rest are not). The eight flips and quarter
-turns of a sample are all samples of the world (its shapes turn; its light plays no part in
-a mask). The last `HELD_OUT` samples of the last shard are never trained on: every
-`CHECKPOINT_EVERY` steps the log gives their covered parts' IoU with the truth, beside the
-convex hull's (`occlusion_fit.amodal_estimate`'s rule). Checkpoints (safetensors + JSON)
-every `CHECKPOINT_EVERY` steps; a rerun resumes. `--export` writes the EMA weights as the
-model folder's `completer/`.
+known: the visible pixels are the object's, the rest are not). A sample mirrored left to
+right is a sample of the world too (`mirrored`). The last `HELD_OUT` samples of the last
+shard are never trained on: every `CHECKPOINT_EVERY` steps the log gives their covered
+parts' IoU with the truth, beside the convex hull's (`occlusion_fit.amodal_estimate`'s
+rule). Checkpoints (safetensors + JSON) every `CHECKPOINT_EVERY` steps; a rerun resumes.
+`--export` writes the EMA weights as the model folder's `completer/`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from layoutedit.editing.complete import WHOLE_THRESHOLD
 from layoutedit.loading.completer import (
     COMPLETER_FOLDER,
     COMPLETER_INFO,
@@ -36,6 +35,7 @@ from layoutedit.shapes.training_io import (
     log_to_run,
     optimiser_step,
     pipeline_folder,
+    recipe_wrote,
     resume_run,
     save_run,
 )
@@ -60,16 +60,16 @@ def load_samples(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return p, w
 
 
-def turned(
+def mirrored(
     planes: torch.Tensor, wholes: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One of the eight flips and quarter turns of the batch, the same for inputs and
-    truths (drawn per batch: the grids are square)."""
-    k = int(rng.integers(0, 4))
-    planes, wholes = planes.rot90(k, (-2, -1)), wholes.rot90(k, (-2, -1))
-    if rng.random() < 0.5:
-        planes, wholes = planes.flip(-1), wholes.flip(-1)
-    return planes.contiguous(), wholes.contiguous()
+    """The batch with a random half of its samples mirrored left to right, inputs and
+    truths alike. Only that: the world's shapes stand upright (a heart points down), so a
+    quarter turn or an upside-down sample would teach shapes it never shows."""
+    flip = torch.from_numpy(rng.random(planes.shape[0]) < 0.5)
+    planes = torch.where(flip[:, None, None, None], planes.flip(-1), planes)
+    wholes = torch.where(flip[:, None, None, None], wholes.flip(-1), wholes)
+    return planes, wholes
 
 
 def covered_loss(logits: torch.Tensor, planes: torch.Tensor, wholes: torch.Tensor) -> torch.Tensor:
@@ -105,6 +105,20 @@ def train(args: argparse.Namespace) -> None:
     held_p, held_w = planes[n:], wholes[n:]
     hull_iou = covered_ious(hull_guess(held_p.numpy()), held_p.numpy(), held_w[:, 0].numpy())
     log_to_run(run, f"held-out hidden-part IoU of the convex hull: {hull_iou.mean():.3f}")
+    held_truth = held_w[:, 0].numpy() > 0
+
+    def scored(completer: Completer) -> str:
+        with torch.no_grad():
+            probs = torch.sigmoid(completer.eval()(held_p))[:, 0].numpy()
+        guess = (held_p[:, 0].numpy() > 0) | (probs > WHOLE_THRESHOLD)
+        ious = covered_ious(guess, held_p.numpy(), held_truth)
+        better = float((ious > hull_iou + 0.01).mean()) * 100
+        worse = float((ious < hull_iou - 0.01).mean()) * 100
+        return (
+            f"{ious.mean():.3f} (convex hull {hull_iou.mean():.3f}; better in {better:.0f} %, "
+            f"worse in {worse:.0f} % of {len(ious)})"
+        )
+
     side = int(planes.shape[-1])
     net = Completer(side=side)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -118,7 +132,7 @@ def train(args: argparse.Namespace) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.from_numpy(rng.integers(0, n, args.batch))
-        p, w = turned(planes[idx], wholes[idx], rng)
+        p, w = mirrored(planes[idx], wholes[idx], rng)
         loss = covered_loss(net(p), p, w)
         optimiser_step(loss, opt, net, ema, step)
         if step % 50 == 0:
@@ -128,46 +142,31 @@ def train(args: argparse.Namespace) -> None:
         if step % CHECKPOINT_EVERY == 0 or step == steps:
             save_run(run, "completer", net, opt, ema, step)
             ema_net.load_state_dict(ema)
-            with torch.no_grad():
-                probs = torch.sigmoid(ema_net.eval()(held_p))[:, 0].numpy()
-            guess = (held_p[:, 0].numpy() > 0) | (probs > 0.5)
-            ious = covered_ious(guess, held_p.numpy(), held_w[:, 0].numpy())
-            better = float((ious > hull_iou + 0.01).mean()) * 100
-            worse = float((ious < hull_iou - 0.01).mean()) * 100
-            log_to_run(
-                run,
-                f"held-out hidden-part IoU at step {step}: {ious.mean():.3f} (convex hull "
-                f"{hull_iou.mean():.3f}; better in {better:.0f} %, worse in {worse:.0f} %)",
-            )
+            log_to_run(run, f"held-out hidden-part IoU at step {step}: " + scored(ema_net))
     if args.export is not None:
         ema_net.load_state_dict(ema)
         out = args.export / COMPLETER_FOLDER
         save_completer(
             ema_net,
             out,
-            {"steps": step, "samples": n, "lr": args.lr, "batch": args.batch, "recipe": RECIPE},
+            {
+                "steps": step,
+                "samples": n,
+                "lr": args.lr,
+                "batch": args.batch,
+                "held_out_hidden_part_iou": scored(ema_net),
+                "recipe": RECIPE,
+            },
         )
         log_to_run(run, f"exported step {step} to {out}")
-
-
-def recipe_wrote(folder: Path) -> bool:
-    """Whether `folder` is absent or a completer this recipe exported: only those may be
-    replaced."""
-    if not folder.exists():
-        return True
-    try:
-        info = json.loads((folder / COMPLETER_INFO).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and str(info.get("recipe", "")).startswith(RECIPE)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the completer on whole-shape samples.")
     parser.add_argument("--samples", type=Path, required=True, help="completer_data output")
     parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None)
@@ -178,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not any(args.samples.glob("samples-*.safetensors")):
         parser.error(f"{args.samples}: no samples-*.safetensors (run completer_data first)")
-    if args.export is not None and not recipe_wrote(args.export / COMPLETER_FOLDER):
-        parser.error(f"{args.export / COMPLETER_FOLDER}: a completer this recipe did not write")
+    target = None if args.export is None else args.export / COMPLETER_FOLDER
+    if target is not None and not recipe_wrote(target, COMPLETER_INFO, RECIPE):
+        parser.error(f"{target}: a completer this recipe did not write")
     torch.set_num_threads(args.threads)
     train(args)
 

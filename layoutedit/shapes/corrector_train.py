@@ -18,7 +18,6 @@ as the model folder's `corrector/`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from layoutedit.shapes.training_io import (
     budget_checked,
     log_to_run,
     optimiser_step,
+    recipe_wrote,
     resume_run,
     save_run,
 )
@@ -137,18 +137,6 @@ def flipped(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tens
 
 RECIPE = "layoutedit.shapes.corrector_train"
 """What `CORRECTOR.json`'s `recipe` says of an export of this module."""
-
-
-def recipe_wrote(folder: Path) -> bool:
-    """Whether `folder` is absent or a corrector this recipe exported (its `CORRECTOR.json`
-    names the recipe): only those may be replaced."""
-    if not folder.exists():
-        return True
-    try:
-        info = json.loads((folder / CORRECTOR_INFO).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and str(info.get("recipe", "")).startswith(RECIPE)
 
 
 def pair_count(folder: Path) -> int:
@@ -328,9 +316,10 @@ def main(argv: list[str] | None = None) -> None:
             load_weights(Corrector(), args.init_from)
         except ValueError as exc:
             parser.error(str(exc))
-    if args.export is not None and not recipe_wrote(args.export / CORRECTOR_FOLDER):
+    target = None if args.export is None else args.export / CORRECTOR_FOLDER
+    if target is not None and not recipe_wrote(target, CORRECTOR_INFO, RECIPE):
         # Not one this recipe wrote: replacing it would lose someone's weights.
-        parser.error(f"{args.export / CORRECTOR_FOLDER}: a corrector this recipe did not write")
+        parser.error(f"{target}: a corrector this recipe did not write")
     torch.set_num_threads(args.threads)
     train(args)
 

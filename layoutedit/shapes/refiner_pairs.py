@@ -74,7 +74,11 @@ def shard_pairs(
     from layoutedit.editing.session import EditSession
     from layoutedit.scenes.scene import layout_from_labels
 
-    config = runtime.edit_config(DIFFUSION_SPECS["no-model"])
+    # `full`'s start: the `no-model` row's with the preset's completer (whole shapes); the
+    # rows differ only after it.
+    config = runtime.edit_config(DIFFUSION_SPECS["no-model"]).model_copy(
+        update={"whole_from_model": runtime.settings.edit.whole_from_model}
+    )
     model = runtime.load_model()
     seeds = range(first_seed, first_seed + 4 * scenes)  # some seeds take no layouts
     starts, truths, zones, prompts = [], [], [], []
@@ -88,7 +92,6 @@ def shard_pairs(
             session = EditSession(model, scene, config, runtime.backend)
         assert scene is not None
         layout = layout_from_labels(case.layout, scene)
-        # `full`'s start is the `no-model` row's: the rows differ only after it.
         start = session.start_image(layout)
         if full is not None:
             image = full[j]

@@ -209,3 +209,15 @@ def budget_checked(
         f"budget {max_minutes:g} min at {rate:.1f} steps/s: the schedule ends at step {ends}",
     )
     return ends
+
+
+def recipe_wrote(folder: Path, info_name: str, recipe: str) -> bool:
+    """Whether `folder` is absent or holds a net that `recipe` exported (its JSON file
+    `info_name` names the recipe): only those may be replaced by an export."""
+    if not folder.exists():
+        return True
+    try:
+        info = json.loads((folder / info_name).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and str(info.get("recipe", "")).startswith(recipe)

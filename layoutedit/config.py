@@ -707,6 +707,8 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # +1.68] / +0.05 dB; seeds 2000-2002 have no ring whose hole is hidden, seed
             # 1000 one (image +3.4 dB on that edit) (round 11).
             "whole_keeps_holes": True,
+            # Each object's whole shape from the model's completer (FIGURES).
+            "whole_from_model": True,
             # Each painted region's own margin (dev seeds 2000 / 2001, 8 scenes x 2, the
             # `no-model` rows, against the widest margin, object shadows on in both):
             # uncovered parts +6.27 [+2.86, +9.91] / +3.49 [+1.55, +5.91] dB, image +0.67

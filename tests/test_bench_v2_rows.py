@@ -17,7 +17,7 @@ from layoutedit.bench.diffusion import DiffusionRuntime
 from layoutedit.bench.scoring import METRICS_V2
 from layoutedit.bench.variants import DIFFUSION_SPECS, published_spec
 from layoutedit.cli.app import app
-from layoutedit.config import PRESETS, EditConfig, Settings
+from layoutedit.config import PRESETS, EditConfig, Settings, resolve_settings
 from layoutedit.errors import UserError
 
 
@@ -50,11 +50,16 @@ def test_published_and_no_model_settings() -> None:
     assert fast == EditConfig.model_validate(PRESETS["fast"]["edit"])
     assert fast.init == "noise" and fast.steps < published.steps
     no_model = runtime.edit_config(DIFFUSION_SPECS["no-model"])
-    # The run's pipeline, with no denoising step (and no concept: nothing would read it).
+    # The run's pipeline, with no denoising step (and no concept: nothing would read it) and
+    # no completer: none of the model's networks.
     assert not no_model.denoise and no_model.init == "paste" and not no_model.use_concept
+    assert not no_model.whole_from_model
     assert no_model.model_copy(update={"denoise": True, "use_concept": True}) == (
         runtime.settings.edit
     )
+    runtime.settings = resolve_settings("shapes-tiny-v2")
+    assert runtime.settings.edit.whole_from_model
+    assert not runtime.edit_config(DIFFUSION_SPECS["no-model"]).whole_from_model
 
 
 def test_no_model_edits_without_a_unet_call(tiny_model_dir: Path, tmp_path: Path) -> None:

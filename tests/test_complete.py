@@ -160,16 +160,6 @@ def test_the_start_paints_the_completers_whole_shapes(completer_model_dir: Path)
     assert np.array_equal(painted(whole_from_model=True, denoise=False), completed)
 
 
-def test_the_no_model_row_runs_none_of_the_models_networks() -> None:
-    from layoutedit.bench.variants import DIFFUSION_SPECS
-    from layoutedit.config import resolve_settings
-
-    preset = resolve_settings("shapes-tiny-v2").edit
-    assert preset.whole_from_model and preset.correct and preset.denoise
-    config = preset.model_copy(update=DIFFUSION_SPECS["no-model"].edit_overrides)
-    assert not config.whole_from_model and not config.denoise and not config.use_concept
-
-
 def test_the_samples_of_a_scene_hold_its_visible_pixels_within_its_whole() -> None:
     found = 0
     for seed in range(completer_data.COMPLETER_SEED_BASE, completer_data.COMPLETER_SEED_BASE + 8):

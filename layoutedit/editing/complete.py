@@ -7,7 +7,8 @@ it is convex and smooth; a heart's lobe, a star's arm or a square's corner under
 object come back cut along a chord. A model folder may ship a completer
 (`loading.completer`): a small net that read, on the scenes of the world the model learned,
 an object's visible pixels and the pixels of the objects over it and learned what lies
-under them. Pure numpy in, numpy out; the net runs on the CPU (a 64 px grid, milliseconds).
+under them. Numpy in, numpy out; the net runs where the model is (a 64 px grid: milliseconds
+on a CPU).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def complete_wholes(
     pixels the completer gives a probability over `WHOLE_THRESHOLD`.
 
     Args:
-        completer: `loading.completer.Completer` (eval mode, on the CPU).
+        completer: `loading.completer.Completer` (eval mode, on any device and dtype).
         labels: (H, W) int label grid, object i -> i, background K; H and W divisible by
             the completer's `multiple`.
         n_objects: K.
@@ -72,7 +73,10 @@ def complete_wholes(
     if not todo:
         return wholes
     planes = np.stack([completer_inputs(labels, k, n_objects, over) for k in todo])
-    probs = torch.sigmoid(completer(torch.from_numpy(planes)))[:, 0].numpy()
+    # On the model's device and in its precision (a CUDA edit may hold it in half).
+    param = next(completer.parameters())
+    logits = completer(torch.from_numpy(planes).to(param)).float().cpu()
+    probs = torch.sigmoid(logits)[:, 0].numpy()
     for row, k in enumerate(todo):
         covered = planes[row, 1] > 0
         wholes[k] |= covered & (probs[row] > WHOLE_THRESHOLD)

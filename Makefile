@@ -157,14 +157,13 @@ completer:
 	$(PY) -m layoutedit.shapes.completer_data --out runs/completer-data --shards 16
 	$(PY) -m layoutedit.shapes.completer_train --samples runs/completer-data --run-dir runs/completer --steps 4000 --batch 32 --lr 2e-3 --export layoutedit/models/shapes-tiny-v2
 
-## corrector-update: how the shipped corrector was last made: pairs of the current start in
-## two folders of new scenes each (about 27 min each with two processes; `--first-shard 5`
-## or `15` in a second one halves it), then 3000 steps from the shipped corrector, half of
-## each batch from either folder (about 35 min of one thread); all resume from runs/.
+## corrector-update: how the shipped corrector was last made: 8,000 pairs of the current start
+## (the completer's whole shapes, `make completer` first) on new scenes (about 30 min with
+## two processes: `--shards 25 --first-shard 20` and `--shards 30 --first-shard 25`), then
+## 3000 steps from the shipped corrector (about 16 min of two threads); both resume from runs/.
 corrector-update:
-	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r11 --stage final --shards 10
-	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r12 --stage final --shards 20 --first-shard 10
-	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs-r12 --more-pairs runs/final-pairs-r11 --more-share 0.5 --run-dir runs/corrector-r12 --steps 3000 --batch 32 --lr 3e-4 --texture-weight 6 --hidden-weight 1 --init-from layoutedit/models/shapes-tiny-v2/corrector/corrector.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
+	$(PY) -m layoutedit.shapes.refiner_pairs --out runs/final-pairs-r13 --stage final --shards 30 --first-shard 20
+	$(PY) -m layoutedit.shapes.corrector_train --pairs runs/final-pairs-r13 --run-dir runs/corrector-r13 --steps 3000 --batch 32 --lr 3e-4 --texture-weight 6 --hidden-weight 1 --threads 2 --init-from layoutedit/models/shapes-tiny-v2/corrector/corrector.safetensors --export layoutedit/models/shapes-tiny-v2 $(CORRECTOR_ARGS)
 
 ## evaluate-model-v2: the v2 model's gate on world v2 scenes (shadow side, background texture)
 evaluate-model-v2:

@@ -707,7 +707,11 @@ PRESETS["shapes-tiny-v2"] = _merge(
             # +1.68] / +0.05 dB; seeds 2000-2002 have no ring whose hole is hidden, seed
             # 1000 one (image +3.4 dB on that edit) (round 11).
             "whole_keeps_holes": True,
-            # Each object's whole shape from the model's completer (FIGURES).
+            # Each object's whole shape from the model's completer, which also places it
+            # (`full` against the same with the rules' shapes, dev seeds 2000 / 2001, 8
+            # scenes x 2): uncovered parts +3.01 [+0.68, +5.68] / +3.78 [+1.60, +5.80] dB,
+            # image +1.17 [+0.43, +2.09] / +1.26 [+0.03, +2.49] dB (docs/tuning.md, world v2
+            # round 13).
             "whole_from_model": True,
             # Each painted region's own margin (dev seeds 2000 / 2001, 8 scenes x 2, the
             # `no-model` rows, against the widest margin, object shadows on in both):

@@ -12,14 +12,24 @@ import pytest
 from safetensors import safe_open
 
 from layoutedit.editing.refine import REFINER_EXTRA_CHANNELS
+from layoutedit.loading.completer import COMPLETER_FOLDER, Completer, save_completer
 from layoutedit.loading.model_loading import REFINER_FOLDER, load_model
 from layoutedit.shapes import corrector_train, refiner_pairs, refiner_train
 
 
 @pytest.fixture(scope="module")
-def pairs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def v2_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a completer (untrained): the `shapes-tiny-v2` preset asks for one."""
+    folder = tmp_path_factory.mktemp("v2-model") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    save_completer(Completer((4, 8), side=64), folder / COMPLETER_FOLDER, {})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pairs(v2_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pairs")
-    refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(tiny_model_dir), scenes=2)
+    refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", str(v2_model_dir), scenes=2)
     return out
 
 
@@ -111,23 +121,23 @@ def test_a_refiner_the_recipe_did_not_write_is_kept(
 
 
 def test_pairs_of_another_preset_or_shard_size_are_not_resumed_into(
-    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+    pairs: Path, v2_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pairs"
     shutil.copytree(pairs, out)
     before = sorted(p.name for p in out.iterdir())
     for other in (["--preset", "fast", "--shard-scenes", "2"], ["--shard-scenes", "3"]):
         with pytest.raises(SystemExit) as stop:
-            refiner_pairs.main(["--out", str(out), "--model", str(tiny_model_dir), *other])
+            refiner_pairs.main(["--out", str(out), "--model", str(v2_model_dir), *other])
         assert stop.value.code == 2
         assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_final_pairs_carry_the_finished_edit_and_its_guide_masks(
-    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+    pairs: Path, v2_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "final"
-    model = str(tiny_model_dir)
+    model = str(v2_model_dir)
     refiner_pairs.write_shards(out, 1, "shapes-tiny-v2", model, stage="final", scenes=2)
     path = next(out.glob("pairs-*.safetensors"))
     with safe_open(str(path), framework="pt") as fh:
@@ -145,17 +155,15 @@ def test_final_pairs_carry_the_finished_edit_and_its_guide_masks(
         refiner_train.main(["--pairs", str(out), "--run-dir", str(tmp_path / "run")])
     assert stop.value.code == 2
     with pytest.raises(SystemExit) as stop:
-        refiner_pairs.main(
-            ["--out", str(pairs), "--stage", "final", "--model", str(tiny_model_dir)]
-        )
+        refiner_pairs.main(["--out", str(pairs), "--stage", "final", "--model", str(v2_model_dir)])
     assert stop.value.code == 2
 
 
 def test_full_pairs_carry_the_models_edit_on_the_same_starts(
-    pairs: Path, tiny_model_dir: Path, tmp_path: Path
+    pairs: Path, v2_model_dir: Path, tmp_path: Path
 ) -> None:
     final, full = tmp_path / "final", tmp_path / "full"
-    model = str(tiny_model_dir)
+    model = str(v2_model_dir)
     refiner_pairs.write_shards(final, 1, "shapes-tiny-v2", model, stage="final", scenes=1)
     refiner_pairs.write_shards(full, 1, "shapes-tiny-v2", model, stage="full", scenes=1)
     arrays = {}

@@ -1,4 +1,4 @@
-"""The small U-shaped net that the model folder's pixel-space helpers share (the corrector,
+"""The small U-shaped net that the model folder's pixel-space networks share (the corrector,
 `loading.corrector`; the completer, `loading.completer`), and saving and loading one as
 safetensors weights beside a JSON file of its widths and recipe."""
 

@@ -219,6 +219,9 @@ def test_the_recipe_refuses_a_folder_without_samples_or_a_foreign_completer(
         completer_train.main(["--samples", str(tmp_path), "--run-dir", str(tmp_path / "run")])
     assert exc.value.code == 2 and not (tmp_path / "run").exists()
     _synthetic_samples(tmp_path, 12)
+    with pytest.raises(SystemExit) as exc:  # every sample would be held out
+        completer_train.main(["--samples", str(tmp_path), "--run-dir", str(tmp_path / "run")])
+    assert exc.value.code == 2 and not (tmp_path / "run").exists()
     model_dir = tmp_path / "model"
     (model_dir / COMPLETER_FOLDER).mkdir(parents=True)
     (model_dir / "model_index.json").write_text("{}")
@@ -230,8 +233,12 @@ def test_the_recipe_refuses_a_folder_without_samples_or_a_foreign_completer(
                 str(tmp_path),
                 "--run-dir",
                 str(tmp_path / "run"),
+                "--held-out",
+                "2",
                 "--export",
                 str(model_dir),
             ]
         )
     assert exc.value.code == 2 and not (tmp_path / "run").exists()
+    info = json.loads((model_dir / COMPLETER_FOLDER / COMPLETER_INFO).read_text())
+    assert info == {"recipe": "mine"}  # someone else's completer is kept

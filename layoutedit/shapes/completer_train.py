@@ -60,6 +60,15 @@ def load_samples(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return p, w
 
 
+def sample_count(folder: Path) -> int:
+    """Samples in `folder`'s shards, read from their headers."""
+    total = 0
+    for path in sorted(folder.glob("samples-*.safetensors")):
+        with safe_open(str(path), framework="np") as fh:
+            total += int(fh.get_slice("wholes").get_shape()[0])
+    return total
+
+
 def mirrored(
     planes: torch.Tensor, wholes: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not any(args.samples.glob("samples-*.safetensors")):
         parser.error(f"{args.samples}: no samples-*.safetensors (run completer_data first)")
+    count = sample_count(args.samples)
+    if count <= args.held_out:
+        parser.error(
+            f"{args.samples}: {count} samples, more than --held-out ({args.held_out}) needed"
+        )
     target = None if args.export is None else args.export / COMPLETER_FOLDER
     if target is not None and not recipe_wrote(target, COMPLETER_INFO, RECIPE):
         parser.error(f"{target}: a completer this recipe did not write")

@@ -71,7 +71,8 @@ def test_the_planes_are_the_object_what_lies_over_it_the_others_and_the_frame() 
 
 def test_only_an_object_that_one_over_it_touches_is_completed() -> None:
     labels, over = _labels()
-    assert [needs_completion(labels, k, 3, over) for k in range(3)] == [True, False, False]
+    touched = [needs_completion(completer_inputs(labels, k, 3, over)) for k in range(3)]
+    assert touched == [True, False, False]
 
 
 def test_the_whole_adds_only_covered_pixels_the_completer_is_sure_of() -> None:
@@ -242,3 +243,13 @@ def test_the_recipe_refuses_a_folder_without_samples_or_a_foreign_completer(
     assert exc.value.code == 2 and not (tmp_path / "run").exists()
     info = json.loads((model_dir / COMPLETER_FOLDER / COMPLETER_INFO).read_text())
     assert info == {"recipe": "mine"}  # someone else's completer is kept
+
+
+def test_the_sample_writer_refuses_a_file_for_its_folder(tmp_path: Path) -> None:
+    taken = tmp_path / "samples"
+    taken.write_text("mine")
+    for args in (["--out", str(taken)], ["--out", str(tmp_path / "new"), "--shards", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            completer_data.main(args)
+        assert exc.value.code == 2
+    assert taken.read_text() == "mine" and not (tmp_path / "new").exists()

@@ -47,11 +47,11 @@ def completer_inputs(labels: np.ndarray, k: int, n_objects: int, over: np.ndarra
     return np.stack([visible, covered, others, frame]).astype(np.float32)
 
 
-def needs_completion(labels: np.ndarray, k: int, n_objects: int, over: np.ndarray) -> bool:
-    """Whether an object of the objects over `k` touches it: otherwise nothing of it is
-    hidden and its whole shape is its visible pixels."""
-    covered = covering(labels, k, n_objects, over)
-    return bool(bordering(labels == k, covered).any())
+def needs_completion(planes: np.ndarray) -> bool:
+    """Whether an object over it touches the object of `planes` ((4, H, W),
+    `completer_inputs`): otherwise nothing of it is hidden and its whole shape is its
+    visible pixels."""
+    return bool(bordering(planes[0] > 0, planes[1] > 0).any())
 
 
 @torch.no_grad()
@@ -69,10 +69,11 @@ def complete_wholes(
         over: (K, K) bool, [i, j] when object j lies over object i.
     """
     wholes = np.stack([labels == k for k in range(n_objects)]).astype(bool)
-    todo = [k for k in range(n_objects) if needs_completion(labels, k, n_objects, over)]
+    every = [completer_inputs(labels, k, n_objects, over) for k in range(n_objects)]
+    todo = [k for k in range(n_objects) if needs_completion(every[k])]
     if not todo:
         return wholes
-    planes = np.stack([completer_inputs(labels, k, n_objects, over) for k in todo])
+    planes = np.stack([every[k] for k in todo])
     # On the model's device and in its precision (a CUDA edit may hold it in half).
     param = next(completer.parameters())
     logits = completer(torch.from_numpy(planes).to(param)).float().cpu()

@@ -43,26 +43,16 @@ def require_extra_models(config: EditConfig, model: LoadedModel) -> None:
     start whether or not it is denoised."""
     if config.init != "paste":
         return
-    if config.whole_from_model and model.completer is None:
-        raise UserError(
-            "edit.whole_from_model is on but the model has no completer (a completer/ folder "
-            "beside its unet/): set edit.whole_from_model = false",
-            path=model.path,
-        )
-    if not config.denoise:
-        return
-    if config.refine and model.refiner is None:
-        raise UserError(
-            "edit.refine is on but the model has no refiner (a refiner/ folder beside its "
-            "unet/): set edit.refine = false",
-            path=model.path,
-        )
-    if config.correct and model.corrector is None:
-        raise UserError(
-            "edit.correct is on but the model has no corrector (a corrector/ folder beside "
-            "its unet/): set edit.correct = false",
-            path=model.path,
-        )
+    wanted = [("whole_from_model", "completer", config.whole_from_model)]
+    if config.denoise:
+        wanted += [("refine", "refiner", config.refine), ("correct", "corrector", config.correct)]
+    for setting, net, on in wanted:
+        if on and getattr(model, net) is None:
+            raise UserError(
+                f"edit.{setting} is on but the model has no {net} (a {net}/ folder beside "
+                f"its unet/): set edit.{setting} = false",
+                path=model.path,
+            )
 
 
 def changed_zone(source: np.ndarray, start: np.ndarray, redraw: np.ndarray | None) -> np.ndarray:

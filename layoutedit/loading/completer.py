@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from layoutedit.loading import small_unet
 from layoutedit.loading.small_unet import SmallUNet, load_net, save_net
 
 COMPLETER_FOLDER = "completer"
@@ -50,15 +49,6 @@ class Completer(SmallUNet):
 def save_completer(net: Completer, folder: Path, info: dict[str, object]) -> None:
     """`folder/completer.safetensors` and `folder/COMPLETER.json` (the widths and `info`)."""
     save_net(net, folder, COMPLETER_WEIGHTS, COMPLETER_INFO, {"side": net.side, **info})
-
-
-def load_completer_weights(net: Completer, path: Path) -> Completer:
-    """`net` with the weights of the safetensors file `path`.
-
-    Raises:
-        ValueError: the file is missing, not safetensors, or does not fit `net`'s widths.
-    """
-    return small_unet.load_weights(net, path, "completer")
 
 
 def load_completer(folder: Path) -> Completer:

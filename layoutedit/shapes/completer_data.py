@@ -41,8 +41,9 @@ def scene_samples(seed: int) -> tuple[np.ndarray, np.ndarray]:
     over = in_front(masks)
     planes, wholes = [], []
     for i in range(k):
-        if needs_completion(labels, i, k, over):
-            planes.append(completer_inputs(labels, i, k, over) > 0)
+        inputs = completer_inputs(labels, i, k, over)
+        if needs_completion(inputs):
+            planes.append(inputs > 0)
             wholes.append(scene.amodal[i] | masks[i])
     size = masks.shape[1:]
     if not planes:
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.shards < 1 or not 0 <= args.first_shard < args.shards:
         parser.error("--shards must be at least 1 and --first-shard below it")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"{args.out}: not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
     for index in range(args.first_shard, args.shards):
         if (args.out / f"samples-{index:03d}.safetensors").exists():
